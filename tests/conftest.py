@@ -1,0 +1,36 @@
+"""Shared offline fixtures: phantom data in the Kaggle layout, a prepared copy, a tiny CLIP."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from vptlib.backbone import write_tiny_clip
+from vptlib.phantoms import write_phantoms
+from vptlib.prepare import PrepareOptions, prepare
+
+# The suite must never touch the network, even on a machine that has one.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VPTLIB_OFFLINE", "1")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def phantom_source(tmp_path_factory) -> Path:
+    return write_phantoms(tmp_path_factory.mktemp("phantoms"), per_class=40, size=128, seed=0)
+
+
+@pytest.fixture(scope="session")
+def prepared(phantom_source, tmp_path_factory) -> Path:
+    """30 train (24 train + 6 val) and 20 test images per class, from the phantoms."""
+    out = tmp_path_factory.mktemp("prepared")
+    prepare(PrepareOptions(phantom_source, out, train_per_class=30, test_per_class=20, seed=0))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return write_tiny_clip(tmp_path_factory.mktemp("tiny-clip"), seed=0)

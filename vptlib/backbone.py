@@ -1,0 +1,180 @@
+"""Load CLIP: by hub id or local folder, or build a tiny random one offline.
+
+``load_clip`` returns a :class:`Clip` bundle (model, tokenizer, image processor) and
+never runs remote code: weights load from safetensors only. When a hub id cannot be
+resolved (no network, no local cache, ``HF_HUB_OFFLINE=1``) it stops within seconds
+with a :class:`UserError` naming the id and the two fixes.
+
+``write_tiny_clip`` writes a few-layer random CLIP with the real patch size and image
+size (so preprocessing and the 49-patch sequence are the same as ViT-B/32), a
+byte-level tokenizer with no merges and a CLIP image processor, all built locally.
+``vit_b32_config`` is the exact ``openai/clip-vit-base-patch32`` architecture for
+shape, cost and memory tests with random weights; such a model never yields a
+reported accuracy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoImageProcessor, AutoTokenizer, CLIPConfig, CLIPModel, CLIPTokenizer
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from .errors import UserError
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+_HUB_HOST = ("huggingface.co", 443)
+
+
+@dataclass
+class Clip:
+    """A CLIP model with the tokenizer and image processor that belong to it."""
+
+    model: CLIPModel
+    tokenizer: CLIPTokenizer
+    processor: CLIPImageProcessorPil
+    name: str  # the id or folder it was loaded from
+
+    @property
+    def vision(self) -> torch.nn.Module:
+        return self.model.vision_model
+
+
+def vit_b32_config() -> CLIPConfig:
+    """The architecture of ``openai/clip-vit-base-patch32`` (weights not included)."""
+    return CLIPConfig(
+        text_config=dict(
+            vocab_size=49408, hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+            num_attention_heads=8, max_position_embeddings=77, hidden_act="quick_gelu",
+            bos_token_id=49406, eos_token_id=49407, pad_token_id=1,
+        ),
+        vision_config=dict(
+            hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+            image_size=224, patch_size=32, hidden_act="quick_gelu",
+        ),
+        projection_dim=512,
+        logit_scale_init_value=2.6592,
+    )  # fmt: skip
+
+
+def tiny_clip_config(layers: int = 3, width: int = 64) -> CLIPConfig:
+    """A few-layer CLIP with ViT-B/32's image and patch size, for tests and the smoke profile."""
+    return CLIPConfig(
+        text_config=dict(
+            vocab_size=514, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+            num_attention_heads=4, max_position_embeddings=77, hidden_act="quick_gelu",
+            bos_token_id=512, eos_token_id=513, pad_token_id=513,
+        ),
+        vision_config=dict(
+            hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
+            num_attention_heads=4, image_size=224, patch_size=32, hidden_act="quick_gelu",
+        ),
+        projection_dim=32,
+        logit_scale_init_value=2.6592,
+    )  # fmt: skip
+
+
+def _byte_unicode() -> list[str]:
+    """GPT-2/CLIP's reversible byte -> printable-unicode table."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def byte_level_tokenizer() -> CLIPTokenizer:
+    """A CLIP tokenizer whose vocabulary is the 256 bytes (plus end-of-word forms), no merges.
+
+    Every string tokenizes, one token per byte, so text code paths run with no download.
+    """
+    chars = _byte_unicode()
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": 256 + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"] = 512
+    vocab["<|endoftext|>"] = 513
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def write_tiny_clip(out: str | Path, seed: int = 0, layers: int = 3, width: int = 64) -> Path:
+    """Write a random tiny CLIP with tokenizer and processor that ``load_clip`` reads."""
+    out = Path(out)
+    torch.manual_seed(seed)
+    model = CLIPModel(tiny_clip_config(layers, width)).eval()
+    model.save_pretrained(out, safe_serialization=True)
+    byte_level_tokenizer().save_pretrained(out)
+    CLIPImageProcessorPil().save_pretrained(out)
+    return out
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection(_HUB_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _unavailable(name: str, why: str) -> UserError:
+    return UserError(
+        f"cannot load CLIP {name!r}: {why}. Either pre-download it on a machine with a network "
+        f"(`huggingface-cli download {name}`, or `hf download {name}`, which fills the Hugging Face "
+        f"cache), or pass a local folder holding config.json, model.safetensors, the tokenizer "
+        f"and preprocessor_config.json (e.g. --model /path/to/clip-vit-base-patch32)"
+    )
+
+
+def load_clip(name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu") -> Clip:
+    """Load a CLIP checkpoint from a local folder or the Hugging Face hub (or its cache)."""
+    name = str(name_or_path)
+    local = Path(name).expanduser()
+    if local.is_dir():
+        source, local_only = str(local), True
+    elif local.exists() or name.startswith((".", "/", "~")):
+        raise UserError(f"model folder {name} does not exist (or is not a folder)")
+    else:
+        source = name
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        # Try the local cache first; only if that fails ask the network, after a quick
+        # reachability probe so an offline machine fails in seconds instead of retrying.
+        local_only = True
+        try:
+            return _load(source, True, device, name)
+        except (OSError, ValueError):
+            pass
+        if offline:
+            raise _unavailable(name, "HF_HUB_OFFLINE is set and it is not in the local cache") from None
+        if not _hub_reachable():
+            raise _unavailable(name, "the Hugging Face hub is unreachable and it is not in the local cache") from None
+        local_only = False
+    try:
+        return _load(source, local_only, device, name)
+    except (OSError, ValueError) as exc:
+        raise _unavailable(name, f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+
+
+def _load(source: str, local_only: bool, device, name: str) -> Clip:
+    kw = dict(local_files_only=local_only)
+    model = CLIPModel.from_pretrained(source, use_safetensors=True, trust_remote_code=False, **kw)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **kw)
+    processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=False, **kw)
+    return Clip(model.to(device).eval(), tokenizer, processor, name)
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over every parameter's name, dtype, shape and bytes: changes iff the weights do."""
+    h = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]

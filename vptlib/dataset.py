@@ -1,0 +1,152 @@
+"""Read a prepared data folder into uint8 tensors, preprocessed exactly as CLIP does.
+
+Preprocessing follows the model's own image-processor config: resize the shortest
+side with its resampling filter (bicubic for CLIP), centre-crop, then rescale and
+normalise with its mean and std. The first two steps produce uint8 pixels, which are
+cached in ``<data>/cache/`` keyed by the manifest hash and the processor settings, so
+later epochs and later runs decode no JPEG. Normalisation happens on the training
+device (:func:`normalize`), after augmentation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from . import atomic
+from .errors import UserError
+from .images import BadImage, load_rgb
+from .prepare import MANIFEST
+
+_RESAMPLE = {0: Image.Resampling.NEAREST, 1: Image.Resampling.LANCZOS, 2: Image.Resampling.BILINEAR,
+             3: Image.Resampling.BICUBIC, 4: Image.Resampling.BOX, 5: Image.Resampling.HAMMING}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The parts of a CLIP image-processor config that determine the pixels."""
+
+    shortest_edge: int = 224
+    crop: int = 224
+    resample: int = 3  # PIL code; 3 = bicubic
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+    @classmethod
+    def from_processor(cls, processor) -> Preprocess:
+        size = processor.size
+        edge = size["shortest_edge"] if "shortest_edge" in size else min(size["height"], size["width"])
+        crop = processor.crop_size
+        if crop["height"] != crop["width"]:
+            raise UserError(f"non-square crop {crop} is not supported")
+        resample = processor.resample
+        return cls(int(edge), int(crop["height"]), int(getattr(resample, "value", resample)),
+                   tuple(float(m) for m in processor.image_mean), tuple(float(s) for s in processor.image_std))  # fmt: skip
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.__dict__, sort_keys=True).encode()).hexdigest()[:12]
+
+    def to_uint8(self, img: Image.Image) -> np.ndarray:
+        """Resize the shortest side and centre-crop, as ``CLIPImageProcessor`` does; ``(3, crop, crop)``."""
+        w, h = img.size
+        short, long = (w, h) if w <= h else (h, w)
+        new_long = int(self.shortest_edge * long / short)
+        size = (self.shortest_edge, new_long) if w <= h else (new_long, self.shortest_edge)
+        img = img.resize(size, _RESAMPLE[self.resample])
+        w, h = img.size
+        top = int(round((h - self.crop) / 2.0))
+        left = int(round((w - self.crop) / 2.0))
+        img = img.crop((left, top, left + self.crop, top + self.crop))
+        return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def normalize(pixels: torch.Tensor, prep: Preprocess) -> torch.Tensor:
+    """uint8 or [0, 1] float ``(B, 3, H, W)`` -> CLIP-normalised float32."""
+    x = pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels.float()
+    mean = torch.tensor(prep.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def read_manifest(data: str | Path, include_excluded: bool = False) -> pd.DataFrame:
+    """Chosen images of a prepared folder (``split`` in train/val/test), in manifest order."""
+    path = Path(data) / MANIFEST
+    if not path.is_file():
+        raise UserError(f"{path} not found: run `vptlib data prepare --source DIR --out {data}` first")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df = df[df["split"].isin(["train", "val", "test"])]
+    if not include_excluded:
+        df = df[df["excluded"] == ""]
+    return df.reset_index(drop=True)
+
+
+def manifest_hash(data: str | Path) -> str:
+    return hashlib.sha256((Path(data) / MANIFEST).read_bytes()).hexdigest()[:16]
+
+
+@dataclass
+class Split:
+    """One split as tensors: ``pixels`` uint8 ``(N, 3, H, W)``, ``labels`` int64 ``(N,)``."""
+
+    pixels: torch.Tensor
+    labels: torch.Tensor
+    paths: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Data:
+    train: Split
+    val: Split
+    test: Split
+    classes: tuple[str, ...]
+    prep: Preprocess
+    manifest_hash: str
+    root: Path
+
+
+def load_data(data: str | Path, prep: Preprocess, classes: tuple[str, ...] | None = None,
+              include_excluded: bool = False) -> Data:  # fmt: skip
+    """All three splits as uint8 tensors, decoding JPEGs only on the first call."""
+    root = Path(data)
+    df = read_manifest(root, include_excluded=True)
+    names = tuple(classes) if classes else tuple(dict.fromkeys(df["class"]))
+    unknown = sorted(set(df["class"]) - set(names))
+    if unknown:
+        raise UserError(f"manifest has classes {unknown} not in {names}")
+    mhash = manifest_hash(root)
+    cache = root / "cache" / f"pixels-{mhash}-{prep.key()}.safetensors"
+    if cache.is_file():
+        pixels = load_file(cache)["pixels"]
+    else:
+        arrays = []
+        for rel in tqdm(df["path"], desc="decode images", unit="img", leave=False):
+            try:
+                img, _, _ = load_rgb(root / rel)
+            except BadImage as exc:
+                raise UserError(f"{root / rel}: {exc}; re-run `vptlib data prepare`") from None
+            arrays.append(prep.to_uint8(img))
+        pixels = torch.from_numpy(np.stack(arrays))
+        atomic.atomic_write(cache, lambda p: save_file({"pixels": pixels}, str(p)))
+    keep = np.ones(len(df), bool) if include_excluded else (df["excluded"] == "").to_numpy()
+    labels = torch.tensor([names.index(c) for c in df["class"]], dtype=torch.long)
+
+    def split(name: str) -> Split:
+        idx = np.nonzero((df["split"] == name).to_numpy() & keep)[0]
+        return Split(pixels[idx], labels[idx], df["path"].iloc[idx].tolist())
+
+    data_ = Data(split("train"), split("val"), split("test"), names, prep, mhash, root)
+    if len(data_.train) == 0:
+        raise UserError(f"{root}: the training split is empty")
+    return data_

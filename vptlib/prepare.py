@@ -1,0 +1,316 @@
+"""``vptlib data prepare``: turn a class-folder tree into the study's stratified subset.
+
+Input layouts:
+
+* split-level (Kaggle, SARTAJ): ``Training/<class>/`` and ``Testing/<class>/``;
+* flat: ``<class>/`` only; the test split is then drawn from the same pool.
+
+Sampling is deterministic for a seed and stratified: every class contributes
+``train_per_class`` training and ``test_per_class`` test images, and a validation
+split (``val_fraction`` of each class's training images) is carved from training.
+Files are inspected in a seeded random order and the first usable ones are taken, so
+an unreadable file is reported and replaced by the next one in that order.
+
+Output in ``out/``: ``images/<split>/<class>/`` copies (or symlinks), ``manifest.csv``
+(one row per chosen image, plus one ``split=skipped`` row per unusable file with the
+reason) and ``duplicates.csv`` (every exact or near-duplicate pair among the chosen).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import atomic
+from .classes import STUDY_CLASSES, ClassMap, folder_key
+from .dedup import dhash, find_duplicates, phash, sha256_file, thumbnail
+from .errors import UserError
+from .images import IMAGE_SUFFIXES, BadImage, is_hidden, load_rgb
+
+MANIFEST = "manifest.csv"
+DUPLICATES = "duplicates.csv"
+SPLITS = ("train", "val", "test")
+MANIFEST_FIELDS = (
+    "path", "class", "split", "sha256", "width", "height", "mode", "source",
+    "note", "dhash", "phash", "duplicate_of", "duplicate_kind", "excluded",
+)  # fmt: skip
+_SPLIT_DIRS = {"training": "train", "train": "train", "testing": "test", "test": "test"}
+
+
+@dataclass
+class PrepareOptions:
+    source: Path
+    out: Path
+    train_per_class: int = 120
+    test_per_class: int = 80
+    val_fraction: float = 0.2
+    seed: int = 0
+    classes: ClassMap = STUDY_CLASSES
+    link: bool = False  # symlink instead of copying the chosen images
+    drop_test_duplicates: bool = False  # exclude test images that duplicate a train/val image
+
+
+@dataclass
+class _Row:
+    path: str
+    cls: str
+    split: str
+    source: str
+    sha256: str = ""
+    width: int = 0
+    height: int = 0
+    mode: str = ""
+    note: str = ""
+    dhash: int = 0
+    phash: int = 0
+    duplicate_of: str = ""
+    duplicate_kind: str = ""
+    excluded: str = ""
+    thumb: np.ndarray | None = None  # 32x32 grey thumbnail for near-duplicate confirmation
+
+    def as_dict(self) -> dict[str, str]:
+        chosen = self.split != "skipped"
+        return {
+            "path": self.path, "class": self.cls, "split": self.split, "sha256": self.sha256,
+            "width": str(self.width) if chosen else "", "height": str(self.height) if chosen else "",
+            "mode": self.mode, "source": self.source, "note": self.note,
+            "dhash": f"{self.dhash:016x}" if chosen else "", "phash": f"{self.phash:016x}" if chosen else "",
+            "duplicate_of": self.duplicate_of, "duplicate_kind": self.duplicate_kind,
+            "excluded": self.excluded,
+        }  # fmt: skip
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not is_hidden(p))
+
+
+def _class_folders(root: Path, classes: ClassMap, source: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in _subdirs(root):
+        name = classes.resolve(d.name, str(d.relative_to(source)))
+        if name in found:
+            raise UserError(f"folders {found[name].name!r} and {d.name!r} both map to class {name!r}")
+        found[name] = d
+    missing = [c for c in classes.names if c not in found]
+    if missing:
+        raise UserError(f"{root} has no folder for class(es) {', '.join(missing)}")
+    return found
+
+
+def scan_layout(source: Path, classes: ClassMap) -> dict[str, dict[str, Path]]:
+    """``{"train"|"test"|"pool": {class: folder}}`` for the two accepted layouts."""
+    if not source.is_dir():
+        raise UserError(f"source folder {source} does not exist (download the dataset first: vptlib data fetch)")
+    subdirs = _subdirs(source)
+    if not subdirs:
+        raise UserError(f"source folder {source} has no sub-folders; expected Training/ and Testing/ or class folders")
+    split_dirs = {_SPLIT_DIRS[folder_key(d.name)]: d for d in subdirs if folder_key(d.name) in _SPLIT_DIRS}
+    if split_dirs:
+        if set(split_dirs) != {"train", "test"}:
+            raise UserError(
+                f"{source} has {sorted(d.name for d in split_dirs.values())} but needs both Training/ and Testing/"
+            )
+        extra = [d.name for d in subdirs if folder_key(d.name) not in _SPLIT_DIRS]
+        if extra:
+            raise UserError(f"folder {extra[0]!r} in {source} is neither a split (Training/Testing) nor expected here")
+        return {split: _class_folders(d, classes, source) for split, d in split_dirs.items()}
+    return {"pool": _class_folders(source, classes, source)}
+
+
+def _candidates(folder: Path, source: Path, skipped: list[_Row], cls: str) -> list[Path]:
+    files = []
+    for p in sorted(folder.iterdir()):
+        rel = p.relative_to(source).as_posix()
+        if is_hidden(p):
+            skipped.append(_Row("", cls, "skipped", rel, note="hidden file"))
+        elif p.is_dir():
+            skipped.append(_Row("", cls, "skipped", rel, note="sub-folder inside a class folder"))
+        elif p.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append(_Row("", cls, "skipped", rel, note=f"not an image extension ({p.suffix or 'none'})"))
+        else:
+            files.append(p)
+    if not files:
+        raise UserError(f"class folder {folder} holds no image files")
+    return files
+
+
+def _take(files: list[Path], quota: int, rng: np.random.Generator, source: Path, cls: str,
+          skipped: list[_Row], where: str) -> list[_Row]:  # fmt: skip
+    taken: list[_Row] = []
+    bad = 0
+    for idx in rng.permutation(len(files)):
+        if len(taken) == quota:
+            break
+        path = files[idx]
+        rel = path.relative_to(source).as_posix()
+        try:
+            img, mode, note = load_rgb(path)
+        except BadImage as exc:
+            bad += 1
+            skipped.append(_Row("", cls, "skipped", rel, note=str(exc)))
+            continue
+        taken.append(_Row("", cls, "", rel, sha256=sha256_file(path), width=img.width, height=img.height,
+                          mode=mode, note=note, dhash=dhash(img), phash=phash(img), thumb=thumbnail(img)))  # fmt: skip
+    if len(taken) < quota:
+        raise UserError(
+            f"class {cls!r} in {where}: only {len(taken)} usable images ({bad} unreadable), "
+            f"{quota} requested; lower the per-class count"
+        )
+    return taken
+
+
+def _rows(opts: PrepareOptions) -> tuple[list[_Row], list[_Row]]:
+    layout = scan_layout(opts.source, opts.classes)
+    chosen: list[_Row] = []
+    skipped: list[_Row] = []
+    for c, cls in enumerate(opts.classes.names):
+        if "pool" in layout:
+            files = _candidates(layout["pool"][cls], opts.source, skipped, cls)
+            rng = np.random.default_rng([opts.seed, c, 2])
+            both = _take(files, opts.test_per_class + opts.train_per_class, rng, opts.source, cls, skipped, "the pool")
+            test, train = both[: opts.test_per_class], both[opts.test_per_class :]
+        else:
+            files = _candidates(layout["train"][cls], opts.source, skipped, cls)
+            train = _take(
+                files,
+                opts.train_per_class,
+                np.random.default_rng([opts.seed, c, 0]),
+                opts.source,
+                cls,
+                skipped,
+                "Training",
+            )
+            files = _candidates(layout["test"][cls], opts.source, skipped, cls)
+            test = _take(
+                files,
+                opts.test_per_class,
+                np.random.default_rng([opts.seed, c, 1]),
+                opts.source,
+                cls,
+                skipped,
+                "Testing",
+            )
+        n_val = round(len(train) * opts.val_fraction)
+        val_idx = set(np.random.default_rng([opts.seed, c, 3]).permutation(len(train))[:n_val].tolist())
+        for i, row in enumerate(train):
+            row.split = "val" if i in val_idx else "train"
+        for row in test:
+            row.split = "test"
+        chosen += train + test
+    order = {s: i for i, s in enumerate(SPLITS)}
+    chosen.sort(key=lambda r: (order[r.split], opts.classes.names.index(r.cls), r.source))
+    for row in chosen:
+        row.path = f"images/{row.split}/{row.cls}/{Path(row.source).name}"
+    skipped.sort(key=lambda r: r.source)
+    return chosen, skipped
+
+
+def _mark_duplicates(chosen: list[_Row], drop_test: bool) -> list[tuple[_Row, _Row, str, int]]:
+    pairs = find_duplicates(
+        [r.sha256 for r in chosen],
+        [r.dhash for r in chosen],
+        [r.phash for r in chosen],
+        np.stack([r.thumb for r in chosen]),
+    )
+    out = []
+    for p in pairs:
+        a, b = chosen[p.a], chosen[p.b]  # a precedes b: train < val < test
+        out.append((a, b, p.kind, p.distance))
+        if not b.duplicate_of or (p.kind == "exact" and b.duplicate_kind != "exact"):
+            b.duplicate_of, b.duplicate_kind = a.path, p.kind
+        if drop_test and b.split == "test" and a.split in ("train", "val"):
+            b.excluded = f"{p.kind} duplicate of {a.split} image {a.path}"
+    return out
+
+
+def _csv(rows: list[dict[str, str]], fields: tuple[str, ...]) -> bytes:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue().encode("utf-8")
+
+
+def _materialise(chosen: list[_Row], opts: PrepareOptions) -> None:
+    """Write the images into a fresh ``images/`` so no file of an earlier run lingers."""
+    final = opts.out / "images"
+    staging = opts.out / ".images.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    for row in chosen:
+        dest = staging / Path(row.path).relative_to("images")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        src = (opts.source / row.source).resolve()
+        if opts.link:
+            os.symlink(src, dest)
+        else:
+            shutil.copyfile(src, dest)
+    old = opts.out / ".images.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass
+class PrepareResult:
+    manifest: Path
+    chosen: int
+    skipped: int
+    duplicate_pairs: int
+    cross_split_pairs: int
+    excluded: int
+    table: str
+
+
+def prepare(opts: PrepareOptions) -> PrepareResult:
+    """Sample, copy, hash and report; returns a summary with a printable table."""
+    if opts.train_per_class < 1 or opts.test_per_class < 1:
+        raise UserError("--train-per-class and --test-per-class must be at least 1")
+    if not 0 <= opts.val_fraction < 1:
+        raise UserError("--val-fraction must be in [0, 1)")
+    opts.source = Path(opts.source).resolve()
+    opts.out = Path(opts.out)
+    if opts.out.resolve().is_relative_to(opts.source):
+        raise UserError(f"--out {opts.out} lies inside --source; choose a folder outside it")
+    chosen, skipped = _rows(opts)
+    pairs = _mark_duplicates(chosen, opts.drop_test_duplicates)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    _materialise(chosen, opts)
+    manifest = atomic.write_bytes(opts.out / MANIFEST, _csv([r.as_dict() for r in chosen + skipped], MANIFEST_FIELDS))
+    dup_rows = [
+        {"a": a.path, "b": b.path, "a_split": a.split, "b_split": b.split, "kind": k, "distance": str(d)}
+        for a, b, k, d in pairs
+    ]  # fmt: skip
+    atomic.write_bytes(opts.out / DUPLICATES, _csv(dup_rows, ("a", "b", "a_split", "b_split", "kind", "distance")))
+    cross = sum(a.split != b.split for a, b, _, _ in pairs)
+    excluded = sum(bool(r.excluded) for r in chosen)
+    return PrepareResult(manifest, len(chosen), len(skipped), len(pairs), cross, excluded,
+                         summary_table(chosen, skipped, pairs, opts.classes.names))  # fmt: skip
+
+
+def summary_table(chosen: list[_Row], skipped: list[_Row], pairs, names: tuple[str, ...]) -> str:
+    counts = Counter((r.cls, r.split) for r in chosen if not r.excluded)
+    lines = [f"{'class':<14}" + "".join(f"{s:>8}" for s in SPLITS) + f"{'skipped':>9}"]
+    skip_counts = Counter(r.cls for r in skipped)
+    for name in names:
+        lines.append(f"{name:<14}" + "".join(f"{counts[name, s]:>8}" for s in SPLITS) + f"{skip_counts[name]:>9}")
+    lines.append(
+        f"{'total':<14}" + "".join(f"{sum(counts[n, s] for n in names):>8}" for s in SPLITS) + f"{len(skipped):>9}"
+    )
+    kinds = Counter((k, "cross-split" if a.split != b.split else "within-split") for a, b, k, _ in pairs)
+    if pairs:
+        lines.append("duplicates: " + ", ".join(f"{n} {k} {w}" for (k, w), n in sorted(kinds.items())))
+    else:
+        lines.append("duplicates: none found")
+    reasons = Counter(r.note.split(" (")[0] for r in skipped)
+    for reason, n in sorted(reasons.items()):
+        lines.append(f"skipped {n}: {reason}")
+    return "\n".join(lines)
