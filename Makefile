@@ -6,13 +6,27 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format clean help
+.PHONY: install test lint format clean help tiny-model book notebooks run browser
+
+# `make book` builds the full study by default; PROFILE=smoke is the offline build.
+PROFILE ?= full
+PROFILE_FILE := profiles/$(PROFILE).yaml
+GEN := book/generated
+METHODS := zero_shot linear vpt_shallow vpt_deep full clip_contrastive
+SRC := $(wildcard vptlib/*.py vptlib/methods/*.py)
+DATA_DIR = $(shell sed -n 's/^data: *//p' $(PROFILE_FILE) 2>/dev/null)
+VPTLIB := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/vptlib
+MODEL_ARG := $(if $(MODEL),--model $(MODEL))
+# The smoke profile's model is built here; the full profile's comes from the hub or MODEL=.
+MODEL_DEP = $(if $(filter smoke,$(PROFILE)),$(TINY)/model.safetensors)
 
 help:
 	@echo "make install   create .venv and install the pinned requirements"
 	@echo "make test      lint + the test suite (CPU, offline)"
 	@echo "make lint      ruff check + ruff format --check"
 	@echo "make format    ruff format + ruff check --fix"
+	@echo "make book      run the study and render the report (PROFILE=full|smoke, DATA=, MODEL=)"
+	@echo "make run       re-execute one experiment: make run NB=vpt_deep ARGS=\"-p lr 0.5\""
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +37,14 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
+# The offline model: a tiny CLIP whose vision tower is warmed up on separate phantoms
+# (~30 s on 2 cores). Tests and the smoke profile share it.
+TINY := models/tiny-clip
+$(TINY)/model.safetensors: $(STAMP) vptlib/pretrain.py vptlib/phantoms.py vptlib/backbone.py
+	$(VENV)/bin/vptlib model tiny --out $(TINY) --pretrain-epochs 20
+
+tiny-model: $(TINY)/model.safetensors
+
 lint: install
 	$(VENV)/bin/ruff check vptlib tests
 	$(VENV)/bin/ruff format --check vptlib tests
@@ -31,8 +53,48 @@ format: install
 	$(VENV)/bin/ruff format vptlib tests
 	$(VENV)/bin/ruff check --fix vptlib tests
 
-test: install lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: install lint browser $(TINY)/model.safetensors
+	VPTLIB_TINY_MODEL=$(TINY) $(PY) -m pytest $(PYTEST_ARGS)
+
+# ---------------------------------------------------------------- the report
+book: install $(MODEL_DEP)
+	@$(VPTLIB) book preflight --profile $(PROFILE_FILE) $(if $(DATA),--data $(DATA)) $(MODEL_ARG)
+	@$(VPTLIB) book guard --name $(PROFILE) --dir $(GEN)
+	@$(MAKE) --no-print-directory notebooks PROFILE=$(PROFILE)
+	@$(VPTLIB) book config --profile $(PROFILE_FILE) --out _build/_config.yml
+	$(VENV)/bin/jupyter-book build . --config _build/_config.yml -W -n --keep-going -q
+	@echo "HTML report: $(CURDIR)/_build/html/index.html"
+
+notebooks: $(GEN)/dataset.ipynb $(METHODS:%=$(GEN)/experiments/%.ipynb) $(GEN)/results.ipynb $(GEN)/reproducibility.ipynb
+
+$(DATA_DIR)/manifest.csv: $(PROFILE_FILE) vptlib/prepare.py vptlib/phantoms.py | $(STAMP)
+	$(VPTLIB) book data --profile $(PROFILE_FILE) $(if $(DATA),--data $(DATA))
+
+# Make's own dependency tracking decides what re-executes: a page reruns only when its
+# template, the profile, vptlib's code, the data or the model changed.
+$(GEN)/dataset.ipynb: notebooks/dataset.ipynb $(PROFILE_FILE) $(SRC) $(DATA_DIR)/manifest.csv
+	$(VPTLIB) book execute notebooks/dataset.ipynb $@ --profile $(PROFILE_FILE)
+
+$(GEN)/experiments/%.ipynb: notebooks/experiment.ipynb $(PROFILE_FILE) $(SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP)
+	$(VPTLIB) book execute notebooks/experiment.ipynb $@ --profile $(PROFILE_FILE) -p method $* --title-from-method $(MODEL_ARG)
+
+$(GEN)/results.ipynb: notebooks/results.ipynb $(METHODS:%=$(GEN)/experiments/%.ipynb)
+	$(VPTLIB) book execute notebooks/results.ipynb $@ --profile $(PROFILE_FILE)
+
+$(GEN)/reproducibility.ipynb: notebooks/reproducibility.ipynb $(METHODS:%=$(GEN)/experiments/%.ipynb)
+	$(VPTLIB) book execute notebooks/reproducibility.ipynb $@ --profile $(PROFILE_FILE)
+
+# Re-execute one experiment with new parameters; a following `make book` re-renders that
+# page, the results and the reproducibility page, and re-runs nothing else.
+run: install $(MODEL_DEP)
+	@test -n "$(NB)" || { echo "usage: make run NB=<method> ARGS=\"-p lr 0.5\"  (methods: $(METHODS))"; exit 2; }
+	@$(VPTLIB) book guard --name $(PROFILE) --dir $(GEN)
+	$(VPTLIB) book execute notebooks/experiment.ipynb $(GEN)/experiments/$(NB).ipynb --profile $(PROFILE_FILE) -p method $(NB) --title-from-method $(MODEL_ARG) $(ARGS)
+
+# Debian's Chromium and its driver, for the browser check of the built report.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
 clean:
-	rm -rf _build runs .pytest_cache
+	rm -rf _build runs .pytest_cache $(GEN)

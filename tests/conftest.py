@@ -34,3 +34,17 @@ def prepared(phantom_source, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return write_tiny_clip(tmp_path_factory.mktemp("tiny-clip"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def pretrained_tiny(tmp_path_factory) -> Path:
+    """The tiny CLIP warmed up on separate phantoms (`vptlib model tiny --pretrain-epochs`).
+
+    `make test` builds it once into models/tiny-clip and points VPTLIB_TINY_MODEL at it.
+    """
+    from vptlib.pretrain import pretrain_tiny
+
+    ready = os.environ.get("VPTLIB_TINY_MODEL")
+    if ready and (Path(ready) / "model.safetensors").is_file():
+        return Path(ready)
+    return pretrain_tiny(tmp_path_factory.mktemp("tiny-pretrained"), progress=False)

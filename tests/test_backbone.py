@@ -20,7 +20,9 @@ def test_tiny_round_trip(tiny_model):
     assert fingerprint(clip.model) == fingerprint(again.model)
     assert (tiny_model / "model.safetensors").is_file()
     assert not list(tiny_model.glob("*.bin")), "weights must be safetensors"
-    x = torch.randn(2, 3, 224, 224)
+    size = clip.processor.crop_size["height"]
+    assert size == clip.model.config.vision_config.image_size == 112
+    x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         out = clip.model.vision_model(pixel_values=x)
     assert out.last_hidden_state.shape == (2, 50, 64)  # 49 patches + CLS, as ViT-B/32

@@ -16,12 +16,22 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize(
-    "cmd", [[], ["data"], ["data", "prepare"], ["data", "fetch"], ["data", "phantoms"], ["model"], ["model", "tiny"]]
-)
-def test_help(cmd):
-    res = _cli(*cmd, "--help")
-    assert res.returncode == 0
-    assert "usage: vptlib" in res.stdout
+    "cmd",
+    [[], ["data"], ["data", "prepare"], ["data", "fetch"], ["data", "phantoms"], ["model"], ["model", "tiny"],
+     ["run"], ["book"], ["book", "execute"], ["book", "preflight"]],
+)  # fmt: skip
+def test_help(cmd, capsys):
+    from vptlib.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([*cmd, "--help"])
+    assert exc.value.code == 0
+    assert "usage: vptlib" in capsys.readouterr().out
+
+
+def test_help_in_a_real_process():
+    res = _cli("run", "--help")
+    assert res.returncode == 0 and "--prompt-tokens" in res.stdout
 
 
 def test_fetch_offline_fails_fast_with_instructions(tmp_path):

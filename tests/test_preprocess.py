@@ -12,15 +12,18 @@ from vptlib.augment import Augment
 from vptlib.dataset import Preprocess, load_data, normalize
 
 
-@pytest.mark.parametrize("size", [(256, 256), (300, 200), (200, 340), (225, 224)])
-def test_parity_with_clip_image_processor(tiny_model, size):
-    processor = AutoImageProcessor.from_pretrained(tiny_model)
+@pytest.mark.parametrize("size", [(256, 256), (300, 200), (200, 340), (225, 224), (113, 112)])
+@pytest.mark.parametrize("crop", [112, 224])
+def test_parity_with_clip_image_processor(tiny_model, size, crop):
+    processor = AutoImageProcessor.from_pretrained(
+        tiny_model, size={"shortest_edge": crop}, crop_size={"height": crop, "width": crop}
+    )
     prep = Preprocess.from_processor(processor)
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
     ours = normalize(torch.from_numpy(prep.to_uint8(img))[None], prep)
     theirs = processor(images=img, return_tensors="pt")["pixel_values"]
-    assert ours.shape == theirs.shape == (1, 3, 224, 224)
+    assert ours.shape == theirs.shape == (1, 3, crop, crop)
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
 
 

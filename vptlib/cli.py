@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import UserError
@@ -44,9 +44,133 @@ def _data_phantoms(a: argparse.Namespace) -> None:
 
 def _model_tiny(a: argparse.Namespace) -> None:
     from .backbone import write_tiny_clip
+    from .pretrain import pretrain_tiny
 
-    out = write_tiny_clip(a.out, seed=a.seed, layers=a.layers, width=a.width)
-    print(f"wrote a tiny random CLIP ({a.layers} layers, width {a.width}) to {out}")
+    if a.pretrain_epochs < 0:
+        raise UserError("--pretrain-epochs must be >= 0")
+    if a.pretrain_epochs:
+        out = pretrain_tiny(a.out, epochs=a.pretrain_epochs, seed=a.seed)
+        print(f"wrote a tiny CLIP pretrained for {a.pretrain_epochs} epochs on phantoms to {out}")
+    else:
+        out = write_tiny_clip(a.out, seed=a.seed, layers=a.layers, width=a.width)
+        print(f"wrote a tiny random CLIP ({a.layers} layers, width {a.width}) to {out}")
+
+
+# Method options exposed as flags; only those given are passed, so the method's own
+# defaults apply otherwise and an option that does not fit the method is an error.
+_METHOD_FLAGS = {
+    "prompt_tokens": ("--prompt-tokens", int, "VPT: prompt tokens per layer (default 5)"),
+    "prompt_dropout": ("--prompt-dropout", float, "VPT: dropout on the prompts (default 0.0)"),
+    "backbone_lr_scale": ("--backbone-lr-scale", float, "full: backbone lr = lr x this (default 0.1)"),
+    "lp_ft": ("--lp-ft", int, "full: linear-probe epochs before fine-tuning (default 0)"),
+}
+
+
+def _run(a: argparse.Namespace) -> None:
+    from .engine import RunConfig, run
+
+    options = {k: getattr(a, k) for k in _METHOD_FLAGS if getattr(a, k) is not None}
+    if a.through_backbone:
+        options["through_backbone"] = True
+    if a.symmetric:
+        options["symmetric"] = True
+    cfg = RunConfig(method=a.method, data=a.data, model=a.model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                    weight_decay=a.weight_decay, optimizer=a.optimizer, schedule=a.schedule, warmup=a.warmup,
+                    seed=a.seed, device=a.device, precision=a.precision, grad_clip=a.grad_clip,
+                    early_stopping=a.early_stopping, augment=not a.no_augment, test_curves=not a.no_test_curves,
+                    profile=a.profile, out=a.out, options=options)  # fmt: skip
+    res = run(cfg, resume=a.resume, progress=not a.quiet)
+    test = res.metrics["test"] or {}
+    lo, hi = test.get("accuracy_ci95", [float("nan")] * 2)
+    print(f"{a.method}: test accuracy {test.get('accuracy', float('nan')):.4f} (95% CI {lo:.4f}-{hi:.4f}), "
+          f"selected epoch {res.metrics['best_epoch']} by validation; record in {res.run_dir}")  # fmt: skip
+
+
+def _add_run_parser(sub) -> None:
+    from .backbone import DEFAULT_MODEL
+
+    methods = ["zero_shot", "linear", "vpt_shallow", "vpt_deep", "full", "clip_contrastive"]
+    r = sub.add_parser("run", help="train and evaluate one method, writing a run record",
+                       description="Train one method on a prepared data folder. Unset hyper-parameters take "
+                                   "the method's defaults; the epoch is selected on validation.")  # fmt: skip
+    r.add_argument("--method", required=True, help=f"one of: {', '.join(methods)}")
+    r.add_argument("--data", required=True, help="a folder written by `vptlib data prepare`")
+    r.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id or local folder (default {DEFAULT_MODEL})")
+    r.add_argument("--epochs", type=int, default=None, help="training epochs (default: the method's)")
+    r.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    r.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")
+    r.add_argument("--weight-decay", type=float, default=None, help="weight decay (default: the method's)")
+    r.add_argument("--optimizer", choices=["sgd", "adamw"], default=None, help="default: the method's")
+    r.add_argument("--schedule", choices=["cosine", "constant"], default="cosine", help="lr schedule (default cosine)")
+    r.add_argument("--warmup", type=int, default=0, help="linear warm-up epochs (default 0)")
+    r.add_argument("--seed", type=int, default=0, help="seed for everything (default 0)")
+    r.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    r.add_argument("--precision", default="fp32", help="fp32 | bf16 autocast (default fp32)")
+    r.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm, 0 disables (default 1.0)")
+    r.add_argument("--early-stopping", type=int, default=0, help="patience in epochs, 0 disables (default 0)")
+    r.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    r.add_argument("--no-test-curves", action="store_true", help="skip the per-epoch test evaluation (plots only)")
+    for name, (flag, typ, text) in _METHOD_FLAGS.items():
+        r.add_argument(flag, dest=name, type=typ, default=None, help=text)
+    r.add_argument(
+        "--through-backbone", action="store_true", help="linear: train through the backbone with augmentation"
+    )
+    r.add_argument("--symmetric", action="store_true", help="clip_contrastive: add the text-side loss")
+    r.add_argument("--profile", default="default", help="records go to OUT/PROFILE/METHOD/RUN-ID (default: default)")
+    r.add_argument("--out", default="runs", help="records root (default runs)")
+    r.add_argument("--resume", action="store_true", help="continue the newest unfinished run with the same settings")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=_run)
+
+
+def _book(a: argparse.Namespace) -> None:
+    from . import book
+    from .report import TITLES
+
+    if a.book_command == "preflight":
+        book.preflight(a.profile, a.data, a.model)
+        print(f"preflight ok: {a.profile}")
+    elif a.book_command == "data":
+        book.prepare_data(a.profile, a.data)
+    elif a.book_command == "execute":
+        params = book.parse_params(a.p or [])
+        if a.model:
+            params["model"] = a.model
+        method = params.get("method")
+        title = TITLES.get(method) if a.title_from_method else a.title
+        book.execute(a.template, a.output, a.profile, params, title)
+    elif a.book_command == "config":
+        book.write_config(a.profile, a.out)
+    elif a.book_command == "guard":
+        book.guard(a.name, a.dir)
+
+
+def _add_book_parser(sub) -> None:
+    b = sub.add_parser("book", help="build steps used by make book / make run",
+                       description="Steps of the report build; `make book` calls them in order.")  # fmt: skip
+    bsub = b.add_subparsers(dest="book_command", required=True, metavar="STEP")
+    pf = bsub.add_parser("preflight", help="check that model and data can be had, fast")
+    pf.add_argument("--profile", required=True, help="profiles/NAME.yaml")
+    pf.add_argument("--data", default=None, help="local Kaggle folder (Training/, Testing/)")
+    pf.add_argument("--model", default=None, help="local model folder or hub id, overriding the profile")
+    da = bsub.add_parser("data", help="create the profile's prepared data folder")
+    da.add_argument("--profile", required=True, help="profiles/NAME.yaml")
+    da.add_argument("--data", default=None, help="local Kaggle folder instead of downloading")
+    ex = bsub.add_parser("execute", help="run a template notebook with papermill")
+    ex.add_argument("template", help="notebooks/NAME.ipynb")
+    ex.add_argument("output", help="where the executed notebook goes")
+    ex.add_argument("--profile", required=True, help="profiles/NAME.yaml")
+    ex.add_argument("-p", nargs=2, action="append", metavar=("KEY", "VALUE"), help="a parameter, as papermill -p")
+    ex.add_argument("--model", default=None, help="override the profile's model")
+    ex.add_argument("--title", default=None, help="page title")
+    ex.add_argument("--title-from-method", action="store_true", help="title the page after the method parameter")
+    co = bsub.add_parser("config", help="write the Jupyter Book config for a profile")
+    co.add_argument("--profile", required=True, help="profiles/NAME.yaml")
+    co.add_argument("--out", required=True, help="output YAML")
+    gu = bsub.add_parser("guard", help="clear generated pages of another profile")
+    gu.add_argument("--name", required=True, help="profile name")
+    gu.add_argument("--dir", required=True, help="generated pages folder")
+    b.set_defaults(func=_book)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,15 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     ti.add_argument("--seed", type=int, default=0, help="weight-init seed (default 0)")
     ti.add_argument("--layers", type=int, default=3, help="vision layers (default 3)")
     ti.add_argument("--width", type=int, default=64, help="hidden width (default 64)")
+    ti.add_argument("--pretrain-epochs", type=int, default=0,
+                    help="warm the model up on separate phantoms with clip_contrastive (default 0: random)")  # fmt: skip
     ti.set_defaults(func=_model_tiny)
 
-    for extra in _EXTRA_COMMANDS:
-        extra(sub)
+    _add_run_parser(sub)
+    _add_book_parser(sub)
     return p
-
-
-# Sub-commands registered by other modules (run, ...): each adds its parser to ``sub``.
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

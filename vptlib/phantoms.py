@@ -82,11 +82,11 @@ def phantom(label: str, rng: np.random.Generator, size: int = 256) -> np.ndarray
         lobe = ((rx - side * vx) / rng.uniform(0.035, 0.06)) ** 2 + ((ry + 0.05) / vy) ** 2 < 1
         img[lobe & brain] = 0.12
 
-    lesion_contrast = rng.uniform(0.18, 0.40)
+    lesion_contrast = rng.uniform(0.30, 0.55)
     if label == "glioma":
         ang, dist = rng.uniform(0, 2 * np.pi), rng.uniform(0.15, 0.5)
         ly, lx = cy + dist * ay * np.sin(ang), cx + dist * ax * np.cos(ang)
-        radius = rng.uniform(0.07, 0.14) * n
+        radius = rng.uniform(0.09, 0.16) * n
         oedema = _blob(yy, xx, ly, lx, radius * rng.uniform(1.5, 1.9), rng, 0.5) < 0
         mass = _blob(yy, xx, ly, lx, radius, rng, 0.6) < 0
         img[oedema & brain] += 0.5 * lesion_contrast * (1 + 0.3 * _smooth_noise(rng, n, 2)[oedema & brain])
@@ -96,7 +96,7 @@ def phantom(label: str, rng: np.random.Generator, size: int = 256) -> np.ndarray
         img[necrosis & brain] = 0.2
     elif label == "meningioma":
         ang = rng.uniform(0, 2 * np.pi)
-        radius = rng.uniform(0.06, 0.12) * n
+        radius = rng.uniform(0.08, 0.14) * n
         # Centre the disc so that it touches the inner table of the skull.
         edge = skull_in - 0.02
         ly = cy + (edge * ay - radius) * np.sin(ang)
@@ -104,7 +104,7 @@ def phantom(label: str, rng: np.random.Generator, size: int = 256) -> np.ndarray
         mass = np.hypot(yy - ly, xx - lx) < radius
         img[mass & (rho < skull_in)] = 0.45 + lesion_contrast + 0.02 * rng.standard_normal()
     elif label == "pituitary":
-        radius = rng.uniform(0.03, 0.05) * n
+        radius = rng.uniform(0.045, 0.07) * n
         ly = cy + rng.uniform(0.55, 0.68) * ay
         lx = cx + rng.uniform(-0.03, 0.03) * n
         mass = _blob(yy, xx, ly, lx, radius, rng, 0.2) < 0

@@ -1,0 +1,194 @@
+"""The report as a reader gets it: a smoke `make book` in a temporary copy, checked in headless Chromium.
+
+Slow (a few minutes): it executes every real notebook on the tiny model and phantoms.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("zero_shot", "linear", "vpt_shallow", "vpt_deep", "full", "clip_contrastive")
+pytestmark = pytest.mark.slow
+
+
+def _make(repo: Path, *args: str, timeout: int = 1200, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=repo, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1", "VPTLIB_OFFLINE": "1", **(env or {})})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A copy of the working tree (tracked and new files), sharing .venv and the tiny model."""
+    dest = tmp_path_factory.mktemp("book") / "repo"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()  # fmt: skip
+    for rel in files:
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)  # keep mtimes so make sees .venv as up to date
+    (dest / ".venv").symlink_to(ROOT / ".venv")
+    tiny = Path(os.environ.get("VPTLIB_TINY_MODEL", ROOT / "models" / "tiny-clip")).resolve()
+    (dest / "models").mkdir()
+    shutil.copytree(tiny, dest / "models" / "tiny-clip", copy_function=shutil.copy2)
+    for p in (dest / "models" / "tiny-clip").iterdir():  # newer than its make prerequisites
+        os.utime(p)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def built(repo) -> subprocess.CompletedProcess:
+    t0 = time.monotonic()
+    res = _make(repo, "book", "PROFILE=smoke")
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    print(f"smoke book built in {time.monotonic() - t0:.0f} s")
+    return res
+
+
+def test_book_lands_at_index_html(repo, built):
+    assert (repo / "_build" / "html" / "index.html").is_file()
+    last = built.stdout.strip().splitlines()[-1]
+    assert last == f"HTML report: {repo}/_build/html/index.html"
+    for m in METHODS:
+        assert f"book/generated/experiments/{m}.ipynb" in built.stdout
+
+
+def _pages(repo: Path) -> list[Path]:
+    html = repo / "_build" / "html"
+    return [
+        p for p in html.rglob("*.html") if p.name not in ("genindex.html", "search.html") and "_static" not in p.parts
+    ]
+
+
+def test_pages_are_offline_and_links_resolve(repo, built):
+    html = repo / "_build" / "html"
+    for page in _pages(repo):
+        text = page.read_text()
+        # No script, stylesheet or image from the network: the report renders offline.
+        remote = re.findall(r'<(?:script|link|img)[^>]+(?:src|href)="(https?:)?//[^"]+"', text)
+        assert not remote, (page, remote)
+        for href in re.findall(r'href="([^"#?]+)', text):
+            if urlparse(href).scheme or href.startswith("mailto"):
+                continue
+            target = (page.parent / unquote(href)).resolve()
+            assert target.exists(), f"{page.relative_to(html)} links to missing {href}"
+
+
+def test_experiment_pages_have_their_own_titles(repo, built):
+    titles = set()
+    for m in METHODS:
+        page = (repo / "_build" / "html" / "book" / "generated" / "experiments" / f"{m}.html").read_text()
+        titles.add(re.search(r"<title>(.*?)</title>", page, re.S).group(1).strip())
+    assert len(titles) == len(METHODS), titles
+    assert not any(t.startswith("Experiment") for t in titles)
+
+
+def _chrome(tmp: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-quic", "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={tmp}",
+                 "--window-size=1280,1600"):  # fmt: skip
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.fail("chromium/chromedriver missing: `make browser` installs Debian's packages")
+    driver = _chrome(tmp_path_factory.mktemp("chrome-profile"))
+    yield driver
+    driver.quit()
+
+
+def _wait_loaded(driver, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if driver.execute_script("return document.readyState") == "complete" and driver.execute_script(
+            "return [...document.images].every(i => i.complete)"
+        ):
+            return
+        time.sleep(0.2)
+
+
+def test_reader_checks_in_chromium(repo, built, browser, tmp_path):
+    html = repo / "_build" / "html"
+    shots = ROOT / "_build" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    # The index is a redirect: the CLI screenshot needs virtual time to follow it.
+    subprocess.run([shutil.which("chromium") or "chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
+                    "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                    "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={tmp_path / 'cli'}",
+                    "--virtual-time-budget=5000", "--window-size=1280,1600", f"--screenshot={shots / 'index.png'}",
+                    (html / "index.html").as_uri()], capture_output=True, timeout=120)  # fmt: skip
+    assert (shots / "index.png").is_file()
+
+    browser.get((html / "index.html").as_uri())
+    _wait_loaded(browser)
+    assert browser.current_url.endswith("book/intro.html"), browser.current_url
+
+    for page in _pages(repo):
+        browser.get(page.as_uri())
+        _wait_loaded(browser)
+        body = browser.find_element("tag name", "body").text
+        assert "Smoke build" in body, f"no smoke banner on {page}"
+        broken = browser.execute_script(
+            "return [...document.images].filter(i => !(i.naturalWidth > 0)).map(i => i.src)"
+        )
+        assert not broken, (page, broken)
+
+    results = html / "book" / "generated" / "results.html"
+    browser.get(results.as_uri())
+    _wait_loaded(browser)
+    browser.save_screenshot(str(shots / "results.png"))
+    first_table = browser.find_elements("css selector", "table")[0]
+    rows = first_table.find_elements("css selector", "tbody tr")
+    assert len(rows) == len(METHODS), [r.text for r in rows]
+    figures = browser.execute_script("return [...document.images].filter(i => i.naturalWidth > 0).length")
+    assert figures >= 3  # accuracy-vs-parameters, validation curves, reliability
+    browser.get((html / "book" / "generated" / "experiments" / "vpt_deep.html").as_uri())
+    _wait_loaded(browser)
+    browser.save_screenshot(str(shots / "vpt_deep.png"))
+
+
+def test_make_run_reexecutes_only_that_notebook(repo, built):
+    before = {p.name: p.stat().st_mtime for p in (repo / "book" / "generated" / "experiments").glob("*.ipynb")}
+    res = _make(repo, "run", "PROFILE=smoke", "NB=vpt_shallow", "ARGS=-p epochs 2 -p prompt_tokens 3")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    again = _make(repo, "book", "PROFILE=smoke")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    executed = re.findall(r"executing (\S+)", again.stdout)
+    assert sorted(Path(e).name for e in executed) == ["reproducibility.ipynb", "results.ipynb"], executed
+    after = {p.name: p.stat().st_mtime for p in (repo / "book" / "generated" / "experiments").glob("*.ipynb")}
+    assert [n for n in before if before[n] != after[n]] == ["vpt_shallow.ipynb"]
+    page = (repo / "_build" / "html" / "book" / "generated" / "results.html").read_text()
+    assert "prompt_tokens=3" in page and "epochs=2" in page  # the table shows that row's parameters
+    runs = sorted((repo / "runs" / "smoke" / "vpt_shallow").iterdir())
+    assert len(runs) == 2  # the earlier run record is kept
+    assert runs[-1].name in page and runs[0].name not in page
+
+
+def test_full_profile_offline_fails_fast(repo, tmp_path):
+    t0 = time.monotonic()
+    res = _make(repo, "book", "PROFILE=full", timeout=300, env={"HF_HOME": str(tmp_path / "hf")})
+    assert time.monotonic() - t0 < 90
+    assert res.returncode != 0
+    out = res.stdout + res.stderr
+    assert "Traceback" not in out
+    for needle in ("openai/clip-vit-base-patch32", "pre-download", "make book DATA=", "make book PROFILE=smoke"):
+        assert needle in out, needle
+    assert not (repo / "runs" / "full").exists()  # stopped before any training

@@ -1,0 +1,267 @@
+"""The engine: determinism, selection on validation, run records, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from vptlib import atomic, records
+from vptlib.engine import RunConfig, run
+from vptlib.errors import TrainingDiverged, UserError
+
+TIMING = {"seconds_per_epoch", "images_per_second"}
+
+
+def _cfg(prepared, model, out, **kw) -> RunConfig:
+    base = dict(method="vpt_shallow", data=str(prepared), model=str(model), epochs=2, batch_size=16,
+                device="cpu", out=str(out))  # fmt: skip
+    return RunConfig(**{**base, **kw})
+
+
+def _strip(m: dict) -> dict:
+    return {k: v for k, v in m.items() if k not in TIMING}
+
+
+def test_same_seed_same_metrics(prepared, tiny_model, tmp_path):
+    a = run(_cfg(prepared, tiny_model, tmp_path), progress=False)
+    b = run(_cfg(prepared, tiny_model, tmp_path), progress=False)
+    assert a.run_dir != b.run_dir  # never overwrites an earlier record
+    assert _strip(a.metrics) == _strip(b.metrics)
+    assert (a.run_dir / "predictions.csv").read_bytes() == (b.run_dir / "predictions.csv").read_bytes()
+    c = run(_cfg(prepared, tiny_model, tmp_path, seed=1), progress=False)
+    assert (c.run_dir / "predictions.csv").read_bytes() != (a.run_dir / "predictions.csv").read_bytes()
+
+
+def test_run_record_contents(prepared, tiny_model, tmp_path):
+    res = run(_cfg(prepared, tiny_model, tmp_path, method="vpt_deep", epochs=3, profile="smoke"), progress=False)
+    d = res.run_dir
+    assert d.parent.parent.name == "smoke" and d.parent.name == "vpt_deep"
+    for name in ("config.json", "metrics.json", "history.csv", "predictions.csv", "trainable.safetensors"):
+        assert (d / name).is_file(), name
+    assert not (d / "state.pt").exists()
+    cfg = json.loads((d / "config.json").read_text())
+    for key in ("model_fingerprint", "manifest_hash", "git_commit", "versions", "device", "lr", "prompts"):
+        assert key in cfg, key
+    assert cfg["method_options"] == {"prompt_tokens": 5, "prompt_dropout": 0.0}
+    m = res.metrics
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion_matrix", "ece", "accuracy_ci95"):
+        assert key in m["test"], key
+    assert np.array(m["test"]["confusion_matrix"]).sum() == 80
+    assert m["trainable_params"] == 3 * 5 * 64 + 64 * 4 + 4
+    assert m["checkpoint_bytes"] < 10_000  # prompts + head only: kilobytes
+    hist = pd.read_csv(d / "history.csv")
+    assert list(hist.epoch) == [1, 2, 3]
+    assert hist.test_acc.notna().all()  # recorded for plots
+    preds = pd.read_csv(d / "predictions.csv")
+    assert set(preds.split) == {"val", "test"}
+    assert np.allclose(preds.filter(like="prob_").sum(axis=1), 1, atol=1e-5)
+
+
+def test_epoch_is_selected_on_validation(prepared, tiny_model, tmp_path):
+    res = run(_cfg(prepared, tiny_model, tmp_path, method="linear", epochs=12, lr=0.05), progress=False)
+    h = res.history
+    best = h.sort_values(["val_acc", "val_loss"], ascending=[False, True]).iloc[0]
+    assert res.metrics["best_epoch"] == int(best.epoch)
+    # The reported test accuracy is that of the selected checkpoint, not the best test epoch.
+    assert res.metrics["test"]["accuracy"] == pytest.approx(h.set_index("epoch").test_acc[int(best.epoch)])
+
+
+def test_linear_feature_cache_is_reused(prepared, tiny_model, tmp_path, monkeypatch):
+    first = run(_cfg(prepared, tiny_model, tmp_path, method="linear", epochs=3), progress=False)
+    calls = []
+
+    def no_backbone(self, pixel_values):
+        calls.append(1)
+        raise AssertionError("the backbone ran although its features are cached")
+
+    monkeypatch.setattr("vptlib.methods.linear.LinearProbe.features", no_backbone)
+    second = run(_cfg(prepared, tiny_model, tmp_path, method="linear", epochs=3), progress=False)
+    assert calls == []
+    assert _strip(first.metrics) == _strip(second.metrics)
+
+
+def test_saved_run_reproduces_its_predictions(prepared, tiny_model, tmp_path):
+    from vptlib.dataset import Preprocess, load_data, normalize
+
+    res = run(_cfg(prepared, tiny_model, tmp_path, method="vpt_deep", epochs=2), progress=False)
+    model, cfg = records.load_run(res.run_dir)
+    data = load_data(
+        prepared, Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["preprocess"].items()})
+    )
+    with torch.no_grad():
+        probs = torch.softmax(model(normalize(data.test.pixels, data.prep)).float(), -1).numpy()
+    saved = pd.read_csv(res.run_dir / "predictions.csv").query("split == 'test'")
+    assert list(saved.pred) == [data.classes[i] for i in probs.argmax(1)]
+    np.testing.assert_allclose(saved.filter(like="prob_").to_numpy(), probs, atol=1e-6)
+
+
+def _kill_then_resume(prepared, tiny_model, tmp_path, epochs=6, kill_after=2):
+    args = [sys.executable, "-m", "vptlib", "run", "--method", "vpt_deep", "--data", str(prepared), "--model",
+            str(tiny_model), "--epochs", str(epochs), "--batch-size", "8", "--device", "cpu", "--out",
+            str(tmp_path / "runs"), "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    root = tmp_path / "runs" / "default" / "vpt_deep"
+    deadline = time.monotonic() + 300
+    killed_at = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        hist = list(root.glob("*/history.csv"))
+        if hist and len(pd.read_csv(hist[0])) >= kill_after:
+            time.sleep(0.3)  # land inside the next epoch
+            proc.send_signal(signal.SIGKILL)
+            killed_at = len(pd.read_csv(hist[0]))
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert killed_at is not None and killed_at < epochs, "the run finished before it could be killed"
+    run_dir = next(root.iterdir())
+    assert not (run_dir / "metrics.json").exists()
+    for f in run_dir.glob("*.json"):
+        json.loads(f.read_text())  # nothing half-written
+    res = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert len(list(root.iterdir())) == 1  # resumed in place
+    return run_dir, args
+
+
+def test_resume_after_sigkill_matches_uninterrupted(prepared, tiny_model, tmp_path):
+    run_dir, args = _kill_then_resume(prepared, tiny_model, tmp_path)
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    out2 = tmp_path / "clean"
+    res = subprocess.run(
+        [*args[: args.index("--out") + 1], str(out2), "--quiet"], capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stderr
+    clean_dir = next((out2 / "default" / "vpt_deep").iterdir())
+    clean = json.loads((clean_dir / "metrics.json").read_text())
+    assert _strip(resumed) == _strip(clean)
+    assert (run_dir / "predictions.csv").read_bytes() == (clean_dir / "predictions.csv").read_bytes()
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "m.json"
+    atomic.write_json(target, {"a": 1})
+
+    def half(p: Path):
+        p.write_text('{"a": ')
+        raise KeyboardInterrupt  # killed mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic.atomic_write(target, half)
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]  # no temp file left behind
+    assert oct(target.stat().st_mode & 0o777) != "0o600"
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--method", "vpt"], "unknown method 'vpt'"),
+        (["--epochs", "-1"], "--epochs must be >= 0"),
+        (["--prompt-tokens", "-3"], "--prompt-tokens must be >= 0"),
+        (["--lr", "0"], "--lr must be a positive number"),
+        (["--lr", "nan"], "--lr must be a positive number"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--device", "cuda"], "no CUDA GPU"),
+        (["--method", "linear", "--prompt-tokens", "5"], "prompt_tokens do not apply to linear"),
+        (["--data", "/no/such/data"], "does not exist"),
+        (["--method", "zero_shot", "--epochs", "3"], "zero_shot trains nothing"),
+    ],
+)
+def test_bad_parameters_are_one_line_errors(prepared, tiny_model, tmp_path, flags, needle, capsys):
+    from vptlib.cli import main
+
+    if "cuda" in flags and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    base = {"--method": "vpt_shallow", "--data": str(prepared), "--model": str(tiny_model), "--out": str(tmp_path)}
+    for i in range(0, len(flags), 2):
+        base[flags[i]] = flags[i + 1]
+    assert main(["run", *[x for kv in base.items() for x in kv]]) == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    assert len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.rglob("config.json"))  # refused before any record is written
+
+
+def test_bad_parameter_in_a_real_process_has_no_traceback(prepared, tiny_model, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "vptlib", "run", "--method", "vpt_deep", "--data", str(prepared),
+                          "--model", str(tiny_model), "--lr", "0"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 2
+    assert res.stderr.strip() == "vptlib: error: --lr must be a positive number, got 0.0"
+
+
+def test_nonfinite_loss_refused_before_training(prepared, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setattr("vptlib.methods.base.Classifier.loss", lambda self, logits, y: logits.sum() * float("nan"))
+    with pytest.raises(UserError, match="before any training"):
+        run(_cfg(prepared, tiny_model, tmp_path), progress=False)
+
+
+def test_nan_during_training_stops_with_message(prepared, tiny_model, tmp_path, monkeypatch):
+    import torch.nn.functional as F
+
+    calls = {"n": 0}
+
+    def flaky(self, logits, y):
+        calls["n"] += 1
+        loss = F.cross_entropy(logits.float(), y)
+        return loss * float("inf") if calls["n"] == 5 else loss
+
+    monkeypatch.setattr("vptlib.methods.base.Classifier.loss", flaky)
+    with pytest.raises(TrainingDiverged, match=r"became inf at epoch 1, step 4"):
+        run(_cfg(prepared, tiny_model, tmp_path), progress=False)
+
+
+def test_early_stopping(prepared, tiny_model, tmp_path, monkeypatch):
+    def flat(inputs, split, cfg):
+        n = len(inputs.splits[split][1])
+        return 1.0, np.full((n, 4), 0.25)
+
+    monkeypatch.setattr("vptlib.engine._evaluate", flat)
+    res = run(_cfg(prepared, tiny_model, tmp_path, epochs=10, early_stopping=2), progress=False)
+    assert res.metrics["epochs_run"] == 3 and res.metrics["stopped_early"]
+    assert res.metrics["best_epoch"] == 1
+
+
+def test_bf16_path_runs_and_is_recorded(prepared, tiny_model, tmp_path):
+    res = run(_cfg(prepared, tiny_model, tmp_path, precision="bf16", epochs=1), progress=False)
+    assert res.metrics["precision"] == "bf16"
+    assert 0 <= res.metrics["test"]["accuracy"] <= 1
+
+
+def test_zero_shot_records_prompts(prepared, tiny_model, tmp_path):
+    res = run(_cfg(prepared, tiny_model, tmp_path, method="zero_shot", epochs=0), progress=False)
+    cfg = json.loads((res.run_dir / "config.json").read_text())
+    assert "a brain MRI showing a glioma." in cfg["prompts"]["glioma"]
+    assert res.metrics["trainable_params"] == 0 and res.metrics["epochs_run"] == 0
+
+
+def test_cli_run_prints_summary(prepared, tiny_model, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "vptlib", "run", "--method", "linear", "--data", str(prepared),
+                          "--model", str(tiny_model), "--epochs", "2", "--out", str(tmp_path), "--quiet"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ})  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "linear: test accuracy" in res.stdout and "selected epoch" in res.stdout
+
+
+@pytest.mark.parametrize(
+    "method,kw",
+    [
+        ("vpt_shallow", dict(lr=1e-2, optimizer="adamw")),
+        ("vpt_deep", dict(lr=1e-2, optimizer="adamw")),
+        ("full", dict(lr=1e-3)),
+        ("linear", dict(lr=1e-2, epochs=30)),
+    ],
+)
+def test_methods_learn_beyond_chance(prepared, pretrained_tiny, tmp_path, method, kw):
+    """80 test images, chance 25%: P(>= 40% by luck) is about 0.2%. Measured ~55-65%."""
+    res = run(_cfg(prepared, pretrained_tiny, tmp_path, method=method, **{"epochs": 10, **kw}), progress=False)
+    assert res.metrics["test"]["accuracy"] >= 0.40, res.history[["epoch", "train_acc", "val_acc", "test_acc"]]

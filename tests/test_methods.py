@@ -1,0 +1,139 @@
+"""methods.build: the contract, trainable-parameter formulas, and each method's mechanics."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import CLIPModel
+
+from vptlib.backbone import byte_level_tokenizer, load_clip, vit_b32_config
+from vptlib.methods import METHODS, build, count_parameters
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tiny_model):
+    return load_clip(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def b32():
+    torch.manual_seed(0)
+    return SimpleNamespace(model=CLIPModel(vit_b32_config()), tokenizer=byte_level_tokenizer())
+
+
+def test_trainable_parameter_formulas_vit_b32(b32):
+    D, C, P, L = 768, 4, 5, 12
+    head = D * C + C
+    expected = {
+        "zero_shot": 0,
+        "linear": head,
+        "vpt_shallow": P * D + head,  # 6,916
+        "vpt_deep": L * P * D + head,  # 49,156
+        "full": 87_456_000 + head,
+    }
+    for method, n in expected.items():
+        trainable, _ = count_parameters(build(method, b32, C))
+        assert trainable == n, method
+    assert expected["vpt_deep"] == 49_156 and expected["vpt_shallow"] == 6_916
+    contrastive, total = count_parameters(build("clip_contrastive", b32, C))
+    all_clip = sum(p.numel() for p in b32.model.parameters())
+    assert contrastive == all_clip - 1  # everything but the temperature
+
+
+@pytest.mark.parametrize("p", [0, 1, 10])
+def test_vpt_formulas_tiny(tiny_clip, p):
+    D, L = 64, 3
+    assert count_parameters(build("vpt_shallow", tiny_clip, 4, prompt_tokens=p))[0] == p * D + D * 4 + 4
+    assert count_parameters(build("vpt_deep", tiny_clip, 4, prompt_tokens=p))[0] == L * p * D + D * 4 + 4
+
+
+def test_every_method_returns_logits(tiny_clip):
+    x = torch.randn(3, 3, 112, 112)
+    for method in METHODS:
+        model = build(method, tiny_clip, 4).eval()
+        with torch.no_grad():
+            assert model(x).shape == (3, 4), method
+
+
+def test_build_never_modifies_the_callers_model(tiny_clip):
+    before = {n: p.requires_grad for n, p in tiny_clip.model.named_parameters()}
+    for method in METHODS:
+        build(method, tiny_clip, 4)
+    assert {n: p.requires_grad for n, p in tiny_clip.model.named_parameters()} == before
+
+
+@pytest.mark.parametrize(
+    "method,options,needle",
+    [
+        ("vpt", {}, "unknown method 'vpt'; choose one of: zero_shot, linear, vpt_shallow"),
+        ("linear", {"prompt_tokens": 5}, "prompt_tokens do not apply to linear; valid options: through_backbone"),
+        ("full", {"prompt_dropout": 0.1}, "valid options: backbone_lr_scale, lp_ft"),
+        ("vpt_deep", {"prompt_tokens": -1}, "prompt_tokens must be >= 0"),
+        ("zero_shot", {"class_names": ("a", "b")}, "class_names has 2 names for 4 classes"),
+    ],
+)
+def test_bad_build_arguments(tiny_clip, method, options, needle):
+    with pytest.raises(ValueError, match=needle.replace("(", r"\(")):
+        build(method, tiny_clip, 4, **options)
+
+
+def test_text_methods_need_the_tokenizer(tiny_clip):
+    with pytest.raises(ValueError, match="tokenizer"):
+        build("zero_shot", tiny_clip.model, 4)
+    assert build("linear", tiny_clip.model, 4) is not None  # image-only methods take a bare model
+
+
+def test_zero_shot_prompts_are_recorded_and_configurable(tiny_clip):
+    m = build("zero_shot", tiny_clip, 4, templates=("an MRI of {}.",), synonyms={"glioma": ("a glioma",)})
+    assert m.prompts["glioma"] == ["an MRI of a glioma."]
+    assert m.prompts["notumor"] == ["an MRI of no tumor.", "an MRI of a healthy brain.", "an MRI of a normal brain."]
+    ens = build("zero_shot", tiny_clip, 4)
+    assert len(ens.prompts["glioma"]) > 1  # templates x synonyms
+    assert ens.text_embeddings.shape == (4, 32)
+    torch.testing.assert_close(ens.text_embeddings.norm(dim=1), torch.ones(4))
+
+
+def test_contrastive_loss_has_no_floor_for_perfect_embeddings(tiny_clip):
+    """With labels as targets, perfect image-text agreement gives ~0 loss (arange targets give >= log 2)."""
+    m = build("clip_contrastive", tiny_clip, 4)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    logits = 100.0 * torch.nn.functional.one_hot(labels, 4).float()
+    assert m.loss(logits, labels) < 1e-6
+    arange = torch.nn.functional.cross_entropy(logits @ torch.ones(4, 8) / 4, torch.arange(8))
+    assert arange > 0.69  # what the earlier report's targets would give
+    sym = build("clip_contrastive", tiny_clip, 4, symmetric=True)
+    # Text side: each class text vs the batch's images, both images of the class positive.
+    expected_text = torch.log(torch.tensor(2.0))  # uniform over two equally scored positives
+    assert sym.loss(logits, labels) == pytest.approx(float(expected_text) / 2, abs=1e-4)
+
+
+def test_contrastive_updates_both_encoders(tiny_clip):
+    m = build("clip_contrastive", tiny_clip, 4)
+    loss = m.loss(m(torch.randn(4, 3, 112, 112)), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    assert m.clip.text_model.embeddings.token_embedding.weight.grad.abs().sum() > 0
+    assert m.clip.vision_model.embeddings.patch_embedding.weight.grad.abs().sum() > 0
+    assert m.clip.logit_scale.grad is None
+
+
+def test_full_param_groups_and_lp_ft(tiny_clip):
+    m = build("full", tiny_clip, 4, backbone_lr_scale=0.1, lp_ft=1)
+    groups = m.param_groups(1e-3)
+    assert [g["lr"] for g in groups] == [pytest.approx(1e-4), 1e-3]
+    m.on_epoch_start(0)  # probing: no gradient through the backbone
+    m.loss(m(torch.randn(2, 3, 112, 112)), torch.tensor([0, 1])).backward()
+    assert all(p.grad is None for p in m.vision.parameters())
+    assert m.head.weight.grad is not None
+    m.zero_grad(set_to_none=True)
+    m.on_epoch_start(1)  # fine-tuning
+    m.loss(m(torch.randn(2, 3, 112, 112)), torch.tensor([0, 1])).backward()
+    assert m.vision.embeddings.patch_embedding.weight.grad is not None
+
+
+def test_vpt_head_uses_official_init(tiny_clip):
+    torch.manual_seed(0)
+    m = build("vpt_shallow", tiny_clip, 4)
+    # kaiming_normal_(fan_out): std = sqrt(2 / out_features)
+    assert m.head.weight.std().item() == pytest.approx((2 / 4) ** 0.5, rel=0.15)

@@ -1,0 +1,158 @@
+"""VPT against an independent reference forward, on the tiny config and real ViT-B/32 shapes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import CLIPModel
+
+from vptlib.backbone import tiny_clip_config, vit_b32_config
+from vptlib.vpt import PromptedVisionEncoder, prompt_init_bound
+
+
+@pytest.fixture(scope="module")
+def vit_b32() -> CLIPModel:
+    torch.manual_seed(0)
+    return CLIPModel(vit_b32_config()).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny() -> CLIPModel:
+    torch.manual_seed(0)
+    return CLIPModel(tiny_clip_config()).eval()
+
+
+def _x(clip: CLIPModel, batch: int = 2) -> torch.Tensor:
+    size = clip.config.vision_config.image_size
+    return torch.randn(batch, 3, size, size)
+
+
+def _layer_ref(layer, x: torch.Tensor) -> torch.Tensor:
+    """A pre-LN CLIP block written from its weights: no call into HF's layer forward."""
+    attn, heads = layer.self_attn, layer.self_attn.num_heads
+    b, n, d = x.shape
+    h = F.layer_norm(x, (d,), layer.layer_norm1.weight, layer.layer_norm1.bias, layer.layer_norm1.eps)
+
+    def split(t):
+        return t.view(b, n, heads, d // heads).transpose(1, 2)
+
+    q, k, v = split(attn.q_proj(h)), split(attn.k_proj(h)), split(attn.v_proj(h))
+    w = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // heads), dim=-1)
+    x = x + attn.out_proj((w @ v).transpose(1, 2).reshape(b, n, d))
+    h = F.layer_norm(x, (d,), layer.layer_norm2.weight, layer.layer_norm2.bias, layer.layer_norm2.eps)
+    h = layer.mlp.fc1(h)
+    h = h * torch.sigmoid(1.702 * h)  # quick_gelu
+    return x + layer.mlp.fc2(h)
+
+
+def _reference(vision, pixels, prompts, deep_prompts=None):
+    """The spec's algorithm, step by step, from the tower's raw weights."""
+    emb = vision.embeddings
+    patches = emb.patch_embedding(pixels).flatten(2).transpose(1, 2)
+    cls = emb.class_embedding.expand(pixels.shape[0], 1, -1)
+    x = torch.cat([cls, patches], 1) + emb.position_embedding.weight[None]
+    p = prompts.shape[0]
+    x = torch.cat([x[:, :1], prompts.expand(x.shape[0], -1, -1), x[:, 1:]], 1)
+    ln = vision.pre_layrnorm
+    x = F.layer_norm(x, x.shape[-1:], ln.weight, ln.bias, ln.eps)
+    for i, layer in enumerate(vision.encoder.layers):
+        if deep_prompts is not None and i >= 1:
+            x = torch.cat([x[:, :1], deep_prompts[i - 1].expand(x.shape[0], -1, -1), x[:, 1 + p :]], 1)
+        x = _layer_ref(layer, x)
+    ln = vision.post_layernorm
+    return F.layer_norm(x[:, 0], x.shape[-1:], ln.weight, ln.bias, ln.eps)
+
+
+@pytest.mark.parametrize("model_name", ["tiny", "vit_b32"])
+@pytest.mark.parametrize("deep", [False, True])
+def test_matches_independent_reference(request, model_name, deep):
+    clip = request.getfixturevalue(model_name)
+    torch.manual_seed(1)
+    enc = PromptedVisionEncoder(clip.vision_model, num_tokens=5, deep=deep).eval()
+    x = _x(clip)
+    with torch.no_grad():
+        ours = enc(x)
+        ref = _reference(clip.vision_model, x, enc.prompts, enc.deep_prompts)
+    assert ours.shape == (2, clip.config.vision_config.hidden_size)
+    torch.testing.assert_close(ours, ref, atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("model_name", ["tiny", "vit_b32"])
+def test_zero_prompts_reproduce_pooler_output(request, model_name):
+    clip = request.getfixturevalue(model_name)
+    enc = PromptedVisionEncoder(clip.vision_model, num_tokens=0).eval()
+    x = _x(clip)
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x), clip.vision_model(pixel_values=x).pooler_output, atol=1e-5, rtol=1e-5)
+
+
+def test_prompts_change_the_output(tiny):
+    enc = PromptedVisionEncoder(tiny.vision_model, num_tokens=5).eval()
+    x = _x(tiny, 1)
+    with torch.no_grad():
+        before = enc(x)
+        enc.prompts.add_(torch.randn_like(enc.prompts))  # a constant shift would vanish in ln_pre
+        assert not torch.allclose(before, enc(x))
+
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_sequence_length_is_constant(tiny, deep):
+    enc = PromptedVisionEncoder(tiny.vision_model, num_tokens=7, deep=deep)
+    lengths = []
+    hooks = [
+        layer.register_forward_pre_hook(lambda m, args: lengths.append(args[0].shape[1]))
+        for layer in tiny.vision_model.encoder.layers
+    ]
+    try:
+        with torch.no_grad():
+            enc(_x(tiny, 1))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert lengths == [1 + 7 + 49] * tiny.config.vision_config.num_hidden_layers
+
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_gradients_reach_only_the_prompts(tiny, deep):
+    enc = PromptedVisionEncoder(tiny.vision_model, num_tokens=3, deep=deep)
+    head = torch.nn.Linear(64, 4)
+    loss = head(enc(_x(tiny))).logsumexp(1).sum()
+    loss.backward()
+    assert enc.prompts.grad is not None and enc.prompts.grad.abs().sum() > 0  # the earlier report's was exactly 0
+    if deep:
+        assert (enc.deep_prompts.grad.abs().sum(dim=(1, 2)) > 0).all()  # every layer's prompts learn
+    for name, p in enc.vision.named_parameters():
+        assert not p.requires_grad and p.grad is None, name
+    assert head.weight.grad is not None
+
+
+def test_init_bound_uses_patch_size(vit_b32):
+    v = prompt_init_bound(32, 768)
+    assert v == pytest.approx(0.039528, abs=1e-6)
+    assert prompt_init_bound(32, 768) / prompt_init_bound(224, 768) == pytest.approx(6.3, abs=0.1)
+    torch.manual_seed(0)
+    enc = PromptedVisionEncoder(vit_b32.vision_model, num_tokens=50, deep=True)
+    for t in (enc.prompts, enc.deep_prompts):
+        assert t.abs().max() <= v
+        assert t.abs().max() > 0.99 * v  # uniform over the whole interval, not a narrower one
+        assert t.std().item() == pytest.approx(v / math.sqrt(3), rel=0.05)
+
+
+def test_shapes_and_negative_tokens(tiny):
+    enc = PromptedVisionEncoder(tiny.vision_model, num_tokens=4, deep=True)
+    assert enc.prompts.shape == (4, 64)
+    assert enc.deep_prompts.shape == (2, 4, 64)
+    assert PromptedVisionEncoder(tiny.vision_model, num_tokens=4).deep_prompts is None
+    with pytest.raises(ValueError):
+        PromptedVisionEncoder(tiny.vision_model, num_tokens=-1)
+
+
+def test_prompt_dropout_is_per_image(tiny):
+    enc = PromptedVisionEncoder(tiny.vision_model, num_tokens=5, dropout=0.5).train()
+    x = _x(tiny, 1).expand(2, -1, -1, -1)
+    torch.manual_seed(0)
+    out = enc(x)
+    assert not torch.allclose(out[0], out[1])  # same image, different masks

@@ -1,0 +1,152 @@
+"""Run records: ``runs/<profile>/<method>/<run-id>/``.
+
+=====================  ==========================================================
+``config.json``        every parameter, model id + fingerprint, manifest hash, git
+                       commit, library versions, device, prompts (text methods)
+``history.csv``        one row per epoch (train/val/test loss and accuracy, time)
+``state.pt``           resume state after the last completed epoch (tensors only,
+                       loaded with ``weights_only=True``); deleted when the run ends
+``trainable.safetensors``  only the trained tensors of the selected epoch
+``predictions.csv``    val and test predictions with class probabilities
+``metrics.json``       written last: its presence marks a finished run
+=====================  ==========================================================
+
+Every file is written atomically. Run ids are unique (time, config hash, counter),
+so a rerun never overwrites an earlier record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import __version__, atomic
+
+CONFIG, METRICS, HISTORY, STATE, WEIGHTS, PREDICTIONS = (
+    "config.json", "metrics.json", "history.csv", "state.pt", "trainable.safetensors", "predictions.csv",
+)  # fmt: skip
+
+
+def config_hash(params: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def git_commit() -> str:
+    """HEAD of the repository vptlib is imported from, with ``-dirty`` for local changes."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)  # fmt: skip
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "numpy": numpy.__version__, "vptlib": __version__, "platform": platform.platform()}  # fmt: skip
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def new_run_dir(root: Path, chash: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    for i in range(1000):
+        path = root / f"{stamp}-{chash}" if i == 0 else root / f"{stamp}-{chash}-{i}"
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not allocate a run directory under {root}")
+
+
+def find_resumable(root: Path, chash: str) -> Path | None:
+    """The newest unfinished run with the same configuration hash, if any."""
+    if not root.is_dir():
+        return None
+    for path in sorted(root.iterdir(), reverse=True):
+        cfg = path / CONFIG
+        if cfg.is_file() and not (path / METRICS).exists():
+            try:
+                if json.loads(cfg.read_text())["config_hash"] == chash:
+                    return path
+            except (json.JSONDecodeError, KeyError):
+                continue
+    return None
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    atomic.atomic_write(path, lambda p: torch.save(state, p))
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> int:
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    atomic.atomic_write(path, lambda p: save_file(cpu, str(p)))
+    return path.stat().st_size
+
+
+def finished_runs(root: str | Path) -> list[Path]:
+    """Every finished run directory below ``root`` (those with a metrics.json)."""
+    return sorted(p.parent for p in Path(root).rglob(METRICS))
+
+
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    out = {"dir": run_dir, "config": json.loads((run_dir / CONFIG).read_text())}
+    if (run_dir / METRICS).is_file():
+        out["metrics"] = json.loads((run_dir / METRICS).read_text())
+    return out
+
+
+def load_run(run_dir: str | Path, clip=None, device: str | torch.device = "cpu"):
+    """Rebuild a finished run's classifier with its trained tensors.
+
+    ``clip`` defaults to loading ``config["model"]``; pass an already loaded bundle to
+    save time. Returns ``(classifier, config)``.
+    """
+    from .backbone import load_clip
+    from .methods import build
+
+    run_dir = Path(run_dir)
+    cfg = json.loads((run_dir / CONFIG).read_text())
+    clip = clip or load_clip(cfg["model"])
+    options = dict(cfg["method_options"])
+    for key in ("class_names", "templates"):
+        if options.get(key) is not None:
+            options[key] = tuple(options[key])
+    model = build(cfg["method"], clip, len(cfg["classes"]), **options)
+    weights = load_file(str(run_dir / WEIGHTS))
+    expected = set(model.trainable_state())
+    if set(weights) != expected:
+        raise ValueError(f"{run_dir / WEIGHTS} does not match {cfg['method']}'s trainable tensors")
+    model.load_state_dict(weights, strict=False)
+    return model.to(device).eval(), cfg
+
+
+def versions_line() -> str:
+    v = versions()
+    return f"python {v['python']}, torch {v['torch']}, transformers {v['transformers']} on {sys.platform}"
