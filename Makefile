@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format clean help tiny-model book notebooks run browser
+.PHONY: install test lint format clean help tiny-model book notebooks run browser bench
 
 # `make book` builds the full study by default; PROFILE=smoke is the offline build.
 PROFILE ?= full
@@ -26,6 +26,7 @@ help:
 	@echo "make lint      ruff check + ruff format --check"
 	@echo "make format    ruff format + ruff check --fix"
 	@echo "make book      run the study and render the report (PROFILE=full|smoke, DATA=, MODEL=)"
+	@echo "make bench     measure step time and memory of every method on this machine"
 	@echo "make run       re-execute one experiment: make run NB=vpt_deep ARGS=\"-p lr 0.5\""
 
 $(STAMP): requirements.txt pyproject.toml
@@ -90,6 +91,11 @@ run: install $(MODEL_DEP)
 	@test -n "$(NB)" || { echo "usage: make run NB=<method> ARGS=\"-p lr 0.5\"  (methods: $(METHODS))"; exit 2; }
 	@$(VPTLIB) book guard --name $(PROFILE) --dir $(GEN)
 	$(VPTLIB) book execute notebooks/experiment.ipynb $(GEN)/experiments/$(NB).ipynb --profile $(PROFILE_FILE) -p method $(NB) --title-from-method $(MODEL_ARG) $(ARGS)
+
+# Cost of each method on the real ViT-B/32 architecture (random weights), one process per
+# configuration; writes benchmarks/results/<machine>.{json,md,png}. Several minutes on 2 cores.
+bench: install
+	$(PY) -m vptlib.bench
 
 # Debian's Chromium and its driver, for the browser check of the built report.
 browser:

@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("zero_shot", "linear", "vpt_shallow", "vpt_deep", "full", "clip_contrastive")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def _make(repo: Path, *args: str, timeout: int = 1200, env: dict | None = None) -> subprocess.CompletedProcess:

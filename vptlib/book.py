@@ -115,9 +115,17 @@ def execute(template: str | Path, output: str | Path, profile_path: str | Path, 
     env_before = os.environ.get("VPTLIB_STATIC")
     os.environ["VPTLIB_STATIC"] = "1"
     try:
-        pm.execute_notebook(str(template), tmp, parameters=parameters, cwd=str(REPO), kernel_name="python3",
+        # Relative paths in profiles (data/, runs/, models/) are relative to where make runs.
+        pm.execute_notebook(str(template), tmp, parameters=parameters, cwd=os.getcwd(), kernel_name="python3",
                             progress_bar=False, report_mode=False)  # fmt: skip
         nb = nbformat.read(tmp, as_version=4)
+        # Progress bars rendered as ipywidgets leave widget state behind, which makes
+        # myst-nb load widget JavaScript from a CDN; the static report needs none.
+        nb.metadata.pop("widgets", None)
+        for cell in nb.cells:  # papermill's injected parameters: collapsed like every code cell
+            tags = cell.metadata.setdefault("tags", [])
+            if "injected-parameters" in tags and "hide-input" not in tags:
+                tags.append("hide-input")
         if title:
             first = next(c for c in nb.cells if c.cell_type == "markdown")
             lines = first.source.splitlines()

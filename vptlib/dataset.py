@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import atomic
 from .errors import UserError

@@ -170,33 +170,20 @@ def _rows(opts: PrepareOptions) -> tuple[list[_Row], list[_Row]]:
     layout = scan_layout(opts.source, opts.classes)
     chosen: list[_Row] = []
     skipped: list[_Row] = []
-    for c, cls in enumerate(opts.classes.names):
+
+    def draw(c: int, split: str, quota: int, stream: int, where: str) -> list[_Row]:
+        # One seeded stream per (class, split): changing one split's quota never reshuffles another.
+        cls = opts.classes.names[c]
+        files = _candidates(layout[split][cls], opts.source, skipped, cls)
+        return _take(files, quota, np.random.default_rng([opts.seed, c, stream]), opts.source, cls, skipped, where)
+
+    for c in range(len(opts.classes.names)):
         if "pool" in layout:
-            files = _candidates(layout["pool"][cls], opts.source, skipped, cls)
-            rng = np.random.default_rng([opts.seed, c, 2])
-            both = _take(files, opts.test_per_class + opts.train_per_class, rng, opts.source, cls, skipped, "the pool")
+            both = draw(c, "pool", opts.test_per_class + opts.train_per_class, 2, "the pool")
             test, train = both[: opts.test_per_class], both[opts.test_per_class :]
         else:
-            files = _candidates(layout["train"][cls], opts.source, skipped, cls)
-            train = _take(
-                files,
-                opts.train_per_class,
-                np.random.default_rng([opts.seed, c, 0]),
-                opts.source,
-                cls,
-                skipped,
-                "Training",
-            )
-            files = _candidates(layout["test"][cls], opts.source, skipped, cls)
-            test = _take(
-                files,
-                opts.test_per_class,
-                np.random.default_rng([opts.seed, c, 1]),
-                opts.source,
-                cls,
-                skipped,
-                "Testing",
-            )
+            train = draw(c, "train", opts.train_per_class, 0, "Training")
+            test = draw(c, "test", opts.test_per_class, 1, "Testing")
         n_val = round(len(train) * opts.val_fraction)
         val_idx = set(np.random.default_rng([opts.seed, c, 3]).permutation(len(train))[:n_val].tolist())
         for i, row in enumerate(train):

@@ -34,7 +34,10 @@ TITLES = {
 # only: they come from an implementation with known bugs and test-set selection.
 EARLIER_REPORT = {"zero_shot": 29.69, "linear": 90.00, "vpt_shallow": 87.81, "vpt_deep": 84.69, "full": 89.69,
                   "clip_contrastive": 57.50}  # fmt: skip
-STATIC_ENV = "VPTLIB_STATIC"  # set while papermill executes for the book: no live widgets
+STATIC_ENV = "VPTLIB_STATIC"
+pd.set_option(
+    "display.max_colwidth", 120
+)  # tables in the book show whole sentences  # set while papermill executes for the book: no live widgets
 
 
 def run_config(method: str, hparams: dict | None = None, **fields: Any) -> RunConfig:
@@ -348,6 +351,10 @@ def significance_table(runs: str | Path, profile: str) -> pd.DataFrame:
             "McNemar p": round(mc["p_value"], 4), "significant at 5%": "yes" if mc["p_value"] < 0.05 else "no",
         })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def significance_display(table: pd.DataFrame) -> pd.DataFrame:
+    return table.set_index(["best", "vs"]) if not table.empty else table
 
 
 def significance_sentence(table: pd.DataFrame) -> str:

@@ -1,0 +1,47 @@
+"""The benchmark's measurements and its target verdicts (timings themselves live in `make bench`)."""
+
+from __future__ import annotations
+
+from vptlib import bench
+
+
+def test_measure_one_configuration_in_process():
+    for kind in ("forward", "vpt_deep", "linear"):
+        r = bench.measure(kind, "fp32", batch=4, steps=1, warmup=0, tiny=True, device="cpu")
+        assert r["seconds_per_step"] > 0 and r["images_per_s"] > 0 and r["peak_bytes"] > 0
+
+
+def _fake(fwd=1.0, vpt=2.0, vpt16=1.0, mem_vpt=2.0, mem_full=3.0, data=400.0, fast=True):
+    res = {}
+    for kind in ("forward", *bench.METHODS):
+        for prec in ("fp32", "bf16"):
+            s = {"forward": fwd, "vpt_shallow": vpt, "vpt_deep": vpt}.get(kind, 3.0)
+            if prec == "bf16":
+                s = {"forward": fwd / 2, "vpt_shallow": vpt16, "vpt_deep": vpt16}.get(kind, 1.5)
+            mem = {"vpt_shallow": mem_vpt, "vpt_deep": mem_vpt, "full": mem_full}.get(kind, 1.0)
+            res[f"{kind}/{prec}"] = {"kind": kind, "precision": prec, "seconds_per_step": s, "images_per_s": 32 / s,
+                                     "peak_bytes": mem * 1e9}  # fmt: skip
+    return {"machine": "m", "device": "cpu", "batch": 32, "tiny": False, "torch": "x", "bf16_fast": fast,
+            "results": res, "data_images_per_s": data,
+            "linear_probe": {"images": 384, "cached_s": 13.0, "recompute_s": 180.0, "one_pass_s": 12.0,
+                             "cached_over_one_pass": 13 / 12, "recompute_over_one_pass": 15.0}}  # fmt: skip
+
+
+def test_target_verdicts():
+    ok = {t: v for t, _, v in bench.targets(_fake())}
+    assert set(ok.values()) == {"PASS"}, ok
+    bad = {t: v for t, _, v in bench.targets(_fake(vpt=3.0, vpt16=2.5, mem_vpt=2.9, data=50.0))}
+    assert bad["vpt_deep: fp32 step <= 2.3x a no-grad forward"] == "FAIL"
+    assert bad["vpt_deep: bf16 step >= 1.8x faster than fp32"] == "FAIL"
+    assert bad["vpt_deep: peak memory <= 0.8x full fine-tuning (AdamW)"] == "FAIL"
+    assert bad["data pipeline >= 5x frozen bf16 forward images/s"] == "FAIL"
+    na = {t: v for t, _, v in bench.targets(_fake(fast=False))}
+    assert na["vpt_shallow: bf16 step >= 1.8x faster than fp32"] == "N/A"
+
+
+def test_markdown_and_plot(tmp_path):
+    r = _fake()
+    md = bench.markdown(r)
+    assert md.count("| PASS |") == 8 and "| forward | fp32 | 1.000 |" in md
+    bench.plot(r, tmp_path / "b.png")
+    assert (tmp_path / "b.png").stat().st_size > 0

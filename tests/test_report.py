@@ -1,0 +1,123 @@
+"""Report helpers: parameter merging, tables, figures and commands built from run records."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import matplotlib
+import pytest
+import yaml
+
+from vptlib import book, report
+from vptlib.engine import run
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(scope="module")
+def runs(prepared, tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    for method, kw in [("zero_shot", {"epochs": 0}), ("linear", {"epochs": 3}), ("vpt_shallow", {"epochs": 2})]:
+        run(method=method, data=str(prepared), model=str(tiny_model), batch_size=16, device="cpu", out=str(out),
+            profile="t", progress=False, **kw)  # fmt: skip
+    return out
+
+
+def test_run_config_merges_profile_method_and_overrides():
+    hp = {"vpt_deep": {"epochs": 8, "lr": 0.01, "optimizer": "adamw", "prompt_tokens": 7}}
+    cfg = report.run_config("vpt_deep", hp, data="d", lr=0.5, epochs=None, prompt_dropout=None, prompt_tokens=10)
+    assert (cfg.epochs, cfg.lr, cfg.optimizer) == (8, 0.5, "adamw")
+    assert cfg.options == {"prompt_tokens": 10}
+    assert report.run_config("linear", hp, data="d").options == {}
+
+
+def test_results_table_one_row_per_method_with_run_ids(runs):
+    table = report.results_table(runs, "t")
+    assert list(table.method) == ["Zero-shot CLIP", "Linear probe", "VPT-shallow"]
+    assert table["run id"].str.match(r"\d{8}-\d{6}-[0-9a-f]{8}").all()
+    assert table["earlier report acc (%, not reproduced)"].tolist() == [29.69, 90.0, 87.81]
+    assert "prompt_tokens=5" in table.set_index("method").loc["VPT-shallow", "settings"]
+
+
+def test_latest_run_wins(runs, prepared, tiny_model):
+    first = report.latest_run(runs, "t", "linear")
+    run(method="linear", data=str(prepared), model=str(tiny_model), epochs=1, device="cpu", out=str(runs),
+        profile="t", progress=False)  # fmt: skip
+    second = report.latest_run(runs, "t", "linear")
+    assert second != first and second.name > first.name and first.exists()
+
+
+def test_significance_table_and_sentence(runs):
+    sig = report.significance_table(runs, "t")
+    assert len(sig) == 2 and set(sig.columns) >= {"McNemar p", "significant at 5%", "paired 95% CI"}
+    text = report.significance_sentence(sig)
+    assert "highest test accuracy" in text
+    assert report.significance_display(sig).index.names == ["best", "vs"]
+
+
+def test_figures_render(runs, prepared):
+    run_dir = report.latest_run(runs, "t", "vpt_shallow")
+    for fig in (report.plot_history(run_dir), report.plot_confusion(run_dir), report.misclassified(run_dir, prepared),
+                report.plot_acc_vs_params(report.results_table(runs, "t")), report.plot_val_curves(runs, "t"),
+                report.plot_reliability(runs, "t"), report.sample_grid(prepared), report.class_distribution(prepared),
+                report.plot_sizes(prepared)):  # fmt: skip
+        assert fig.axes
+    assert report.plot_history(report.latest_run(runs, "t", "zero_shot")).axes  # no history: a note, not a crash
+    assert len(report.per_class_table(run_dir)) == 4
+    assert set(report.size_table(prepared).columns) >= {"median width", "share square"}
+
+
+def test_static_explorer_is_a_table(runs, prepared, monkeypatch):
+    monkeypatch.setenv("VPTLIB_STATIC", "1")
+    out = report.prediction_explorer(report.latest_run(runs, "t", "linear"), prepared)
+    assert list(out.columns[:3]) == ["path", "true", "pred"]
+
+
+def test_recorded_command_reproduces_the_run(runs, capsys):
+    from vptlib.cli import main
+
+    run_dir = report.latest_run(runs, "t", "vpt_shallow")
+    cfg = json.loads((run_dir / "config.json").read_text())
+    cmd = report.run_command(cfg)
+    argv = shlex.split(cmd)[2:]
+    assert main(["run", *argv, "--quiet"]) == 0
+    again = report.latest_run(runs, "t", "vpt_shallow")
+    assert again != run_dir
+    a = json.loads((run_dir / "metrics.json").read_text())
+    b = json.loads((again / "metrics.json").read_text())
+    assert a["test"] == b["test"] and a["best_epoch"] == b["best_epoch"]
+
+
+def test_profiles_are_valid_and_parameters_exclude_source():
+    for name in ("smoke", "full"):
+        prof = book.load_profile(book.REPO / "profiles" / f"{name}.yaml")
+        params = book.notebook_parameters(prof)
+        assert "source" not in params and "banner" not in params
+        for method, hp in prof["hparams"].items():
+            report.run_config(method, prof["hparams"], data="d")  # every key is a known field or option
+            assert method in report.TITLES, method
+            assert set(hp) <= set(report.RunConfig.__dataclass_fields__) | {"prompt_tokens", "prompt_dropout"}
+
+
+def test_smoke_config_has_banner_and_full_does_not(tmp_path):
+    smoke = yaml.safe_load(book.write_config(book.REPO / "profiles" / "smoke.yaml", tmp_path / "s.yml").read_text())
+    full = yaml.safe_load(book.write_config(book.REPO / "profiles" / "full.yaml", tmp_path / "f.yml").read_text())
+    assert "Smoke build" in smoke["html"]["announcement"]
+    assert "announcement" not in full.get("html", {})
+    assert smoke["execute"]["execute_notebooks"] == "off"
+
+
+def test_guard_clears_other_profiles_pages(tmp_path):
+    gen = tmp_path / "generated"
+    book.guard("smoke", gen)
+    (gen / "results.ipynb").write_text("{}")
+    book.guard("smoke", gen)
+    assert (gen / "results.ipynb").exists()
+    book.guard("full", gen)
+    assert not (gen / "results.ipynb").exists() and (gen / "PROFILE").read_text().strip() == "full"
+
+
+def test_parse_params_like_papermill():
+    assert book.parse_params([["lr", "0.5"], ["prompt_tokens", "10"], ["method", "vpt_deep"]]) == {
+        "lr": 0.5, "prompt_tokens": 10, "method": "vpt_deep"}  # fmt: skip

@@ -1,0 +1,267 @@
+"""``make bench``: what each method costs on this machine, on the real ViT-B/32 architecture.
+
+Random weights are fine for cost. Every configuration runs in its own process so that
+peak memory (RSS on the CPU, ``max_memory_allocated`` on CUDA) is its own. Everything
+is measured in one run, so the ratios that the targets are stated in are comparable;
+absolute numbers vary between machines.
+
+Writes ``benchmarks/results/<machine>.json`` / ``.md`` / ``.png`` and prints each
+target as PASS, FAIL or N/A (not applicable on this hardware).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .augment import Augment
+from .backbone import byte_level_tokenizer, tiny_clip_config, vit_b32_config
+from .dataset import Preprocess, normalize
+from .devices import autocast, bf16_supported, pick_device
+
+METHODS = ("linear", "vpt_shallow", "vpt_deep", "full", "clip_contrastive")
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def _model(tiny: bool):
+    from types import SimpleNamespace
+
+    from transformers import CLIPModel
+
+    torch.manual_seed(0)
+    cfg = tiny_clip_config() if tiny else vit_b32_config()
+    return SimpleNamespace(model=CLIPModel(cfg).eval(), tokenizer=byte_level_tokenizer()), cfg.vision_config.image_size
+
+
+def _peak_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _time(fn, device, steps: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure(kind: str, precision: str, batch: int, steps: int, warmup: int, tiny: bool, device: str) -> dict[str, Any]:
+    """One configuration, in this process: seconds per step and peak memory."""
+    from .methods import build
+
+    dev = pick_device(device)
+    clip, size = _model(tiny)
+    x = torch.randn(batch, 3, size, size, device=dev)
+    y = torch.arange(batch, device=dev) % 4
+    if kind == "forward":
+        vision = clip.model.vision_model.to(dev)
+
+        def step():
+            with torch.inference_mode(), autocast(dev, precision):
+                vision(pixel_values=x)
+
+    else:
+        model = build(kind, clip, 4).to(dev).train()
+        del clip
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = (
+            torch.optim.AdamW(params, lr=1e-6)
+            if kind in ("full", "clip_contrastive")
+            else torch.optim.SGD(params, lr=1e-6)
+        )
+        if kind == "linear":  # trains on cached features: the step never sees an image
+            feats = torch.randn(batch, model.head.in_features, device=dev)
+
+            def step():
+                opt.zero_grad(set_to_none=True)
+                model.loss(model.head(feats), y).backward()
+                opt.step()
+
+        else:
+
+            def step():
+                opt.zero_grad(set_to_none=True)
+                with autocast(dev, precision):
+                    logits = model(x)
+                model.loss(logits.float(), y).backward()
+                opt.step()
+
+    seconds = _time(step, dev, steps, warmup)
+    return {"kind": kind, "precision": precision, "seconds_per_step": seconds, "images_per_s": batch / seconds,
+            "peak_bytes": _peak_bytes(dev)}  # fmt: skip
+
+
+def data_throughput(batch: int, size: int, device: str, steps: int = 20) -> float:
+    """Images per second of the cached-uint8 pipeline: index, augment, normalise."""
+    dev = pick_device(device)
+    pixels = torch.randint(0, 256, (256, 3, size, size), dtype=torch.uint8, device=dev)
+    aug, prep, gen = Augment(), Preprocess(size, size), torch.Generator().manual_seed(0)
+
+    def step():
+        idx = torch.randint(0, len(pixels), (batch,), generator=gen).to(dev)
+        normalize(aug(pixels[idx], gen), prep)
+
+    return batch / _time(step, dev, steps, 2)
+
+
+def machine_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        desc = torch.cuda.get_device_name(device)
+    else:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpu = next(line.split(":", 1)[1] for line in f if line.startswith("model name"))
+        except (OSError, StopIteration):
+            cpu = platform.processor() or platform.machine()
+        desc = f"{cpu.strip()} {torch.get_num_threads()}t"
+    return re.sub(r"[^a-z0-9]+", "-", desc.lower()).strip("-")
+
+
+def _one_process(kind: str, precision: str, args) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "vptlib.bench", "--one", kind, precision, "--batch", str(args.batch),
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device]  # fmt: skip
+    if args.tiny:
+        cmd.append("--tiny")
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if res.returncode != 0:
+        raise RuntimeError(f"benchmark {kind}/{precision} failed:\n{res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(target, measured, PASS/FAIL/N/A) for each of the stated targets."""
+    rows = r["results"]
+
+    def get(kind, prec):
+        return rows.get(f"{kind}/{prec}")
+
+    out = []
+    fwd32, fwd16 = get("forward", "fp32"), get("forward", "bf16")
+    for m in ("vpt_shallow", "vpt_deep"):
+        a, b = get(m, "fp32"), get(m, "bf16")
+        ratio = a["seconds_per_step"] / b["seconds_per_step"]
+        ok = "PASS" if ratio >= 1.8 else "FAIL"
+        out.append((f"{m}: bf16 step >= 1.8x faster than fp32", f"{ratio:.2f}x", ok if r["bf16_fast"] else "N/A"))
+        ratio = a["seconds_per_step"] / fwd32["seconds_per_step"]
+        out.append((f"{m}: fp32 step <= 2.3x a no-grad forward", f"{ratio:.2f}x", "PASS" if ratio <= 2.3 else "FAIL"))
+        mem = a["peak_bytes"] / get("full", "fp32")["peak_bytes"]
+        out.append(
+            (f"{m}: peak memory <= 0.8x full fine-tuning (AdamW)", f"{mem:.2f}x", "PASS" if mem <= 0.8 else "FAIL")
+        )
+    lp = r["linear_probe"]
+    out.append(("linear probe, 15 epochs <= 1.2x one extraction pass", f"{lp['cached_over_one_pass']:.2f}x",
+                "PASS" if lp["cached_over_one_pass"] <= 1.2 else "FAIL"))  # fmt: skip
+    ratio = r["data_images_per_s"] / fwd16["images_per_s"]
+    out.append(("data pipeline >= 5x frozen bf16 forward images/s", f"{ratio:.1f}x", "PASS" if ratio >= 5 else "FAIL"))
+    return out
+
+
+def markdown(r: dict[str, Any]) -> str:
+    lines = [f"Machine: {r['machine']} ({r['device']}); batch {r['batch']}; torch {r['torch']}; "
+             f"{'tiny test model' if r['tiny'] else 'ViT-B/32 architecture, random weights'}", "",
+             "| configuration | precision | s / step | images / s | peak memory (GB) |", "|---|---|---|---|---|"]  # fmt: skip
+    for v in r["results"].values():
+        lines.append(f"| {v['kind']} | {v['precision']} | {v['seconds_per_step']:.3f} | {v['images_per_s']:.1f} | "
+                     f"{v['peak_bytes'] / 1e9:.2f} |")  # fmt: skip
+    lp = r["linear_probe"]
+    lines += ["", f"Linear probe, 15 epochs on {lp['images']} training images (derived from the measured step "
+              f"times): {lp['cached_s']:.1f} s with the feature cache, {lp['recompute_s']:.1f} s recomputing "
+              f"the backbone every epoch.", "",
+              f"Data pipeline: {r['data_images_per_s']:.0f} images/s (uint8 cache + augmentation + normalisation).",
+              "", "| target | measured | result |", "|---|---|---|"]  # fmt: skip
+    lines += [f"| {t} | {m} | {ok} |" for t, m, ok in targets(r)]
+    if not r["bf16_fast"]:
+        lines += ["", "N/A: this device has no fast bf16 (no AVX512-BF16/AMX or CUDA bf16), so the bf16 "
+                  "speed target does not apply here."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def plot(r: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = ["forward", *METHODS]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for i, prec in enumerate(("fp32", "bf16")):
+        vals = [r["results"][f"{k}/{prec}"]["seconds_per_step"] for k in kinds]
+        axes[0].bar([j + 0.4 * i for j in range(len(kinds))], vals, width=0.4, label=prec)
+        mem = [r["results"][f"{k}/{prec}"]["peak_bytes"] / 1e9 for k in kinds]
+        axes[1].bar([j + 0.4 * i for j in range(len(kinds))], mem, width=0.4, label=prec)
+    for ax, label in zip(axes, (f"seconds per step (batch {r['batch']})", "peak memory (GB)"), strict=True):
+        ax.set_xticks([j + 0.2 for j in range(len(kinds))], kinds, rotation=20)
+        ax.set_ylabel(label)
+        ax.legend()
+    fig.suptitle(r["machine"], fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vptlib.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=3, help="timed steps per configuration (median reported)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--tiny", action="store_true", help="the tiny test model instead of ViT-B/32 (for tests)")
+    p.add_argument("--out", default=str(RESULTS), help="results folder")
+    p.add_argument("--one", nargs=2, metavar=("KIND", "PRECISION"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure(*args.one, args.batch, args.steps, args.warmup, args.tiny, args.device)))
+        return 0
+    dev = pick_device(args.device)
+    size = tiny_clip_config().vision_config.image_size if args.tiny else 224
+    r: dict[str, Any] = {"machine": machine_name(dev), "device": str(dev), "batch": args.batch, "tiny": args.tiny,
+                         "torch": torch.__version__, "bf16_fast": bf16_supported(dev), "results": {}}  # fmt: skip
+    for kind in ("forward", *METHODS):
+        for prec in ("fp32", "bf16"):
+            print(f"measuring {kind} {prec} ...", flush=True)
+            r["results"][f"{kind}/{prec}"] = _one_process(kind, prec, args)
+    images = 384  # the study's training split: 480 minus 20% validation
+    batches = -(-images // args.batch)
+    fwd = r["results"]["forward/fp32"]["seconds_per_step"]
+    head = r["results"]["linear/fp32"]["seconds_per_step"]
+    cached = batches * fwd + 15 * batches * head
+    recompute = 15 * batches * (fwd + head)
+    r["linear_probe"] = {"images": images, "cached_s": cached, "recompute_s": recompute,
+                         "one_pass_s": batches * fwd, "cached_over_one_pass": cached / (batches * fwd),
+                         "recompute_over_one_pass": recompute / (batches * fwd)}  # fmt: skip
+    r["data_images_per_s"] = data_throughput(args.batch, size, args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / (r["machine"] + ("-tiny" if args.tiny else ""))
+    from . import atomic
+
+    atomic.write_json(stem.with_suffix(".json"), r)
+    md = markdown(r)
+    atomic.write_text(stem.with_suffix(".md"), md)
+    plot(r, stem.with_suffix(".png"))
+    print(md)
+    print(f"wrote {stem}.json, .md and .png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
