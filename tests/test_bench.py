@@ -35,6 +35,12 @@ def test_target_verdicts():
     assert bad["vpt_deep: bf16 step >= 1.8x faster than fp32"] == "FAIL"
     assert bad["vpt_deep: peak memory <= 0.8x full fine-tuning (AdamW)"] == "FAIL"
     assert bad["data pipeline >= 5x frozen bf16 forward images/s"] == "FAIL"
+    fp32_only = _fake(fast=False)
+    fp32_only["results"] = {k: v for k, v in fp32_only["results"].items() if k.endswith("fp32")}
+    only = {t: (m, v) for t, m, v in bench.targets(fp32_only)}
+    assert only["vpt_deep: bf16 step >= 1.8x faster than fp32"] == ("not measured", "N/A")
+    assert "data pipeline >= 5x frozen fp32 (no bf16 here) forward images/s" in only
+    assert bench.markdown(fp32_only).count("| fp32 |") == 6
     na = {t: v for t, _, v in bench.targets(_fake(fast=False))}
     assert na["vpt_shallow: bf16 step >= 1.8x faster than fp32"] == "N/A"
 

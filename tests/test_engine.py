@@ -265,3 +265,10 @@ def test_methods_learn_beyond_chance(prepared, pretrained_tiny, tmp_path, method
     """80 test images, chance 25%: P(>= 40% by luck) is about 0.2%. Measured ~55-65%."""
     res = run(_cfg(prepared, pretrained_tiny, tmp_path, method=method, **{"epochs": 10, **kw}), progress=False)
     assert res.metrics["test"]["accuracy"] >= 0.40, res.history[["epoch", "train_acc", "val_acc", "test_acc"]]
+
+
+def test_contrastive_runs_through_the_engine(prepared, tiny_model, tmp_path):
+    res = run(_cfg(prepared, tiny_model, tmp_path, method="clip_contrastive", epochs=1, lr=1e-4), progress=False)
+    cfg = json.loads((res.run_dir / "config.json").read_text())
+    assert cfg["prompts"]["glioma"] and cfg["method_options"]["symmetric"] is False
+    assert res.metrics["trainable_params"] == res.metrics["total_params"] - 1  # all but the temperature

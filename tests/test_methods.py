@@ -137,3 +137,26 @@ def test_vpt_head_uses_official_init(tiny_clip):
     m = build("vpt_shallow", tiny_clip, 4)
     # kaiming_normal_(fan_out): std = sqrt(2 / out_features)
     assert m.head.weight.std().item() == pytest.approx((2 / 4) ** 0.5, rel=0.15)
+
+
+@pytest.mark.parametrize("method", ["linear", "vpt_shallow", "vpt_deep", "full"])
+def test_frozen_weights_bit_identical_after_training_steps(tiny_clip, method):
+    """A real optimiser step (with weight decay and momentum) changes exactly the trainable tensors."""
+    from vptlib.engine import RunConfig, _optimizer
+
+    torch.manual_seed(0)
+    model = build(method, tiny_clip, 4).train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    cfg = RunConfig(method=method, data=".", lr=0.1, weight_decay=0.1, optimizer="sgd")
+    opt = _optimizer(model, cfg)
+    for _ in range(2):
+        opt.zero_grad()
+        model.loss(model(torch.randn(4, 3, 112, 112)), torch.tensor([0, 1, 2, 3])).backward()
+        opt.step()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    for n, p in model.named_parameters():
+        if n in trainable:
+            assert not torch.equal(p, before[n]), f"{n} should have trained"
+        else:
+            assert torch.equal(p, before[n]), f"frozen {n} changed"
+    assert trainable, method

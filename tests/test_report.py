@@ -121,3 +121,17 @@ def test_guard_clears_other_profiles_pages(tmp_path):
 def test_parse_params_like_papermill():
     assert book.parse_params([["lr", "0.5"], ["prompt_tokens", "10"], ["method", "vpt_deep"]]) == {
         "lr": 0.5, "prompt_tokens": 10, "method": "vpt_deep"}  # fmt: skip
+
+
+def test_benchmark_markdown(tmp_path):
+    assert "make bench" in report.benchmark_markdown(tmp_path)
+    (tmp_path / "cpu-x-tiny.md").write_text("tiny only")
+    assert "make bench" in report.benchmark_markdown(tmp_path)  # test-model results are never shown
+    (tmp_path / "cpu-x.md").write_text("| a | b |\n")
+    assert report.benchmark_markdown(tmp_path).endswith("| a | b |\n")
+
+
+def test_short_commit_keeps_dirty_mark():
+    assert report.short_commit("0123456789abcdef0123-dirty") == "0123456789ab-dirty"
+    assert report.short_commit("0123456789abcdef0123") == "0123456789ab"
+    assert report.short_commit("unknown") == "unknown"

@@ -158,7 +158,6 @@ def load_clip(name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.devi
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         # Try the local cache first; only if that fails ask the network, after a quick
         # reachability probe so an offline machine fails in seconds instead of retrying.
-        local_only = True
         try:
             return _load(source, True, device, name)
         except (OSError, ValueError):

@@ -159,9 +159,12 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     fwd32, fwd16 = get("forward", "fp32"), get("forward", "bf16")
     for m in ("vpt_shallow", "vpt_deep"):
         a, b = get(m, "fp32"), get(m, "bf16")
-        ratio = a["seconds_per_step"] / b["seconds_per_step"]
-        ok = "PASS" if ratio >= 1.8 else "FAIL"
-        out.append((f"{m}: bf16 step >= 1.8x faster than fp32", f"{ratio:.2f}x", ok if r["bf16_fast"] else "N/A"))
+        if b is None:
+            out.append((f"{m}: bf16 step >= 1.8x faster than fp32", "not measured", "N/A"))
+        else:
+            ratio = a["seconds_per_step"] / b["seconds_per_step"]
+            ok = "PASS" if ratio >= 1.8 else "FAIL"
+            out.append((f"{m}: bf16 step >= 1.8x faster than fp32", f"{ratio:.2f}x", ok if r["bf16_fast"] else "N/A"))
         ratio = a["seconds_per_step"] / fwd32["seconds_per_step"]
         out.append((f"{m}: fp32 step <= 2.3x a no-grad forward", f"{ratio:.2f}x", "PASS" if ratio <= 2.3 else "FAIL"))
         mem = a["peak_bytes"] / get("full", "fp32")["peak_bytes"]
@@ -171,8 +174,13 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     lp = r["linear_probe"]
     out.append(("linear probe, 15 epochs <= 1.2x one extraction pass", f"{lp['cached_over_one_pass']:.2f}x",
                 "PASS" if lp["cached_over_one_pass"] <= 1.2 else "FAIL"))  # fmt: skip
-    ratio = r["data_images_per_s"] / fwd16["images_per_s"]
-    out.append(("data pipeline >= 5x frozen bf16 forward images/s", f"{ratio:.1f}x", "PASS" if ratio >= 5 else "FAIL"))
+    # Against the bf16 forward where bf16 was measured; otherwise against fp32 (a weaker bar).
+    fwd = fwd16 or fwd32
+    ratio = r["data_images_per_s"] / fwd["images_per_s"]
+    label = "bf16" if fwd16 else "fp32 (no bf16 here)"
+    out.append(
+        (f"data pipeline >= 5x frozen {label} forward images/s", f"{ratio:.1f}x", "PASS" if ratio >= 5 else "FAIL")
+    )
     return out
 
 
@@ -192,7 +200,7 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [f"| {t} | {m} | {ok} |" for t, m, ok in targets(r)]
     if not r["bf16_fast"]:
         lines += ["", "N/A: this device has no fast bf16 (no AVX512-BF16/AMX or CUDA bf16), so the bf16 "
-                  "speed target does not apply here."]  # fmt: skip
+                  "speed target does not apply here, and bf16 was not measured unless --force-bf16."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -204,7 +212,8 @@ def plot(r: dict[str, Any], path: Path) -> None:
 
     kinds = ["forward", *METHODS]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    for i, prec in enumerate(("fp32", "bf16")):
+    measured = [p for p in ("fp32", "bf16") if f"forward/{p}" in r["results"]]
+    for i, prec in enumerate(measured):
         vals = [r["results"][f"{k}/{prec}"]["seconds_per_step"] for k in kinds]
         axes[0].bar([j + 0.4 * i for j in range(len(kinds))], vals, width=0.4, label=prec)
         mem = [r["results"][f"{k}/{prec}"]["peak_bytes"] / 1e9 for k in kinds]
@@ -225,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="auto")
     p.add_argument("--tiny", action="store_true", help="the tiny test model instead of ViT-B/32 (for tests)")
+    p.add_argument("--force-bf16", action="store_true", help="measure bf16 even where it is only emulated")
     p.add_argument("--out", default=str(RESULTS), help="results folder")
     p.add_argument("--one", nargs=2, metavar=("KIND", "PRECISION"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -235,8 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     size = tiny_clip_config().vision_config.image_size if args.tiny else 224
     r: dict[str, Any] = {"machine": machine_name(dev), "device": str(dev), "batch": args.batch, "tiny": args.tiny,
                          "torch": torch.__version__, "bf16_fast": bf16_supported(dev), "results": {}}  # fmt: skip
+    precisions = ("fp32", "bf16") if r["bf16_fast"] or args.force_bf16 else ("fp32",)
+    if precisions == ("fp32",):
+        print("no fast bf16 on this device (emulated bf16 is many times slower): measuring fp32 only; "
+              "--force-bf16 measures it anyway", flush=True)  # fmt: skip
     for kind in ("forward", *METHODS):
-        for prec in ("fp32", "bf16"):
+        for prec in precisions:
             print(f"measuring {kind} {prec} ...", flush=True)
             r["results"][f"{kind}/{prec}"] = _one_process(kind, prec, args)
     images = 384  # the study's training split: 480 minus 20% validation
@@ -249,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                          "one_pass_s": batches * fwd, "cached_over_one_pass": cached / (batches * fwd),
                          "recompute_over_one_pass": recompute / (batches * fwd)}  # fmt: skip
     r["data_images_per_s"] = data_throughput(args.batch, size, args.device)
+    r["data_vs_forward"] = "bf16" if "forward/bf16" in r["results"] else "fp32"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / (r["machine"] + ("-tiny" if args.tiny else ""))

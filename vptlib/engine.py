@@ -31,7 +31,7 @@ from tqdm import tqdm
 from . import atomic, records
 from .augment import Augment
 from .backbone import DEFAULT_MODEL, fingerprint, load_clip
-from .dataset import Data, load_data, normalize
+from .dataset import Data, Preprocess, load_data, normalize
 from .devices import autocast, generator, pick_device, seed_everything
 from .errors import TrainingDiverged, UserError
 from .methods import METHODS, Classifier, build, count_parameters, option_names, spec
@@ -271,8 +271,6 @@ def run(
 
     seed_everything(cfg.seed)
     clip = load_clip(cfg.model)
-    from .dataset import Preprocess
-
     prep = Preprocess.from_processor(clip.processor)
     data = load_data(cfg.data, prep)
     fp = fingerprint(clip.model)

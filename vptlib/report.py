@@ -418,11 +418,17 @@ def plot_reliability(runs: str | Path, profile: str):
     return fig
 
 
+def short_commit(commit: str) -> str:
+    """12 hex digits, keeping the ``-dirty`` mark of a run made from uncommitted code."""
+    sha, dirty, _ = commit.partition("-dirty")
+    return sha[:12] + ("-dirty" if dirty else "")
+
+
 def provenance(runs: str | Path, profile: str) -> pd.DataFrame:
     rows = []
     for method, run_dir in latest_runs(runs, profile).items():
         c = json.loads((Path(run_dir) / records.CONFIG).read_text())
-        rows.append({"method": TITLES[method], "run id": run_dir.name, "git commit": c["git_commit"][:12],
+        rows.append({"method": TITLES[method], "run id": run_dir.name, "git commit": short_commit(c["git_commit"]),
                      "model": c["model"], "model fingerprint": c["model_fingerprint"],
                      "manifest hash": c["manifest_hash"], "device": c["device"],
                      "torch": c["versions"]["torch"], "transformers": c["versions"]["transformers"]})  # fmt: skip
@@ -476,3 +482,12 @@ def environment_table() -> pd.DataFrame:
     v["CUDA available"] = str(torch.cuda.is_available())
     v["CPU threads"] = str(torch.get_num_threads())
     return pd.DataFrame({"value": v})
+
+
+def benchmark_markdown(folder: str | Path | None = None) -> str:
+    """The newest `make bench` table (benchmarks/results/*.md), or how to produce one."""
+    folder = Path(folder) if folder else Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    tables = sorted((p for p in folder.glob("*.md") if not p.stem.endswith("-tiny")), key=lambda p: p.stat().st_mtime)
+    if not tables:
+        return "No benchmark has been recorded yet: run `make bench`."
+    return f"From `benchmarks/results/{tables[-1].name}`, written by `make bench`:\n\n" + tables[-1].read_text()
