@@ -21,7 +21,6 @@ import hashlib
 import json
 import platform
 import subprocess
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -109,11 +108,6 @@ def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> int:
     return path.stat().st_size
 
 
-def finished_runs(root: str | Path) -> list[Path]:
-    """Every finished run directory below ``root`` (those with a metrics.json)."""
-    return sorted(p.parent for p in Path(root).rglob(METRICS))
-
-
 def read_run(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     out = {"dir": run_dir, "config": json.loads((run_dir / CONFIG).read_text())}
@@ -145,8 +139,3 @@ def load_run(run_dir: str | Path, clip=None, device: str | torch.device = "cpu")
         raise ValueError(f"{run_dir / WEIGHTS} does not match {cfg['method']}'s trainable tensors")
     model.load_state_dict(weights, strict=False)
     return model.to(device).eval(), cfg
-
-
-def versions_line() -> str:
-    v = versions()
-    return f"python {v['python']}, torch {v['torch']}, transformers {v['transformers']} on {sys.platform}"
