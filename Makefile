@@ -6,13 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format clean help tiny-model book notebooks run browser bench
+.PHONY: install test lint format clean help tiny-model book notebooks run browser bench sweep
 
 # `make book` builds the full study by default; PROFILE=smoke is the offline build.
 PROFILE ?= full
 PROFILE_FILE := profiles/$(PROFILE).yaml
 GEN := book/generated
-METHODS := zero_shot linear vpt_shallow vpt_deep full clip_contrastive
+METHODS := zero_shot linear vpt_shallow vpt_deep lora full wise_ft clip_contrastive
+EXPERIMENTS = $(METHODS:%=$(GEN)/experiments/%.ipynb)
 SRC := $(wildcard vptlib/*.py vptlib/methods/*.py)
 DATA_DIR = $(shell sed -n 's/^data: *//p' $(PROFILE_FILE) 2>/dev/null)
 VPTLIB := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/vptlib
@@ -28,6 +29,7 @@ help:
 	@echo "make book      run the study and render the report (PROFILE=full|smoke, DATA=, MODEL=)"
 	@echo "make bench     measure step time and memory of every method on this machine"
 	@echo "make run       re-execute one experiment: make run NB=vpt_deep ARGS=\"-p lr 0.5\""
+	@echo "make sweep     run a profile's grid ahead of the book: make sweep SWEEP=fewshot|prompts [WORKERS=n]"
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,23 +68,32 @@ book: install $(MODEL_DEP)
 	$(VENV)/bin/jupyter-book build . --config _build/_config.yml -W -n --keep-going -q
 	@echo "HTML report: $(CURDIR)/_build/html/index.html"
 
-notebooks: $(GEN)/dataset.ipynb $(METHODS:%=$(GEN)/experiments/%.ipynb) $(GEN)/results.ipynb $(GEN)/reproducibility.ipynb
+notebooks: $(EXPERIMENTS) $(GEN)/dataset.ipynb $(GEN)/results.ipynb $(GEN)/curves.ipynb $(GEN)/attention.ipynb \
+	$(GEN)/reproducibility.ipynb
 
 $(DATA_DIR)/manifest.csv: $(PROFILE_FILE) vptlib/prepare.py vptlib/phantoms.py | $(STAMP)
 	$(VPTLIB) book data --profile $(PROFILE_FILE) $(if $(DATA),--data $(DATA))
 
 # Make's own dependency tracking decides what re-executes: a page reruns only when its
 # template, the profile, vptlib's code, the data or the model changed.
-$(GEN)/dataset.ipynb: notebooks/dataset.ipynb $(PROFILE_FILE) $(SRC) $(DATA_DIR)/manifest.csv
+# The Dataset page reports each method's accuracy on the de-duplicated test set too.
+$(GEN)/dataset.ipynb: notebooks/dataset.ipynb $(PROFILE_FILE) $(SRC) $(DATA_DIR)/manifest.csv $(EXPERIMENTS)
 	$(VPTLIB) book execute notebooks/dataset.ipynb $@ --profile $(PROFILE_FILE)
 
 $(GEN)/experiments/%.ipynb: notebooks/experiment.ipynb $(PROFILE_FILE) $(SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP)
 	$(VPTLIB) book execute notebooks/experiment.ipynb $@ --profile $(PROFILE_FILE) -p method $* --title-from-method $(MODEL_ARG)
 
-$(GEN)/results.ipynb: notebooks/results.ipynb $(METHODS:%=$(GEN)/experiments/%.ipynb)
+$(GEN)/results.ipynb: notebooks/results.ipynb $(EXPERIMENTS)
 	$(VPTLIB) book execute notebooks/results.ipynb $@ --profile $(PROFILE_FILE)
 
-$(GEN)/reproducibility.ipynb: notebooks/reproducibility.ipynb $(METHODS:%=$(GEN)/experiments/%.ipynb)
+$(GEN)/attention.ipynb: notebooks/attention.ipynb $(EXPERIMENTS)
+	$(VPTLIB) book execute notebooks/attention.ipynb $@ --profile $(PROFILE_FILE)
+
+# The sweeps reuse every point already finished by the same code (see `make sweep`).
+$(GEN)/curves.ipynb: notebooks/curves.ipynb $(PROFILE_FILE) $(SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP)
+	$(VPTLIB) book execute notebooks/curves.ipynb $@ --profile $(PROFILE_FILE)
+
+$(GEN)/reproducibility.ipynb: notebooks/reproducibility.ipynb $(EXPERIMENTS) $(GEN)/curves.ipynb
 	$(VPTLIB) book execute notebooks/reproducibility.ipynb $@ --profile $(PROFILE_FILE)
 
 # Re-execute one experiment with new parameters; a following `make book` re-renders that
@@ -91,6 +102,15 @@ run: install $(MODEL_DEP)
 	@test -n "$(NB)" || { echo "usage: make run NB=<method> ARGS=\"-p lr 0.5\"  (methods: $(METHODS))"; exit 2; }
 	@$(VPTLIB) book guard --name $(PROFILE) --dir $(GEN)
 	$(VPTLIB) book execute notebooks/experiment.ipynb $(GEN)/experiments/$(NB).ipynb --profile $(PROFILE_FILE) -p method $(NB) --title-from-method $(MODEL_ARG) $(ARGS)
+
+# A profile's named grid (methods x seeds x training images or prompt lengths) as
+# independent runs over the visible GPUs, or over CPU workers; the Curves page aggregates
+# them. Finished points are reused and interrupted ones resume.
+sweep: install $(MODEL_DEP)
+	@test -n "$(SWEEP)" || { echo "usage: make sweep SWEEP=<name> [PROFILE=smoke] [WORKERS=n]  (names: the profile's sweeps)"; exit 2; }
+	@$(VPTLIB) book preflight --profile $(PROFILE_FILE) $(if $(DATA),--data $(DATA)) $(MODEL_ARG)
+	@$(MAKE) --no-print-directory $(DATA_DIR)/manifest.csv PROFILE=$(PROFILE)
+	$(VPTLIB) sweep --profile $(PROFILE_FILE) --name $(SWEEP) $(if $(WORKERS),--workers $(WORKERS)) $(MODEL_ARG)
 
 # Cost of each method on the real ViT-B/32 architecture (random weights), one process per
 # configuration; writes benchmarks/results/<machine>.{json,md,png}. Several minutes on 2 cores.

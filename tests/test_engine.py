@@ -43,7 +43,10 @@ def test_same_seed_same_metrics(prepared, tiny_model, tmp_path):
 
 
 def test_run_record_contents(prepared, tiny_model, tmp_path):
-    res = run(_cfg(prepared, tiny_model, tmp_path, method="vpt_deep", epochs=3, profile="smoke"), progress=False)
+    res = run(
+        _cfg(prepared, tiny_model, tmp_path, method="vpt_deep", epochs=3, profile="smoke", test_curves=True),
+        progress=False,
+    )
     d = res.run_dir
     assert d.parent.parent.name == "smoke" and d.parent.name == "vpt_deep"
     for name in ("config.json", "metrics.json", "history.csv", "predictions.csv", "trainable.safetensors"):
@@ -68,7 +71,9 @@ def test_run_record_contents(prepared, tiny_model, tmp_path):
 
 
 def test_epoch_is_selected_on_validation(prepared, tiny_model, tmp_path):
-    res = run(_cfg(prepared, tiny_model, tmp_path, method="linear", epochs=12, lr=0.05), progress=False)
+    res = run(
+        _cfg(prepared, tiny_model, tmp_path, method="linear", epochs=12, lr=0.05, test_curves=True), progress=False
+    )
     h = res.history
     best = h.sort_values(["val_acc", "val_loss"], ascending=[False, True]).iloc[0]
     assert res.metrics["best_epoch"] == int(best.epoch)
@@ -259,12 +264,13 @@ def test_cli_run_prints_summary(prepared, tiny_model, tmp_path):
         ("vpt_deep", dict(lr=1e-2, optimizer="adamw")),
         ("full", dict(lr=1e-3)),
         ("linear", dict(lr=1e-2, epochs=30)),
+        ("lora", dict(lr=5e-3)),
     ],
 )
 def test_methods_learn_beyond_chance(prepared, pretrained_tiny, tmp_path, method, kw):
     """80 test images, chance 25%: P(>= 40% by luck) is about 0.2%. Measured ~55-65%."""
     res = run(_cfg(prepared, pretrained_tiny, tmp_path, method=method, **{"epochs": 10, **kw}), progress=False)
-    assert res.metrics["test"]["accuracy"] >= 0.40, res.history[["epoch", "train_acc", "val_acc", "test_acc"]]
+    assert res.metrics["test"]["accuracy"] >= 0.40, res.history[["epoch", "train_acc", "val_acc"]]
 
 
 def test_contrastive_runs_through_the_engine(prepared, tiny_model, tmp_path):
@@ -272,3 +278,144 @@ def test_contrastive_runs_through_the_engine(prepared, tiny_model, tmp_path):
     cfg = json.loads((res.run_dir / "config.json").read_text())
     assert cfg["prompts"]["glioma"] and cfg["method_options"]["symmetric"] is False
     assert res.metrics["trainable_params"] == res.metrics["total_params"] - 1  # all but the temperature
+
+
+def test_test_split_is_not_evaluated_per_epoch_unless_asked(prepared, tiny_model, tmp_path, monkeypatch):
+    import vptlib.engine as engine
+
+    seen = []
+    real = engine._evaluate
+    monkeypatch.setattr(engine, "_evaluate", lambda inputs, split, cfg: seen.append(split) or real(inputs, split, cfg))
+    res = run(_cfg(prepared, tiny_model, tmp_path, epochs=3), progress=False)
+    assert res.history.test_acc.isna().all()
+    assert seen.count("val") == 3 + 1 and seen.count("test") == 1  # per epoch: val only; then the final report
+    seen.clear()
+    run(_cfg(prepared, tiny_model, tmp_path, epochs=3, test_curves=True), progress=False)
+    assert seen.count("test") == 3 + 1
+
+
+def test_precision_auto_resolves_and_is_recorded(prepared, tiny_model, tmp_path, monkeypatch):
+    from vptlib import devices
+
+    monkeypatch.setattr(devices, "bf16_supported", lambda device: False)
+    res = run(_cfg(prepared, tiny_model, tmp_path, epochs=1, precision="auto"), progress=False)
+    assert res.metrics["precision"] == "fp32"
+    assert json.loads((res.run_dir / "config.json").read_text())["precision"] == "fp32"
+    monkeypatch.setattr(devices, "bf16_supported", lambda device: True)
+    assert devices.resolve_precision("auto", torch.device("cpu")) == "bf16"
+    assert devices.resolve_precision("fp32", torch.device("cpu")) == "fp32"
+
+
+def test_bf16_agrees_with_fp32(prepared, pretrained_tiny, tmp_path):
+    """Stated tolerances: the same weights give the same class for >= 95% of test images and
+    probabilities within 0.05 under bf16 autocast; trained in bf16, test accuracy is within
+    5 points of fp32 (4 of 80 images). `make bench` runs the 1-point check on the smoke profile."""
+    from vptlib.dataset import Preprocess, load_data, normalize
+    from vptlib.devices import autocast
+
+    kw = dict(method="vpt_shallow", epochs=6, lr=1e-2, optimizer="adamw")
+    a = run(_cfg(prepared, pretrained_tiny, tmp_path, precision="fp32", **kw), progress=False, keep_model=True)
+    b = run(_cfg(prepared, pretrained_tiny, tmp_path, precision="bf16", **kw), progress=False)
+    assert abs(a.metrics["test"]["accuracy"] - b.metrics["test"]["accuracy"]) <= 0.05 + 1e-9
+    cfg = json.loads((a.run_dir / "config.json").read_text())
+    prep = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["preprocess"].items()})
+    data = load_data(prepared, prep)
+    x = normalize(data.test.pixels, data.prep)
+    model = a.model.eval()
+    with torch.no_grad():
+        p32 = torch.softmax(model(x).float(), -1)
+        with autocast(torch.device("cpu"), "bf16"):
+            p16 = torch.softmax(model(x).float(), -1)
+    assert (p32.argmax(1) == p16.argmax(1)).float().mean() >= 0.95
+    assert (p32 - p16).abs().max() <= 0.05
+
+
+def test_few_shot_subset_is_stratified_nested_and_cached(prepared, tiny_model, tmp_path, monkeypatch):
+    from vptlib.backbone import load_clip
+    from vptlib.dataset import Preprocess, load_data
+
+    data = load_data(prepared, Preprocess.from_processor(load_clip(tiny_model).processor))
+    two, five = data.few_shot(2, seed=3), data.few_shot(5, seed=3)
+    assert torch.bincount(two.train.labels).tolist() == [2, 2, 2, 2]
+    assert set(two.train.paths) <= set(five.train.paths)  # nested
+    assert data.few_shot(2, seed=4).train.paths != two.train.paths
+    assert len(two.val) == len(data.val) and len(two.test) == len(data.test)
+    res = run(_cfg(prepared, tiny_model, tmp_path, method="linear", epochs=2, train_per_class=3), progress=False)
+    assert res.metrics["train_images"] == 12
+    # The cached features of the whole split serve the subset: the backbone is not called again.
+    monkeypatch.setattr("vptlib.methods.linear.LinearProbe.features", lambda *a: (_ for _ in ()).throw(AssertionError))
+    again = run(_cfg(prepared, tiny_model, tmp_path, method="linear", epochs=2, train_per_class=5), progress=False)
+    assert again.metrics["train_images"] == 20
+
+
+def test_reuse_returns_the_finished_run_without_training(prepared, tiny_model, tmp_path, monkeypatch):
+    import vptlib.engine as engine
+
+    first = run(_cfg(prepared, tiny_model, tmp_path, epochs=1), progress=False)
+    monkeypatch.setattr(engine, "load_clip", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")))
+    again = run(_cfg(prepared, tiny_model, tmp_path, epochs=1), reuse=True, progress=False)
+    assert again.run_dir == first.run_dir and again.metrics == first.metrics
+    # Code that changed since makes the record stale: it is not reused.
+    monkeypatch.setattr(records, "code_hash", lambda: "other")
+    with pytest.raises(AssertionError, match="trained again"):
+        run(_cfg(prepared, tiny_model, tmp_path, epochs=1), reuse=True, progress=False)
+
+
+def test_run_seeds_writes_the_group(prepared, tiny_model, tmp_path):
+    from vptlib.engine import run_seeds
+
+    res = run_seeds(_cfg(prepared, tiny_model, tmp_path, epochs=1, profile="g"), [0, 1], progress=False)
+    group = json.loads((tmp_path / "g" / "vpt_shallow" / "group.json").read_text())
+    assert group == {"runs": [r.run_dir.name for r in res], "seeds": [0, 1]}
+    zs = run_seeds(_cfg(prepared, tiny_model, tmp_path, method="zero_shot", epochs=0, profile="g"), [0, 1],
+                   progress=False)  # fmt: skip
+    assert len(zs) == 1  # nothing trains, so one run stands for every seed
+
+
+def test_wise_ft_chooses_alpha_on_validation(prepared, tiny_model, tmp_path):
+    res = run(_cfg(prepared, tiny_model, tmp_path, method="wise_ft", epochs=1, lr=1e-4), progress=False)
+    m = res.metrics
+    curve = pd.DataFrame(m["wise_ft_curve"])
+    assert list(curve.alpha) == [round(0.1 * i, 1) for i in range(11)]
+    best = curve.sort_values(["val_acc", "val_loss", "alpha"], ascending=[False, True, True]).iloc[0]
+    assert m["wise_ft_alpha"] == best.alpha
+    assert m["val"]["accuracy"] == pytest.approx(best.val_acc)
+    # The saved checkpoint is the mixed model: reloading it reproduces the test predictions.
+    model, _ = records.load_run(res.run_dir)
+    preds = pd.read_csv(res.run_dir / "predictions.csv").query("split == 'test'")
+    from vptlib.backbone import load_clip
+    from vptlib.dataset import Preprocess, load_data, normalize
+
+    data = load_data(prepared, Preprocess.from_processor(load_clip(tiny_model).processor))
+    with torch.no_grad():
+        pred = model(normalize(data.test.pixels, data.prep)).argmax(1)
+    assert [data.classes[i] for i in pred] == list(preds.pred)
+
+
+def test_data_parallel_under_accelerate_matches_one_process(prepared, tiny_model, tmp_path):
+    """2 CPU processes (gloo) launched by `accelerate launch`: same metrics as one process
+    within 1e-5, and one run record written once."""
+    args = ["--method", "vpt_shallow", "--data", str(prepared), "--model", str(tiny_model), "--epochs", "2",
+            "--batch-size", "12", "--lr", "0.01", "--optimizer", "adamw", "--precision", "fp32", "--quiet"]  # fmt: skip
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    launcher = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--main_process_port", "29517", "-m", "vptlib"]  # fmt: skip
+    ddp = subprocess.run([*launcher, "run", *args, "--out", str(tmp_path / "ddp")], env=env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert ddp.stdout.count("test accuracy") == 1  # one summary line, from the main process
+    one = run(_cfg(prepared, tiny_model, tmp_path / "one", **{"epochs": 2, "batch_size": 12, "lr": 0.01,
+                                                             "optimizer": "adamw", "precision": "fp32"}),
+              progress=False)  # fmt: skip
+    dirs = list((tmp_path / "ddp" / "default" / "vpt_shallow").iterdir())
+    assert len(dirs) == 1
+    m = json.loads((dirs[0] / "metrics.json").read_text())
+    assert m["processes"] == 2 and one.metrics["processes"] == 1
+    h2, h1 = pd.read_csv(dirs[0] / "history.csv"), one.history
+    for col in ("train_loss", "val_loss", "val_acc"):
+        assert np.allclose(h2[col], h1[col], atol=1e-5), col
+    assert m["test"]["accuracy"] == pytest.approx(one.metrics["test"]["accuracy"])
+    p2 = pd.read_csv(dirs[0] / "predictions.csv").filter(like="prob_").to_numpy()
+    p1 = pd.read_csv(one.run_dir / "predictions.csv").filter(like="prob_").to_numpy()
+    assert np.abs(p2 - p1).max() < 1e-4

@@ -160,3 +160,52 @@ def test_frozen_weights_bit_identical_after_training_steps(tiny_clip, method):
         else:
             assert torch.equal(p, before[n]), f"frozen {n} changed"
     assert trainable, method
+
+
+def test_lora_through_peft_counts_and_trains_only_adapters(b32, tiny_clip):
+    from peft.tuners.lora import LoraLayer
+
+    model = build("lora", b32, 4)
+    L, T, r, D = 12, 3, 2, 768
+    assert count_parameters(model)[0] == L * T * 2 * r * D + D * 4 + 4  # 113,668
+    assert sum(isinstance(m, LoraLayer) for m in model.modules()) == L * T
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert all("lora_" in n or n.startswith("head.") for n in trainable)
+    layer = next(m for m in model.modules() if isinstance(m, LoraLayer))
+    assert layer.scaling["default"] == pytest.approx(1 / 2)  # alpha / rank
+    assert layer.lora_dropout["default"].p == 0.25
+    # B starts at zero, so before training the tower is exactly the pretrained one.
+    small = build("lora", tiny_clip, 4).eval()
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        ref = tiny_clip.model.vision_model(pixel_values=x).pooler_output
+        assert torch.allclose(small.vision(pixel_values=x).pooler_output, ref, atol=1e-6)
+
+
+def test_wise_ft_endpoints(tiny_clip):
+    """alpha = 0 is zero-shot CLIP exactly; alpha = 1 is the fine-tuned model."""
+    x = torch.randn(3, 3, 112, 112)
+    zs = build("zero_shot", tiny_clip, 4).eval()
+    for base in ("full", "clip_contrastive"):
+        model = build("wise_ft", tiny_clip, 4, base=base).eval()
+        with torch.no_grad():
+            assert torch.allclose(model(x), zs(x), atol=1e-4), base  # fine-tuning starts at zero-shot
+        fine = {k: v + 0.01 * torch.randn_like(v) for k, v in model.trainable_state().items()}
+        model.mix(1.0, fine)
+        assert all(torch.equal(model.trainable_state()[k], v) for k, v in fine.items())
+        model.mix(0.0, fine)
+        with torch.no_grad():
+            assert torch.allclose(model(x), zs(x), atol=1e-4), base
+        model.mix(0.5, fine)
+        k = next(iter(fine))
+        assert torch.allclose(model.trainable_state()[k], (fine[k] + model._zero_shot[k]) / 2, atol=1e-6)
+
+
+def test_wise_ft_finalize_picks_alpha_by_validation(tiny_clip):
+    model = build("wise_ft", tiny_clip, 4, alphas=(0.0, 0.5, 1.0))
+    fine = {k: v + 1.0 for k, v in model.trainable_state().items()}
+    model.mix(1.0, fine)
+    scores = {0.0: (0.5, 1.0), 0.5: (0.7, 0.9), 1.0: (0.7, 0.8)}
+    info = model.finalize(lambda split: scores[model.alpha])
+    assert info["wise_ft_alpha"] == 1.0  # tie on accuracy: lower validation loss
+    assert model.alpha == 1.0 and [r["alpha"] for r in info["wise_ft_curve"]] == [0.0, 0.5, 1.0]

@@ -7,6 +7,7 @@ user never sees a traceback for bad input or a missing resource.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +64,10 @@ _METHOD_FLAGS = {
     "prompt_dropout": ("--prompt-dropout", float, "VPT: dropout on the prompts (default 0.0)"),
     "backbone_lr_scale": ("--backbone-lr-scale", float, "full: backbone lr = lr x this (default 0.1)"),
     "lp_ft": ("--lp-ft", int, "full: linear-probe epochs before fine-tuning (default 0)"),
+    "rank": ("--rank", int, "lora: rank of the update (default 2)"),
+    "alpha": ("--lora-alpha", float, "lora: scaling alpha, update x alpha/rank (default 1)"),
+    "dropout": ("--lora-dropout", float, "lora: dropout on the adapter input (default 0.25)"),
+    "base": ("--base", str, "wise_ft: full | clip_contrastive, what is fine-tuned before mixing (default full)"),
 }
 
 
@@ -77,9 +82,12 @@ def _run(a: argparse.Namespace) -> None:
     cfg = RunConfig(method=a.method, data=a.data, model=a.model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                     weight_decay=a.weight_decay, optimizer=a.optimizer, schedule=a.schedule, warmup=a.warmup,
                     seed=a.seed, device=a.device, precision=a.precision, grad_clip=a.grad_clip,
-                    early_stopping=a.early_stopping, augment=not a.no_augment, test_curves=not a.no_test_curves,
+                    early_stopping=a.early_stopping, augment=not a.no_augment, test_curves=a.test_curves,
+                    train_per_class=a.train_per_class, compile=a.compile,
                     profile=a.profile, out=a.out, options=options)  # fmt: skip
     res = run(cfg, resume=a.resume, progress=not a.quiet)
+    if int(os.environ.get("RANK", "0")) != 0:  # one summary line per data-parallel run
+        return
     test = res.metrics["test"] or {}
     lo, hi = test.get("accuracy_ci95", [float("nan")] * 2)
     print(f"{a.method}: test accuracy {test.get('accuracy', float('nan')):.4f} (95% CI {lo:.4f}-{hi:.4f}), "
@@ -88,8 +96,9 @@ def _run(a: argparse.Namespace) -> None:
 
 def _add_run_parser(sub) -> None:
     from .backbone import DEFAULT_MODEL
+    from .methods import METHODS
 
-    methods = ["zero_shot", "linear", "vpt_shallow", "vpt_deep", "full", "clip_contrastive"]
+    methods = list(METHODS)
     r = sub.add_parser("run", help="train and evaluate one method, writing a run record",
                        description="Train one method on a prepared data folder. Unset hyper-parameters take "
                                    "the method's defaults; the epoch is selected on validation.")  # fmt: skip
@@ -105,11 +114,21 @@ def _add_run_parser(sub) -> None:
     r.add_argument("--warmup", type=int, default=0, help="linear warm-up epochs (default 0)")
     r.add_argument("--seed", type=int, default=0, help="seed for everything (default 0)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
-    r.add_argument("--precision", default="fp32", help="fp32 | bf16 autocast (default fp32)")
+    r.add_argument(
+        "--precision",
+        default="auto",
+        help="auto | fp32 | bf16 autocast (default auto: bf16 on CUDA and on CPUs with AVX512-BF16/AMX)",
+    )
     r.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm, 0 disables (default 1.0)")
     r.add_argument("--early-stopping", type=int, default=0, help="patience in epochs, 0 disables (default 0)")
     r.add_argument("--no-augment", action="store_true", help="train without augmentation")
-    r.add_argument("--no-test-curves", action="store_true", help="skip the per-epoch test evaluation (plots only)")
+    r.add_argument(
+        "--test-curves",
+        action="store_true",
+        help="also evaluate test every epoch, for plots only (never used to select anything)",
+    )
+    r.add_argument("--train-per-class", type=int, default=None, help="few-shot: training images per class")
+    r.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in)")
     for name, (flag, typ, text) in _METHOD_FLAGS.items():
         r.add_argument(flag, dest=name, type=typ, default=None, help=text)
     r.add_argument(
@@ -173,6 +192,33 @@ def _add_book_parser(sub) -> None:
     b.set_defaults(func=_book)
 
 
+def _sweep(a: argparse.Namespace) -> None:
+    from .book import load_profile
+    from .sweep import run_sweep
+
+    profile = load_profile(a.profile)
+    if a.model:
+        profile["model"] = a.model
+    df = run_sweep(profile, a.name, workers=a.workers, progress=not a.quiet)
+    done = df[df.error.fillna("") == ""]
+    print(f"sweep {a.name}: {len(done)} of {len(df)} points finished; index in "
+          f"{profile.get('runs', 'runs')}/{profile['profile']}/sweeps/{a.name}.csv")  # fmt: skip
+    if len(done) < len(df):
+        raise UserError(f"{len(df) - len(done)} points failed (listed above); rerun to retry only those")
+
+
+def _add_sweep_parser(sub) -> None:
+    s = sub.add_parser("sweep", help="run a profile's named grid of runs (make sweep)",
+                       description="Run every point of a profile's sweep as an independent run, over the "
+                                   "visible GPUs or CPU workers. Finished points are reused.")  # fmt: skip
+    s.add_argument("--profile", required=True, help="profiles/NAME.yaml")
+    s.add_argument("--name", required=True, help="the sweep's name under `sweeps:` in the profile")
+    s.add_argument("--workers", type=int, default=None, help="parallel jobs (default: one per GPU, else per 2 cores)")
+    s.add_argument("--model", default=None, help="override the profile's model")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_sweep)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vptlib", description="Prompt tuning for CLIP on brain MRI: data, models, runs.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -225,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     ti.set_defaults(func=_model_tiny)
 
     _add_run_parser(sub)
+    _add_sweep_parser(sub)
     _add_book_parser(sub)
     return p
 

@@ -10,6 +10,7 @@ device (:func:`normalize`), after augmentation.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -104,6 +105,22 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def subset(self, per_class: int, seed: int) -> Split:
+        """At most ``per_class`` images of each class, drawn with ``seed`` (few-shot curves).
+
+        Nested: the images drawn for k are among those drawn for every larger k.
+        """
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        taken: dict[int, int] = {}
+        keep = []
+        for i in order.tolist():
+            c = int(self.labels[i])
+            if taken.get(c, 0) < per_class:
+                taken[c] = taken.get(c, 0) + 1
+                keep.append(i)
+        keep.sort()
+        return Split(self.pixels[keep], self.labels[keep], [self.paths[i] for i in keep])
+
 
 @dataclass
 class Data:
@@ -114,6 +131,12 @@ class Data:
     prep: Preprocess
     manifest_hash: str
     root: Path
+    train_full: Split | None = None  # the whole training split when ``train`` is a few-shot subset
+
+    def few_shot(self, per_class: int, seed: int) -> Data:
+        """This data with at most ``per_class`` training images per class; val and test unchanged."""
+        full = self.train_full or self.train
+        return dataclasses.replace(self, train=full.subset(per_class, seed), train_full=full)
 
 
 def load_data(data: str | Path, prep: Preprocess, classes: tuple[str, ...] | None = None,

@@ -11,12 +11,20 @@ One run trains one method on one prepared data folder and writes a run record
   finishes with the same metrics as an uninterrupted one (on the CPU);
 * a non-finite loss before training is refused; one during training stops the run
   with a message naming the epoch and step.
+
+Under ``accelerate launch`` (or any launcher that sets ``WORLD_SIZE > 1``) the same
+code runs data-parallel through Hugging Face Accelerate: every process draws the same
+batch order and augmentation, trains on its share of each batch under DDP with the
+loss scaled so the synchronised gradient equals the single-process one, evaluates the
+whole validation and test splits, and only the main process writes the run record.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +40,7 @@ from . import atomic, records
 from .augment import Augment
 from .backbone import DEFAULT_MODEL, fingerprint, load_clip
 from .dataset import Data, Preprocess, load_data, normalize
-from .devices import autocast, generator, pick_device, seed_everything
+from .devices import autocast, generator, pick_device, resolve_precision, seed_everything
 from .errors import TrainingDiverged, UserError
 from .methods import METHODS, Classifier, build, count_parameters, option_names, spec
 from .metrics import classification_report
@@ -53,12 +61,14 @@ class RunConfig:
     schedule: str = "cosine"  # "cosine" or "constant", stepped per batch
     warmup: int = 0  # epochs of linear warm-up
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | mps
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    device: str = "auto"  # auto | cpu | cuda | mps (under accelerate launch: the process's device)
+    precision: str = "auto"  # auto (bf16 where fast, else fp32) | fp32 | bf16 (autocast); recorded resolved
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     early_stopping: int = 0  # patience in epochs without a better val accuracy; 0 disables
     augment: bool = True  # batch augmentation for methods trained on images
-    test_curves: bool = True  # evaluate test each epoch, for plots only
+    test_curves: bool = False  # also evaluate test each epoch, for plots only (never for selection)
+    train_per_class: int | None = None  # few-shot: at most this many training images per class
+    compile: bool = False  # torch.compile the model (opt-in; measured by `make bench`)
     profile: str = "default"  # runs/<profile>/...
     out: str = "runs"
     options: dict[str, Any] = field(default_factory=dict)  # method options, e.g. prompt_tokens
@@ -83,6 +93,18 @@ class RunConfig:
         return d
 
 
+def run_config(method: str, hparams: dict | None = None, **fields: Any) -> RunConfig:
+    """A RunConfig from a profile's shared fields, its per-method ``hparams`` and overrides.
+
+    ``None`` values are ignored, so a notebook can pass every parameter it has.
+    Method options (``prompt_tokens``, ...) may appear at any level.
+    """
+    merged = {**(hparams or {}).get(method, {}), **{k: v for k, v in fields.items() if v is not None}}
+    known = set(RunConfig.__dataclass_fields__)
+    options = {**merged.pop("options", {}), **{k: merged.pop(k) for k in list(merged) if k not in known}}
+    return RunConfig(method=method, options=options, **merged)
+
+
 def validate(cfg: RunConfig) -> None:
     """Raise a :class:`UserError` naming the first bad parameter."""
     if cfg.method not in METHODS:
@@ -95,7 +117,11 @@ def validate(cfg: RunConfig) -> None:
         (cfg.optimizer in ("sgd", "adamw"), f"--optimizer must be sgd or adamw, got {cfg.optimizer!r}"),
         (cfg.schedule in ("cosine", "constant"), f"--schedule must be cosine or constant, got {cfg.schedule!r}"),
         (cfg.warmup >= 0, f"--warmup must be >= 0, got {cfg.warmup}"),
-        (cfg.precision in ("fp32", "bf16"), f"--precision must be fp32 or bf16, got {cfg.precision!r}"),
+        (cfg.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16, got {cfg.precision!r}"),
+        (
+            cfg.train_per_class is None or cfg.train_per_class >= 1,
+            f"--train-per-class must be >= 1, got {cfg.train_per_class}",
+        ),
         (cfg.grad_clip >= 0, f"--grad-clip must be >= 0, got {cfg.grad_clip}"),
         (cfg.early_stopping >= 0, f"--early-stopping must be >= 0, got {cfg.early_stopping}"),
         (cfg.method != "zero_shot" or cfg.epochs == 0, "zero_shot trains nothing: use --epochs 0"),
@@ -122,37 +148,97 @@ class RunResult:
     model: Classifier | None = None  # the selected checkpoint, when run(keep_model=True)
 
 
-class _Inputs:
-    """What the trainable part consumes: cached features, or uint8 pixels to augment/normalise."""
+class _Dist:
+    """This process's place in a data-parallel run; one process when not launched in parallel."""
 
-    def __init__(self, model: Classifier, data: Data, cfg: RunConfig, device: torch.device, fp: str):
+    def __init__(self):
+        self.acc = None
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from accelerate import Accelerator  # the process group is Accelerate's, not ours
+
+            self.acc = Accelerator()
+        self.rank = self.acc.process_index if self.acc else 0
+        self.world = self.acc.num_processes if self.acc else 1
+        self.main = self.rank == 0
+
+    def barrier(self) -> None:
+        if self.acc:
+            self.acc.wait_for_everyone()
+
+    def broadcast(self, obj: Any) -> Any:
+        """The main process's value of ``obj``, on every process."""
+        if not self.acc:
+            return obj
+        from accelerate.utils import broadcast_object_list
+
+        box = [obj if self.main else None]
+        broadcast_object_list(box, from_process=0)
+        return box[0]
+
+    def wrap(self, module: torch.nn.Module, find_unused: bool) -> torch.nn.Module:
+        """DDP through Accelerate, so gradients are averaged over processes in backward."""
+        if not self.acc:
+            return module
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        self.acc.ddp_handler = DistributedDataParallelKwargs(find_unused_parameters=find_unused)
+        return self.acc.prepare_model(module, device_placement=False)
+
+    def total(self, *values: float) -> list[float]:
+        """Sums over processes (training loss and accuracy for the history)."""
+        if not self.acc:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.acc.device)
+        return self.acc.reduce(t, reduction="sum").tolist()
+
+
+class _Inputs:
+    """What the trainable part consumes: cached features, or uint8 pixels to augment/normalise.
+
+    Pixels stay uint8 on the training device (pinned for the one copy to a GPU) and are
+    augmented there, so the data pipeline never waits on the host.
+    """
+
+    def __init__(self, model: Classifier, data: Data, cfg: RunConfig, device: torch.device, fp: str, dist: _Dist):
         self.model, self.data, self.cfg, self.device = model, data, cfg, device
         self.features = model.uses_feature_cache
         if self.features:
-            self.splits = _feature_cache(model, data, cfg, device, fp)
+            self.splits = _feature_cache(model, data, cfg, device, fp, dist)
         else:
-            self.splits = {s: (getattr(data, s).pixels.to(device), getattr(data, s).labels.to(device))
+            self.splits = {s: (_to(getattr(data, s).pixels, device), _to(getattr(data, s).labels, device))
                            for s in ("train", "val", "test")}  # fmt: skip
         self.augment = Augment() if cfg.augment and not self.features else None
+        # The module a training step calls: the trainable part, wrapped for DDP when parallel.
+        trains = model.head if self.features else model
+        self.train_module = dist.wrap(trains, find_unused=model.unused_params_possible) if cfg.epochs else trains
+        if cfg.compile:
+            self.train_module = torch.compile(self.train_module)
 
     def logits(self, x: torch.Tensor, train: bool, gen: torch.Generator | None = None) -> torch.Tensor:
         if self.features:
-            return self.model.head(x)
-        if train and self.augment is not None:
-            x = self.augment(x, gen)
+            return (self.train_module if train else self.model.head)(x)
+        if train:
+            return self.train_module(normalize(x, self.data.prep))
         return self.model(normalize(x, self.data.prep))
 
 
-def _feature_cache(model, data: Data, cfg: RunConfig, device, fp: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Frozen features for every split, computed once per (backbone, manifest, preprocessing, precision)."""
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _feature_cache(model, data: Data, cfg: RunConfig, device, fp: str, dist: _Dist) -> dict:
+    """Frozen features for every split, computed once per (backbone, manifest, preprocessing, precision).
+
+    Under data parallelism the main process computes them and the others load its file.
+    """
     key = f"features-{fp}-{data.manifest_hash}-{data.prep.key()}-{cfg.precision}"
     path = data.root / "cache" / f"{key}.safetensors"
-    if path.is_file():
-        feats = load_file(str(path))
-    else:
+    if dist.main and not path.is_file():
         feats = {}
         for s in ("train", "val", "test"):
-            split = getattr(data, s)
+            split = data.train_full if s == "train" and data.train_full is not None else getattr(data, s)
             chunks = []
             for i in tqdm(range(0, len(split), cfg.batch_size), desc=f"features ({s})", leave=False):
                 x = normalize(split.pixels[i : i + cfg.batch_size].to(device), data.prep)
@@ -160,7 +246,21 @@ def _feature_cache(model, data: Data, cfg: RunConfig, device, fp: str) -> dict[s
                     chunks.append(model.features(x).float().cpu())
             feats[s] = torch.cat(chunks) if chunks else torch.zeros(0, model.head.in_features)
         atomic.atomic_write(path, lambda p: save_file(feats, str(p)))
-    return {s: (feats[s].to(device), getattr(data, s).labels.to(device)) for s in ("train", "val", "test")}
+    dist.barrier()
+    feats = load_file(str(path))
+    out = {}
+    for s in ("train", "val", "test"):
+        split = getattr(data, s)
+        f = feats[s]
+        if s == "train" and data.train_full is not None:  # the few-shot subset of the cached split
+            f = f[_subset_rows(data.train_full.paths, split.paths)]
+        out[s] = (f.to(device), split.labels.to(device))
+    return out
+
+
+def _subset_rows(all_paths: list[str], kept: list[str]) -> list[int]:
+    where = {p: i for i, p in enumerate(all_paths)}
+    return [where[p] for p in kept]
 
 
 def _optimizer(model: Classifier, cfg: RunConfig) -> torch.optim.Optimizer:
@@ -214,7 +314,8 @@ def _check_initial_loss(inputs: _Inputs, cfg: RunConfig) -> None:
                         f"weights and --precision; refusing to start")  # fmt: skip
 
 
-def _train_epoch(inputs: _Inputs, opt, sched, cfg: RunConfig, epoch: int, trainable: list, progress: bool):
+def _train_epoch(inputs: _Inputs, opt, sched, cfg: RunConfig, epoch: int, trainable: list, progress: bool,
+                 dist: _Dist):  # fmt: skip
     x, y = inputs.splits["train"]
     model = inputs.model
     model.train()
@@ -226,24 +327,32 @@ def _train_epoch(inputs: _Inputs, opt, sched, cfg: RunConfig, epoch: int, traina
     bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
     for step in bar:
         idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        xb = x[idx]
+        if inputs.augment is not None:  # the whole batch, as in one process, then this process's share
+            xb = inputs.augment(xb, aug_gen)
+        mine = slice(dist.rank, None, dist.world)
+        xb, yb = xb[mine], y[idx][mine]
         with autocast(inputs.device, cfg.precision):
-            logits = inputs.logits(x[idx], train=True, gen=aug_gen)
-        loss = model.loss(logits.float(), y[idx])
+            logits = inputs.logits(xb, train=True)
+        loss = model.loss(logits.float(), yb)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: lower --lr "
                 f"(now {cfg.lr}) or keep --grad-clip on; completed epochs are saved"
             )
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        # DDP averages gradients over processes; this weight makes that average the
+        # gradient of the whole batch's mean loss, also when the last batch splits unevenly.
+        (loss * (len(yb) * dist.world / len(idx))).backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_([p for p in trainable if p.grad is not None], cfg.grad_clip)
         opt.step()
         sched.step()
-        total_loss += loss.item() * len(idx)
-        correct += int((logits.argmax(1) == y[idx]).sum())
-        seen += len(idx)
+        total_loss += loss.item() * len(yb)
+        correct += int((logits.argmax(1) == yb).sum())
+        seen += len(yb)
         bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+    total_loss, correct, seen = dist.total(total_loss, correct, seen)
     return total_loss / seen, correct / seen
 
 
@@ -251,29 +360,46 @@ def run(
     config: RunConfig | None = None,
     *,
     resume: bool = False,
+    reuse: bool = False,
     progress: bool = True,
     keep_model: bool = False,
     **kwargs: Any,
 ) -> RunResult:
     """Train and evaluate one method; returns the run directory and its metrics.
 
-    Accepts a :class:`RunConfig` or its fields as keyword arguments.
+    Accepts a :class:`RunConfig` or its fields as keyword arguments. ``resume``
+    continues the newest unfinished run of the same configuration; ``reuse`` returns
+    the newest finished one made by the same code instead of training again (sweeps).
     """
     cfg = (config or RunConfig(**kwargs)).resolved()
     validate(cfg)
-    device = pick_device(cfg.device)
+    dist = _Dist()
+    device = dist.acc.device if dist.acc else pick_device(cfg.device)
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, device))
+    progress = progress and dist.main
     chash = records.config_hash(cfg.identity())
+    code = records.code_hash()
     root = Path(cfg.out) / cfg.profile / cfg.method
-    run_dir = records.find_resumable(root, chash) if resume else None
-    if resume and run_dir is None and progress:
-        print(f"no unfinished run with this configuration under {root}: starting a new one")
-    run_dir = run_dir or records.new_run_dir(root, chash)
+    if reuse and not keep_model:
+        done = dist.broadcast(records.find_run(root, chash, finished=True, code=code) if dist.main else None)
+        if done is not None:
+            return RunResult(done, json.loads((done / records.METRICS).read_text()), _read_history(done))
+    run_dir = None
+    if dist.main:
+        run_dir = records.find_resumable(root, chash) if resume else None
+        if resume and run_dir is None and progress:
+            print(f"no unfinished run with this configuration under {root}: starting a new one")
+        run_dir = run_dir or records.new_run_dir(root, chash)
+    run_dir = Path(dist.broadcast(str(run_dir) if run_dir else None))
 
     seed_everything(cfg.seed)
     clip = load_clip(cfg.model)
     prep = Preprocess.from_processor(clip.processor)
     data = load_data(cfg.data, prep)
+    if cfg.train_per_class is not None:
+        data = data.few_shot(cfg.train_per_class, cfg.seed)
     fp = fingerprint(clip.model)
+    attention = getattr(clip.model.config, "_attn_implementation", None)
     options = dict(cfg.options)
     if spec(cfg.method).uses_text:
         options.setdefault("class_names", data.classes)
@@ -285,19 +411,19 @@ def run(
     model.to(device)
     trainable_n, total_n = count_parameters(model)
 
-    if not (run_dir / records.CONFIG).exists():
+    if dist.main and not (run_dir / records.CONFIG).exists():
         atomic.write_json(run_dir / records.CONFIG, {
-            **dataclasses.asdict(cfg), "config_hash": chash, "run_id": run_dir.name,
+            **dataclasses.asdict(cfg), "config_hash": chash, "code_hash": code, "run_id": run_dir.name,
             "method_options": model.options, "classes": list(data.classes),
-            "model_fingerprint": fp, "manifest_hash": data.manifest_hash,
+            "model_fingerprint": fp, "manifest_hash": data.manifest_hash, "attention": attention,
             "preprocess": dataclasses.asdict(prep), "git_commit": records.git_commit(),
             "versions": records.versions(), "device": records.device_description(device),
-            "prompts": getattr(model, "prompts", None), "trains": model.describe(),
+            "processes": dist.world, "prompts": getattr(model, "prompts", None), "trains": model.describe(),
             "trainable_params": trainable_n, "total_params": total_n,
             "splits": {s: len(getattr(data, s)) for s in ("train", "val", "test")},
         })  # fmt: skip
 
-    inputs = _Inputs(model, data, cfg, device, fp)
+    inputs = _Inputs(model, data, cfg, device, fp, dist)
     trainable = [p for p in model.parameters() if p.requires_grad]
     history: list[dict[str, float]] = []
     best = {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf, "state": None}
@@ -324,7 +450,7 @@ def run(
             break
         model.on_epoch_start(epoch)
         t0 = time.perf_counter()
-        train_loss, train_acc = _train_epoch(inputs, opt, sched, cfg, epoch, trainable, progress)
+        train_loss, train_acc = _train_epoch(inputs, opt, sched, cfg, epoch, trainable, progress, dist)
         train_s = time.perf_counter() - t0
         val_loss, val_probs = _evaluate(inputs, "val", cfg)
         val_acc = _accuracy(val_probs, inputs.splits["val"][1])
@@ -349,21 +475,34 @@ def run(
             "images_per_s": len(inputs.splits["train"][1]) / train_s, "selected_so_far": best["epoch"],
         })  # fmt: skip
         epochs_bar.set_postfix(val_acc=f"{val_acc:.3f}", best=best["epoch"])
-        atomic.write_bytes(run_dir / records.HISTORY, pd.DataFrame(history).to_csv(index=False).encode())
-        records.save_state(run_dir / records.STATE, {
-            "epoch": epoch + 1, "trainable": {k: v.detach().cpu() for k, v in model.trainable_state().items()},
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history, "stale": stale,
-            "best": {k: v for k, v in best.items() if k != "state"}, "best_state": best["state"],
-        })  # fmt: skip
+        if dist.main:
+            atomic.write_bytes(run_dir / records.HISTORY, pd.DataFrame(history).to_csv(index=False).encode())
+            records.save_state(run_dir / records.STATE, {
+                "epoch": epoch + 1, "trainable": {k: v.detach().cpu() for k, v in model.trainable_state().items()},
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history, "stale": stale,
+                "best": {k: v for k, v in best.items() if k != "state"}, "best_state": best["state"],
+            })  # fmt: skip
 
     if best["state"] is not None:
         model.load_state_dict(best["state"], strict=False)
-    result = _finish(run_dir, cfg, model, inputs, data, history, best, device, trainable_n, total_n)
+
+    def score(split: str) -> tuple[float, float]:
+        loss, probs = _evaluate(inputs, split, cfg)
+        return _accuracy(probs, inputs.splits[split][1]), loss
+
+    extra = model.finalize(score)
+    result = _finish(run_dir, cfg, model, inputs, data, history, best, device, trainable_n, total_n, extra, dist)
+    dist.barrier()
     result.model = model if keep_model else None
     return result
 
 
-def _finish(run_dir, cfg, model, inputs, data, history, best, device, trainable_n, total_n) -> RunResult:
+def _read_history(run_dir: Path) -> pd.DataFrame:
+    path = run_dir / records.HISTORY
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame()
+
+
+def _finish(run_dir, cfg, model, inputs, data, history, best, device, trainable_n, total_n, extra, dist):
     results, rows = {}, []
     for split in ("val", "test"):
         _, probs = _evaluate(inputs, split, cfg)
@@ -374,21 +513,40 @@ def _finish(run_dir, cfg, model, inputs, data, history, best, device, trainable_
             rows.append({"split": split, "path": path, "true": data.classes[y], "pred": data.classes[int(p.argmax())],
                          **{f"prob_{c}": float(p[i]) for i, c in enumerate(data.classes)}})  # fmt: skip
     _, train_probs = _evaluate(inputs, "train", cfg)
-    ckpt_bytes = records.save_weights(run_dir / records.WEIGHTS, model.trainable_state())
-    atomic.write_bytes(run_dir / records.PREDICTIONS, pd.DataFrame(rows).to_csv(index=False).encode())
     hist = pd.DataFrame(history)
-    if len(hist):
-        atomic.write_bytes(run_dir / records.HISTORY, hist.to_csv(index=False).encode())
     metrics = {
         "method": cfg.method, "test": results.get("test"), "val": results.get("val"),
         "train_accuracy": _accuracy(train_probs, inputs.splits["train"][1]),
         "best_epoch": best["epoch"], "selected_by": "validation accuracy (ties: lower validation loss)",
         "epochs_run": len(hist), "stopped_early": bool(len(hist) < cfg.epochs),
-        "trainable_params": trainable_n, "total_params": total_n, "checkpoint_bytes": ckpt_bytes,
+        "trainable_params": trainable_n, "total_params": total_n, "checkpoint_bytes": 0,
         "seconds_per_epoch": float(hist["train_seconds"].mean()) if len(hist) else 0.0,
         "images_per_second": float(hist["images_per_s"].mean()) if len(hist) else 0.0,
-        "precision": cfg.precision, "device": records.device_description(device),
+        "precision": cfg.precision, "device": records.device_description(device), "processes": dist.world,
+        "train_images": len(inputs.splits["train"][1]), **extra,
     }  # fmt: skip
-    atomic.write_json(run_dir / records.METRICS, metrics)
-    (run_dir / records.STATE).unlink(missing_ok=True)
+    if dist.main:  # the record is written once, by one process
+        metrics["checkpoint_bytes"] = records.save_weights(run_dir / records.WEIGHTS, model.trainable_state())
+        atomic.write_bytes(run_dir / records.PREDICTIONS, pd.DataFrame(rows).to_csv(index=False).encode())
+        if len(hist):
+            atomic.write_bytes(run_dir / records.HISTORY, hist.to_csv(index=False).encode())
+        atomic.write_json(run_dir / records.METRICS, metrics)
+        (run_dir / records.STATE).unlink(missing_ok=True)
     return RunResult(run_dir, metrics, hist)
+
+
+def run_seeds(config: RunConfig, seeds: list[int], **kwargs: Any) -> list[RunResult]:
+    """Run ``config`` once per seed and record the group as this method's current result.
+
+    The group file (``runs/<profile>/<method>/group.json``) names exactly the runs the
+    results page aggregates, so a rerun with new settings replaces the whole row.
+    Zero-shot trains nothing and runs once, whatever the seeds.
+    """
+    seeds = list(seeds)[:1] if config.method == "zero_shot" else list(seeds)
+    if not seeds:
+        raise UserError("seeds is empty: give at least one seed")
+    results = [run(dataclasses.replace(config, seed=s), **kwargs) for s in seeds]
+    if int(os.environ.get("RANK", "0")) == 0:
+        root = Path(config.out) / config.profile / config.method
+        atomic.write_json(root / records.GROUP, {"runs": [r.run_dir.name for r in results], "seeds": seeds})
+    return results

@@ -11,6 +11,9 @@
 ``metrics.json``       written last: its presence marks a finished run
 =====================  ==========================================================
 
+``runs/<profile>/<method>/group.json`` names the runs (one per seed) that the
+results page aggregates for that method; it is rewritten when the page reruns.
+
 Every file is written atomically. Run ids are unique (time, config hash, counter),
 so a rerun never overwrites an earlier record.
 """
@@ -30,8 +33,8 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__, atomic
 
-CONFIG, METRICS, HISTORY, STATE, WEIGHTS, PREDICTIONS = (
-    "config.json", "metrics.json", "history.csv", "state.pt", "trainable.safetensors", "predictions.csv",
+CONFIG, METRICS, HISTORY, STATE, WEIGHTS, PREDICTIONS, GROUP = (
+    "config.json", "metrics.json", "history.csv", "state.pt", "trainable.safetensors", "predictions.csv", "group.json",
 )  # fmt: skip
 
 
@@ -79,19 +82,37 @@ def new_run_dir(root: Path, chash: str) -> Path:
     raise RuntimeError(f"could not allocate a run directory under {root}")
 
 
-def find_resumable(root: Path, chash: str) -> Path | None:
-    """The newest unfinished run with the same configuration hash, if any."""
+def find_run(root: Path, chash: str, finished: bool, code: str | None = None) -> Path | None:
+    """The newest run with this configuration hash: unfinished (to resume) or finished (to reuse).
+
+    A finished run is reused only when ``code`` matches the code hash it was made with.
+    """
     if not root.is_dir():
         return None
     for path in sorted(root.iterdir(), reverse=True):
         cfg = path / CONFIG
-        if cfg.is_file() and not (path / METRICS).exists():
-            try:
-                if json.loads(cfg.read_text())["config_hash"] == chash:
-                    return path
-            except (json.JSONDecodeError, KeyError):
-                continue
+        if not cfg.is_file() or (path / METRICS).exists() != finished:
+            continue
+        try:
+            meta = json.loads(cfg.read_text())
+        except json.JSONDecodeError:
+            continue
+        if meta.get("config_hash") == chash and (code is None or meta.get("code_hash") == code):
+            return path
     return None
+
+
+def find_resumable(root: Path, chash: str) -> Path | None:
+    """The newest unfinished run with the same configuration hash, if any."""
+    return find_run(root, chash, finished=False)
+
+
+def code_hash() -> str:
+    """Hash of vptlib's source: a finished run is reused only by the code that made it."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        h.update(path.relative_to(Path(__file__).parent).as_posix().encode() + path.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -18,10 +17,9 @@ from PIL import Image
 
 from . import records
 from .classes import DISPLAY_NAMES
-from .engine import RunConfig
-from .metrics import mcnemar, paired_bootstrap, reliability
+from .metrics import bootstrap_ci, expected_calibration_error, mcnemar, paired_bootstrap, reliability
 
-METHOD_ORDER = ("zero_shot", "linear", "vpt_shallow", "vpt_deep", "full", "clip_contrastive")
+METHOD_ORDER = ("zero_shot", "linear", "vpt_shallow", "vpt_deep", "lora", "full", "wise_ft", "clip_contrastive")
 TITLES = {
     "zero_shot": "Zero-shot CLIP",
     "linear": "Linear probe",
@@ -29,6 +27,8 @@ TITLES = {
     "vpt_deep": "VPT-deep",
     "full": "Full fine-tuning",
     "clip_contrastive": "Contrastive fine-tuning (FLYP-style)",
+    "lora": "LoRA",
+    "wise_ft": "WiSE-FT",
 }
 # The earlier student report's test accuracies (STUDY.md section 5). A comparison column
 # only: they come from an implementation with known bugs and test-set selection.
@@ -40,18 +40,6 @@ pd.set_option(
 )  # tables in the book show whole sentences  # set while papermill executes for the book: no live widgets
 
 
-def run_config(method: str, hparams: dict | None = None, **fields: Any) -> RunConfig:
-    """A RunConfig from a profile's shared fields, its per-method ``hparams`` and overrides.
-
-    ``None`` values are ignored, so a notebook can pass every parameter it has.
-    Method options (``prompt_tokens``, ...) may appear at any level.
-    """
-    merged = {**(hparams or {}).get(method, {}), **{k: v for k, v in fields.items() if v is not None}}
-    known = set(RunConfig.__dataclass_fields__)
-    options = {**merged.pop("options", {}), **{k: merged.pop(k) for k in list(merged) if k not in known}}
-    return RunConfig(method=method, options=options, **merged)
-
-
 def latest_run(runs: str | Path, profile: str, method: str) -> Path | None:
     """The newest finished run of ``method`` (run ids sort by time)."""
     root = Path(runs) / profile / method
@@ -59,9 +47,26 @@ def latest_run(runs: str | Path, profile: str, method: str) -> Path | None:
     return done[-1] if done else None
 
 
+def latest_group(runs: str | Path, profile: str, method: str) -> list[Path]:
+    """The runs (one per seed) behind ``method``'s row: its ``group.json``, else its newest run."""
+    root = Path(runs) / profile / method
+    group = root / records.GROUP
+    if group.is_file():
+        dirs = [root / name for name in json.loads(group.read_text())["runs"]]
+        if all((d / records.METRICS).is_file() for d in dirs):
+            return dirs
+    newest = latest_run(runs, profile, method)
+    return [newest] if newest else []
+
+
+def latest_groups(runs: str | Path, profile: str) -> dict[str, list[Path]]:
+    found = {m: latest_group(runs, profile, m) for m in METHOD_ORDER}
+    return {m: g for m, g in found.items() if g}
+
+
 def latest_runs(runs: str | Path, profile: str) -> dict[str, Path]:
-    found = {m: latest_run(runs, profile, m) for m in METHOD_ORDER}
-    return {m: p for m, p in found.items() if p is not None}
+    """The first seed's run of each method (curves, provenance)."""
+    return {m: g[0] for m, g in latest_groups(runs, profile).items()}
 
 
 def _changed(cfg: dict) -> str:
@@ -81,6 +86,7 @@ def summary(run_dir: str | Path) -> pd.DataFrame:
         ("trainable share", f"{m['trainable_params'] / m['total_params']:.4%}"),
         ("checkpoint size", _bytes(m["checkpoint_bytes"])), ("settings", _changed(c)),
         ("selected epoch (by validation)", str(m["best_epoch"])), ("run id", Path(run_dir).name),
+        ("precision", m["precision"]), ("attention kernel", str(c.get("attention"))),
         ("device", m["device"]), ("model", c["model"]),
     ]  # fmt: skip
     return pd.DataFrame(rows, columns=["", "value"]).set_index("")
@@ -98,7 +104,8 @@ def plot_history(run_dir: str | Path):
     """Loss and accuracy per epoch for train, val and test; the selected epoch is marked."""
     r = records.read_run(run_dir)
     hist_path = Path(run_dir) / records.HISTORY
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    curve = r["metrics"].get("wise_ft_curve")
+    fig, axes = plt.subplots(1, 3 if curve else 2, figsize=(15 if curve else 10, 3.6))
     if not hist_path.is_file():
         for ax in axes:
             ax.text(0.5, 0.5, "no training: nothing to plot", ha="center", va="center")
@@ -106,7 +113,7 @@ def plot_history(run_dir: str | Path):
         return fig
     h = pd.read_csv(hist_path)
     best = r["metrics"]["best_epoch"]
-    for ax, what in zip(axes, ("loss", "acc"), strict=True):
+    for ax, what in zip(axes[:2], ("loss", "acc"), strict=True):
         ax.plot(h.epoch, h[f"train_{what}"], label="train (augmented, running)")
         ax.plot(h.epoch, h[f"val_{what}"], label="validation (selects the epoch)")
         if h[f"test_{what}"].notna().any():
@@ -116,8 +123,33 @@ def plot_history(run_dir: str | Path):
         ax.set_ylabel("cross-entropy" if what == "loss" else "accuracy")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, loc="best")
+    if curve:  # WiSE-FT: the mixing coefficient, chosen on validation after training
+        ax = axes[2]
+        c = pd.DataFrame(curve)
+        ax.plot(c.alpha, c.val_acc, marker="o", label="validation (chooses alpha)")
+        ax.plot(c.alpha, c.test_acc, "--", marker=".", label="test (never used for selection)")
+        ax.axvline(r["metrics"]["wise_ft_alpha"], color="k", lw=0.8, ls=":", label="chosen alpha")
+        ax.set_xlabel("alpha (0: zero-shot, 1: fine-tuned)")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def seed_table(results: list) -> pd.DataFrame:
+    """One row per seed of an experiment: its run, selected epoch and accuracies."""
+    rows = [{"seed": json.loads((r.run_dir / records.CONFIG).read_text())["seed"], "run id": r.run_dir.name,
+             "selected epoch": r.metrics["best_epoch"],
+             "val acc (%)": 100 * r.metrics["val"]["accuracy"] if r.metrics["val"] else np.nan,
+             "test acc (%)": 100 * r.metrics["test"]["accuracy"], "test ECE": r.metrics["test"]["ece"]}
+            for r in results]  # fmt: skip
+    df = pd.DataFrame(rows).set_index("seed").round(3)
+    if len(df) > 1:
+        df.loc["mean ± std"] = ["", "", f"{df['val acc (%)'].mean():.2f} ± {df['val acc (%)'].std():.2f}",
+                               f"{df['test acc (%)'].mean():.2f} ± {df['test acc (%)'].std():.2f}",
+                               f"{df['test ECE'].mean():.3f}"]  # fmt: skip
+    return df
 
 
 def plot_confusion(run_dir: str | Path):
@@ -307,44 +339,88 @@ def skipped_table(data_root: str | Path) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- results page
-def results_table(runs: str | Path, profile: str) -> pd.DataFrame:
-    """One row per method from its newest finished run, with the run id and its settings."""
+def _test_arrays(run_dir: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(labels, probabilities, classes) of a run's test predictions, sorted by path."""
+    p = _predictions(run_dir).sort_values("path")
+    classes = [c[5:] for c in p.columns if c.startswith("prob_")]
+    labels = p.true.map({c: i for i, c in enumerate(classes)}).to_numpy()
+    return labels, p[[f"prob_{c}" for c in classes]].to_numpy(), classes
+
+
+def seed_correct(run_dirs: list[Path]) -> np.ndarray:
+    """``(seeds, test images)`` booleans: which test images each seed's run gets right."""
     rows = []
-    for method, run_dir in latest_runs(runs, profile).items():
-        r = records.read_run(run_dir)
-        m, c, t = r["metrics"], r["config"], r["metrics"]["test"]
-        lo, hi = t["accuracy_ci95"]
+    for d in run_dirs:
+        labels, probs, _ = _test_arrays(d)
+        rows.append(probs.argmax(1) == labels)
+    return np.stack(rows)
+
+
+def majority_correct(run_dirs: list[Path]) -> np.ndarray:
+    """Correctness of the seeds' majority vote; ties go to the class with the higher mean probability."""
+    votes, mean_prob, labels = None, None, None
+    for d in run_dirs:
+        labels, probs, _ = _test_arrays(d)
+        onehot = np.eye(probs.shape[1])[probs.argmax(1)]
+        votes = onehot if votes is None else votes + onehot
+        mean_prob = probs if mean_prob is None else mean_prob + probs
+    score = votes + mean_prob / (len(run_dirs) + 1)  # votes dominate; mean probability breaks ties
+    pred = score.argmax(1)
+    return pred == labels
+
+
+def results_table(runs: str | Path, profile: str) -> pd.DataFrame:
+    """One row per method over its seeds: mean +- std, and a 95% bootstrap CI over test images."""
+    rows = []
+    for method, group in latest_groups(runs, profile).items():
+        first = records.read_run(group[0])
+        metrics = [records.read_run(d)["metrics"] for d in group]
+        accs = np.array([m["test"]["accuracy"] for m in metrics])
+        # test images are resampled; each image counts the share of seeds that get it right
+        lo, hi = bootstrap_ci(seed_correct(group).mean(0))
         rows.append({
-            "method": TITLES[method], "test acc (%)": 100 * t["accuracy"],
-            "95% CI": f"{100 * lo:.1f}-{100 * hi:.1f}", "train acc (%)": 100 * m["train_accuracy"],
-            "balanced acc (%)": 100 * t["balanced_accuracy"], "macro-F1": t["macro_f1"],
-            "trainable params": m["trainable_params"], "checkpoint": _bytes(m["checkpoint_bytes"]),
-            "s / epoch": m["seconds_per_epoch"], "selected epoch": m["best_epoch"],
+            "method": TITLES[method], "seeds": len(group),
+            "test acc (%)": 100 * accs.mean(),
+            "± std": 100 * accs.std(ddof=1) if len(accs) > 1 else np.nan,
+            "95% CI": f"{100 * lo:.1f}-{100 * hi:.1f}",
+            "per seed (%)": ", ".join(f"{100 * a:.1f}" for a in accs),
+            "balanced acc (%)": 100 * np.mean([m["test"]["balanced_accuracy"] for m in metrics]),
+            "macro-F1": np.mean([m["test"]["macro_f1"] for m in metrics]),
+            "ECE": np.mean([m["test"]["ece"] for m in metrics]),
+            "train acc (%)": 100 * np.mean([m["train_accuracy"] for m in metrics]),
+            "trainable params": first["metrics"]["trainable_params"],
+            "checkpoint": _bytes(first["metrics"]["checkpoint_bytes"]),
+            "s / epoch": np.mean([m["seconds_per_epoch"] for m in metrics]),
+            "selected epoch": ", ".join(str(m["best_epoch"]) for m in metrics),
             "earlier report acc (%, not reproduced)": EARLIER_REPORT.get(method, np.nan),
-            "settings": _changed(c), "run id": run_dir.name,
+            "settings": _changed(first["config"]), "run id": ", ".join(d.name for d in group),
         })  # fmt: skip
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    return df.round({"test acc (%)": 2, "train acc (%)": 2, "balanced acc (%)": 2, "macro-F1": 3, "s / epoch": 2})
+    return df.round({"test acc (%)": 2, "± std": 2, "train acc (%)": 2, "balanced acc (%)": 2, "macro-F1": 3,
+                     "ECE": 3, "s / epoch": 2})  # fmt: skip
+
+
+COMPARISON_RULE = ("McNemar's exact test on the majority vote of each method's seeds (ties broken by the mean "
+                   "predicted probability); the paired bootstrap resamples test images and compares the "
+                   "seed-mean accuracies.")  # fmt: skip
 
 
 def significance_table(runs: str | Path, profile: str) -> pd.DataFrame:
-    """Each method against the best one on the same test images: McNemar and a paired bootstrap."""
-    found = latest_runs(runs, profile)
-    correct = {}
-    for method, run_dir in found.items():
-        p = _predictions(run_dir)
-        correct[method] = (p.true == p.pred).to_numpy()
-    if not correct:
+    """Each method against the best one (highest seed-mean accuracy) on the same test images."""
+    groups = latest_groups(runs, profile)
+    if not groups:
         return pd.DataFrame()
-    best = max(correct, key=lambda k: correct[k].mean())
+    per_seed = {m: seed_correct(g) for m, g in groups.items()}
+    vote = {m: majority_correct(g) for m, g in groups.items()}
+    best = max(per_seed, key=lambda k: per_seed[k].mean())
     rows = []
-    for method, c in correct.items():
+    for method in groups:
         if method == best:
             continue
-        mc = mcnemar(correct[best], c)
-        pb = paired_bootstrap(correct[best], c)
+        mc = mcnemar(vote[best], vote[method])
+        pb = paired_bootstrap(per_seed[best].mean(0), per_seed[method].mean(0))
         rows.append({
             "best": TITLES[best], "vs": TITLES[method], "difference (points)": round(100 * pb["diff"], 2),
             "paired 95% CI": f"{100 * pb['ci_low']:.1f} to {100 * pb['ci_high']:.1f}",
@@ -402,18 +478,24 @@ def plot_val_curves(runs: str | Path, profile: str):
 
 
 def plot_reliability(runs: str | Path, profile: str):
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
-    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    for method, run_dir in latest_runs(runs, profile).items():
-        p = _predictions(run_dir)
-        classes = [c[5:] for c in p.columns if c.startswith("prob_")]
-        probs = p[[f"prob_{c}" for c in classes]].to_numpy()
-        labels = p.true.map({c: i for i, c in enumerate(classes)}).to_numpy()
+    """One reliability diagram per method (first seed), its ECE in the title."""
+    runs_ = latest_runs(runs, profile)
+    n = max(1, len(runs_))
+    cols = min(4, n)
+    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(2.6 * cols, 2.6 * ((n + cols - 1) // cols)),
+                             squeeze=False, sharex=True, sharey=True)  # fmt: skip
+    for ax, (method, run_dir) in zip(axes.flat, runs_.items(), strict=False):
+        labels, probs, _ = _test_arrays(run_dir)
         rel = reliability(probs, labels)
-        ax.plot(rel["confidence"], rel["accuracy"], marker="o", ms=3, label=TITLES[method])
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
-    ax.legend(fontsize=7)
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.bar(rel["confidence"], rel["accuracy"], width=0.08, alpha=0.6)
+        ax.set_title(f"{TITLES[method]}\nECE {expected_calibration_error(probs, labels):.3f}", fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+    for ax in axes.flat[len(runs_) :]:
+        ax.axis("off")
+    fig.supxlabel("confidence", fontsize=9)
+    fig.supylabel("accuracy", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -438,9 +520,11 @@ def provenance(runs: str | Path, profile: str) -> pd.DataFrame:
 # ---------------------------------------------------------------- reproducibility page
 _FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "weight_decay": "--weight-decay",
           "optimizer": "--optimizer", "schedule": "--schedule", "warmup": "--warmup", "seed": "--seed",
-          "precision": "--precision", "grad_clip": "--grad-clip", "early_stopping": "--early-stopping"}  # fmt: skip
+          "precision": "--precision", "grad_clip": "--grad-clip", "early_stopping": "--early-stopping",
+          "train_per_class": "--train-per-class"}  # fmt: skip
 _OPTION_FLAGS = {"prompt_tokens": "--prompt-tokens", "prompt_dropout": "--prompt-dropout",
-                 "backbone_lr_scale": "--backbone-lr-scale", "lp_ft": "--lp-ft"}  # fmt: skip
+                 "backbone_lr_scale": "--backbone-lr-scale", "lp_ft": "--lp-ft", "rank": "--rank",
+                 "alpha": "--lora-alpha", "dropout": "--lora-dropout", "base": "--base"}  # fmt: skip
 
 
 def run_command(config: dict) -> str:
@@ -455,6 +539,7 @@ def run_command(config: dict) -> str:
         parts.append("--symmetric")
     if not config.get("augment", True):
         parts.append("--no-augment")
+    parts += [flag for k, flag in (("test_curves", "--test-curves"), ("compile", "--compile")) if config.get(k)]
     parts += [f"--profile {config['profile']}", f"--out {config['out']}"]
     return " ".join(parts)
 
@@ -491,3 +576,163 @@ def benchmark_markdown(folder: str | Path | None = None) -> str:
     if not tables:
         return "No benchmark has been recorded yet: run `make bench`."
     return f"From `benchmarks/results/{tables[-1].name}`, written by `make bench`:\n\n" + tables[-1].read_text()
+
+
+# ---------------------------------------------------------------- data checks
+def dedup_table(runs: str | Path, profile: str, data_root: str | Path) -> pd.DataFrame:
+    """Each method's test accuracy on the raw and on the de-duplicated test set (first seed)."""
+    from .shortcuts import dedup_accuracy
+
+    preds = {TITLES[m]: _predictions(d) for m, d in latest_runs(runs, profile).items()}
+    if not preds:
+        return pd.DataFrame({"finding": ["no finished runs yet"]})
+    return dedup_accuracy(preds, data_root).set_index("method")
+
+
+def shape_floor_markdown(data_root: str | Path) -> str:
+    from .shortcuts import shape_floor
+
+    r = shape_floor(manifest(data_root))
+    return (f"A classifier that sees only each image's original width, height and aspect ratio "
+            f"(gradient-boosted trees, trained on train + validation) reaches **{100 * r['accuracy']:.1f}%** test "
+            f"accuracy (95% CI {100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f}%, {r['test_images']} images); "
+            f"always answering the most common class gives {100 * r['majority_rate']:.1f}%. A model that does "
+            f"not clearly beat the first number may be reading image shape rather than anatomy.")  # fmt: skip
+
+
+# ---------------------------------------------------------------- curves page
+def _sweep_stats(df: pd.DataFrame, axis: str) -> pd.DataFrame:
+    ok = df[df.error.fillna("") == ""].copy() if "error" in df else df.copy()
+    ok["test_acc"] = ok.test_acc.astype(float) * 100
+    g = ok.groupby(["method", axis])
+    out = g.agg(mean=("test_acc", "mean"), std=("test_acc", "std"), seeds=("test_acc", "size"),
+                params=("trainable_params", "first")).reset_index()  # fmt: skip
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+def sweep_table(df: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """Mean ± std test accuracy over seeds, one column per value of ``axis``."""
+    st = _sweep_stats(df, axis)
+    st["cell"] = [f"{m:.1f} ± {s:.1f} (n={n})" for m, s, n in zip(st["mean"], st["std"], st.seeds, strict=True)]
+    t = st.pivot(index="method", columns=axis, values="cell")
+    t.index = [TITLES.get(m, m) for m in t.index]
+    return t
+
+
+def plot_few_shot(df: pd.DataFrame):
+    """Test accuracy against training images per class, mean ± std over seeds."""
+    st = _sweep_stats(df, "train_per_class")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for method, g in st.groupby("method", sort=False):
+        g = g.sort_values("train_per_class")
+        ax.errorbar(g.train_per_class, g["mean"], yerr=g["std"], marker="o", ms=4, capsize=3,
+                    label=TITLES.get(method, method))  # fmt: skip
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("training images per class (log 2)")
+    ax.set_ylabel("test accuracy (%), mean ± std over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_prompt_length(df: pd.DataFrame):
+    """VPT test accuracy against trainable parameters, one point per prompt length."""
+    st = _sweep_stats(df, "prompt_tokens")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for method, g in st.groupby("method", sort=False):
+        g = g.sort_values("params")
+        ax.errorbar(g.params, g["mean"], yerr=g["std"], marker="o", ms=4, capsize=3, label=TITLES.get(method, method))
+        for _, r in g.iterrows():
+            ax.annotate(f"P={int(r.prompt_tokens)}", (r.params, r["mean"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log)")
+    ax.set_ylabel("test accuracy (%), mean ± std over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- where the model looks
+ATTENTION_METHODS = ("linear", "vpt_shallow", "vpt_deep", "full")
+
+
+def _attention_inputs(data_root: str | Path, run_dir: Path, per_class: int):
+    import torch
+
+    from .backbone import load_clip
+    from .dataset import Preprocess, load_data, normalize
+
+    cfg = records.read_run(run_dir)["config"]
+    clip = load_clip(cfg["model"])
+    data = load_data(data_root, Preprocess.from_processor(clip.processor))
+    labels = data.test.labels
+    idx = torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(len(data.classes))])
+    return clip, data, idx, normalize(data.test.pixels[idx], data.prep)
+
+
+def attention_maps(runs: str | Path, profile: str, data_root: str | Path, methods=ATTENTION_METHODS,
+                   per_class: int = 2) -> dict:  # fmt: skip
+    """Last-layer CLS attention of each method's first-seed run on the same test images."""
+    from .attention import cls_attention
+
+    found = {m: d for m, d in latest_runs(runs, profile).items() if m in methods}
+    if not found:
+        return {}
+    clip, data, idx, x = _attention_inputs(data_root, next(iter(found.values())), per_class)
+    out = {"images": data.test.pixels[idx], "labels": [data.classes[int(i)] for i in data.test.labels[idx]],
+           "paths": [data.test.paths[int(i)] for i in idx], "maps": {}, "prompts": {}}  # fmt: skip
+    for method, run_dir in found.items():
+        model, _ = records.load_run(run_dir, clip=clip)
+        att = cls_attention(model, x)
+        out["maps"][method] = att.to_patches[-1]
+        out["prompts"][method] = att.to_prompts  # (layers, images)
+    return out
+
+
+def plot_attention(maps: dict):
+    """Each test image with each method's last-layer CLS-to-patch attention overlaid."""
+    if not maps:
+        fig, ax = plt.subplots(figsize=(4, 1))
+        ax.text(0.5, 0.5, "no finished runs of these methods", ha="center")
+        ax.set_axis_off()
+        return fig
+    methods = list(maps["maps"])
+    n = len(maps["labels"])
+    fig, axes = plt.subplots(n, 1 + len(methods), figsize=(1.9 * (1 + len(methods)), 1.9 * n), squeeze=False)
+    for i in range(n):
+        img = maps["images"][i].float().mean(0).numpy()
+        axes[i, 0].imshow(img, cmap="gray")
+        axes[i, 0].set_ylabel(DISPLAY_NAMES.get(maps["labels"][i], maps["labels"][i]), fontsize=8)
+        for j, m in enumerate(methods, start=1):
+            a = maps["maps"][m][i]
+            axes[i, j].imshow(img, cmap="gray")
+            axes[i, j].imshow(a / a.max(), cmap="inferno", alpha=0.55, extent=(0, img.shape[1], img.shape[0], 0),
+                              interpolation="bilinear")  # fmt: skip
+    for j, title in enumerate(["image", *[TITLES[m] for m in methods]]):
+        axes[0, j].set_title(title, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def plot_prompt_attention(maps: dict):
+    """Share of the CLS token's attention that goes to the prompt tokens, per layer (VPT)."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for m, share in (maps.get("prompts") or {}).items():
+        if np.asarray(share).max() > 0:
+            mean, std = np.asarray(share).mean(1), np.asarray(share).std(1)
+            layers = np.arange(1, len(mean) + 1)
+            ax.errorbar(layers, 100 * mean, yerr=100 * std, marker="o", capsize=3, label=TITLES[m])
+    ax.set_xlabel("layer")
+    ax.set_ylabel("CLS attention to prompts (%)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from ..classes import CLASSES
-from . import contrastive, full, linear, visual_prompt, zero_shot
+from . import contrastive, full, linear, lora, visual_prompt, wise_ft, zero_shot
 from .base import Classifier, TrainDefaults, count_parameters
 
 
@@ -34,6 +34,8 @@ METHODS: dict[str, MethodSpec] = {
     "vpt_deep": MethodSpec(visual_prompt.build_deep, visual_prompt.Options, visual_prompt.DEFAULTS),
     "full": MethodSpec(full.build, full.Options, full.DEFAULTS),
     "clip_contrastive": MethodSpec(contrastive.build, contrastive.Options, contrastive.DEFAULTS, uses_text=True),
+    "lora": MethodSpec(lora.build, lora.Options, lora.DEFAULTS),
+    "wise_ft": MethodSpec(wise_ft.build, wise_ft.Options, wise_ft.DEFAULTS, uses_text=True),
 }
 
 

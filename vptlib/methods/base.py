@@ -6,6 +6,7 @@ engine optimises those and saves only those.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,7 @@ class Classifier(nn.Module):
 
     method: str = ""
     uses_feature_cache: bool = False  # True: the engine trains ``head`` on cached frozen features
+    unused_params_possible: bool = False  # some trainable tensors may get no gradient in a step (DDP must know)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), labels)
@@ -42,6 +44,14 @@ class Classifier(nn.Module):
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Every tensor this method trains, by name: what a checkpoint holds."""
         return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
+    def finalize(self, score: Callable[[str], tuple[float, float]]) -> dict:
+        """Hook after the epoch is selected, for choices made on validation (WiSE-FT's alpha).
+
+        ``score(split)`` returns (accuracy, loss) of the model as it stands on that split.
+        Returns what to record in the run's metrics.
+        """
+        return {}
 
     def describe(self) -> str:
         """One line for reports: what this method trains."""

@@ -37,6 +37,7 @@ class FullFinetune(Classifier):
         nn.init.zeros_(self.head.bias)
         self.opts = opts
         self.backbone_frozen = opts.lp_ft > 0
+        self.unused_params_possible = opts.lp_ft > 0
 
     def on_epoch_start(self, epoch: int) -> None:
         self.backbone_frozen = epoch < self.opts.lp_ft

@@ -1,0 +1,61 @@
+"""LoRA: low-rank updates to the vision tower's attention projections, plus a linear head.
+
+The adapters come from Hugging Face ``peft`` (``inject_adapter_in_model``), not from
+code of our own. Defaults follow CLIP-LoRA (Zanella & Ben Ayed 2024): rank 2,
+alpha 1, dropout 0.25 on the query, key and value projections, AdamW at 2e-4 with a
+cosine schedule. Only the image tower is adapted here, since the classifier is a
+linear head on the image feature. Trainable parameters with ``L`` layers, width
+``D``, rank ``r`` and ``T`` target projections: ``L*T*2*r*D + D*C + C``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+
+from .base import Classifier, TrainDefaults, vpt_head
+from .linear import _vision
+
+DEFAULTS = TrainDefaults(epochs=20, lr=2e-4, optimizer="adamw", weight_decay=0.01)
+
+
+@dataclass
+class Options:
+    rank: int = 2  # r of the update B @ A
+    alpha: float = 1.0  # the update is scaled by alpha / r
+    dropout: float = 0.25  # on the adapter's input, training only
+    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj")  # attention projections adapted
+
+
+class LoRAClassifier(Classifier):
+    method = "lora"
+
+    def __init__(self, vision, num_classes: int, opts: Options):
+        super().__init__()
+        self.vision = copy.deepcopy(vision).requires_grad_(False)
+        config = LoraConfig(r=opts.rank, lora_alpha=opts.alpha, lora_dropout=opts.dropout,
+                            target_modules=list(opts.targets), bias="none")  # fmt: skip
+        inject_adapter_in_model(config, self.vision)
+        for name, p in self.vision.named_parameters():
+            p.requires_grad_("lora_" in name)
+        self.head = vpt_head(vision.config.hidden_size, num_classes)
+        self.rank, self.targets = opts.rank, tuple(opts.targets)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.head(self.vision(pixel_values=pixel_values).pooler_output.float())
+
+    def describe(self) -> str:
+        return f"rank-{self.rank} LoRA on {', '.join(self.targets)} of every vision layer, and a linear head"
+
+
+def build(clip, num_classes: int, opts: Options) -> LoRAClassifier:
+    if opts.rank < 1:
+        raise ValueError(f"rank must be >= 1, got {opts.rank}")
+    if not 0 <= opts.dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {opts.dropout}")
+    if not opts.targets:
+        raise ValueError("targets must name at least one projection")
+    return LoRAClassifier(_vision(clip), num_classes, opts)
