@@ -73,3 +73,47 @@ def test_cli_model_tiny_and_help(tmp_path):
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert load_clip(tmp_path / "m").model.config.vision_config.num_hidden_layers == 3
+
+
+def test_other_clip_checkpoint_by_folder_after_conversion(tiny_model, prepared, tmp_path):
+    """The medical-CLIP path (e.g. flaviagiammarino/pubmed-clip-vit-base-patch32 ships only a
+    pickled pytorch_model.bin): refused as is, converted once, then used like any CLIP."""
+    import shutil
+
+    import torch
+    from transformers import CLIPModel
+
+    from vptlib.backbone import convert_to_safetensors, fingerprint, load_clip
+    from vptlib.cli import main
+    from vptlib.engine import run
+    from vptlib.errors import UserError
+
+    original = CLIPModel.from_pretrained(tiny_model)
+    pubmed = tmp_path / "pubmed-clip-vit-base-patch32"
+    pubmed.mkdir()
+    for f in tiny_model.iterdir():
+        if f.suffix in (".json", ".txt"):
+            shutil.copy2(f, pubmed / f.name)
+    torch.save(original.state_dict(), pubmed / "pytorch_model.bin")
+    with pytest.raises(UserError, match="vptlib model convert"):
+        load_clip(pubmed)
+    assert main(["model", "convert", "--src", str(pubmed), "--out", str(tmp_path / "converted")]) == 0
+    clip = load_clip(tmp_path / "converted")
+    assert fingerprint(clip.model) == fingerprint(original)
+    res = run(method="vpt_shallow", data=str(prepared), model=str(tmp_path / "converted"), epochs=1,
+              device="cpu", out=str(tmp_path / "runs"), progress=False)  # fmt: skip
+    assert res.metrics["test"]["accuracy"] >= 0
+    with pytest.raises(UserError, match="no pytorch_model"):
+        convert_to_safetensors(tmp_path / "converted", tmp_path / "again")
+
+
+def test_attention_kernel_is_sdpa_and_recorded(tiny_model, prepared, tmp_path):
+    """transformers picks PyTorch's scaled-dot-product attention; each run records the kernel."""
+    import json
+
+    from vptlib.engine import run
+
+    assert load_clip(tiny_model).model.config._attn_implementation == "sdpa"
+    res = run(method="linear", data=str(prepared), model=str(tiny_model), epochs=1, device="cpu",
+              out=str(tmp_path), progress=False)  # fmt: skip
+    assert json.loads((res.run_dir / "config.json").read_text())["attention"] == "sdpa"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from vptlib import bench
 
 
@@ -51,3 +53,31 @@ def test_markdown_and_plot(tmp_path):
     assert md.count("| PASS |") == 8 and "| forward | fp32 | 1.000 |" in md
     bench.plot(r, tmp_path / "b.png")
     assert (tmp_path / "b.png").stat().st_size > 0
+
+
+def test_readme_section_is_written_by_the_benchmark(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{bench.README_START}\nold\n{bench.README_END}\noutro\n")
+    assert bench.update_readme(readme, "| new | table |\n")
+    assert readme.read_text() == f"intro\n{bench.README_START}\n| new | table |\n{bench.README_END}\noutro\n"
+    plain = tmp_path / "OTHER.md"
+    plain.write_text("no markers\n")
+    assert not bench.update_readme(plain, "x") and plain.read_text() == "no markers\n"
+
+
+def test_study_cost_estimate_from_step_times():
+    from vptlib.book import REPO, load_profile
+
+    r = _fake()
+    profile = load_profile(REPO / "profiles" / "full.yaml")
+    cost = bench.study_cost(r, profile)
+    rows = {x["what"]: x for x in cost["rows"]}
+    assert cost["precision"] == "bf16"  # the fake machine has fast bf16
+    assert rows["zero_shot"]["runs"] == 1 and rows["vpt_deep"]["runs"] == 3
+    # vpt_deep, per seed: 50 epochs x 12 steps x 1.0 s (bf16), 50 validation passes over 96 images
+    # and one final pass over 384 + 416 images, at the bf16 forward's 0.5 s per 32 images.
+    per_image = 0.5 / 32
+    assert rows["vpt_deep"]["seconds"] / 3 == pytest.approx(50 * 12 * 1.0 + 50 * 96 * per_image + 800 * per_image)
+    assert rows["sweep fewshot"]["runs"] == 7 * (5 * 3 + 1) and rows["sweep prompts"]["runs"] == 2 * 4 * 3
+    assert cost["total_seconds"] == sum(x["seconds"] for x in cost["rows"])
+    assert "| **total** |" in bench.cost_markdown(cost)

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("zero_shot", "linear", "vpt_shallow", "vpt_deep", "full", "clip_contrastive")
+METHODS = ("zero_shot", "linear", "vpt_shallow", "vpt_deep", "lora", "full", "wise_ft", "clip_contrastive")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
@@ -163,6 +163,14 @@ def test_reader_checks_in_chromium(repo, built, browser, tmp_path):
     browser.get((html / "book" / "generated" / "experiments" / "vpt_deep.html").as_uri())
     _wait_loaded(browser)
     browser.save_screenshot(str(shots / "vpt_deep.png"))
+    for page, least in (("curves", 2), ("attention", 2), ("dataset", 3)):
+        browser.get((html / "book" / "generated" / f"{page}.html").as_uri())
+        _wait_loaded(browser)
+        browser.save_screenshot(str(shots / f"{page}.png"))
+        shown = browser.execute_script("return [...document.images].filter(i => i.naturalWidth > 0).length")
+        assert shown >= least, page
+    text = browser.find_element("tag name", "body").text
+    assert "de-duplicated acc (%)" in text and "aspect ratio" in text
 
 
 def test_make_run_reexecutes_only_that_notebook(repo, built):
@@ -172,14 +180,23 @@ def test_make_run_reexecutes_only_that_notebook(repo, built):
     again = _make(repo, "book", "PROFILE=smoke")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     executed = re.findall(r"executing (\S+)", again.stdout)
-    assert sorted(Path(e).name for e in executed) == ["reproducibility.ipynb", "results.ipynb"], executed
+    pages = ["attention.ipynb", "dataset.ipynb", "reproducibility.ipynb", "results.ipynb"]  # they read every method
+    assert sorted(Path(e).name for e in executed) == pages, executed
     after = {p.name: p.stat().st_mtime for p in (repo / "book" / "generated" / "experiments").glob("*.ipynb")}
     assert [n for n in before if before[n] != after[n]] == ["vpt_shallow.ipynb"]
     page = (repo / "_build" / "html" / "book" / "generated" / "results.html").read_text()
     assert "prompt_tokens=3" in page and "epochs=2" in page  # the table shows that row's parameters
-    runs = sorted((repo / "runs" / "smoke" / "vpt_shallow").iterdir())
-    assert len(runs) == 2  # the earlier run record is kept
-    assert runs[-1].name in page and runs[0].name not in page
+    runs = sorted(p for p in (repo / "runs" / "smoke" / "vpt_shallow").iterdir() if p.is_dir())
+    assert len(runs) == 4  # two seeds, twice: the earlier run records are kept
+    assert all(r.name in page for r in runs[2:]) and not any(r.name in page for r in runs[:2])
+
+
+def test_make_sweep_reuses_the_books_points(repo, built):
+    res = _make(repo, "sweep", "PROFILE=smoke", "SWEEP=prompts", timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "sweep prompts: 16 of 16 points finished" in res.stdout
+    index = (repo / "runs" / "smoke" / "sweeps" / "prompts.csv").read_text()
+    assert index.count("runs/smoke-prompts/vpt_") == 16
 
 
 def test_full_profile_offline_fails_fast(repo, tmp_path):

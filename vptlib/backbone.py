@@ -167,6 +167,9 @@ def load_clip(name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.devi
         if not _hub_reachable():
             raise _unavailable(name, "the Hugging Face hub is unreachable and it is not in the local cache") from None
         local_only = False
+    if local_only and local.is_dir() and not list(local.glob("*.safetensors")) and list(local.glob("*.bin")):
+        raise UserError(f"{name} has only pickled PyTorch weights (.bin); this project loads safetensors only. "
+                        f"Convert it once: vptlib model convert --src {name} --out {name}-safetensors")  # fmt: skip
     try:
         return _load(source, local_only, device, name)
     except (OSError, ValueError) as exc:
@@ -179,6 +182,37 @@ def _load(source: str, local_only: bool, device, name: str) -> Clip:
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **kw)
     processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=False, **kw)
     return Clip(model.to(device).eval(), tokenizer, processor, name)
+
+
+def convert_to_safetensors(src: str | Path, out: str | Path) -> Path:
+    """Rewrite a local CLIP checkpoint that ships only ``pytorch_model*.bin`` as safetensors.
+
+    Some hub checkpoints (e.g. ``flaviagiammarino/pubmed-clip-vit-base-patch32``) publish
+    pickled PyTorch weights. They are read here once with ``torch.load(weights_only=True)``,
+    which refuses arbitrary objects, checked against the config's architecture, and saved
+    as ``model.safetensors`` beside copies of the tokenizer and processor files.
+    """
+    import shutil
+
+    src, out = Path(src), Path(out)
+    bins = sorted(src.glob("pytorch_model*.bin"))
+    if not bins:
+        raise UserError(f"{src} has no pytorch_model*.bin to convert")
+    state: dict[str, torch.Tensor] = {}
+    for path in bins:
+        state.update(torch.load(path, map_location="cpu", weights_only=True))
+    model = CLIPModel(CLIPConfig.from_pretrained(src))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    unexpected = [k for k in unexpected if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise UserError(f"{src} is not a CLIPModel checkpoint: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    out.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file() and f.suffix in (".json", ".txt") and f.name != "config.json":
+            shutil.copy2(f, out / f.name)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
 
 
 def fingerprint(model: torch.nn.Module) -> str:

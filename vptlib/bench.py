@@ -315,6 +315,22 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def update_readme(readme: Path, md: str) -> bool:
+    """Replace the README's benchmark section (between the markers) with ``md``."""
+    text = readme.read_text() if readme.is_file() else ""
+    if README_START not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    from . import atomic
+
+    atomic.write_text(readme, f"{head}{README_START}\n{md.rstrip()}\n{README_END}{tail}")
+    return True
+
+
 def plot(r: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -403,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     plot(r, stem.with_suffix(".png"))
     print(md)
     print(f"wrote {stem}.json, .md and .png")
+    if not args.tiny and out.resolve() == RESULTS.resolve() and update_readme(RESULTS.parents[1] / "README.md", md):
+        print("updated the benchmark section of README.md")
     return 0
 
 

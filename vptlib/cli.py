@@ -57,6 +57,13 @@ def _model_tiny(a: argparse.Namespace) -> None:
         print(f"wrote a tiny random CLIP ({a.layers} layers, width {a.width}) to {out}")
 
 
+def _model_convert(a: argparse.Namespace) -> None:
+    from .backbone import convert_to_safetensors
+
+    out = convert_to_safetensors(a.src, a.out)
+    print(f"wrote {out}/model.safetensors; use --model {out}")
+
+
 # Method options exposed as flags; only those given are passed, so the method's own
 # defaults apply otherwise and an option that does not fit the method is an error.
 _METHOD_FLAGS = {
@@ -267,8 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     ti.add_argument("--layers", type=int, default=3, help="vision layers (default 3)")
     ti.add_argument("--width", type=int, default=64, help="hidden width (default 64)")
     ti.add_argument("--pretrain-epochs", type=int, default=0,
-                    help="warm the model up on separate phantoms with clip_contrastive (default 0: random)")  # fmt: skip
+                    help="warm the vision tower up on separate phantoms, supervised (default 0: random)")  # fmt: skip
     ti.set_defaults(func=_model_tiny)
+    cv = msub.add_parser("convert", help="rewrite a local CLIP checkpoint's .bin weights as safetensors",
+                         description="Some hub CLIP checkpoints (e.g. flaviagiammarino/pubmed-clip-vit-base-patch32) "
+                                     "ship only pickled pytorch_model.bin; this reads them with "
+                                     "torch.load(weights_only=True) and writes model.safetensors.")  # fmt: skip
+    cv.add_argument("--src", required=True, help="folder with config.json and pytorch_model*.bin")
+    cv.add_argument("--out", required=True, help="output folder for --model")
+    cv.set_defaults(func=_model_convert)
 
     _add_run_parser(sub)
     _add_sweep_parser(sub)

@@ -620,40 +620,33 @@ def sweep_table(df: pd.DataFrame, axis: str) -> pd.DataFrame:
     return t
 
 
-def plot_few_shot(df: pd.DataFrame):
-    """Test accuracy against training images per class, mean ± std over seeds."""
-    st = _sweep_stats(df, "train_per_class")
+def _sweep_plot(st: pd.DataFrame, x: str, xlabel: str, log_base: float, label_points: str | None = None):
     fig, ax = plt.subplots(figsize=(7, 4))
     for method, g in st.groupby("method", sort=False):
-        g = g.sort_values("train_per_class")
-        ax.errorbar(g.train_per_class, g["mean"], yerr=g["std"], marker="o", ms=4, capsize=3,
-                    label=TITLES.get(method, method))  # fmt: skip
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("training images per class (log 2)")
+        g = g.sort_values(x)
+        ax.errorbar(g[x], g["mean"], yerr=g["std"], marker="o", ms=4, capsize=3, label=TITLES.get(method, method))
+        for _, r in g.iterrows() if label_points else ():
+            ax.annotate(f"P={int(r[label_points])}", (r[x], r["mean"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")  # fmt: skip
+    ax.set_xscale("log", base=log_base)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%), mean ± std over seeds")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_few_shot(df: pd.DataFrame):
+    """Test accuracy against training images per class, mean ± std over seeds."""
+    st = _sweep_stats(df, "train_per_class")
+    return _sweep_plot(st, "train_per_class", "training images per class (log 2)", 2)
 
 
 def plot_prompt_length(df: pd.DataFrame):
     """VPT test accuracy against trainable parameters, one point per prompt length."""
     st = _sweep_stats(df, "prompt_tokens")
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for method, g in st.groupby("method", sort=False):
-        g = g.sort_values("params")
-        ax.errorbar(g.params, g["mean"], yerr=g["std"], marker="o", ms=4, capsize=3, label=TITLES.get(method, method))
-        for _, r in g.iterrows():
-            ax.annotate(f"P={int(r.prompt_tokens)}", (r.params, r["mean"]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")  # fmt: skip
-    ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters (log)")
-    ax.set_ylabel("test accuracy (%), mean ± std over seeds")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _sweep_plot(st, "params", "trainable parameters (log)", 10, label_points="prompt_tokens")
 
 
 # ---------------------------------------------------------------- where the model looks

@@ -13,7 +13,6 @@ in ``alphas`` and keeps the best one (ties: the smaller alpha, closer to zero-sh
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,7 +22,7 @@ from torch import nn
 
 from . import contrastive
 from .base import Classifier, TrainDefaults
-from .text import class_embeddings, class_prompts, tokenize
+from .zero_shot import ZeroShot
 
 DEFAULTS = TrainDefaults(epochs=10, lr=1e-5, optimizer="adamw", weight_decay=0.1)
 ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
@@ -38,21 +37,19 @@ class Options:
     synonyms: dict | None = None
 
 
-class ZeroShotHeadCLIP(Classifier):
-    """Image tower, projection and a linear head holding the zero-shot text embeddings."""
+class ZeroShotHeadCLIP(ZeroShot):
+    """Zero-shot CLIP made trainable: image tower, projection, and a linear head that
+    starts as the class-text embeddings times CLIP's temperature (same logits at init)."""
+
+    method = "wise_ft"
 
     def __init__(self, clip, num_classes: int, opts: Options):
-        super().__init__()
-        model = clip.model
-        self.vision = copy.deepcopy(model.vision_model).requires_grad_(True)
-        self.visual_projection = copy.deepcopy(model.visual_projection).requires_grad_(True)
-        self.prompts = class_prompts(opts.class_names, opts.templates, opts.synonyms)
-        tokens, owner = tokenize(clip.tokenizer, self.prompts)
+        super().__init__(clip, num_classes, opts)
+        self.vision.requires_grad_(True)
+        self.visual_projection.requires_grad_(True)
+        self.head = nn.Linear(self.text_embeddings.shape[1], num_classes)
         with torch.no_grad():
-            text = class_embeddings(model, tokens, owner, num_classes)
-        self.head = nn.Linear(text.shape[1], num_classes)
-        with torch.no_grad():
-            self.head.weight.copy_(model.logit_scale.exp() * text)
+            self.head.weight.copy_(self.logit_scale * self.text_embeddings)
             self.head.bias.zero_()
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
