@@ -380,6 +380,9 @@ def test_wise_ft_chooses_alpha_on_validation(prepared, tiny_model, tmp_path):
     best = curve.sort_values(["val_acc", "val_loss", "alpha"], ascending=[False, True, True]).iloc[0]
     assert m["wise_ft_alpha"] == best.alpha
     assert m["val"]["accuracy"] == pytest.approx(best.val_acc)
+    from vptlib import report
+
+    assert len(report.plot_history(res.run_dir).axes) == 3  # loss, accuracy, and accuracy against alpha
     # The saved checkpoint is the mixed model: reloading it reproduces the test predictions.
     model, _ = records.load_run(res.run_dir)
     preds = pd.read_csv(res.run_dir / "predictions.csv").query("split == 'test'")

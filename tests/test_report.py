@@ -136,3 +136,16 @@ def test_short_commit_keeps_dirty_mark():
     assert report.short_commit("0123456789abcdef0123-dirty") == "0123456789ab-dirty"
     assert report.short_commit("0123456789abcdef0123") == "0123456789ab"
     assert report.short_commit("unknown") == "unknown"
+
+
+def test_attention_dedup_and_reliability_figures(runs, prepared):
+    maps = report.attention_maps(runs, "t", prepared, per_class=1)
+    assert set(maps["maps"]) == {"linear", "vpt_shallow"}  # zero-shot is not among the compared methods
+    assert maps["maps"]["linear"].shape == (4, 7, 7) and len(maps["labels"]) == 4
+    assert (maps["prompts"]["linear"] == 0).all() and (maps["prompts"]["vpt_shallow"] > 0).all()
+    assert len(report.plot_attention(maps).axes) == 4 * 3
+    report.plot_prompt_attention(maps)
+    table = report.dedup_table(runs, "t", prepared)
+    assert list(table.index) == ["Zero-shot CLIP", "Linear probe", "VPT-shallow"]
+    assert (table["raw acc (%)"] == table["de-duplicated acc (%)"]).all()  # the phantoms have no duplicates
+    assert len(report.plot_reliability(runs, "t").axes) == 3

@@ -478,7 +478,10 @@ def plot_val_curves(runs: str | Path, profile: str):
 
 
 def plot_reliability(runs: str | Path, profile: str):
-    """One reliability diagram per method (first seed), its ECE in the title."""
+    """One reliability diagram per method (first seed), its ECE in the title.
+
+    Bars span the 10 confidence bins; a dot marks each bin's mean confidence, so a
+    calibrated bin has its dot on the diagonal."""
     runs_ = latest_runs(runs, profile)
     n = max(1, len(runs_))
     cols = min(4, n)
@@ -487,8 +490,10 @@ def plot_reliability(runs: str | Path, profile: str):
     for ax, (method, run_dir) in zip(axes.flat, runs_.items(), strict=False):
         labels, probs, _ = _test_arrays(run_dir)
         rel = reliability(probs, labels)
+        n = len(rel["accuracy"])
         ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-        ax.bar(rel["confidence"], rel["accuracy"], width=0.08, alpha=0.6)
+        ax.bar((np.arange(n) + 0.5) / n, rel["accuracy"], width=1 / n, alpha=0.6, edgecolor="white")
+        ax.plot(rel["confidence"], rel["accuracy"], "k.", ms=4)  # each bin's mean confidence
         ax.set_title(f"{TITLES[method]}\nECE {expected_calibration_error(probs, labels):.3f}", fontsize=8)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
