@@ -10,6 +10,17 @@ STAMP := $(VENV)/.installed
 
 # `make book` builds the full study by default; PROFILE=smoke is the offline build.
 PROFILE ?= full
+# PROFILE must name a file in profiles/, checked here before any shell sees it. Values a
+# user types (NB, ARGS, DATA, MODEL, SWEEP, WORKERS) reach commands only through the
+# environment, quoted ("$$NB"), never pasted into a shell line, and vptlib validates them.
+PROFILES := $(basename $(notdir $(wildcard profiles/*.yaml)))
+ifneq ($(words $(PROFILE))$(findstring %,$(PROFILE)),1)
+$(error PROFILE must be one profile name; choose one of: $(PROFILES))
+endif
+ifeq ($(filter $(PROFILE),$(PROFILES)),)
+$(error PROFILE=$(PROFILE) is not in profiles/; choose one of: $(PROFILES))
+endif
+export PROFILE NB ARGS DATA MODEL SWEEP WORKERS
 PROFILE_FILE := profiles/$(PROFILE).yaml
 GEN := book/generated
 METHODS := zero_shot linear vpt_shallow vpt_deep lora full wise_ft clip_contrastive
@@ -17,7 +28,8 @@ EXPERIMENTS = $(METHODS:%=$(GEN)/experiments/%.ipynb)
 SRC := $(wildcard vptlib/*.py vptlib/methods/*.py)
 DATA_DIR = $(shell sed -n 's/^data: *//p' $(PROFILE_FILE) 2>/dev/null)
 VPTLIB := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/vptlib
-MODEL_ARG := $(if $(MODEL),--model $(MODEL))
+MODEL_ARG := $(if $(MODEL),--model "$$MODEL")
+DATA_ARG := $(if $(DATA),--data "$$DATA")
 # The smoke profile's model is built here; the full profile's comes from the hub or MODEL=.
 MODEL_DEP = $(if $(filter smoke,$(PROFILE)),$(TINY)/model.safetensors)
 
@@ -61,7 +73,7 @@ test: install lint browser $(TINY)/model.safetensors
 
 # ---------------------------------------------------------------- the report
 book: install $(MODEL_DEP)
-	@$(VPTLIB) book preflight --profile $(PROFILE_FILE) $(if $(DATA),--data $(DATA)) $(MODEL_ARG)
+	@$(VPTLIB) book preflight --profile $(PROFILE_FILE) $(DATA_ARG) $(MODEL_ARG)
 	@$(VPTLIB) book guard --name $(PROFILE) --dir $(GEN)
 	@$(MAKE) --no-print-directory notebooks PROFILE=$(PROFILE)
 	@$(VPTLIB) book config --profile $(PROFILE_FILE) --out _build/_config.yml
@@ -72,7 +84,7 @@ notebooks: $(EXPERIMENTS) $(GEN)/dataset.ipynb $(GEN)/results.ipynb $(GEN)/curve
 	$(GEN)/reproducibility.ipynb
 
 $(DATA_DIR)/manifest.csv: $(PROFILE_FILE) vptlib/prepare.py vptlib/phantoms.py | $(STAMP)
-	$(VPTLIB) book data --profile $(PROFILE_FILE) $(if $(DATA),--data $(DATA))
+	$(VPTLIB) book data --profile $(PROFILE_FILE) $(DATA_ARG)
 
 # Make's own dependency tracking decides what re-executes: a page reruns only when its
 # template, the profile, vptlib's code, the data or the model changed.
@@ -98,29 +110,38 @@ $(GEN)/reproducibility.ipynb: notebooks/reproducibility.ipynb $(EXPERIMENTS) $(G
 
 # Re-execute one experiment with new parameters; a following `make book` re-renders that
 # page, the results and the reproducibility page, and re-runs nothing else.
+# Every argument is checked before anything is written, and a build of another profile is
+# refused, never cleared.
 run: install $(MODEL_DEP)
-	@test -n "$(NB)" || { echo "usage: make run NB=<method> ARGS=\"-p lr 0.5\"  (methods: $(METHODS))"; exit 2; }
-	@$(VPTLIB) book guard --name $(PROFILE) --dir $(GEN)
-	$(VPTLIB) book execute notebooks/experiment.ipynb $(GEN)/experiments/$(NB).ipynb --profile $(PROFILE_FILE) -p method $(NB) --title-from-method $(MODEL_ARG) $(ARGS)
+	@test -n "$$NB" || { echo "usage: make run NB=<method> ARGS=\"-p lr 0.5\"  (methods: $(METHODS))"; exit 2; }
+	$(VPTLIB) book rerun --profile-name "$$PROFILE" --method "$$NB" --args "$$ARGS" --dir $(GEN) $(MODEL_ARG)
 
 # A profile's named grid (methods x seeds x training images or prompt lengths) as
 # independent runs over the visible GPUs, or over CPU workers; the Curves page aggregates
 # them. Finished points are reused and interrupted ones resume.
 sweep: install $(MODEL_DEP)
-	@test -n "$(SWEEP)" || { echo "usage: make sweep SWEEP=<name> [PROFILE=smoke] [WORKERS=n]  (names: the profile's sweeps)"; exit 2; }
-	@$(VPTLIB) book preflight --profile $(PROFILE_FILE) $(if $(DATA),--data $(DATA)) $(MODEL_ARG)
+	@test -n "$$SWEEP" || { echo "usage: make sweep SWEEP=<name> [PROFILE=smoke] [WORKERS=n]  (names: the profile's sweeps)"; exit 2; }
+	@$(VPTLIB) book preflight --profile $(PROFILE_FILE) $(DATA_ARG) $(MODEL_ARG)
 	@$(MAKE) --no-print-directory $(DATA_DIR)/manifest.csv PROFILE=$(PROFILE)
-	$(VPTLIB) sweep --profile $(PROFILE_FILE) --name $(SWEEP) $(if $(WORKERS),--workers $(WORKERS)) $(MODEL_ARG)
+	$(VPTLIB) sweep --profile $(PROFILE_FILE) --name "$$SWEEP" $(if $(WORKERS),--workers "$$WORKERS") $(MODEL_ARG)
 
 # Cost of each method on the real ViT-B/32 architecture (random weights), one process per
 # configuration; writes benchmarks/results/<machine>.{json,md,png}. Several minutes on 2 cores.
 bench: install
 	$(PY) -m vptlib.bench
 
-# Debian's Chromium and its driver, for the browser check of the built report.
+# Debian's Chromium and its driver, for the browser check of the built report. Installing
+# them needs root or password-less sudo; without either, the browser test is skipped with
+# a line saying how to enable it, except under CI (CI set), where it must run.
+CHROMIUM ?= chromium
+CHROMEDRIVER ?= chromedriver
 browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+	@if command -v $(CHROMIUM) >/dev/null && command -v $(CHROMEDRIVER) >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	elif [ -n "$$CI" ]; then echo "make browser: chromium is missing and there is no root or sudo to install it; CI needs the browser check" >&2; exit 1; \
+	else echo "make browser: chromium is missing and needs root to install: the browser test will be skipped (enable it with: sudo make browser)"; exit 0; fi; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium chromium-driver
 
 clean:
 	rm -rf _build runs .pytest_cache $(GEN)

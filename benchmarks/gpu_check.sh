@@ -2,8 +2,10 @@
 # GPU check, for when a GPU machine is lent (under 5 minutes on one H100/H200):
 #   1. the environment: CUDA visible, bf16 supported, the attention kernel transformers picks (SDPA);
 #   2. `make bench` on the GPU (ViT-B/32 architecture, random weights), with torch.compile measured;
-#   3. a smoke training of every method on the GPU (tiny model, phantoms, bf16 autocast),
-#      2 epochs each, checking that each run recorded device cuda and precision bf16;
+#   3. a smoke training of every method on the GPU (tiny model, phantoms, --precision auto),
+#      2 epochs each, checking that each run recorded device cuda and the precision auto picks for
+#      this GPU (bf16 on compute capability 8.0+, fp16 on 7.x), and that `vptlib predict` on one
+#      run's test folder reproduces its predictions.csv;
 #   4. a 2-GPU DDP run under `accelerate launch` when two or more GPUs are visible.
 # Usage: bash benchmarks/gpu_check.sh   (from the repository root; results under $OUT or benchmarks/results)
 set -euo pipefail
@@ -21,7 +23,7 @@ from vptlib.backbone import load_clip, vit_b32_config
 from transformers import CLIPModel
 assert torch.cuda.is_available(), "no CUDA GPU visible"
 print("gpu:", torch.cuda.get_device_name(0), "| count:", torch.cuda.device_count(),
-      "| bf16:", torch.cuda.is_bf16_supported(), "| torch", torch.__version__)
+      "| capability:", torch.cuda.get_device_capability(0), "| torch", torch.__version__)
 m = CLIPModel(vit_b32_config())
 print("attention implementation:", m.config._attn_implementation)
 assert m.config._attn_implementation == "sdpa", "transformers did not pick SDPA"
@@ -39,12 +41,28 @@ for m in zero_shot linear vpt_shallow vpt_deep lora full wise_ft clip_contrastiv
     --device cuda --precision auto --profile gpu-check --out runs --quiet
 done
 $PY - <<'PY'
-import json, pathlib
+import json, pathlib, torch
+from vptlib.devices import resolve_precision
+want = resolve_precision("auto", torch.device("cuda"))
 for m in sorted(pathlib.Path("runs/gpu-check").glob("*/*/metrics.json")):
     r = json.loads(m.read_text())
-    assert r["device"].startswith("cuda") and r["precision"] == "bf16", (m, r["device"], r["precision"])
+    assert r["device"].startswith("cuda") and r["precision"] == want, (m, r["device"], r["precision"], want)
     print(f"{r['method']:18s} {r['device']:30s} {r['precision']} test acc {r['test']['accuracy']:.3f} "
           f"{r['images_per_second']:.0f} img/s")
+PY
+run_dir=$(ls -d runs/gpu-check/vpt_deep/*/ | tail -n 1)
+$VPTLIB predict "$run_dir" data/smoke/images/test --device cuda --quiet --out /tmp/gpu-check-preds.csv >/dev/null
+$PY - "$run_dir" <<'PY'
+import sys, numpy as np, pandas as pd
+saved = pd.read_csv(f"{sys.argv[1]}/predictions.csv").query("split == 'test'")
+ours = pd.read_csv("/tmp/gpu-check-preds.csv")
+ours.index = ours.path.str.split("/images/").str[-1]
+saved.index = saved.path.str.replace("images/", "", n=1)
+ours = ours.loc[saved.index]
+assert list(ours.pred) == list(saved.pred), "vptlib predict disagrees with the run's classes"
+diff = np.abs(ours.filter(like="prob_").to_numpy() - saved.filter(like="prob_").to_numpy()).max()
+print(f"vptlib predict reproduces predictions.csv on the GPU: max |dp| = {diff:.2e}")
+assert diff <= 1e-6
 PY
 
 if [ "$($PY -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then

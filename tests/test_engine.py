@@ -24,7 +24,7 @@ TIMING = {"seconds_per_epoch", "images_per_second"}
 
 def _cfg(prepared, model, out, **kw) -> RunConfig:
     base = dict(method="vpt_shallow", data=str(prepared), model=str(model), epochs=2, batch_size=16,
-                device="cpu", out=str(out))  # fmt: skip
+                device="cpu", precision="fp32", out=str(out))  # fmt: skip
     return RunConfig(**{**base, **kw})
 
 
@@ -93,21 +93,6 @@ def test_linear_feature_cache_is_reused(prepared, tiny_model, tmp_path, monkeypa
     second = run(_cfg(prepared, tiny_model, tmp_path, method="linear", epochs=3), progress=False)
     assert calls == []
     assert _strip(first.metrics) == _strip(second.metrics)
-
-
-def test_saved_run_reproduces_its_predictions(prepared, tiny_model, tmp_path):
-    from vptlib.dataset import Preprocess, load_data, normalize
-
-    res = run(_cfg(prepared, tiny_model, tmp_path, method="vpt_deep", epochs=2), progress=False)
-    model, cfg = records.load_run(res.run_dir)
-    data = load_data(
-        prepared, Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["preprocess"].items()})
-    )
-    with torch.no_grad():
-        probs = torch.softmax(model(normalize(data.test.pixels, data.prep)).float(), -1).numpy()
-    saved = pd.read_csv(res.run_dir / "predictions.csv").query("split == 'test'")
-    assert list(saved.pred) == [data.classes[i] for i in probs.argmax(1)]
-    np.testing.assert_allclose(saved.filter(like="prob_").to_numpy(), probs, atol=1e-6)
 
 
 def _kill_then_resume(prepared, tiny_model, tmp_path, epochs=6, kill_after=2):
@@ -294,18 +279,6 @@ def test_test_split_is_not_evaluated_per_epoch_unless_asked(prepared, tiny_model
     assert seen.count("test") == 3 + 1
 
 
-def test_precision_auto_resolves_and_is_recorded(prepared, tiny_model, tmp_path, monkeypatch):
-    from vptlib import devices
-
-    monkeypatch.setattr(devices, "bf16_supported", lambda device: False)
-    res = run(_cfg(prepared, tiny_model, tmp_path, epochs=1, precision="auto"), progress=False)
-    assert res.metrics["precision"] == "fp32"
-    assert json.loads((res.run_dir / "config.json").read_text())["precision"] == "fp32"
-    monkeypatch.setattr(devices, "bf16_supported", lambda device: True)
-    assert devices.resolve_precision("auto", torch.device("cpu")) == "bf16"
-    assert devices.resolve_precision("fp32", torch.device("cpu")) == "fp32"
-
-
 def test_bf16_agrees_with_fp32(prepared, pretrained_tiny, tmp_path):
     """Stated tolerances: the same weights give the same class for >= 95% of test images and
     probabilities within 0.05 under bf16 autocast; trained in bf16, test accuracy is within
@@ -383,16 +356,8 @@ def test_wise_ft_chooses_alpha_on_validation(prepared, tiny_model, tmp_path):
     from vptlib import report
 
     assert len(report.plot_history(res.run_dir).axes) == 3  # loss, accuracy, and accuracy against alpha
-    # The saved checkpoint is the mixed model: reloading it reproduces the test predictions.
-    model, _ = records.load_run(res.run_dir)
-    preds = pd.read_csv(res.run_dir / "predictions.csv").query("split == 'test'")
-    from vptlib.backbone import load_clip
-    from vptlib.dataset import Preprocess, load_data, normalize
-
-    data = load_data(prepared, Preprocess.from_processor(load_clip(tiny_model).processor))
-    with torch.no_grad():
-        pred = model(normalize(data.test.pixels, data.prep)).argmax(1)
-    assert [data.classes[i] for i in pred] == list(preds.pred)
+    # The saved checkpoint is the mixed model: test_portability checks that reloading it
+    # reproduces the recorded predictions, in fp32 and in bf16.
 
 
 def test_data_parallel_under_accelerate_matches_one_process(prepared, tiny_model, tmp_path):

@@ -36,7 +36,7 @@ def test_run_config_merges_profile_method_and_overrides():
 def test_results_table_one_row_per_method_with_run_ids(runs):
     table = report.results_table(runs, "t")
     assert list(table.method) == ["Zero-shot CLIP", "Linear probe", "VPT-shallow"]
-    assert table["run id"].str.match(r"\d{8}-\d{6}-[0-9a-f]{8}").all()
+    assert table["run id"].str.match(r"\d{8}-\d{6}-\d{6}-[0-9a-f]{8}$").all()
     assert table["earlier report acc (%, not reproduced)"].tolist() == [29.69, 90.0, 87.81]
     assert "prompt_tokens=5" in table.set_index("method").loc["VPT-shallow", "settings"]
 

@@ -25,6 +25,7 @@ import torch
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPConfig, CLIPModel, CLIPTokenizer
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+from .atomic import atomic_dir
 from .errors import UserError
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
@@ -118,13 +119,23 @@ def write_tiny_clip(out: str | Path, seed: int = 0, layers: int = 3, width: int 
     return out
 
 
-def save_clip(model: CLIPModel, out: str | Path) -> Path:
-    """Save a CLIP with the byte-level tokenizer and a processor sized for its vision tower."""
+def save_clip(model: CLIPModel, out: str | Path, notes: dict[str, str] | None = None) -> Path:
+    """Save a CLIP with the byte-level tokenizer and a processor sized for its vision tower.
+
+    The folder is written whole or not at all (:func:`vptlib.atomic.atomic_dir`), so a
+    killed save never leaves weights that ``make`` would take as up to date. ``notes``
+    are extra text files (name -> text) written into the same folder.
+    """
     out = Path(out)
-    model.save_pretrained(out, safe_serialization=True)
-    byte_level_tokenizer().save_pretrained(out)
-    size = model.config.vision_config.image_size
-    CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        byte_level_tokenizer().save_pretrained(tmp)
+        size = model.config.vision_config.image_size
+        CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(
+            tmp
+        )
+        for name, text in (notes or {}).items():
+            (tmp / name).write_text(text)
     return out
 
 
@@ -173,12 +184,22 @@ def load_clip(name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.devi
     try:
         return _load(source, local_only, device, name)
     except (OSError, ValueError) as exc:
-        raise _unavailable(name, f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        why = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if local_only:
+            raise UserError(f"cannot load the CLIP in {name}: {why}") from None
+        raise _unavailable(name, f"{type(exc).__name__}: {why}") from None
 
 
 def _load(source: str, local_only: bool, device, name: str) -> Clip:
     kw = dict(local_files_only=local_only)
-    model = CLIPModel.from_pretrained(source, use_safetensors=True, trust_remote_code=False, **kw)
+    try:
+        model = CLIPModel.from_pretrained(source, use_safetensors=True, trust_remote_code=False, **kw)
+    except RuntimeError as exc:  # e.g. weights whose shapes do not fit config.json
+        raise ValueError(str(exc).strip().splitlines()[0][:200]) from None
+    except Exception as exc:  # safetensors raises its own error type for a truncated or empty file
+        if type(exc).__name__ not in ("SafetensorError", "HeaderTooLarge", "HeaderTooSmall"):
+            raise
+        raise ValueError(f"the weights file is damaged ({exc})") from None
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **kw)
     processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=False, **kw)
     return Clip(model.to(device).eval(), tokenizer, processor, name)
@@ -200,18 +221,34 @@ def convert_to_safetensors(src: str | Path, out: str | Path) -> Path:
         raise UserError(f"{src} has no pytorch_model*.bin to convert")
     state: dict[str, torch.Tensor] = {}
     for path in bins:
-        state.update(torch.load(path, map_location="cpu", weights_only=True))
-    model = CLIPModel(CLIPConfig.from_pretrained(src))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch's message suggests weights_only=False: never do that
+            kind = "holds objects or code a weights file does not need" if "weights_only" in str(exc) else "is damaged"
+            raise UserError(f"{path} {kind} ({type(exc).__name__}); refusing to load it. Only plain tensor "
+                            f"checkpoints are converted: get the weights from a source you trust") from None  # fmt: skip
+        if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+            raise UserError(f"{path} is not a dictionary of tensors; refusing to convert it")
+        state.update(loaded)
+    try:
+        model = CLIPModel(CLIPConfig.from_pretrained(src))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{src}/config.json is not a readable CLIP config ({str(exc).splitlines()[0][:120]})") from None
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that do not match the config
+        raise UserError(
+            f"{src}: the weights do not fit its config.json ({str(exc).splitlines()[1:2] or exc})"
+        ) from None
     missing = [k for k in missing if not k.endswith("position_ids")]
     unexpected = [k for k in unexpected if not k.endswith("position_ids")]
     if missing or unexpected:
         raise UserError(f"{src} is not a CLIPModel checkpoint: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    out.mkdir(parents=True, exist_ok=True)
-    for f in src.iterdir():
-        if f.is_file() and f.suffix in (".json", ".txt") and f.name != "config.json":
-            shutil.copy2(f, out / f.name)
-    model.save_pretrained(out, safe_serialization=True)
+    with atomic_dir(out) as tmp:
+        for f in src.iterdir():
+            if f.is_file() and f.suffix in (".json", ".txt") and f.name != "config.json":
+                shutil.copy2(f, tmp / f.name)
+        model.save_pretrained(tmp, safe_serialization=True)
     return out
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from . import atomic
 from .augment import Augment
 from .backbone import byte_level_tokenizer, tiny_clip_config, vit_b32_config
 from .dataset import Preprocess, normalize
@@ -325,7 +326,6 @@ def update_readme(readme: Path, md: str) -> bool:
         return False
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
-    from . import atomic
 
     atomic.write_text(readme, f"{head}{README_START}\n{md.rstrip()}\n{README_END}{tail}")
     return True
@@ -351,7 +351,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
         ax.legend()
     fig.suptitle(r["machine"], fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic.atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -411,7 +411,6 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / (r["machine"] + ("-tiny" if args.tiny else ""))
-    from . import atomic
 
     atomic.write_json(stem.with_suffix(".json"), r)
     md = markdown(r)

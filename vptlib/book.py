@@ -8,13 +8,15 @@ notebook, plus how to obtain the data. Notebooks never branch on the profile.
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from . import atomic
 from .errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,11 +27,10 @@ SMOKE_BANNER = (
 
 
 def load_profile(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        choices = ", ".join(p.stem for p in sorted((REPO / "profiles").glob("*.yaml")))
-        raise UserError(f"profile {path} not found; choose PROFILE= one of: {choices}")
-    return yaml.safe_load(path.read_text())
+    """The validated profile (:func:`vptlib.profile.load`) as a plain dict."""
+    from .profile import load
+
+    return load(path).as_dict()
 
 
 def notebook_parameters(profile: dict[str, Any]) -> dict[str, Any]:
@@ -107,17 +108,22 @@ def execute(template: str | Path, output: str | Path, profile_path: str | Path, 
     import papermill as pm
 
     output = Path(output)
+    check_params(template, params)
     parameters = {**notebook_parameters(load_profile(profile_path)), **params}
     output.parent.mkdir(parents=True, exist_ok=True)
     print(f"executing {output} ({', '.join(f'{k}={v}' for k, v in params.items())})", flush=True)
-    fd, tmp = tempfile.mkstemp(suffix=".ipynb", dir=output.parent, prefix=f".{output.stem}.")
-    os.close(fd)
     env_before = os.environ.get("VPTLIB_STATIC")
     os.environ["VPTLIB_STATIC"] = "1"
-    try:
+
+    def write(tmp: Path) -> None:
         # Relative paths in profiles (data/, runs/, models/) are relative to where make runs.
-        pm.execute_notebook(str(template), tmp, parameters=parameters, cwd=os.getcwd(), kernel_name="python3",
-                            progress_bar=False, report_mode=False)  # fmt: skip
+        try:
+            pm.execute_notebook(str(template), str(tmp), parameters=parameters, cwd=os.getcwd(),
+                                kernel_name="python3", progress_bar=False, report_mode=False)  # fmt: skip
+        except pm.PapermillExecutionError as exc:
+            failed = output.with_suffix(".failed.ipynb")
+            shutil.copyfile(tmp, failed)
+            raise UserError(f"{template} failed for {params}: {exc.ename}: {exc.evalue} (see {failed})") from None
         nb = nbformat.read(tmp, as_version=4)
         # Progress bars rendered as ipywidgets leave widget state behind, which makes
         # myst-nb load widget JavaScript from a CDN; the static report needs none.
@@ -130,14 +136,11 @@ def execute(template: str | Path, output: str | Path, profile_path: str | Path, 
             first = next(c for c in nb.cells if c.cell_type == "markdown")
             lines = first.source.splitlines()
             first.source = "\n".join([f"# {title}", *lines[1:]])
-        nbformat.write(nb, tmp)
-        os.replace(tmp, output)
-    except pm.PapermillExecutionError as exc:
-        failed = output.with_suffix(".failed.ipynb")
-        shutil.move(tmp, failed)
-        raise UserError(f"{template} failed for {params}: {exc.ename}: {exc.evalue} (see {failed})") from None
+        nbformat.write(nb, str(tmp))
+
+    try:
+        atomic.atomic_write(output, write)  # group-readable like any file, and whole or not at all
     finally:
-        Path(tmp).unlink(missing_ok=True)
         if env_before is None:
             os.environ.pop("VPTLIB_STATIC", None)
         else:
@@ -151,24 +154,97 @@ def write_config(profile_path: str | Path, out: str | Path) -> Path:
     config = yaml.safe_load((REPO / "_config.yml").read_text())
     if profile.get("banner") == "smoke":
         config.setdefault("html", {})["announcement"] = SMOKE_BANNER
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump(config, sort_keys=False))
-    return out
+    return atomic.write_text(out, yaml.safe_dump(config, sort_keys=False))
 
 
-def guard(profile_name: str, generated: str | Path) -> None:
-    """Outputs of another profile must never appear in this build: clear them."""
+def guard(profile_name: str, generated: str | Path, clear: bool = True) -> None:
+    """Outputs of another profile must never appear in this build.
+
+    ``make book`` (``clear=True``, after its preflight) clears pages it stamped with
+    another profile; ``make run`` (``clear=False``) refuses instead, so a typo or a
+    forgotten ``PROFILE=`` never wipes a finished build. A folder without vptlib's
+    stamp is never deleted.
+    """
     generated = Path(generated)
     stamp = generated / "PROFILE"
-    if stamp.is_file() and stamp.read_text().strip() != profile_name:
+    built = stamp.read_text().strip() if stamp.is_file() else None
+    if built is None and generated.is_dir() and any(p.name != "PROFILE" for p in generated.iterdir()):
+        raise UserError(f"{generated} holds files without vptlib's PROFILE stamp; move them away first")
+    if built is not None and built != profile_name:
+        if not clear:
+            raise UserError(f"{generated} holds the {built!r} build, not {profile_name!r}: rerun with "
+                            f"PROFILE={built}, or build this profile first with make book PROFILE={profile_name}")  # fmt: skip
         print(f"profile changed to {profile_name}: clearing {generated}")
         shutil.rmtree(generated)
     generated.mkdir(parents=True, exist_ok=True)
     if not stamp.is_file():
-        stamp.write_text(profile_name + "\n")
+        atomic.write_text(stamp, profile_name + "\n")
+
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def template_parameters(template: str | Path) -> set[str]:
+    """The names a template's ``parameters`` cell defines: the only ones papermill may set."""
+    import papermill as pm
+
+    return set(pm.inspect_notebook(str(template)))
+
+
+def check_params(template: str | Path, params: dict[str, Any]) -> None:
+    """Refuse a parameter the template does not declare, before anything runs.
+
+    papermill writes each name into the notebook as code, so an unchecked name is code
+    injection (``-p 'import os; os.system(...)#' 1``); values are written as literals.
+    """
+    known = template_parameters(template)
+    for name in params:
+        if not _IDENTIFIER.match(name) or name not in known:
+            raise UserError(f"unknown parameter {name!r} for {Path(template).name}; known: {', '.join(sorted(known))}")
+    method = params.get("method")
+    if method is not None:
+        from .methods import METHODS
+
+        if method not in METHODS:
+            raise UserError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
 
 
 def parse_params(pairs: list[list[str]]) -> dict[str, Any]:
     """``-p KEY VALUE`` pairs, values parsed as YAML scalars like papermill does."""
-    return {k: yaml.safe_load(v) for k, v in pairs}
+    try:
+        return {k: yaml.safe_load(v) for k, v in pairs}
+    except yaml.YAMLError as exc:
+        raise UserError(f"a -p value is not a YAML scalar: {str(exc).splitlines()[0]}") from None
+
+
+def parse_args_string(args: str) -> dict[str, Any]:
+    """``make run``'s ``ARGS="-p lr 0.5 -p prompt_tokens 10"``, split as a shell would, never run by one."""
+    try:
+        words = shlex.split(args)
+    except ValueError as exc:
+        raise UserError(f"ARGS={args!r}: {exc}") from None
+    pairs = []
+    while words:
+        if len(words) < 3 or words[0] not in ("-p", "--parameters"):
+            raise UserError(f"ARGS={args!r}: expected pairs like -p NAME VALUE")
+        pairs.append([words[1], words[2]])
+        words = words[3:]
+    return parse_params(pairs)
+
+
+def rerun(profile_name: str, method: str, args: str, generated: str | Path, model: str | None = None) -> Path:
+    """``make run``: validate everything, check the build's profile, then execute one experiment page."""
+    if not re.match(r"^[A-Za-z0-9_.-]+$", profile_name or ""):
+        raise UserError(f"PROFILE={profile_name!r}: a profile name from profiles/")
+    profile_path = REPO / "profiles" / f"{profile_name}.yaml"
+    load_profile(profile_path)
+    params = {"method": method, **parse_args_string(args)}
+    if model:
+        params["model"] = model
+    template = REPO / "notebooks" / "experiment.ipynb"
+    check_params(template, params)
+    guard(profile_name, generated, clear=False)
+    from .report import TITLES
+
+    return execute(template, Path(generated) / "experiments" / f"{method}.ipynb", profile_path, params,
+                   TITLES.get(method))  # fmt: skip

@@ -37,8 +37,8 @@ def _data_fetch(a: argparse.Namespace) -> None:
 def _data_phantoms(a: argparse.Namespace) -> None:
     from .phantoms import write_phantoms
 
-    if a.per_class < 1 or a.size < 64:
-        raise UserError("--per-class must be >= 1 and --size >= 64")
+    if not (1 <= a.per_class <= 100_000 and 64 <= a.size <= 4096):
+        raise UserError(f"--per-class must be in [1, 100000] and --size in [64, 4096], got {a.per_class} and {a.size}")
     out = write_phantoms(a.out, a.per_class, a.size, a.seed)
     print(f"wrote {a.per_class} phantoms per class into {out}/Training and {out}/Testing")
 
@@ -67,7 +67,11 @@ def _model_convert(a: argparse.Namespace) -> None:
 # Method options exposed as flags; only those given are passed, so the method's own
 # defaults apply otherwise and an option that does not fit the method is an error.
 _METHOD_FLAGS = {
-    "prompt_tokens": ("--prompt-tokens", int, "VPT: prompt tokens per layer (default 5)"),
+    "prompt_tokens": (
+        "--prompt-tokens",
+        int,
+        "VPT: prompt tokens per layer, at most 4x the model's sequence length (200 for ViT-B/32) (default 5)",
+    ),
     "prompt_dropout": ("--prompt-dropout", float, "VPT: dropout on the prompts (default 0.0)"),
     "backbone_lr_scale": ("--backbone-lr-scale", float, "full: backbone lr = lr x this (default 0.1)"),
     "lp_ft": ("--lp-ft", int, "full: linear-probe epochs before fine-tuning (default 0)"),
@@ -101,6 +105,36 @@ def _run(a: argparse.Namespace) -> None:
           f"selected epoch {res.metrics['best_epoch']} by validation; record in {res.run_dir}")  # fmt: skip
 
 
+def _predict(a: argparse.Namespace) -> None:
+    from . import atomic
+    from .predict import describe, predict
+
+    table = predict(a.run_dir, a.inputs, device=a.device, progress=not a.quiet)
+    print(describe(table))
+    bad = table[table.error != ""]
+    if a.out:
+        atomic.write_bytes(a.out, table.to_csv(index=False).encode())
+        print(f"wrote {a.out}")
+    for path, why in zip(bad.path, bad.error, strict=True):
+        print(f"vptlib: not classified: {path}: {why}", file=sys.stderr)
+    if len(bad) == len(table):
+        raise UserError(f"none of the {len(table)} inputs could be classified (reasons above)")
+
+
+def _add_predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="classify images with a finished run",
+                       description="Classify image files or folders (searched recursively) with a finished run, "
+                                   "decoded as `data prepare` does and computed as the run computed (its "
+                                   "preprocessing, precision and class names). Unreadable files are listed "
+                                   "with a reason.")  # fmt: skip
+    p.add_argument("run_dir", help="runs/<profile>/<method>/<run-id>")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders")
+    p.add_argument("--out", default=None, help="also write the table as CSV (path, pred, prob_<class>..., error)")
+    p.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps (default cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_predict)
+
+
 def _add_run_parser(sub) -> None:
     from .backbone import DEFAULT_MODEL
     from .methods import METHODS
@@ -119,12 +153,14 @@ def _add_run_parser(sub) -> None:
     r.add_argument("--optimizer", choices=["sgd", "adamw"], default=None, help="default: the method's")
     r.add_argument("--schedule", choices=["cosine", "constant"], default="cosine", help="lr schedule (default cosine)")
     r.add_argument("--warmup", type=int, default=0, help="linear warm-up epochs (default 0)")
-    r.add_argument("--seed", type=int, default=0, help="seed for everything (default 0)")
+    r.add_argument("--seed", type=seed_arg, default=0, help="seed for everything (default 0)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
     r.add_argument(
         "--precision",
         default="auto",
-        help="auto | fp32 | bf16 autocast (default auto: bf16 on CUDA and on CPUs with AVX512-BF16/AMX)",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="auto | fp32 | bf16 | fp16 autocast (default auto: bf16 on GPUs of compute capability 8.0+ and "
+        "on CPUs with AVX512-BF16/AMX, fp16 with loss scaling on older GPUs such as T4/V100, else fp32)",
     )
     r.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm, 0 disables (default 1.0)")
     r.add_argument("--early-stopping", type=int, default=0, help="patience in epochs, 0 disables (default 0)")
@@ -169,6 +205,8 @@ def _book(a: argparse.Namespace) -> None:
         book.write_config(a.profile, a.out)
     elif a.book_command == "guard":
         book.guard(a.name, a.dir)
+    elif a.book_command == "rerun":
+        book.rerun(a.profile_name, a.method, a.args, a.dir, a.model or None)
 
 
 def _add_book_parser(sub) -> None:
@@ -196,6 +234,14 @@ def _add_book_parser(sub) -> None:
     gu = bsub.add_parser("guard", help="clear generated pages of another profile")
     gu.add_argument("--name", required=True, help="profile name")
     gu.add_argument("--dir", required=True, help="generated pages folder")
+    rr = bsub.add_parser("rerun", help="make run: re-execute one experiment page with new parameters",
+                         description="Validate the profile, the method and every -p name first; refuse (never "
+                                     "clear) a generated folder of another profile; then execute.")  # fmt: skip
+    rr.add_argument("--profile-name", required=True, help="a profile name from profiles/")
+    rr.add_argument("--method", required=True, help="the experiment's method")
+    rr.add_argument("--args", default="", help='papermill parameters as one string: "-p lr 0.5 -p epochs 3"')
+    rr.add_argument("--dir", required=True, help="generated pages folder")
+    rr.add_argument("--model", default=None, help="override the profile's model")
     b.set_defaults(func=_book)
 
 
@@ -226,15 +272,37 @@ def _add_sweep_parser(sub) -> None:
     s.set_defaults(func=_sweep)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit 2) like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"vptlib: error: {self.prog.removeprefix('vptlib ')}: {message} (see --help)\n")
+
+
+def seed_arg(text: str) -> int:
+    """An integer seed in [0, 2**63 - 1]; anything else is a usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: an integer in [0, 2**63 - 1]") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"seed {value} is out of range [0, 2**63 - 1]")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vptlib", description="Prompt tuning for CLIP on brain MRI: data, models, runs.")
+    p = _Parser(prog="vptlib", description="Prompt tuning for CLIP on brain MRI: data, models, runs.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = sub.add_parser("data", help="fetch, prepare or synthesise data", description="Data sub-commands.")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
 
     pr = dsub.add_parser("prepare", help="sample the study subset and write manifest.csv",
-                         description="Sample a stratified train/val/test subset from a class-folder tree.")  # fmt: skip
+                         description="Sample a stratified train/val/test subset from a class-folder tree. Files "
+                                     "that cannot be used are listed in manifest.csv with the reason: unreadable, "
+                                     "over 40 megapixels, a side under 16 pixels, or more elongated than 8:1. "
+                                     "--out must be new, empty, or written by an earlier prepare; it is replaced "
+                                     "as one unit, and never overlaps --source.")  # fmt: skip
     pr.add_argument("--source", required=True, help="Training/ + Testing/ (Kaggle, SARTAJ) or flat class folders")
     pr.add_argument("--out", required=True, help="output folder (images/, manifest.csv, duplicates.csv)")
     pr.add_argument(
@@ -244,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--val-fraction", type=float, default=0.2, help="share of training carved out for validation (default 0.2)"
     )
-    pr.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    pr.add_argument("--seed", type=seed_arg, default=0, help="sampling seed (default 0)")
     pr.add_argument("--classes", default=None,
                     help='your own classes: "name[=alias|alias],..." (default: the study\'s four)')  # fmt: skip
     pr.add_argument("--link", action="store_true", help="symlink the chosen images instead of copying")
@@ -261,8 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Write synthetic brain slices in the Kaggle layout.")  # fmt: skip
     ph.add_argument("--out", required=True, help="output folder")
     ph.add_argument("--per-class", type=int, required=True, help="images per class in each of Training/ and Testing/")
-    ph.add_argument("--size", type=int, default=256, help="side length in pixels (default 256)")
-    ph.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    ph.add_argument("--size", type=int, default=256, help="side length in pixels, 64 to 4096 (default 256)")
+    ph.add_argument("--seed", type=seed_arg, default=0, help="generator seed (default 0)")
     ph.set_defaults(func=_data_phantoms)
 
     model = sub.add_parser("model", help="model utilities", description="Model sub-commands.")
@@ -270,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     ti = msub.add_parser("tiny", help="write a tiny random CLIP for offline use",
                          description="Write a tiny random CLIP with a local tokenizer and image processor.")  # fmt: skip
     ti.add_argument("--out", required=True, help="output folder")
-    ti.add_argument("--seed", type=int, default=0, help="weight-init seed (default 0)")
+    ti.add_argument("--seed", type=seed_arg, default=0, help="weight-init seed (default 0)")
     ti.add_argument("--layers", type=int, default=3, help="vision layers (default 3)")
     ti.add_argument("--width", type=int, default=64, help="hidden width (default 64)")
     ti.add_argument("--pretrain-epochs", type=int, default=0,
@@ -285,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.set_defaults(func=_model_convert)
 
     _add_run_parser(sub)
+    _add_predict_parser(sub)
     _add_sweep_parser(sub)
     _add_book_parser(sub)
     return p
@@ -297,6 +366,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"vptlib: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a read-only or full disk, a missing permission, a path that is a file
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"vptlib: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("vptlib: error: out of memory; lower --batch-size or the image/prompt sizes", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("vptlib: interrupted", file=sys.stderr)
         return 130

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from . import atomic
 from .errors import UserError
 from .images import BadImage, load_rgb
-from .prepare import MANIFEST
+from .prepare import MANIFEST, MANIFEST_FIELDS, SPLITS, set_info
 
 _RESAMPLE = {0: Image.Resampling.NEAREST, 1: Image.Resampling.LANCZOS, 2: Image.Resampling.BILINEAR,
              3: Image.Resampling.BICUBIC, 4: Image.Resampling.BOX, 5: Image.Resampling.HAMMING}  # fmt: skip
@@ -79,15 +79,67 @@ def normalize(pixels: torch.Tensor, prep: Preprocess) -> torch.Tensor:
 
 
 def read_manifest(data: str | Path, include_excluded: bool = False) -> pd.DataFrame:
-    """Chosen images of a prepared folder (``split`` in train/val/test), in manifest order."""
-    path = Path(data) / MANIFEST
+    """Chosen images of a prepared folder (``split`` in train/val/test), in manifest order.
+
+    The manifest is validated first (:func:`validate_manifest`): a bad one is a
+    :class:`UserError` naming its first bad row, never a silent training on it.
+    """
+    root = Path(data)
+    path = root / MANIFEST
     if not path.is_file():
         raise UserError(f"{path} not found: run `vptlib data prepare --source DIR --out {data}` first")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    df = df[df["split"].isin(["train", "val", "test"])]
+    redo = f"re-run `vptlib data prepare` for {root}"
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise UserError(f"{path} is not a manifest written by vptlib ({type(exc).__name__}); {redo}") from None
+    validate_manifest(df, root)
+    df = df[df["split"].isin(SPLITS)]
     if not include_excluded:
         df = df[df["excluded"] == ""]
     return df.reset_index(drop=True)
+
+
+def validate_manifest(df: pd.DataFrame, root: Path) -> None:
+    """Columns present; every used row's path inside ``root/images``, its class known, its split
+    valid; no image twice; no exact copy across splits that prepare did not record."""
+    where = root / MANIFEST
+    redo = f"re-run `vptlib data prepare` for {root}"
+    missing = [c for c in MANIFEST_FIELDS if c not in df.columns]
+    if missing:
+        raise UserError(f"{where} lacks column(s) {', '.join(missing)}; {redo}")
+    used = df[df["split"] != "skipped"]
+    if used.empty:
+        raise UserError(f"{where} lists no images; {redo}")
+    info = set_info(root)
+    known = tuple(info["classes"]) if info else None
+    real_root = root.resolve()
+    same_image: dict[str, dict[str, str]] = {}  # sha256 -> {path: split}
+    seen: set[str] = set()
+    for i, row in used.iterrows():
+        line = f"{where} row {i + 2} ({row['path'] or 'no path'})"  # +2: the header, and 1-based lines
+        rel = Path(row["path"])
+        if row["split"] not in SPLITS:
+            raise UserError(f"{line}: unknown split {row['split']!r}; {redo}")
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts or rel.parts[0] != "images":
+            raise UserError(f"{line}: the path must lie inside {root}/images; {redo}")
+        if not (root / rel).parent.resolve().is_relative_to(real_root):
+            raise UserError(f"{line}: the path leads outside {root}; {redo}")
+        if known is not None and row["class"] not in known:
+            raise UserError(f"{line}: class {row['class']!r} is not one of the data set's {list(known)}; {redo}")
+        if row["path"] in seen:
+            raise UserError(f"{line}: the image is listed twice; {redo}")
+        seen.add(row["path"])
+        if row["excluded"]:
+            continue
+        copies = same_image.setdefault(row["sha256"], {})
+        other = next(((p, s) for p, s in copies.items() if s != row["split"]), None)
+        # prepare records every exact copy it kept (duplicate_of); an unrecorded one was added by hand.
+        recorded = row["duplicate_kind"] == "exact" and row["duplicate_of"] in copies
+        if other is not None and not recorded:
+            raise UserError(f"{line}: the same image ({row['sha256'][:12]}) is also in the {other[1]} split as "
+                            f"{other[0]}; {redo}")  # fmt: skip
+        copies[row["path"]] = row["split"]
 
 
 def manifest_hash(data: str | Path) -> str:
@@ -139,16 +191,37 @@ class Data:
         return dataclasses.replace(self, train=full.subset(per_class, seed), train_full=full)
 
 
+def _verify_files(root: Path, df: pd.DataFrame) -> None:
+    """Every listed file is still the one prepare hashed (a fraction of a second for the study)."""
+    for i, (rel, sha) in enumerate(zip(df["path"], df["sha256"], strict=True)):
+        try:
+            ok = hashlib.sha256((root / rel).read_bytes()).hexdigest() == sha
+        except OSError as exc:
+            raise UserError(
+                f"{root / MANIFEST} row {i + 2} ({rel}): {exc.strerror}; re-run `vptlib data prepare`"
+            ) from None
+        if not ok:
+            raise UserError(f"{root / MANIFEST} row {i + 2} ({rel}): the file changed since prepare hashed it "
+                            f"(sha256 differs); re-run `vptlib data prepare`")  # fmt: skip
+
+
 def load_data(data: str | Path, prep: Preprocess, classes: tuple[str, ...] | None = None,
-              include_excluded: bool = False) -> Data:  # fmt: skip
-    """All three splits as uint8 tensors, decoding JPEGs only on the first call."""
+              include_excluded: bool = False, verify: bool = True) -> Data:  # fmt: skip
+    """All three splits as uint8 tensors, decoding JPEGs only on the first call.
+
+    ``verify`` checks every file against the sha256 prepare recorded (also when the
+    pixels come from the cache); turn it off only to save that fraction of a second.
+    """
     root = Path(data)
     df = read_manifest(root, include_excluded=True)
-    names = tuple(classes) if classes else tuple(dict.fromkeys(df["class"]))
+    info = set_info(root)
+    names = tuple(classes) if classes else tuple(info["classes"]) if info else tuple(dict.fromkeys(df["class"]))
     unknown = sorted(set(df["class"]) - set(names))
     if unknown:
         raise UserError(f"manifest has classes {unknown} not in {names}")
     mhash = manifest_hash(root)
+    if verify:
+        _verify_files(root, df)
     cache = root / "cache" / f"pixels-{mhash}-{prep.key()}.safetensors"
     if cache.is_file():
         pixels = load_file(cache)["pixels"]

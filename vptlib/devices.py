@@ -1,14 +1,35 @@
-"""Device and precision selection, and seeding."""
+"""Device and precision selection, and seeding.
+
+Precision is decided once per run and recorded resolved (``fp32``, ``bf16`` or
+``fp16``), so a reloaded run computes exactly as it did:
+
+* ``bf16`` autocast where bf16 is *fast*: CUDA GPUs of compute capability 8.0 or
+  newer (A100, L4, H100, ...) and CPUs with AVX512-BF16 or AMX. Older GPUs (T4, V100,
+  P100: the free GPUs of Colab and Kaggle) report ``torch.cuda.is_bf16_supported()``
+  but only emulate it, slowly; they are never given bf16 by ``auto``;
+* ``fp16`` autocast with a gradient scaler on CUDA GPUs of capability 7.0 to 7.x,
+  whose tensor cores are fp16-only;
+* ``fp32`` everywhere else.
+
+``VPTLIB_FAST_BF16=1`` or ``=0`` overrides the bf16 detection (a CPU whose flags are
+hidden by a VM, or a test that must not depend on the machine it runs on).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 
 import numpy as np
 import torch
 
 from .errors import UserError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+FAST_BF16_ENV = "VPTLIB_FAST_BF16"
+BF16_MIN_CAPABILITY = (8, 0)  # Ampere: native bf16 tensor cores
+FP16_MIN_CAPABILITY = (7, 0)  # Volta/Turing: fp16 tensor cores
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -28,10 +49,23 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def _forced_bf16() -> bool | None:
+    value = os.environ.get(FAST_BF16_ENV, "").strip()
+    if value in ("0", "1"):
+        return value == "1"
+    if value:
+        raise UserError(f"{FAST_BF16_ENV}={value!r}: use 1 (bf16 is fast here) or 0 (it is not)")
+    return None
+
+
 def bf16_supported(device: torch.device) -> bool:
-    """Whether bf16 autocast is fast here: CUDA with bf16, or a CPU with AVX512-BF16/AMX."""
+    """Whether bf16 autocast is *fast* here: CUDA capability >= 8.0, or a CPU with AVX512-BF16/AMX."""
+    forced = _forced_bf16()
+    if forced is not None:
+        return forced
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # is_bf16_supported() is also True where bf16 is only emulated (T4, V100): ask the hardware.
+        return torch.cuda.get_device_capability(device) >= BF16_MIN_CAPABILITY
     if device.type == "cpu":
         cpu = getattr(torch, "cpu", None)
         checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
@@ -40,21 +74,35 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` is bf16 where it is fast (see :func:`bf16_supported`) and fp32 elsewhere.
+    """``auto`` -> ``bf16`` where it is fast, ``fp16`` on fp16-only GPUs, else ``fp32``.
 
     bf16 is the default only because the benchmark's accuracy check (``make bench``:
     smoke-profile test accuracy of bf16 within 1 point of fp32) passed; see the README.
     """
-    if precision == "auto":
-        return "bf16" if bf16_supported(device) else "fp32"
-    return precision
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if bf16_supported(device):
+        return "bf16"
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) >= FP16_MIN_CAPABILITY:
+        return "fp16"
+    return "fp32"
+
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def autocast(device: torch.device, precision: str):
-    """bf16 autocast for ``precision == "bf16"``; a no-op context for fp32."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    """bf16 or fp16 autocast for those precisions; a no-op context for fp32."""
+    if precision in _DTYPES:
+        return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
     return contextlib.nullcontext()
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """A loss scaler for fp16, whose gradients underflow without one; disabled (a no-op) otherwise."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
 def seed_everything(seed: int) -> None:

@@ -21,6 +21,7 @@ whole validation and test splits, and only the main process writes the run recor
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -36,14 +37,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from . import atomic, records
+from . import atomic, locks, records
 from .augment import Augment
 from .backbone import DEFAULT_MODEL, fingerprint, load_clip
-from .dataset import Data, Preprocess, load_data, normalize
-from .devices import autocast, generator, pick_device, resolve_precision, seed_everything
+from .dataset import Data, Preprocess, load_data, manifest_hash, normalize
+from .devices import PRECISIONS, autocast, generator, grad_scaler, pick_device, resolve_precision, seed_everything
 from .errors import TrainingDiverged, UserError
 from .methods import METHODS, Classifier, build, count_parameters, option_names, spec
 from .metrics import classification_report
+from .predict import logits_in_batches
 
 
 @dataclass
@@ -62,7 +64,9 @@ class RunConfig:
     warmup: int = 0  # epochs of linear warm-up
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | mps (under accelerate launch: the process's device)
-    precision: str = "auto"  # auto (bf16 where fast, else fp32) | fp32 | bf16 (autocast); recorded resolved
+    # auto (bf16 where fast, fp16 on fp16-only GPUs, else fp32) | fp32 | bf16 | fp16 (autocast;
+    # fp16 with a gradient scaler); recorded resolved, see vptlib.devices
+    precision: str = "auto"
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     early_stopping: int = 0  # patience in epochs without a better val accuracy; 0 disables
     augment: bool = True  # batch augmentation for methods trained on images
@@ -111,13 +115,14 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"unknown method {cfg.method!r}; choose one of: {', '.join(METHODS)}")
     checks = [
         (cfg.epochs >= 0, f"--epochs must be >= 0, got {cfg.epochs}"),
-        (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
+        (1 <= cfg.batch_size <= 65536, f"--batch-size must be in [1, 65536], got {cfg.batch_size}"),
+        (0 <= cfg.seed < 2**63, f"--seed must be an integer in [0, 2**63 - 1], got {cfg.seed}"),
         (cfg.lr > 0 and math.isfinite(cfg.lr), f"--lr must be a positive number, got {cfg.lr}"),
         (cfg.weight_decay >= 0, f"--weight-decay must be >= 0, got {cfg.weight_decay}"),
         (cfg.optimizer in ("sgd", "adamw"), f"--optimizer must be sgd or adamw, got {cfg.optimizer!r}"),
         (cfg.schedule in ("cosine", "constant"), f"--schedule must be cosine or constant, got {cfg.schedule!r}"),
         (cfg.warmup >= 0, f"--warmup must be >= 0, got {cfg.warmup}"),
-        (cfg.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16, got {cfg.precision!r}"),
+        (cfg.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}"),
         (
             cfg.train_per_class is None or cfg.train_per_class >= 1,
             f"--train-per-class must be >= 1, got {cfg.train_per_class}",
@@ -133,9 +138,6 @@ def validate(cfg: RunConfig) -> None:
     if unknown:
         valid = ", ".join(option_names(cfg.method)) or "none"
         raise UserError(f"option(s) {', '.join(unknown)} do not apply to {cfg.method}; valid: {valid}")
-    tokens = cfg.options.get("prompt_tokens")
-    if tokens is not None and tokens < 0:
-        raise UserError(f"--prompt-tokens must be >= 0, got {tokens}")
     if not Path(cfg.data).is_dir():
         raise UserError(f"--data {cfg.data} does not exist: run `vptlib data prepare` first")
 
@@ -214,7 +216,7 @@ class _Inputs:
         if cfg.compile:
             self.train_module = torch.compile(self.train_module)
 
-    def logits(self, x: torch.Tensor, train: bool, gen: torch.Generator | None = None) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         if self.features:
             return (self.train_module if train else self.model.head)(x)
         if train:
@@ -286,15 +288,19 @@ def _scheduler(opt, cfg: RunConfig, steps_per_epoch: int):
 
 @torch.no_grad()
 def _evaluate(inputs: _Inputs, split: str, cfg: RunConfig) -> tuple[float, np.ndarray]:
-    """(mean loss, class probabilities) on one split, in eval mode, no augmentation."""
+    """(mean loss, class probabilities) on one split, in eval mode, no augmentation.
+
+    The batches go through :func:`~vptlib.predict.logits_in_batches`, as a reloaded
+    run's predictor does, so ``vptlib predict`` reproduces these probabilities.
+    """
     x, y = inputs.splits[split]
     if len(y) == 0:
         return float("nan"), np.zeros((0, len(inputs.data.classes)))
     inputs.model.eval()
     losses, probs = [], []
-    for i in range(0, len(y), cfg.batch_size):
-        with autocast(inputs.device, cfg.precision):
-            logits = inputs.logits(x[i : i + cfg.batch_size], train=False).float()
+    batches = logits_in_batches(lambda b: inputs.logits(b, train=False), x, cfg.batch_size, inputs.device,
+                                cfg.precision)  # fmt: skip
+    for i, logits in zip(range(0, len(y), cfg.batch_size), batches, strict=True):
         losses.append(inputs.model.loss(logits, y[i : i + cfg.batch_size]).item() * len(logits))
         probs.append(torch.softmax(logits, -1).cpu())
     return sum(losses) / len(y), torch.cat(probs).numpy()
@@ -314,8 +320,8 @@ def _check_initial_loss(inputs: _Inputs, cfg: RunConfig) -> None:
                         f"weights and --precision; refusing to start")  # fmt: skip
 
 
-def _train_epoch(inputs: _Inputs, opt, sched, cfg: RunConfig, epoch: int, trainable: list, progress: bool,
-                 dist: _Dist):  # fmt: skip
+def _train_epoch(inputs: _Inputs, opt, sched, scaler, cfg: RunConfig, epoch: int, trainable: list,
+                 progress: bool, dist: _Dist):  # fmt: skip
     x, y = inputs.splits["train"]
     model = inputs.model
     model.train()
@@ -343,10 +349,14 @@ def _train_epoch(inputs: _Inputs, opt, sched, cfg: RunConfig, epoch: int, traina
         opt.zero_grad(set_to_none=True)
         # DDP averages gradients over processes; this weight makes that average the
         # gradient of the whole batch's mean loss, also when the last batch splits unevenly.
-        (loss * (len(yb) * dist.world / len(idx))).backward()
+        # Under fp16 the scaler multiplies the loss so small gradients survive, then unscales
+        # before clipping and skips the step when a gradient overflowed; elsewhere it is a no-op.
+        scaler.scale(loss * (len(yb) * dist.world / len(idx))).backward()
         if cfg.grad_clip > 0:
+            scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_([p for p in trainable if p.grad is not None], cfg.grad_clip)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         sched.step()
         total_loss += loss.item() * len(yb)
         correct += int((logits.argmax(1) == yb).sum())
@@ -380,25 +390,49 @@ def run(
     chash = records.config_hash(cfg.identity())
     code = records.code_hash()
     root = Path(cfg.out) / cfg.profile / cfg.method
+    seed_everything(cfg.seed)
+    clip = load_clip(cfg.model)
+    fp = fingerprint(clip.model)
+    inputs_now = {"model_fingerprint": fp, "manifest_hash": manifest_hash(cfg.data)}
     if reuse and not keep_model:
         done = dist.broadcast(records.find_run(root, chash, finished=True, code=code) if dist.main else None)
         if done is not None:
+            _same_inputs(done, inputs_now, "reuse")
             return RunResult(done, json.loads((done / records.METRICS).read_text()), _read_history(done))
     run_dir = None
     if dist.main:
         run_dir = records.find_resumable(root, chash) if resume else None
-        if resume and run_dir is None and progress:
+        if run_dir is not None:
+            _same_inputs(run_dir, inputs_now, "resume")
+        elif resume and progress:
             print(f"no unfinished run with this configuration under {root}: starting a new one")
         run_dir = run_dir or records.new_run_dir(root, chash)
     run_dir = Path(dist.broadcast(str(run_dir) if run_dir else None))
+    # One process trains (or resumes) a run at a time; the lock dies with its holder.
+    with locks.exclusive(run_dir, f"run {run_dir}") if dist.main else contextlib.nullcontext():
+        return _run_locked(cfg, clip, fp, run_dir, device, dist, chash, code, progress, keep_model)
 
-    seed_everything(cfg.seed)
-    clip = load_clip(cfg.model)
+
+def _same_inputs(run_dir: Path, now: dict[str, str], action: str) -> None:
+    """Refuse to resume or reuse a run whose model or data are not the ones given now."""
+    try:
+        then = json.loads((run_dir / records.CONFIG).read_text())
+    except (OSError, ValueError):
+        raise UserError(f"cannot {action} {run_dir}: its config.json is unreadable; start a new run") from None
+    names = {"model_fingerprint": "the model's weights", "manifest_hash": "the data (manifest.csv)"}
+    for key, what in names.items():
+        if then.get(key) != now[key]:
+            raise UserError(f"cannot {action} {run_dir}: {what} changed since it was made ({key} "
+                            f"{then.get(key)} -> {now[key]}); start a new run (without --resume), or restore "
+                            f"the original model and data")  # fmt: skip
+
+
+def _run_locked(cfg: RunConfig, clip, fp: str, run_dir: Path, device: torch.device, dist: _Dist, chash: str,
+                code: str, progress: bool, keep_model: bool) -> RunResult:  # fmt: skip
     prep = Preprocess.from_processor(clip.processor)
     data = load_data(cfg.data, prep)
     if cfg.train_per_class is not None:
         data = data.few_shot(cfg.train_per_class, cfg.seed)
-    fp = fingerprint(clip.model)
     attention = getattr(clip.model.config, "_attn_implementation", None)
     options = dict(cfg.options)
     if spec(cfg.method).uses_text:
@@ -429,6 +463,7 @@ def run(
     best = {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf, "state": None}
     start_epoch, stale = 0, 0
     opt = sched = None
+    scaler = grad_scaler(device, cfg.precision)
     if cfg.epochs > 0:
         _check_initial_loss(inputs, cfg)
         opt = _optimizer(model, cfg)
@@ -439,6 +474,8 @@ def run(
             model.load_state_dict(st["trainable"], strict=False)
             opt.load_state_dict(st["optimizer"])
             sched.load_state_dict(st["scheduler"])
+            if st.get("scaler"):
+                scaler.load_state_dict(st["scaler"])
             history, start_epoch, stale = st["history"], st["epoch"], st["stale"]
             best = {**st["best"], "state": st["best_state"]}
             if progress:
@@ -450,7 +487,14 @@ def run(
             break
         model.on_epoch_start(epoch)
         t0 = time.perf_counter()
-        train_loss, train_acc = _train_epoch(inputs, opt, sched, cfg, epoch, trainable, progress, dist)
+        try:
+            train_loss, train_acc = _train_epoch(inputs, opt, sched, scaler, cfg, epoch, trainable, progress, dist)
+        except TrainingDiverged as exc:
+            if best["state"] is not None and dist.main:  # keep what the completed epochs achieved
+                records.save_weights(run_dir / records.WEIGHTS, best["state"])
+                raise TrainingDiverged(f"{exc}; the weights of epoch {best['epoch']} (best on validation) are in "
+                                       f"{run_dir / records.WEIGHTS}") from None  # fmt: skip
+            raise
         train_s = time.perf_counter() - t0
         val_loss, val_probs = _evaluate(inputs, "val", cfg)
         val_acc = _accuracy(val_probs, inputs.splits["val"][1])
@@ -479,7 +523,8 @@ def run(
             atomic.write_bytes(run_dir / records.HISTORY, pd.DataFrame(history).to_csv(index=False).encode())
             records.save_state(run_dir / records.STATE, {
                 "epoch": epoch + 1, "trainable": {k: v.detach().cpu() for k, v in model.trainable_state().items()},
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history, "stale": stale,
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                "history": history, "stale": stale,
                 "best": {k: v for k, v in best.items() if k != "state"}, "best_state": best["state"],
             })  # fmt: skip
 

@@ -51,6 +51,8 @@ def fetch(dest: str | Path = "data/kaggle-brain-mri") -> Path:
     root = next((p.parent for p in path.rglob("Training") if (p.parent / "Testing").is_dir()), None)
     if root is None:
         raise UserError(f"downloaded {path} has no Training/ and Testing/ folders. " + manual_instructions(dest))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(root, dest, dirs_exist_ok=True)
+    from .atomic import atomic_dir
+
+    with atomic_dir(dest) as tmp:  # a killed copy leaves no partial dataset behind
+        shutil.copytree(root, tmp, dirs_exist_ok=True)
     return dest

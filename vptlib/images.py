@@ -21,6 +21,10 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".
 # PIL's own limit (~179 MP before an error) is far too generous for 24 GiB machines
 # that decode in parallel.
 MAX_PIXELS = 40_000_000
+# Slices are near square (the Kaggle set's most elongated are about 2:1). A 1x40000 strip
+# is a few KB on disk but, resized so its short side is 224, tens of GB in memory.
+MAX_ASPECT = 8.0
+MIN_SIDE = 16
 
 
 class BadImage(Exception):
@@ -69,6 +73,10 @@ def load_rgb(path: str | Path) -> tuple[Image.Image, str, str]:
                 w, h = img.size
                 if w * h > MAX_PIXELS:
                     raise BadImage(f"too large ({w}x{h} pixels): possible decompression bomb")
+                if min(w, h) < MIN_SIDE:
+                    raise BadImage(f"too small ({w}x{h} pixels; a side under {MIN_SIDE})")
+                if max(w, h) > MAX_ASPECT * min(w, h):
+                    raise BadImage(f"extreme aspect ratio ({w}x{h}; more than {MAX_ASPECT:g}:1)")
                 img.load()
                 mode = img.mode
                 rotated = ImageOps.exif_transpose(img)

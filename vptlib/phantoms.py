@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter, zoom
 
+from .atomic import atomic_dir
 from .classes import CLASSES
 
 _SPLITS = ("Training", "Testing")
@@ -123,14 +124,16 @@ def phantom(label: str, rng: np.random.Generator, size: int = 256) -> np.ndarray
 def write_phantoms(out: str | Path, per_class: int, size: int = 256, seed: int = 0) -> Path:
     """Write ``per_class`` JPEGs per class into each of ``Training/`` and ``Testing/``."""
     out = Path(out)
-    for s, split in enumerate(_SPLITS):
-        prefix = "Tr" if split == "Training" else "Te"
-        for c, label in enumerate(CLASSES):
-            folder = out / split / label
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                # One generator per image: adding images never changes existing ones.
-                rng = np.random.default_rng([seed, s, c, i])
-                arr = phantom(label, rng, size)
-                Image.fromarray(arr).convert("RGB").save(folder / f"{prefix}-{_PREFIX[label]}_{i:04d}.jpg", quality=92)
+    with atomic_dir(out) as tmp:  # whole or not at all: a killed write leaves no half set
+        for s, split in enumerate(_SPLITS):
+            prefix = "Tr" if split == "Training" else "Te"
+            for c, label in enumerate(CLASSES):
+                folder = tmp / split / label
+                folder.mkdir(parents=True, exist_ok=True)
+                for i in range(per_class):
+                    # One generator per image: adding images never changes existing ones.
+                    rng = np.random.default_rng([seed, s, c, i])
+                    arr = phantom(label, rng, size)
+                    name = f"{prefix}-{_PREFIX[label]}_{i:04d}.jpg"
+                    Image.fromarray(arr).convert("RGB").save(folder / name, quality=92)
     return out

@@ -14,21 +14,36 @@ an unreadable file is reported and replaced by the next one in that order.
 Output in ``out/``: ``images/<split>/<class>/`` copies (or symlinks), ``manifest.csv``
 (one row per chosen image, plus one ``split=skipped`` row per unusable file with the
 reason) and ``duplicates.csv`` (every exact or near-duplicate pair among the chosen).
+
+Those three are one *set*, swapped in as a unit. A set lives in ``out/.sets/<id>/``
+with a marker file (:data:`SET_MARKER`) naming the tool, the classes and the
+manifest's sha256; ``out/current`` is a symlink to the live set, and ``out/images``,
+``out/manifest.csv`` and ``out/duplicates.csv`` are fixed symlinks through
+``current``. A new set is written beside the old one and committed by one atomic
+rename of ``current``, so a kill at any instant leaves either the old complete set or
+the new one. ``prepare`` deletes or replaces only what it can prove it wrote (sets
+with its marker); anything else in ``out/`` under those names stops it, before any
+change. It never writes inside ``--source`` nor reads a source file that lies inside
+``--out`` (also through symlinks), and one ``--out`` is prepared by one process at a
+time (:mod:`vptlib.locks`).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import os
 import shutil
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import atomic
+from . import atomic, locks
 from .classes import STUDY_CLASSES, ClassMap, folder_key
 from .dedup import dhash, find_duplicates, phash, sha256_file, thumbnail
 from .errors import UserError
@@ -36,6 +51,11 @@ from .images import IMAGE_SUFFIXES, BadImage, is_hidden, load_rgb
 
 MANIFEST = "manifest.csv"
 DUPLICATES = "duplicates.csv"
+IMAGES = "images"
+SETS = ".sets"  # every prepared set, each in its own folder
+CURRENT = "current"  # symlink to the live set: the commit point
+SET_MARKER = ".vptlib-set.json"  # in each set: who wrote it, its classes, its manifest's sha256
+_LINKED = (IMAGES, MANIFEST, DUPLICATES)  # out/<name> -> current/<name>
 SPLITS = ("train", "val", "test")
 MANIFEST_FIELDS = (
     "path", "class", "split", "sha256", "width", "height", "mode", "source",
@@ -225,25 +245,104 @@ def _csv(rows: list[dict[str, str]], fields: tuple[str, ...]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def _materialise(chosen: list[_Row], opts: PrepareOptions) -> None:
-    """Write the images into a fresh ``images/`` so no file of an earlier run lingers."""
-    final = opts.out / "images"
-    staging = opts.out / ".images.partial"
-    shutil.rmtree(staging, ignore_errors=True)
+def set_info(out: str | Path) -> dict | None:
+    """The live set's marker (tool, classes, manifest sha256), or None for a folder prepare did not write."""
+    try:
+        info = json.loads((Path(out) / CURRENT / SET_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and info.get("tool") == "vptlib data prepare" else None
+
+
+def _ours(path: Path) -> bool:
+    """A set folder that carries prepare's marker (a half-written one may have only the marker)."""
+    return path.is_dir() and not path.is_symlink() and (path / SET_MARKER).is_file()
+
+
+def _check_ownership(out: Path) -> None:
+    """Refuse, before changing anything, when ``out`` holds what prepare cannot prove it wrote."""
+    foreign = []
+    current = out / CURRENT
+    if current.is_symlink() or current.exists():
+        target = os.readlink(current) if current.is_symlink() else ""
+        if not (Path(target).parent.as_posix() == SETS and _ours(out / target)):
+            foreign.append(CURRENT)
+    for name in _LINKED:
+        p = out / name
+        if (p.is_symlink() and os.readlink(p) != f"{CURRENT}/{name}") or (p.exists() and not p.is_symlink()):
+            foreign.append(name)
+    for name in (".images.old", ".images.partial"):  # an earlier layout's working folders
+        if (out / name).exists():
+            foreign.append(name)
+    sets = out / SETS
+    if sets.exists():
+        entries = list(sets.iterdir()) if sets.is_dir() and not sets.is_symlink() else [sets]
+        foreign += [
+            f"{SETS}/{p.name}"
+            for p in entries
+            if not (_ours(p) or (p.name.endswith(".partial") and p.is_dir() and not any(p.iterdir())))
+        ]
+    if foreign:
+        raise UserError(f"--out {out} holds {', '.join(sorted(set(foreign)))} that `vptlib data prepare` did not "
+                        f"write (or an older version wrote); nothing was changed: choose a new --out, or move "
+                        f"those away yourself")  # fmt: skip
+
+
+def _check_apart(source: Path, out: Path) -> None:
+    """Neither folder may contain the other, also through symlinks: a re-prepare would delete its own input."""
+    if out == source or out.is_relative_to(source):
+        raise UserError(f"--out {out} lies inside --source {source}; choose a folder outside it")
+    if source.is_relative_to(out):
+        raise UserError(f"--source {source} lies inside --out {out}; prepare would replace its own input: "
+                        f"copy the images elsewhere first")  # fmt: skip
+
+
+def _write_set(chosen: list[_Row], opts: PrepareOptions, manifest: bytes, duplicates: bytes) -> Path:
+    """Write a complete new set beside the live one; returns its folder (not yet live)."""
+    sets = opts.out / SETS
+    sets.mkdir(exist_ok=True)
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.time_ns() % 10**9:09d}"
+    staging = sets / f"{name}.partial"
+    staging.mkdir()
+    marker = {"tool": "vptlib data prepare", "classes": list(opts.classes.names), "state": "partial"}
+    (staging / SET_MARKER).write_text(json.dumps(marker))  # first, so a killed write is provably ours
     for row in chosen:
-        dest = staging / Path(row.path).relative_to("images")
+        dest = staging / row.path
         dest.parent.mkdir(parents=True, exist_ok=True)
         src = (opts.source / row.source).resolve()
         if opts.link:
             os.symlink(src, dest)
         else:
             shutil.copyfile(src, dest)
-    old = opts.out / ".images.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
+    atomic.write_bytes(staging / MANIFEST, manifest)
+    atomic.write_bytes(staging / DUPLICATES, duplicates)
+    marker.update(state="complete", manifest_sha256=hashlib.sha256(manifest).hexdigest(),
+                  source=str(opts.source), link=opts.link)  # fmt: skip
+    atomic.write_json(staging / SET_MARKER, marker)
+    final = sets / name
     staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    atomic.fsync_dir(sets)
+    return final
+
+
+def _commit(out: Path, new_set: Path) -> None:
+    """Make ``new_set`` live with one atomic rename, then remove every other set."""
+    tmp = out / f".{CURRENT}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(f"{SETS}/{new_set.name}", tmp)
+    os.replace(tmp, out / CURRENT)  # the commit point
+    atomic.fsync_dir(out)
+    for name in _LINKED:
+        link = out / name
+        if not link.is_symlink():
+            tmp = out / f".{name}.{os.getpid()}.tmp"
+            tmp.unlink(missing_ok=True)
+            os.symlink(f"{CURRENT}/{name}", tmp)
+            os.replace(tmp, link)
+    atomic.fsync_dir(out)
+    for old in (out / SETS).iterdir():
+        if old != new_set and (_ours(old) or old.name.endswith(".partial")):
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclass
@@ -257,29 +356,50 @@ class PrepareResult:
     table: str
 
 
+MAX_PER_CLASS = 1_000_000
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"{flag} must be an integer in [0, 2**63 - 1], got {seed}")
+
+
 def prepare(opts: PrepareOptions) -> PrepareResult:
-    """Sample, copy, hash and report; returns a summary with a printable table."""
-    if opts.train_per_class < 1 or opts.test_per_class < 1:
-        raise UserError("--train-per-class and --test-per-class must be at least 1")
+    """Sample, copy, hash and report; returns a summary with a printable table.
+
+    Every check runs before anything in ``--out`` is changed.
+    """
+    if not (1 <= opts.train_per_class <= MAX_PER_CLASS and 1 <= opts.test_per_class <= MAX_PER_CLASS):
+        raise UserError(f"--train-per-class and --test-per-class must be in [1, {MAX_PER_CLASS}]")
     if not 0 <= opts.val_fraction < 1:
         raise UserError("--val-fraction must be in [0, 1)")
+    check_seed(opts.seed)
     opts.source = Path(opts.source).resolve()
-    opts.out = Path(opts.out)
-    if opts.out.resolve().is_relative_to(opts.source):
-        raise UserError(f"--out {opts.out} lies inside --source; choose a folder outside it")
+    opts.out = Path(opts.out).resolve()
+    _check_apart(opts.source, opts.out)
+    if opts.out.exists() and not opts.out.is_dir():
+        raise UserError(f"--out {opts.out} exists and is not a folder")
+    if opts.out.is_dir():
+        _check_ownership(opts.out)  # early, before minutes of hashing; again under the lock
     chosen, skipped = _rows(opts)
+    inside = next((r.source for r in chosen if (opts.source / r.source).resolve().is_relative_to(opts.out)), None)
+    if inside:
+        raise UserError(f"--source file {inside} is a link into --out {opts.out}; prepare would replace its own input")
     pairs = _mark_duplicates(chosen, opts.drop_test_duplicates)
-    opts.out.mkdir(parents=True, exist_ok=True)
-    _materialise(chosen, opts)
-    manifest = atomic.write_bytes(opts.out / MANIFEST, _csv([r.as_dict() for r in chosen + skipped], MANIFEST_FIELDS))
+    manifest = _csv([r.as_dict() for r in chosen + skipped], MANIFEST_FIELDS)
     dup_rows = [
         {"a": a.path, "b": b.path, "a_split": a.split, "b_split": b.split, "kind": k, "distance": str(d)}
         for a, b, k, d in pairs
     ]  # fmt: skip
-    atomic.write_bytes(opts.out / DUPLICATES, _csv(dup_rows, ("a", "b", "a_split", "b_split", "kind", "distance")))
+    duplicates = _csv(dup_rows, ("a", "b", "a_split", "b_split", "kind", "distance"))
+    opts.out.mkdir(parents=True, exist_ok=True)
+    with locks.exclusive(opts.out, f"--out {opts.out}"):
+        _check_ownership(opts.out)
+        _commit(opts.out, _write_set(chosen, opts, manifest, duplicates))
     cross = sum(a.split != b.split for a, b, _, _ in pairs)
     excluded = sum(bool(r.excluded) for r in chosen)
-    return PrepareResult(manifest, len(chosen), len(skipped), len(pairs), cross, excluded,
+    return PrepareResult(opts.out / MANIFEST, len(chosen), len(skipped), len(pairs), cross, excluded,
                          summary_table(chosen, skipped, pairs, opts.classes.names))  # fmt: skip
 
 

@@ -38,14 +38,15 @@ def pretrain_tiny(
                                test_per_class=min(20, per_class), val_fraction=0.1, seed=seed))  # fmt: skip
         cfg = RunConfig(method="full", options={"backbone_lr_scale": 1.0}, data=str(tmp / "data"), model=str(tmp / "random"), epochs=epochs,
                         batch_size=32, lr=lr, weight_decay=0.05, warmup=2, grad_clip=0.0, seed=seed, augment=False,
-                        device="cpu", test_curves=False, out=str(tmp / "runs"), profile="pretrain")  # fmt: skip
+                        device="cpu", test_curves=False, out=str(tmp / "runs"), profile="pretrain",
+                        precision="fp32")  # fmt: skip  # the same model on every CPU, bf16-capable or not
         result = run(cfg, progress=progress, keep_model=True)
         clip = load_clip(tmp / "random").model
         clip.vision_model.load_state_dict(result.model.vision.state_dict())
-        save_clip(clip.eval(), out)
-        (out / "PRETRAINING.md").write_text(
+        note = (
             f"Tiny CLIP, random init (seed {seed}); vision tower then trained for {epochs} epochs with vptlib's full on "
-            f"{per_class} phantoms per class (phantom seed {PRETRAIN_SEED_OFFSET + seed}).\n"
+            f"{per_class} phantoms per class (phantom seed {PRETRAIN_SEED_OFFSET + seed}), in fp32.\n"
             f"Validation accuracy after pretraining: {result.metrics['val']['accuracy']:.3f}.\n"
         )
+        save_clip(clip.eval(), out, notes={"PRETRAINING.md": note})
     return out

@@ -14,8 +14,10 @@
 ``runs/<profile>/<method>/group.json`` names the runs (one per seed) that the
 results page aggregates for that method; it is rewritten when the page reruns.
 
-Every file is written atomically. Run ids are unique (time, config hash, counter),
-so a rerun never overwrites an earlier record.
+Every file is written atomically. A run id is ``<UTC time to the microsecond>-<config
+hash>``: unique, so a rerun never overwrites an earlier record, and sorting ids sorts
+runs by creation, also within one second and when the clock steps back (a new id is
+always after the newest one in its folder). The config hash never decides the order.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 import subprocess
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import __version__, atomic
+from .errors import UserError
 
 CONFIG, METRICS, HISTORY, STATE, WEIGHTS, PREDICTIONS, GROUP = (
     "config.json", "metrics.json", "history.csv", "state.pt", "trainable.safetensors", "predictions.csv", "group.json",
@@ -70,15 +74,43 @@ def device_description(device: torch.device) -> str:
     return f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+_STAMP = "%Y%m%d-%H%M%S-%f"
+# This version's ids (time to the microsecond) and earlier ones (to the second, a tie
+# counter after the hash): both sort by creation with :func:`run_order`.
+_RUN_ID = re.compile(r"^(\d{8}-\d{6})(?:-(\d{6}))?-[0-9a-f]{8}(?:-(\d+))?$")
+
+
+def run_order(path: Path) -> tuple[str, int, int]:
+    """Sort key of a run folder: creation time, then the tie counter; never the config hash."""
+    m = _RUN_ID.match(path.name)
+    if not m:
+        return ("", -1, -1)
+    return (m.group(1), int(m.group(2) or -1), int(m.group(3) or 0))
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """Run folders under ``root``, oldest first."""
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.is_dir() and _RUN_ID.match(p.name)), key=run_order)
+
+
 def new_run_dir(root: Path, chash: str) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    for i in range(1000):
-        path = root / f"{stamp}-{chash}" if i == 0 else root / f"{stamp}-{chash}-{i}"
+    """A new, empty run folder whose id sorts after every run already in ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    when = datetime.now(timezone.utc).replace(tzinfo=None)
+    existing = run_dirs(root)
+    if existing:
+        sec, micro, _ = run_order(existing[-1])
+        newest = datetime.strptime(f"{sec}-{max(micro, 0):06d}", _STAMP)
+        when = max(when, newest + timedelta(microseconds=1))
+    for _ in range(10_000):
+        path = root / f"{when.strftime(_STAMP)}-{chash}"
         try:
-            path.mkdir(parents=True, exist_ok=False)
+            path.mkdir(exist_ok=False)
             return path
-        except FileExistsError:
-            continue
+        except FileExistsError:  # another process took this microsecond: take the next one
+            when += timedelta(microseconds=1)
     raise RuntimeError(f"could not allocate a run directory under {root}")
 
 
@@ -87,9 +119,7 @@ def find_run(root: Path, chash: str, finished: bool, code: str | None = None) ->
 
     A finished run is reused only when ``code`` matches the code hash it was made with.
     """
-    if not root.is_dir():
-        return None
-    for path in sorted(root.iterdir(), reverse=True):
+    for path in reversed(run_dirs(root)):
         cfg = path / CONFIG
         if not cfg.is_file() or (path / METRICS).exists() != finished:
             continue
@@ -120,7 +150,17 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The resume state; a damaged file is a :class:`UserError`, never a traceback or a pickle."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, empty, random bytes, or objects weights_only refuses
+        why = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path} is damaged and cannot be resumed ({why}); delete it to restart this run from "
+                        f"its first epoch, or start a new run without --resume") from None  # fmt: skip
+    keys = {"epoch", "trainable", "optimizer", "scheduler", "history", "stale", "best", "best_state"}
+    if not isinstance(state, dict) or not keys <= set(state):
+        raise UserError(f"{path} is not a vptlib resume state; delete it to restart this run from its first epoch")
+    return state
 
 
 def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> int:
@@ -138,10 +178,11 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
 
 
 def load_run(run_dir: str | Path, clip=None, device: str | torch.device = "cpu"):
-    """Rebuild a finished run's classifier with its trained tensors.
+    """Rebuild a finished run's classifier with its trained tensors, in fp32.
 
     ``clip`` defaults to loading ``config["model"]``; pass an already loaded bundle to
-    save time. Returns ``(classifier, config)``.
+    save time. Returns ``(classifier, config)``. To predict as the run did (its
+    precision, preprocessing and class names), use :func:`vptlib.predict.load_predictor`.
     """
     from .backbone import load_clip
     from .methods import build

@@ -41,9 +41,8 @@ pd.set_option(
 
 
 def latest_run(runs: str | Path, profile: str, method: str) -> Path | None:
-    """The newest finished run of ``method`` (run ids sort by time)."""
-    root = Path(runs) / profile / method
-    done = sorted(p for p in root.glob("*") if (p / records.METRICS).is_file()) if root.is_dir() else []
+    """The newest finished run of ``method``, by creation (:func:`vptlib.records.run_order`)."""
+    done = [p for p in records.run_dirs(Path(runs) / profile / method) if (p / records.METRICS).is_file()]
     return done[-1] if done else None
 
 

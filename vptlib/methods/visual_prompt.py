@@ -40,18 +40,31 @@ class VPTClassifier(Classifier):
         return f"{self.encoder.num_tokens} prompt tokens {where} and a linear head"
 
 
-def _check(opts: Options) -> None:
-    if opts.prompt_tokens < 0:
-        raise ValueError(f"prompt_tokens must be >= 0, got {opts.prompt_tokens}")
+# Prompts at most 4x the image's own tokens (200 for ViT-B/32's 49 patches + CLS; VPT's
+# paper goes to 200 on ViT-B/16's 196 patches): attention cost grows with the square of
+# the sequence, and 100,000 prompts would run for hours without finishing an epoch.
+MAX_PROMPT_RATIO = 4
+
+
+def max_prompt_tokens(vision) -> int:
+    cfg = vision.config
+    return MAX_PROMPT_RATIO * ((cfg.image_size // cfg.patch_size) ** 2 + 1)
+
+
+def _check(opts: Options, vision) -> None:
+    limit = max_prompt_tokens(vision)
+    if not 0 <= opts.prompt_tokens <= limit:
+        raise ValueError(f"prompt_tokens must be in [0, {limit}] (4x this model's sequence length), "
+                         f"got {opts.prompt_tokens}")  # fmt: skip
     if not 0 <= opts.prompt_dropout < 1:
         raise ValueError(f"prompt_dropout must be in [0, 1), got {opts.prompt_dropout}")
 
 
 def build_shallow(clip, num_classes: int, opts: Options) -> VPTClassifier:
-    _check(opts)
+    _check(opts, _vision(clip))
     return VPTClassifier(_vision(clip), num_classes, opts, deep=False)
 
 
 def build_deep(clip, num_classes: int, opts: Options) -> VPTClassifier:
-    _check(opts)
+    _check(opts, _vision(clip))
     return VPTClassifier(_vision(clip), num_classes, opts, deep=True)

@@ -1,0 +1,108 @@
+"""A build profile (``profiles/NAME.yaml``): the parameters every notebook of one book shares.
+
+:func:`load` reads and validates it: invalid YAML, an unknown key or a value of the
+wrong type is one :class:`~vptlib.errors.UserError` line naming the key, before
+anything runs. :class:`Profile` documents each key where it is defined.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class Profile:
+    profile: str  # the build's name: runs go to <runs>/<profile>/, pages are stamped with it
+    model: str  # hub id or local folder of a CLIPModel
+    data: str  # the prepared data folder (`vptlib data prepare --out`)
+    banner: str = "none"  # "smoke": every page says its numbers test the pipeline only
+    runs: str = "runs"  # root of the run records
+    seed: int = 0  # the seed of single runs (sweeps have their own seeds)
+    seeds: list[int] = field(default_factory=lambda: [0])  # every trained method runs once per seed
+    device: str = "auto"  # auto | cpu | cuda | mps
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (see vptlib.devices)
+    batch_size: int = 32
+    hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method: RunConfig fields, options
+    sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)  # named grids for `make sweep` and Curves
+    source: dict[str, Any] = field(default_factory=dict)  # how to obtain the data (phantoms | kaggle, prepare)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "profile": (str,), "model": (str,), "data": (str,), "banner": (str,), "runs": (str,), "seed": (int,),
+    "seeds": (list,), "device": (str,), "precision": (str,), "batch_size": (int,), "hparams": (dict,),
+    "sweeps": (dict,), "source": (dict,),
+}  # fmt: skip
+
+
+def load(path: str | Path) -> Profile:
+    """Read and validate a profile; a :class:`UserError` names the first problem."""
+    path = Path(path)
+    if not path.is_file():
+        here = Path(__file__).resolve().parents[1] / "profiles"
+        choices = ", ".join(p.stem for p in sorted(here.glob("*.yaml")))
+        raise UserError(f"profile {path} not found; choose PROFILE= one of: {choices}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise UserError(f"profile {path} is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"profile {path} must be a mapping of keys to values, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(_TYPES))
+    if unknown:
+        raise UserError(f"profile {path}: unknown key(s) {', '.join(map(str, unknown))}; known: {', '.join(_TYPES)}")
+    missing = [k for k in ("profile", "model", "data") if k not in raw]
+    if missing:
+        raise UserError(f"profile {path}: missing key(s) {', '.join(missing)}")
+    for key, value in raw.items():
+        types = _TYPES[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            want = " or ".join(t.__name__ for t in types)
+            raise UserError(f"profile {path}: {key} must be a {want}, got {value!r}")
+    prof = Profile(**raw)
+    _check(prof, path)
+    return prof
+
+
+def _check(p: Profile, path: Path) -> None:
+    from .devices import PRECISIONS
+    from .methods import METHODS
+
+    def bad(msg: str) -> UserError:
+        return UserError(f"profile {path}: {msg}")
+
+    if not NAME.match(p.profile):
+        raise bad(f"profile must be a plain name (letters, digits, _ . -), got {p.profile!r}")
+    if not p.seeds or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63 for s in p.seeds):
+        raise bad(f"seeds must be a non-empty list of integers in [0, 2**63 - 1], got {p.seeds!r}")
+    if not 0 <= p.seed < 2**63:
+        raise bad(f"seed must be in [0, 2**63 - 1], got {p.seed}")
+    if p.precision not in PRECISIONS:
+        raise bad(f"precision must be one of {', '.join(PRECISIONS)}, got {p.precision!r}")
+    if not 1 <= p.batch_size <= 65536:
+        raise bad(f"batch_size must be in [1, 65536], got {p.batch_size}")
+    for method, hp in p.hparams.items():
+        if method not in METHODS:
+            raise bad(f"hparams: unknown method {method!r}; methods: {', '.join(METHODS)}")
+        if not isinstance(hp, dict):
+            raise bad(f"hparams.{method} must be a mapping, got {hp!r}")
+    for name, sweep in p.sweeps.items():
+        if not isinstance(sweep, dict) or not isinstance(sweep.get("methods"), list):
+            raise bad(f"sweeps.{name} must be a mapping with a list of methods")
+        unknown = [m for m in sweep["methods"] if m not in METHODS]
+        if unknown:
+            raise bad(f"sweeps.{name}: unknown method(s) {', '.join(map(str, unknown))}")
