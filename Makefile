@@ -23,7 +23,8 @@ endif
 export PROFILE NB ARGS DATA MODEL SWEEP WORKERS
 PROFILE_FILE := profiles/$(PROFILE).yaml
 GEN := book/generated
-METHODS := zero_shot linear vpt_shallow vpt_deep lora full wise_ft clip_contrastive
+# The registry (vptlib.methods.METHODS) in its order; tests/test_registry.py keeps this list equal to it.
+METHODS := zero_shot linear vpt_shallow vpt_deep vision_lora clip_lora full wise_ft flyp text_ce
 EXPERIMENTS = $(METHODS:%=$(GEN)/experiments/%.ipynb)
 SRC := $(wildcard vptlib/*.py vptlib/methods/*.py)
 DATA_DIR = $(shell sed -n 's/^data: *//p' $(PROFILE_FILE) 2>/dev/null)

@@ -35,7 +35,7 @@ $PY -m vptlib.bench --device cuda --compile --no-accuracy --steps 5 --warmup 2 -
 echo "== smoke training of every method on the GPU"
 [ -f models/tiny-clip/model.safetensors ] || $VPTLIB model tiny --out models/tiny-clip --pretrain-epochs 20
 [ -f data/smoke/manifest.csv ] || $VPTLIB book data --profile profiles/smoke.yaml
-for m in zero_shot linear vpt_shallow vpt_deep lora full wise_ft clip_contrastive; do
+for m in $($PY -c "from vptlib.methods import METHODS; print(*METHODS)"); do
   epochs=2; [ "$m" = zero_shot ] && epochs=0
   $VPTLIB run --method "$m" --data data/smoke --model models/tiny-clip --epochs "$epochs" --batch-size 32 \
     --device cuda --precision auto --profile gpu-check --out runs --quiet

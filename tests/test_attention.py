@@ -34,8 +34,9 @@ def test_recomputed_attention_equals_transformers_eager_weights(clip):
         assert torch.allclose(torch.from_numpy(ours.to_cls[layer]), cls[:, 0], atol=1e-5)
 
 
-@pytest.mark.parametrize("method,prompts", [("linear", False), ("lora", False), ("vpt_shallow", True),
-                                            ("vpt_deep", True), ("clip_contrastive", False)])  # fmt: skip
+@pytest.mark.parametrize("method,prompts", [("linear", False), ("vision_lora", False), ("vpt_shallow", True),
+                                            ("vpt_deep", True), ("text_ce", False), ("flyp", False),
+                                            ("clip_lora", False)])  # fmt: skip
 def test_every_method_yields_maps_and_prompt_shares(clip, method, prompts):
     att = cls_attention(
         build(method, clip, 4, **({"prompt_tokens": 7} if prompts else {})), torch.randn(2, 3, 112, 112)

@@ -15,8 +15,10 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
+from vptlib.methods import METHODS  # the registry is the one list of methods
+
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("zero_shot", "linear", "vpt_shallow", "vpt_deep", "lora", "full", "wise_ft", "clip_contrastive")
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 

@@ -249,7 +249,8 @@ def test_cli_run_prints_summary(prepared, tiny_model, tmp_path):
         ("vpt_deep", dict(lr=1e-2, optimizer="adamw")),
         ("full", dict(lr=1e-3)),
         ("linear", dict(lr=1e-2, epochs=30)),
-        ("lora", dict(lr=5e-3)),
+        ("vision_lora", dict(lr=5e-3)),
+        ("clip_lora", dict(lr=5e-3)),
     ],
 )
 def test_methods_learn_beyond_chance(prepared, pretrained_tiny, tmp_path, method, kw):
@@ -258,11 +259,14 @@ def test_methods_learn_beyond_chance(prepared, pretrained_tiny, tmp_path, method
     assert res.metrics["test"]["accuracy"] >= 0.40, res.history[["epoch", "train_acc", "val_acc"]]
 
 
-def test_contrastive_runs_through_the_engine(prepared, tiny_model, tmp_path):
-    res = run(_cfg(prepared, tiny_model, tmp_path, method="clip_contrastive", epochs=1, lr=1e-4), progress=False)
+@pytest.mark.parametrize("method", ["text_ce", "flyp"])
+def test_contrastive_runs_through_the_engine(method, prepared, tiny_model, tmp_path):
+    res = run(_cfg(prepared, tiny_model, tmp_path, method=method, epochs=1, lr=1e-4), progress=False)
     cfg = json.loads((res.run_dir / "config.json").read_text())
-    assert cfg["prompts"]["glioma"] and cfg["method_options"]["symmetric"] is False
-    assert res.metrics["trainable_params"] == res.metrics["total_params"] - 1  # all but the temperature
+    assert cfg["prompts"]["glioma"]
+    frozen = 1 if method == "text_ce" else 0  # text_ce freezes the temperature; FLYP trains it
+    assert res.metrics["trainable_params"] == res.metrics["total_params"] - frozen
+    assert np.isfinite(res.history.train_loss).all()
 
 
 def test_test_split_is_not_evaluated_per_epoch_unless_asked(prepared, tiny_model, tmp_path, monkeypatch):
@@ -360,11 +364,14 @@ def test_wise_ft_chooses_alpha_on_validation(prepared, tiny_model, tmp_path):
     # reproduces the recorded predictions, in fp32 and in bf16.
 
 
-def test_data_parallel_under_accelerate_matches_one_process(prepared, tiny_model, tmp_path):
+@pytest.mark.parametrize(("method", "lr"), [("vpt_shallow", 0.01), ("flyp", 1e-4)])
+def test_data_parallel_under_accelerate_matches_one_process(method, lr, prepared, tiny_model, tmp_path):
     """2 CPU processes (gloo) launched by `accelerate launch`: same metrics as one process
-    within 1e-5, and one run record written once."""
-    args = ["--method", "vpt_shallow", "--data", str(prepared), "--model", str(tiny_model), "--epochs", "2",
-            "--batch-size", "12", "--lr", "0.01", "--optimizer", "adamw", "--precision", "fp32", "--quiet"]  # fmt: skip
+    within 1e-5, and one run record written once. FLYP's in-batch loss gathers the batch
+    across processes, so it matches too (batch 13: the processes' shares differ in size)."""
+    batch = "12" if method == "vpt_shallow" else "13"
+    args = ["--method", method, "--data", str(prepared), "--model", str(tiny_model), "--epochs", "2",
+            "--batch-size", batch, "--lr", str(lr), "--optimizer", "adamw", "--precision", "fp32", "--quiet"]  # fmt: skip
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     launcher = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
@@ -373,10 +380,10 @@ def test_data_parallel_under_accelerate_matches_one_process(prepared, tiny_model
                          text=True, timeout=300)  # fmt: skip
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert ddp.stdout.count("test accuracy") == 1  # one summary line, from the main process
-    one = run(_cfg(prepared, tiny_model, tmp_path / "one", **{"epochs": 2, "batch_size": 12, "lr": 0.01,
-                                                             "optimizer": "adamw", "precision": "fp32"}),
+    one = run(_cfg(prepared, tiny_model, tmp_path / "one", **{"method": method, "epochs": 2, "batch_size": int(batch),
+                                                             "lr": lr, "optimizer": "adamw", "precision": "fp32"}),
               progress=False)  # fmt: skip
-    dirs = list((tmp_path / "ddp" / "default" / "vpt_shallow").iterdir())
+    dirs = records.run_dirs(tmp_path / "ddp" / "default" / method)
     assert len(dirs) == 1
     m = json.loads((dirs[0] / "metrics.json").read_text())
     assert m["processes"] == 2 and one.metrics["processes"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -37,9 +38,12 @@ def test_trainable_parameter_formulas_vit_b32(b32):
         trainable, _ = count_parameters(build(method, b32, C))
         assert trainable == n, method
     assert expected["vpt_deep"] == 49_156 and expected["vpt_shallow"] == 6_916
-    contrastive, total = count_parameters(build("clip_contrastive", b32, C))
     all_clip = sum(p.numel() for p in b32.model.parameters())
-    assert contrastive == all_clip - 1  # everything but the temperature
+    assert count_parameters(build("text_ce", b32, C))[0] == all_clip - 1  # everything but the temperature
+    assert count_parameters(build("flyp", b32, C))[0] == all_clip  # the temperature trains too
+    # CLIP-LoRA: rank-2 A and B on q, k, v (D x D) of every layer of both encoders; no head.
+    r, Dv, Dt, Lt = 2, 768, 512, 12
+    assert count_parameters(build("clip_lora", b32, C))[0] == L * 3 * 2 * r * Dv + Lt * 3 * 2 * r * Dt == 184_320
 
 
 @pytest.mark.parametrize("p", [0, 1, 10])
@@ -70,12 +74,12 @@ def test_build_never_modifies_the_callers_model(tiny_clip):
         ("vpt", {}, "unknown method 'vpt'; choose one of: zero_shot, linear, vpt_shallow"),
         ("linear", {"prompt_tokens": 5}, "prompt_tokens do not apply to linear; valid options: through_backbone"),
         ("full", {"prompt_dropout": 0.1}, "valid options: backbone_lr_scale, lp_ft"),
-        ("vpt_deep", {"prompt_tokens": -1}, "prompt_tokens must be >= 0"),
+        ("vpt_deep", {"prompt_tokens": -1}, "prompt_tokens must be in [0, 200] (4x this model"),
         ("zero_shot", {"class_names": ("a", "b")}, "class_names has 2 names for 4 classes"),
     ],
 )
 def test_bad_build_arguments(tiny_clip, method, options, needle):
-    with pytest.raises(ValueError, match=needle.replace("(", r"\(")):
+    with pytest.raises(ValueError, match=re.escape(needle)):
         build(method, tiny_clip, 4, **options)
 
 
@@ -95,27 +99,73 @@ def test_zero_shot_prompts_are_recorded_and_configurable(tiny_clip):
     torch.testing.assert_close(ens.text_embeddings.norm(dim=1), torch.ones(4))
 
 
-def test_contrastive_loss_has_no_floor_for_perfect_embeddings(tiny_clip):
-    """With labels as targets, perfect image-text agreement gives ~0 loss (arange targets give >= log 2)."""
-    m = build("clip_contrastive", tiny_clip, 4)
+def test_text_ce_is_cross_entropy_on_class_texts(tiny_clip):
+    """FLYP's ablation: labels as targets against one text per class, temperature frozen."""
+    m = build("text_ce", tiny_clip, 4)
     labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
     logits = 100.0 * torch.nn.functional.one_hot(labels, 4).float()
-    assert m.loss(logits, labels) < 1e-6
-    arange = torch.nn.functional.cross_entropy(logits @ torch.ones(4, 8) / 4, torch.arange(8))
-    assert arange > 0.69  # what the earlier report's targets would give
-    sym = build("clip_contrastive", tiny_clip, 4, symmetric=True)
-    # Text side: each class text vs the batch's images, both images of the class positive.
-    expected_text = torch.log(torch.tensor(2.0))  # uniform over two equally scored positives
-    assert sym.loss(logits, labels) == pytest.approx(float(expected_text) / 2, abs=1e-4)
-
-
-def test_contrastive_updates_both_encoders(tiny_clip):
-    m = build("clip_contrastive", tiny_clip, 4)
+    assert m.loss(logits, labels) < 1e-6  # no floor: same-class images are never negatives
+    m.train()
     loss = m.loss(m(torch.randn(4, 3, 112, 112)), torch.tensor([0, 1, 2, 3]))
     loss.backward()
     assert m.clip.text_model.embeddings.token_embedding.weight.grad.abs().sum() > 0
     assert m.clip.vision_model.embeddings.patch_embedding.weight.grad.abs().sum() > 0
     assert m.clip.logit_scale.grad is None
+
+
+def test_flyp_is_clips_in_batch_loss_on_sampled_captions(tiny_clip):
+    """Training: symmetric cross-entropy over (image, caption) pairs with diagonal targets,
+    one random caption of its class per image, trainable temperature clipped at 100."""
+    import torch.nn.functional as F
+
+    m = build("flyp", tiny_clip, 4).train()
+    x, labels = torch.randn(6, 3, 112, 112), torch.tensor([0, 0, 1, 2, 3, 3])
+    torch.manual_seed(7)
+    loss = m.loss(m(x), labels)
+    # The same loss by hand, from the same captions.
+    torch.manual_seed(7)
+    m._captions = None
+    tokens = m._caption_tokens(labels)
+    owner = m.owner[[int(torch.nonzero((m.tok_input_ids == t).all(1))[0]) for t in tokens["input_ids"]]]
+    assert owner.tolist() == labels.tolist()  # each image's caption is of its own class
+    with torch.no_grad():
+        img = F.normalize(m.clip.get_image_features(pixel_values=x).pooler_output, dim=-1)
+        txt = F.normalize(m.clip.get_text_features(**tokens).pooler_output, dim=-1)
+        s = m.clip.logit_scale.exp() * img @ txt.T
+        t = torch.arange(6)
+        expected = (F.cross_entropy(s, t) + F.cross_entropy(s.T, t)) / 2
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    loss.backward()
+    assert m.clip.logit_scale.grad is not None and m.clip.text_model.embeddings.token_embedding.weight.grad is not None
+    with torch.no_grad():
+        m.clip.logit_scale.fill_(10.0)
+    m.on_step_end()
+    assert float(m.clip.logit_scale.exp()) == pytest.approx(100.0)
+    # Prediction: cosine similarity with the ensembled class texts, as zero-shot CLIP.
+    zs = build("zero_shot", tiny_clip, 4).eval()
+    m = build("flyp", tiny_clip, 4).eval()
+    with torch.no_grad():
+        assert torch.allclose(m(x), zs(x), atol=1e-4)
+
+
+def test_clip_lora_follows_clip_lora(b32, tiny_clip):
+    from peft.tuners.lora import LoraLayer
+
+    model = build("clip_lora", b32, 4)
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    assert len(layers) == 2 * 12 * 3  # q, k, v of every layer of both encoders
+    assert layers[0].scaling["default"] == pytest.approx(1 / 2**0.5)  # alpha / sqrt(rank): rsLoRA
+    assert layers[0].lora_dropout["default"].p == 0.25
+    assert not any(n.startswith("head") for n, _ in model.named_parameters())  # no new head
+    assert all(len(p) == 1 for p in model.prompts.values())  # one text per class
+    small = build("clip_lora", tiny_clip, 4).eval()  # B = 0: exactly CLIP's logits before training
+    x = torch.randn(2, 3, 112, 112)
+    enc = tiny_clip.tokenizer([p[0] for p in small.prompts.values()], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        clip = tiny_clip.model
+        txt = torch.nn.functional.normalize(clip.get_text_features(**enc).pooler_output, dim=-1)
+        img = torch.nn.functional.normalize(clip.get_image_features(pixel_values=x).pooler_output, dim=-1)
+        assert torch.allclose(small(x), clip.logit_scale.exp() * img @ txt.T, atol=1e-4)
 
 
 def test_full_param_groups_and_lp_ft(tiny_clip):
@@ -162,10 +212,10 @@ def test_frozen_weights_bit_identical_after_training_steps(tiny_clip, method):
     assert trainable, method
 
 
-def test_lora_through_peft_counts_and_trains_only_adapters(b32, tiny_clip):
+def test_vision_lora_through_peft_counts_and_trains_only_adapters(b32, tiny_clip):
     from peft.tuners.lora import LoraLayer
 
-    model = build("lora", b32, 4)
+    model = build("vision_lora", b32, 4)
     L, T, r, D = 12, 3, 2, 768
     assert count_parameters(model)[0] == L * T * 2 * r * D + D * 4 + 4  # 113,668
     assert sum(isinstance(m, LoraLayer) for m in model.modules()) == L * T
@@ -175,7 +225,7 @@ def test_lora_through_peft_counts_and_trains_only_adapters(b32, tiny_clip):
     assert layer.scaling["default"] == pytest.approx(1 / 2)  # alpha / rank
     assert layer.lora_dropout["default"].p == 0.25
     # B starts at zero, so before training the tower is exactly the pretrained one.
-    small = build("lora", tiny_clip, 4).eval()
+    small = build("vision_lora", tiny_clip, 4).eval()
     x = torch.randn(2, 3, 112, 112)
     with torch.no_grad():
         ref = tiny_clip.model.vision_model(pixel_values=x).pooler_output
@@ -186,7 +236,7 @@ def test_wise_ft_endpoints(tiny_clip):
     """alpha = 0 is zero-shot CLIP exactly; alpha = 1 is the fine-tuned model."""
     x = torch.randn(3, 3, 112, 112)
     zs = build("zero_shot", tiny_clip, 4).eval()
-    for base in ("full", "clip_contrastive"):
+    for base in ("full", "flyp"):
         model = build("wise_ft", tiny_clip, 4, base=base).eval()
         with torch.no_grad():
             assert torch.allclose(model(x), zs(x), atol=1e-4), base  # fine-tuning starts at zero-shot

@@ -35,10 +35,12 @@ from .augment import Augment
 from .backbone import byte_level_tokenizer, tiny_clip_config, vit_b32_config
 from .dataset import Preprocess, normalize
 from .devices import autocast, bf16_supported, pick_device
+from .methods import METHODS as REGISTRY
 
-METHODS = ("linear", "vpt_shallow", "vpt_deep", "lora", "full", "clip_contrastive")
 # Methods whose step costs the same as a measured one (WiSE-FT trains like `full`).
 SAME_COST = {"zero_shot": "forward", "wise_ft": "full"}
+METHODS = tuple(m for m in REGISTRY if m not in SAME_COST)
+ADAMW_FULL = ("full", "flyp", "text_ce")  # every weight trains: AdamW's two moments per weight count in memory
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
@@ -96,11 +98,7 @@ def measure(kind: str, precision: str, batch: int, steps: int, warmup: int, tiny
         del clip
         forward = torch.compile(model) if compile_ else model
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = (
-            torch.optim.AdamW(params, lr=1e-6)
-            if kind in ("full", "clip_contrastive")
-            else torch.optim.SGD(params, lr=1e-6)
-        )
+        opt = torch.optim.AdamW(params, lr=1e-6) if kind in ADAMW_FULL else torch.optim.SGD(params, lr=1e-6)
         if kind == "linear":  # trains on cached features: the step never sees an image
             feats = torch.randn(batch, model.head.in_features, device=dev)
 
@@ -267,7 +265,7 @@ def accuracy_check(device: str = "auto", seeds: tuple[int, ...] = (0, 1)) -> dic
     if not (Path(profile["data"]) / "manifest.csv").is_file():
         prepare_data(REPO / "profiles" / "smoke.yaml")
     rows = []
-    for method in ("linear", "vpt_shallow", "vpt_deep", "lora", "full"):
+    for method in ("linear", "vpt_shallow", "vpt_deep", "vision_lora", "clip_lora", "full"):
         accs = {}
         for prec in ("fp32", "bf16"):
             vals = []

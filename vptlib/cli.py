@@ -66,7 +66,7 @@ def _model_convert(a: argparse.Namespace) -> None:
 
 # Method options exposed as flags; only those given are passed, so the method's own
 # defaults apply otherwise and an option that does not fit the method is an error.
-_METHOD_FLAGS = {
+METHOD_FLAGS = {
     "prompt_tokens": (
         "--prompt-tokens",
         int,
@@ -75,21 +75,24 @@ _METHOD_FLAGS = {
     "prompt_dropout": ("--prompt-dropout", float, "VPT: dropout on the prompts (default 0.0)"),
     "backbone_lr_scale": ("--backbone-lr-scale", float, "full: backbone lr = lr x this (default 0.1)"),
     "lp_ft": ("--lp-ft", int, "full: linear-probe epochs before fine-tuning (default 0)"),
-    "rank": ("--rank", int, "lora: rank of the update (default 2)"),
-    "alpha": ("--lora-alpha", float, "lora: scaling alpha, update x alpha/rank (default 1)"),
-    "dropout": ("--lora-dropout", float, "lora: dropout on the adapter input (default 0.25)"),
-    "base": ("--base", str, "wise_ft: full | clip_contrastive, what is fine-tuned before mixing (default full)"),
+    "rank": ("--rank", int, "vision_lora, clip_lora: rank of the update (default 2)"),
+    "alpha": (
+        "--lora-alpha",
+        float,
+        "vision_lora, clip_lora: alpha; the update is scaled by alpha/rank "
+        "(vision_lora) or alpha/sqrt(rank) (clip_lora) (default 1)",
+    ),
+    "dropout": ("--lora-dropout", float, "vision_lora, clip_lora: dropout on the adapter input (default 0.25)"),
+    "base": ("--base", str, "wise_ft: full | flyp, what is fine-tuned before mixing (default full)"),
 }
 
 
 def _run(a: argparse.Namespace) -> None:
     from .engine import RunConfig, run
 
-    options = {k: getattr(a, k) for k in _METHOD_FLAGS if getattr(a, k) is not None}
+    options = {k: getattr(a, k) for k in METHOD_FLAGS if getattr(a, k) is not None}
     if a.through_backbone:
         options["through_backbone"] = True
-    if a.symmetric:
-        options["symmetric"] = True
     cfg = RunConfig(method=a.method, data=a.data, model=a.model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                     weight_decay=a.weight_decay, optimizer=a.optimizer, schedule=a.schedule, warmup=a.warmup,
                     seed=a.seed, device=a.device, precision=a.precision, grad_clip=a.grad_clip,
@@ -172,12 +175,11 @@ def _add_run_parser(sub) -> None:
     )
     r.add_argument("--train-per-class", type=int, default=None, help="few-shot: training images per class")
     r.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in)")
-    for name, (flag, typ, text) in _METHOD_FLAGS.items():
+    for name, (flag, typ, text) in METHOD_FLAGS.items():
         r.add_argument(flag, dest=name, type=typ, default=None, help=text)
     r.add_argument(
         "--through-backbone", action="store_true", help="linear: train through the backbone with augmentation"
     )
-    r.add_argument("--symmetric", action="store_true", help="clip_contrastive: add the text-side loss")
     r.add_argument("--profile", default="default", help="records go to OUT/PROFILE/METHOD/RUN-ID (default: default)")
     r.add_argument("--out", default="runs", help="records root (default runs)")
     r.add_argument("--resume", action="store_true", help="continue the newest unfinished run with the same settings")

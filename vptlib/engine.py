@@ -351,12 +351,14 @@ def _train_epoch(inputs: _Inputs, opt, sched, scaler, cfg: RunConfig, epoch: int
         # gradient of the whole batch's mean loss, also when the last batch splits unevenly.
         # Under fp16 the scaler multiplies the loss so small gradients survive, then unscales
         # before clipping and skips the step when a gradient overflowed; elsewhere it is a no-op.
-        scaler.scale(loss * (len(yb) * dist.world / len(idx))).backward()
+        weight = 1.0 if model.batch_loss_is_global else len(yb) * dist.world / len(idx)
+        scaler.scale(loss * weight).backward()
         if cfg.grad_clip > 0:
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_([p for p in trainable if p.grad is not None], cfg.grad_clip)
         scaler.step(opt)
         scaler.update()
+        model.on_step_end()
         sched.step()
         total_loss += loss.item() * len(yb)
         correct += int((logits.argmax(1) == yb).sum())

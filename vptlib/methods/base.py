@@ -29,6 +29,9 @@ class Classifier(nn.Module):
 
     method: str = ""
     uses_feature_cache: bool = False  # True: the engine trains ``head`` on cached frozen features
+    # True: ``loss`` is the whole batch's loss on every data-parallel process (in-batch
+    # contrastive losses gather the batch); False: the mean over this process's share.
+    batch_loss_is_global: bool = False
     unused_params_possible: bool = False  # some trainable tensors may get no gradient in a step (DDP must know)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -40,6 +43,9 @@ class Classifier(nn.Module):
 
     def on_epoch_start(self, epoch: int) -> None:
         """Hook for schedules that change what trains (LP-FT)."""
+
+    def on_step_end(self) -> None:
+        """Hook after each optimizer step (FLYP clips its temperature here)."""
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Every tensor this method trains, by name: what a checkpoint holds."""

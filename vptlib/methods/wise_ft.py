@@ -3,8 +3,8 @@
 Fine-tuning starts from the zero-shot classifier itself, so that the two endpoints
 live in one weight space: with ``base="full"`` the image tower and projection train
 end to end under a head initialised to the zero-shot class-text embeddings (times
-CLIP's temperature); with ``base="clip_contrastive"`` both encoders train with the
-FLYP-style loss of :mod:`.contrastive`. After training, and after the epoch is chosen
+CLIP's temperature); with ``base="flyp"`` both encoders train with FLYP's in-batch
+contrastive loss (:mod:`.flyp`), as in the FLYP paper's WiSE-FT results. After training, and after the epoch is chosen
 on validation, :meth:`WiseFT.finalize` evaluates ``theta(alpha) = (1 - alpha) *
 theta_zero_shot + alpha * theta_fine_tuned`` on the validation split for each alpha
 in ``alphas`` and keeps the best one (ties: the smaller alpha, closer to zero-shot).
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import contrastive
+from . import flyp
 from .base import Classifier, TrainDefaults
 from .zero_shot import ZeroShot
 
@@ -30,7 +30,7 @@ ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
 
 @dataclass
 class Options:
-    base: str = "full"  # "full" or "clip_contrastive": what is fine-tuned before mixing
+    base: str = "full"  # "full" or "flyp": what is fine-tuned before mixing
     alphas: tuple[float, ...] = ALPHAS  # mixing coefficients tried on validation
     class_names: tuple[str, ...] | None = None
     templates: tuple[str, ...] | None = None
@@ -65,8 +65,8 @@ class WiseFT(Classifier):
         if opts.base == "full":
             self.inner = ZeroShotHeadCLIP(clip, num_classes, opts)
         else:
-            copts = contrastive.Options(opts.class_names, opts.templates, opts.synonyms)
-            self.inner = contrastive.ContrastiveCLIP(clip, num_classes, copts)
+            self.inner = flyp.FLYP(clip, num_classes, flyp.Options(opts.class_names, opts.templates, opts.synonyms))
+        self.batch_loss_is_global = getattr(self.inner, "batch_loss_is_global", False)
         self.prompts = self.inner.prompts
         self.base, self.alphas = opts.base, tuple(opts.alphas)
         # The zero-shot endpoint: a plain dict, so it is neither trained nor checkpointed.
@@ -78,6 +78,12 @@ class WiseFT(Classifier):
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.inner.loss(logits, labels)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.inner.on_epoch_start(epoch)
+
+    def on_step_end(self) -> None:
+        self.inner.on_step_end()
 
     @torch.no_grad()
     def mix(self, alpha: float, fine_tuned: dict[str, torch.Tensor]) -> None:
@@ -107,8 +113,8 @@ class WiseFT(Classifier):
 
 
 def build(clip, num_classes: int, opts: Options) -> WiseFT:
-    if opts.base not in ("full", "clip_contrastive"):
-        raise ValueError(f"base must be full or clip_contrastive, got {opts.base!r}")
+    if opts.base not in ("full", "flyp"):
+        raise ValueError(f"base must be full or flyp, got {opts.base!r}")
     if not opts.alphas or any(not 0 <= a <= 1 for a in opts.alphas):
         raise ValueError(f"alphas must be numbers in [0, 1], got {opts.alphas}")
     return WiseFT(clip, num_classes, opts)
