@@ -136,6 +136,26 @@ def _wait_loaded(driver, timeout: float = 20) -> None:
         time.sleep(0.2)
 
 
+# Tables that stick out of the article column: a table may be wider only inside a box that
+# scrolls horizontally and itself fits the column.
+CLIPPED_TABLES = """
+const column = (document.querySelector('article.bd-article') || document.querySelector('main')).getBoundingClientRect();
+const out = [];
+for (const t of document.querySelectorAll('table')) {
+  let box = t, scroller = null;
+  while ((box = box.parentElement) && box !== document.body) {
+    const o = getComputedStyle(box).overflowX;
+    if (o === 'auto' || o === 'scroll') { scroller = box; break; }
+  }
+  const s = getComputedStyle(t).overflowX;
+  if (!scroller && (s === 'auto' || s === 'scroll')) scroller = t;
+  const right = (scroller || t).getBoundingClientRect().right;
+  if (right > column.right + 1) out.push((t.innerText || '').slice(0, 60));
+}
+return out;
+"""
+
+
 def test_reader_checks_in_chromium(repo, built, browser, tmp_path):
     html = repo / "_build" / "html"
     shots = ROOT / "_build" / "screenshots"
@@ -161,16 +181,31 @@ def test_reader_checks_in_chromium(repo, built, browser, tmp_path):
             "return [...document.images].filter(i => !(i.naturalWidth > 0)).map(i => i.src)"
         )
         assert not broken, (page, broken)
+        # A report, read as one: tables rendered (no Markdown pipes), no code, nothing clipped.
+        assert "|---" not in body and "| ---" not in body, f"raw Markdown table on {page}"
+        assert "Show code cell" not in body and not browser.find_elements("css selector", ".cell_input"), page
+        clipped = browser.execute_script(CLIPPED_TABLES)
+        assert not clipped, (page, clipped)
 
     results = html / "book" / "generated" / "results.html"
     browser.get(results.as_uri())
     _wait_loaded(browser)
     browser.save_screenshot(str(shots / "results.png"))
+    body = browser.find_element("tag name", "body").text
+    assert "Key findings" in body and "Reference (VPT-shallow)" in body and "Holm" in body
+    assert "– (1 run)" in body and "nan" not in body.lower().split()  # zero-shot's single run
     first_table = browser.find_elements("css selector", "table")[0]
     rows = first_table.find_elements("css selector", "tbody tr")
     assert len(rows) == len(METHODS), [r.text for r in rows]
     figures = browser.execute_script("return [...document.images].filter(i => i.naturalWidth > 0).length")
-    assert figures >= 3  # accuracy-vs-parameters, validation curves, reliability
+    assert figures >= 4  # accuracy with CIs, accuracy-vs-parameters, validation curves, reliability
+    repro = html / "book" / "generated" / "reproducibility.html"
+    browser.get(repro.as_uri())
+    _wait_loaded(browser)
+    links = browser.execute_script("return [...document.links].map(a => a.href).filter(h => h.endsWith('.ipynb'))")
+    assert any(h.endswith("experiment.ipynb") for h in links), links  # the source notebooks, downloadable
+    tables = browser.execute_script("return document.querySelectorAll('table').length")
+    assert tables >= 3  # the runs, the environment and the benchmark's tables, rendered
     browser.get((html / "book" / "generated" / "experiments" / "vpt_deep.html").as_uri())
     _wait_loaded(browser)
     browser.save_screenshot(str(shots / "vpt_deep.png"))

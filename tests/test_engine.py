@@ -157,10 +157,10 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     [
         (["--method", "vpt"], "unknown method 'vpt'"),
         (["--epochs", "-1"], "--epochs must be >= 0"),
-        (["--prompt-tokens", "-3"], "--prompt-tokens must be >= 0"),
+        (["--prompt-tokens", "-3"], "prompt_tokens must be in [0, 200]"),
         (["--lr", "0"], "--lr must be a positive number"),
         (["--lr", "nan"], "--lr must be a positive number"),
-        (["--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--batch-size", "0"], "--batch-size must be in [1, 65536]"),
         (["--device", "cuda"], "no CUDA GPU"),
         (["--method", "linear", "--prompt-tokens", "5"], "prompt_tokens do not apply to linear"),
         (["--data", "/no/such/data"], "does not exist"),

@@ -51,20 +51,32 @@ def test_latest_run_wins(runs, prepared, tiny_model):
 
 def test_significance_table_and_sentence(runs):
     sig = report.significance_table(runs, "t")
-    assert len(sig) == 2 and set(sig.columns) >= {"McNemar p", "significant at 5%", "paired 95% CI"}
+    assert len(sig) == 2 and set(sig.columns) >= {"p", "Holm p", "significant (Holm, 5%)", "paired 95% CI"}
+    assert set(sig["reference"]) == {"VPT-shallow"} and set(sig["vs"]) == {"Zero-shot CLIP", "Linear probe"}
+    assert (sig["Holm p"] >= sig["p"]).all()
     text = report.significance_sentence(sig)
-    assert "highest test accuracy" in text
-    assert report.significance_display(sig).index.names == ["best", "vs"]
+    assert text.startswith("Reference: VPT-shallow.")
+    assert report.significance_display(sig).index.names == ["reference", "vs"]
+    box = report.key_findings(report.results_table(runs, "t"), sig)
+    assert "Reference (VPT-shallow)" in box and "Highest mean test accuracy" in box and "Holm" in box
 
 
-def test_figures_render(runs, prepared):
+def test_figures_show_what_they_claim(runs, prepared):
     run_dir = report.latest_run(runs, "t", "vpt_shallow")
-    for fig in (report.plot_history(run_dir), report.plot_confusion(run_dir), report.misclassified(run_dir, prepared),
-                report.plot_acc_vs_params(report.results_table(runs, "t")), report.plot_val_curves(runs, "t"),
-                report.plot_reliability(runs, "t"), report.sample_grid(prepared), report.class_distribution(prepared),
+    table = report.results_table(runs, "t")
+    cm = report.plot_confusion(run_dir).axes[0]
+    assert sum(int(t.get_text()) for t in cm.texts) == 80  # every test image in one annotated cell
+    assert [t.get_text() for t in cm.get_yticklabels()][0] == "glioma"
+    bars = report.plot_accuracy(table).axes[0]
+    assert [round(p.get_width(), 2) for p in bars.patches] == list(table["test acc (%)"].round(2))
+    assert len(report.plot_val_curves(runs, "t").axes[0].get_lines()) == 2  # the two trained methods
+    assert len(report.plot_acc_vs_params(table).axes[0].collections) == len(table)
+    assert len(report.plot_history(run_dir).axes) == 2  # loss and accuracy
+    assert len(report.plot_history(report.latest_run(runs, "t", "zero_shot")).axes) >= 1  # a note, not a crash
+    assert len(report.sample_grid(prepared, per_class=2).axes) == 4 * 2
+    for fig in (report.misclassified(run_dir, prepared), report.class_distribution(prepared),
                 report.plot_sizes(prepared)):  # fmt: skip
-        assert fig.axes
-    assert report.plot_history(report.latest_run(runs, "t", "zero_shot")).axes  # no history: a note, not a crash
+        assert any(ax.has_data() or ax.images for ax in fig.axes)
     assert len(report.per_class_table(run_dir)) == 4
     assert set(report.size_table(prepared).columns) >= {"median width", "share square"}
 
@@ -144,7 +156,7 @@ def test_attention_dedup_and_reliability_figures(runs, prepared):
     assert maps["maps"]["linear"].shape == (4, 7, 7) and len(maps["labels"]) == 4
     assert (maps["prompts"]["linear"] == 0).all() and (maps["prompts"]["vpt_shallow"] > 0).all()
     assert len(report.plot_attention(maps).axes) == 4 * 3
-    report.plot_prompt_attention(maps)
+    assert len(report.plot_prompt_attention(maps).axes[0].get_lines()) >= 1
     table = report.dedup_table(runs, "t", prepared)
     assert list(table.index) == ["Zero-shot CLIP", "Linear probe", "VPT-shallow"]
     assert (table["raw acc (%)"] == table["de-duplicated acc (%)"]).all()  # the phantoms have no duplicates

@@ -54,7 +54,11 @@ def test_sweep_runs_reuses_and_records(prepared, tiny_model, tmp_path, workers):
     assert list(again.run_dir) == list(df.run_dir)
     table = report.sweep_table(df, "train_per_class")
     assert table.shape == (3, 2) and "n=2" in table.loc["Linear probe", 4]
-    report.plot_few_shot(df)
+    ax = report.plot_few_shot(df).axes[0]
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["Linear probe", "VPT-shallow",
+                                                                         "Zero-shot CLIP"]  # fmt: skip
+    line = next(x for x in ax.get_lines() if x.get_label() == "Linear probe" or len(x.get_xdata()) == 2)
+    assert list(line.get_xdata()) == [2, 4]  # one point per training size
 
 
 def test_failed_point_is_listed_not_dropped(prepared, tiny_model, tmp_path, capsys):

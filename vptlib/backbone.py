@@ -191,6 +191,9 @@ def load_clip(name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.devi
 
 
 def _load(source: str, local_only: bool, device, name: str) -> Clip:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a second-long "Loading weights" bar is noise in every command's output
     kw = dict(local_files_only=local_only)
     try:
         model = CLIPModel.from_pretrained(source, use_safetensors=True, trust_remote_code=False, **kw)
@@ -250,6 +253,17 @@ def convert_to_safetensors(src: str | Path, out: str | Path) -> Path:
                 shutil.copy2(f, tmp / f.name)
         model.save_pretrained(tmp, safe_serialization=True)
     return out
+
+
+def model_signature(name_or_path: str | Path) -> str | None:
+    """A cheap identity of a local model folder: its weight and config files' names, sizes and
+    modification times. None for a hub id (only the fingerprint of loaded weights tells)."""
+    folder = Path(str(name_or_path)).expanduser()
+    if not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".json") and p.is_file())
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return hashlib.sha256(repr(stats).encode()).hexdigest()[:16]
 
 
 def fingerprint(model: torch.nn.Module) -> str:

@@ -128,10 +128,10 @@ def execute(template: str | Path, output: str | Path, profile_path: str | Path, 
         # Progress bars rendered as ipywidgets leave widget state behind, which makes
         # myst-nb load widget JavaScript from a CDN; the static report needs none.
         nb.metadata.pop("widgets", None)
-        for cell in nb.cells:  # papermill's injected parameters: collapsed like every code cell
+        for cell in nb.cells:  # papermill's injected parameters: not part of the report
             tags = cell.metadata.setdefault("tags", [])
-            if "injected-parameters" in tags and "hide-input" not in tags:
-                tags.append("hide-input")
+            if "injected-parameters" in tags and "remove-cell" not in tags:
+                tags.append("remove-cell")
         if title:
             first = next(c for c in nb.cells if c.cell_type == "markdown")
             lines = first.source.splitlines()

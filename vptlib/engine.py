@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from . import atomic, locks, records
 from .augment import Augment
-from .backbone import DEFAULT_MODEL, fingerprint, load_clip
+from .backbone import DEFAULT_MODEL, fingerprint, load_clip, model_signature
 from .dataset import Data, Preprocess, load_data, manifest_hash, normalize
 from .devices import PRECISIONS, autocast, generator, grad_scaler, pick_device, resolve_precision, seed_everything
 from .errors import TrainingDiverged, UserError
@@ -393,40 +393,67 @@ def run(
     code = records.code_hash()
     root = Path(cfg.out) / cfg.profile / cfg.method
     seed_everything(cfg.seed)
-    clip = load_clip(cfg.model)
-    fp = fingerprint(clip.model)
-    inputs_now = {"model_fingerprint": fp, "manifest_hash": manifest_hash(cfg.data)}
+    inputs = _Identity(cfg.model, cfg.data)
     if reuse and not keep_model:
         done = dist.broadcast(records.find_run(root, chash, finished=True, code=code) if dist.main else None)
         if done is not None:
-            _same_inputs(done, inputs_now, "reuse")
+            inputs.check(done, "reuse")
             return RunResult(done, json.loads((done / records.METRICS).read_text()), _read_history(done))
     run_dir = None
     if dist.main:
         run_dir = records.find_resumable(root, chash) if resume else None
         if run_dir is not None:
-            _same_inputs(run_dir, inputs_now, "resume")
+            inputs.check(run_dir, "resume")
         elif resume and progress:
             print(f"no unfinished run with this configuration under {root}: starting a new one")
         run_dir = run_dir or records.new_run_dir(root, chash)
     run_dir = Path(dist.broadcast(str(run_dir) if run_dir else None))
     # One process trains (or resumes) a run at a time; the lock dies with its holder.
     with locks.exclusive(run_dir, f"run {run_dir}") if dist.main else contextlib.nullcontext():
-        return _run_locked(cfg, clip, fp, run_dir, device, dist, chash, code, progress, keep_model)
+        clip = inputs.clip()
+        return _run_locked(cfg, clip, inputs.fingerprint(), run_dir, device, dist, chash, code, progress, keep_model)
 
 
-def _same_inputs(run_dir: Path, now: dict[str, str], action: str) -> None:
-    """Refuse to resume or reuse a run whose model or data are not the ones given now."""
-    try:
-        then = json.loads((run_dir / records.CONFIG).read_text())
-    except (OSError, ValueError):
-        raise UserError(f"cannot {action} {run_dir}: its config.json is unreadable; start a new run") from None
-    names = {"model_fingerprint": "the model's weights", "manifest_hash": "the data (manifest.csv)"}
-    for key, what in names.items():
-        if then.get(key) != now[key]:
-            raise UserError(f"cannot {action} {run_dir}: {what} changed since it was made ({key} "
-                            f"{then.get(key)} -> {now[key]}); start a new run (without --resume), or restore "
-                            f"the original model and data")  # fmt: skip
+class _Identity:
+    """The model and data a run is given now, to compare with what a recorded run used.
+
+    The model's fingerprint needs its weights loaded; a local folder whose weight files
+    have the size and modification time recorded by the run (``model_signature``) is
+    taken as unchanged without loading, so reusing a finished run stays cheap.
+    """
+
+    def __init__(self, model: str, data: str):
+        self.model, self.signature = model, model_signature(model)
+        self.manifest_hash = manifest_hash(data)
+        self._clip, self._fp = None, None
+
+    def clip(self):
+        if self._clip is None:
+            self._clip = load_clip(self.model)
+        return self._clip
+
+    def fingerprint(self) -> str:
+        if self._fp is None:
+            self._fp = fingerprint(self.clip().model)
+        return self._fp
+
+    def check(self, run_dir: Path, action: str) -> None:
+        """Refuse to resume or reuse a run whose model or data are not the ones given now."""
+        try:
+            then = json.loads((run_dir / records.CONFIG).read_text())
+        except (OSError, ValueError):
+            raise UserError(f"cannot {action} {run_dir}: its config.json is unreadable; start a new run") from None
+
+        def refuse(what: str, key: str, old, new) -> UserError:
+            return UserError(f"cannot {action} {run_dir}: {what} changed since it was made ({key} {old} -> {new}); "
+                             f"start a new run (without --resume), or restore the original model and data")  # fmt: skip
+
+        if then.get("manifest_hash") != self.manifest_hash:
+            raise refuse("the data (manifest.csv)", "manifest_hash", then.get("manifest_hash"), self.manifest_hash)
+        if self.signature is not None and then.get("model_signature") == self.signature:
+            return
+        if then.get("model_fingerprint") != self.fingerprint():
+            raise refuse("the model's weights", "model_fingerprint", then.get("model_fingerprint"), self._fp)
 
 
 def _run_locked(cfg: RunConfig, clip, fp: str, run_dir: Path, device: torch.device, dist: _Dist, chash: str,
@@ -451,7 +478,8 @@ def _run_locked(cfg: RunConfig, clip, fp: str, run_dir: Path, device: torch.devi
         atomic.write_json(run_dir / records.CONFIG, {
             **dataclasses.asdict(cfg), "config_hash": chash, "code_hash": code, "run_id": run_dir.name,
             "method_options": model.options, "classes": list(data.classes),
-            "model_fingerprint": fp, "manifest_hash": data.manifest_hash, "attention": attention,
+            "model_fingerprint": fp, "model_signature": model_signature(cfg.model),
+            "manifest_hash": data.manifest_hash, "attention": attention,
             "preprocess": dataclasses.asdict(prep), "git_commit": records.git_commit(),
             "versions": records.versions(), "device": records.device_description(device),
             "processes": dist.world, "prompts": getattr(model, "prompts", None), "trains": model.describe(),

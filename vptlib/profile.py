@@ -32,6 +32,7 @@ class Profile:
     device: str = "auto"  # auto | cpu | cuda | mps
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (see vptlib.devices)
     batch_size: int = 32
+    reference: str = "vpt_shallow"  # the method every other is compared with, fixed before any result
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method: RunConfig fields, options
     sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)  # named grids for `make sweep` and Curves
     source: dict[str, Any] = field(default_factory=dict)  # how to obtain the data (phantoms | kaggle, prepare)
@@ -42,7 +43,7 @@ class Profile:
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "profile": (str,), "model": (str,), "data": (str,), "banner": (str,), "runs": (str,), "seed": (int,),
-    "seeds": (list,), "device": (str,), "precision": (str,), "batch_size": (int,), "hparams": (dict,),
+    "seeds": (list,), "device": (str,), "precision": (str,), "batch_size": (int,), "reference": (str,), "hparams": (dict,),
     "sweeps": (dict,), "source": (dict,),
 }  # fmt: skip
 
@@ -95,6 +96,8 @@ def _check(p: Profile, path: Path) -> None:
         raise bad(f"precision must be one of {', '.join(PRECISIONS)}, got {p.precision!r}")
     if not 1 <= p.batch_size <= 65536:
         raise bad(f"batch_size must be in [1, 65536], got {p.batch_size}")
+    if p.reference not in METHODS:
+        raise bad(f"reference: unknown method {p.reference!r}; methods: {', '.join(METHODS)}")
     for method, hp in p.hparams.items():
         if method not in METHODS:
             raise bad(f"hparams: unknown method {method!r}; methods: {', '.join(METHODS)}")

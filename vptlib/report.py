@@ -13,12 +13,16 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from PIL import Image
 
 from . import records
 from .classes import DISPLAY_NAMES
 from .methods import METHODS
-from .metrics import bootstrap_ci, expected_calibration_error, mcnemar, paired_bootstrap, reliability
+from .metrics import expected_calibration_error, holm, paired_difference, reliability, wilson_ci
+
+# One theme for every statistical figure of the book, set once here.
+sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=0.9)
 
 METHOD_ORDER = tuple(METHODS)
 TITLES = {m: s.title for m, s in METHODS.items()}
@@ -149,13 +153,10 @@ def plot_confusion(run_dir: str | Path):
     r = records.read_run(run_dir)
     cm = np.array(r["metrics"]["test"]["confusion_matrix"])
     names = [DISPLAY_NAMES.get(c, c) for c in r["config"]["classes"]]
-    fig, ax = plt.subplots(figsize=(4.4, 3.8))
-    ax.imshow(cm, cmap="Blues")
-    for i in range(len(cm)):
-        for j in range(len(cm)):
-            ax.text(j, i, cm[i, j], ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black")
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_yticks(range(len(names)), names)
+    fig, ax = plt.subplots(figsize=(4.6, 3.8))
+    sns.heatmap(pd.DataFrame(cm, index=names, columns=names), annot=True, fmt="d", cmap="Blues", cbar=False,
+                square=True, linewidths=0.5, ax=ax)  # fmt: skip
+    ax.set_xticklabels(ax.get_xticklabels(), rotation=30, ha="right")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("test confusion matrix")
@@ -349,32 +350,20 @@ def seed_correct(run_dirs: list[Path]) -> np.ndarray:
     return np.stack(rows)
 
 
-def majority_correct(run_dirs: list[Path]) -> np.ndarray:
-    """Correctness of the seeds' majority vote; ties go to the class with the higher mean probability."""
-    votes, mean_prob, labels = None, None, None
-    for d in run_dirs:
-        labels, probs, _ = _test_arrays(d)
-        onehot = np.eye(probs.shape[1])[probs.argmax(1)]
-        votes = onehot if votes is None else votes + onehot
-        mean_prob = probs if mean_prob is None else mean_prob + probs
-    score = votes + mean_prob / (len(run_dirs) + 1)  # votes dominate; mean probability breaks ties
-    pred = score.argmax(1)
-    return pred == labels
-
-
 def results_table(runs: str | Path, profile: str) -> pd.DataFrame:
-    """One row per method over its seeds: mean +- std, and a 95% bootstrap CI over test images."""
+    """One row per method over its seeds: mean +- std, and a 95% Wilson interval over test images."""
     rows = []
     for method, group in latest_groups(runs, profile).items():
         first = records.read_run(group[0])
         metrics = [records.read_run(d)["metrics"] for d in group]
         accs = np.array([m["test"]["accuracy"] for m in metrics])
         # test images are resampled; each image counts the share of seeds that get it right
-        lo, hi = bootstrap_ci(seed_correct(group).mean(0))
+        correct = seed_correct(group)
+        lo, hi = wilson_ci(float(correct.mean()), correct.shape[1])
         rows.append({
             "method": TITLES[method], "seeds": len(group),
             "test acc (%)": 100 * accs.mean(),
-            "± std": 100 * accs.std(ddof=1) if len(accs) > 1 else np.nan,
+            "± std": f"{100 * accs.std(ddof=1):.2f}" if len(accs) > 1 else "– (1 run)",
             "95% CI": f"{100 * lo:.1f}-{100 * hi:.1f}",
             "per seed (%)": ", ".join(f"{100 * a:.1f}" for a in accs),
             "balanced acc (%)": 100 * np.mean([m["test"]["balanced_accuracy"] for m in metrics]),
@@ -391,54 +380,104 @@ def results_table(runs: str | Path, profile: str) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    return df.round({"test acc (%)": 2, "± std": 2, "train acc (%)": 2, "balanced acc (%)": 2, "macro-F1": 3,
+    return df.round({"test acc (%)": 2, "train acc (%)": 2, "balanced acc (%)": 2, "macro-F1": 3,
                      "ECE": 3, "s / epoch": 2})  # fmt: skip
 
 
-COMPARISON_RULE = ("McNemar's exact test on the majority vote of each method's seeds (ties broken by the mean "
-                   "predicted probability); the paired bootstrap resamples test images and compares the "
-                   "seed-mean accuracies.")  # fmt: skip
+COMPARISON_RULE = (
+    "Each method is compared with the reference method fixed in the profile before any result was seen "
+    "(VPT-shallow unless the profile says otherwise), not with the test-set winner. The difference is that of "
+    "the seed-mean test accuracies, on the same test images; its 95% interval is a paired bootstrap that "
+    "resamples the test images and each method's seeds, and the p-value comes from the same bootstrap. "
+    "The p-values are corrected for the number of comparisons (Holm), so the chance of calling any "
+    "difference significant when none is real stays at 5%."
+)
 
 
-def significance_table(runs: str | Path, profile: str) -> pd.DataFrame:
-    """Each method against the best one (highest seed-mean accuracy) on the same test images."""
+def significance_table(runs: str | Path, profile: str, reference: str = "vpt_shallow") -> pd.DataFrame:
+    """Every method against the pre-registered ``reference``: paired differences, bootstrap CIs, Holm."""
     groups = latest_groups(runs, profile)
     if not groups:
         return pd.DataFrame()
+    if reference not in groups:
+        reference = next(iter(groups))  # e.g. a partial build: the first method present
     per_seed = {m: seed_correct(g) for m, g in groups.items()}
-    vote = {m: majority_correct(g) for m, g in groups.items()}
-    best = max(per_seed, key=lambda k: per_seed[k].mean())
     rows = []
     for method in groups:
-        if method == best:
+        if method == reference:
             continue
-        mc = mcnemar(vote[best], vote[method])
-        pb = paired_bootstrap(per_seed[best].mean(0), per_seed[method].mean(0))
+        d = paired_difference(per_seed[method], per_seed[reference])
         rows.append({
-            "best": TITLES[best], "vs": TITLES[method], "difference (points)": round(100 * pb["diff"], 2),
-            "paired 95% CI": f"{100 * pb['ci_low']:.1f} to {100 * pb['ci_high']:.1f}",
-            "McNemar p": round(mc["p_value"], 4), "significant at 5%": "yes" if mc["p_value"] < 0.05 else "no",
+            "reference": TITLES[reference], "vs": TITLES[method], "difference (points)": round(100 * d["diff"], 2),
+            "paired 95% CI": f"{100 * d['ci_low']:.1f} to {100 * d['ci_high']:.1f}", "p": d["p_value"],
         })  # fmt: skip
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["Holm p"] = holm(list(table["p"]))
+    table["significant (Holm, 5%)"] = np.where(table["Holm p"] < 0.05, "yes", "no")
+    return table.round({"p": 4, "Holm p": 4})
 
 
 def significance_display(table: pd.DataFrame) -> pd.DataFrame:
-    return table.set_index(["best", "vs"]) if not table.empty else table
+    return table.set_index(["reference", "vs"]) if not table.empty else table
+
+
+def _signed(table: pd.DataFrame) -> tuple[list[str], list[str], list[str]]:
+    sig = table["significant (Holm, 5%)"] == "yes"
+    better = list(table.loc[sig & (table["difference (points)"] > 0), "vs"])
+    worse = list(table.loc[sig & (table["difference (points)"] < 0), "vs"])
+    return better, worse, list(table.loc[~sig, "vs"])
 
 
 def significance_sentence(table: pd.DataFrame) -> str:
+    """What the table says, following each difference's sign and its corrected p-value."""
     if table.empty:
         return "There is only one method, so there is nothing to compare."
-    best = table["best"].iloc[0]
-    sig = list(table.loc[table["significant at 5%"] == "yes", "vs"])
-    ns = list(table.loc[table["significant at 5%"] == "no", "vs"])
-    parts = [f"{best} has the highest test accuracy."]
-    if sig:
-        parts.append(f"Its lead is significant at the 5% level (exact McNemar test) over {', '.join(sig)}.")
-    if ns:
-        parts.append(f"It is not significantly better than {', '.join(ns)}: those differences are within "
-                     "the noise of this test set, and the table's ranking among them should not be read as real.")  # fmt: skip
+    ref = table["reference"].iloc[0]
+    better, worse, same = _signed(table)
+    parts = [f"Reference: {ref}."]
+    if better:
+        parts.append(f"Significantly more accurate than it after the Holm correction: {', '.join(better)}.")
+    if worse:
+        parts.append(f"Significantly less accurate: {', '.join(worse)}.")
+    if same:
+        parts.append(f"Not distinguishable from it on this test set: {', '.join(same)}; the table's ranking among "
+                     "these should not be read as real.")  # fmt: skip
     return " ".join(parts)
+
+
+def key_findings_html(results: pd.DataFrame, table: pd.DataFrame) -> str:
+    """:func:`key_findings` as the page's boxed summary (an admonition the book's theme styles)."""
+    import html
+    import re
+
+    items = []
+    for line in key_findings(results, table).splitlines():
+        text = html.escape(line.removeprefix("- "))
+        items.append("<li>" + re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text) + "</li>")
+    return ('<div class="admonition tip"><p class="admonition-title">Key findings</p><ul>'
+            + "".join(items) + "</ul></div>")  # fmt: skip
+
+
+def key_findings(results: pd.DataFrame, table: pd.DataFrame) -> str:
+    """The Results page's summary box, generated from the two tables (never typed)."""
+    if results.empty:
+        return "No runs yet."
+    acc = results.set_index("method")["test acc (%)"]
+    best = acc.idxmax()
+    lines = []
+    if not table.empty:
+        ref = table["reference"].iloc[0]
+        lo_hi = results.set_index("method").loc[ref, "95% CI"]
+        lines.append(f"- **Reference ({ref}):** {acc[ref]:.1f}% test accuracy (95% CI {lo_hi}).")
+    lines.append(f"- **Highest mean test accuracy:** {best}, {acc[best]:.1f}%.")
+    if not table.empty:
+        better, worse, _ = _signed(table)
+        survived = [f"{m} (better)" for m in better] + [f"{m} (worse)" for m in worse]
+        lines.append("- **Differences from the reference that survive the Holm correction:** "
+                     + (", ".join(survived) if survived else "none") + ".")  # fmt: skip
+    return "\n".join(lines)
 
 
 def plot_acc_vs_params(table: pd.DataFrame):
@@ -615,33 +654,53 @@ def sweep_table(df: pd.DataFrame, axis: str) -> pd.DataFrame:
     return t
 
 
-def _sweep_plot(st: pd.DataFrame, x: str, xlabel: str, log_base: float, label_points: str | None = None):
+def _sweep_points(df: pd.DataFrame) -> pd.DataFrame:
+    ok = df[df.error.fillna("") == ""].copy() if "error" in df else df.copy()
+    ok["test accuracy (%)"] = ok.test_acc.astype(float) * 100
+    ok["method"] = [TITLES.get(m, m) for m in ok.method]
+    return ok
+
+
+def _sweep_plot(points: pd.DataFrame, x: str, xlabel: str, log_base: float, label_points: str | None = None):
+    """One line per method through the seed means, with a band of ± one standard deviation over seeds."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    for method, g in st.groupby("method", sort=False):
-        g = g.sort_values(x)
-        ax.errorbar(g[x], g["mean"], yerr=g["std"], marker="o", ms=4, capsize=3, label=TITLES.get(method, method))
-        for _, r in g.iterrows() if label_points else ():
-            ax.annotate(f"P={int(r[label_points])}", (r[x], r["mean"]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")  # fmt: skip
+    sns.lineplot(points, x=x, y="test accuracy (%)", hue="method", errorbar="sd", marker="o", ax=ax)
+    if label_points:
+        for (_, value), g in points.groupby(["method", label_points]):
+            ax.annotate(f"P={int(value)}", (g[x].iloc[0], g["test accuracy (%)"].mean()), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")  # fmt: skip
     ax.set_xscale("log", base=log_base)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("test accuracy (%), mean ± std over seeds")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.set_ylabel("test accuracy (%): seed mean, band ± 1 sd")
+    ax.legend(fontsize=8, title=None)
     fig.tight_layout()
     return fig
 
 
 def plot_few_shot(df: pd.DataFrame):
     """Test accuracy against training images per class, mean ± std over seeds."""
-    st = _sweep_stats(df, "train_per_class")
-    return _sweep_plot(st, "train_per_class", "training images per class (log 2)", 2)
+    return _sweep_plot(_sweep_points(df), "train_per_class", "training images per class (log 2)", 2)
 
 
 def plot_prompt_length(df: pd.DataFrame):
     """VPT test accuracy against trainable parameters, one point per prompt length."""
-    st = _sweep_stats(df, "prompt_tokens")
-    return _sweep_plot(st, "params", "trainable parameters (log)", 10, label_points="prompt_tokens")
+    points = _sweep_points(df).rename(columns={"trainable_params": "params"})
+    return _sweep_plot(points, "params", "trainable parameters (log)", 10, label_points="prompt_tokens")
+
+
+def plot_accuracy(table: pd.DataFrame):
+    """Each method's seed-mean test accuracy with its 95% Wilson interval (the main table's CI)."""
+    t = table.copy()
+    t[["lo", "hi"]] = [[float(v) for v in ci.split("-")] for ci in t["95% CI"]]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(t) + 1.2))
+    sns.barplot(t, y="method", x="test acc (%)", hue="method", legend=False, ax=ax, orient="h")
+    ax.errorbar(t["test acc (%)"], range(len(t)), xerr=[t["test acc (%)"] - t.lo, t.hi - t["test acc (%)"]],
+                fmt="none", ecolor="black", capsize=3, lw=1)  # fmt: skip
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("test accuracy (%), seed mean with 95% CI")
+    ax.set_ylabel("")
+    fig.tight_layout()
+    return fig
 
 
 # ---------------------------------------------------------------- where the model looks

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .metrics import bootstrap_ci
+from .metrics import wilson_ci
 
 
 def leaked_test_images(data_root: str | Path) -> set[str]:
@@ -62,7 +62,7 @@ def shape_floor(manifest: pd.DataFrame, seed: int = 0) -> dict[str, float]:
     train = (df.split != "test").to_numpy()
     clf = HistGradientBoostingClassifier(max_depth=3, random_state=seed).fit(x[train], y[train])
     correct = clf.predict(x[~train]) == y[~train]
-    lo, hi = bootstrap_ci(correct)
+    lo, hi = wilson_ci(float(correct.mean()), len(correct))
     majority = pd.Series(y[train]).value_counts().index[0]
     return {"accuracy": float(correct.mean()), "ci_low": lo, "ci_high": hi,
             "majority_rate": float((y[~train] == majority).mean()), "test_images": int((~train).sum())}  # fmt: skip
