@@ -374,7 +374,7 @@ def results_table(runs: str | Path, profile: str) -> pd.DataFrame:
             "checkpoint": _bytes(first["metrics"]["checkpoint_bytes"]),
             "s / epoch": np.mean([m["seconds_per_epoch"] for m in metrics]),
             "selected epoch": ", ".join(str(m["best_epoch"]) for m in metrics),
-            "earlier report acc (%, not reproduced)": EARLIER_REPORT.get(method, np.nan),
+            "earlier report acc (%, not reproduced)": EARLIER_REPORT.get(method, "–"),
             "settings": _changed(first["config"]), "run id": ", ".join(d.name for d in group),
         })  # fmt: skip
     df = pd.DataFrame(rows)
