@@ -52,7 +52,9 @@ def messy(phantom_source, tmp_path_factory) -> tuple[Path, Path, dict[str, str]]
     for p in good[:5]:  # five convertible images replace five phantoms: 40 usable in all
         p.unlink()
     out = tmp_path_factory.mktemp("messy-out")
-    prepare(PrepareOptions(src, out, train_per_class=40, test_per_class=5))
+    # The converted files are all made from one slice: near duplicates of each other, kept here
+    # (this is about decoding; tests/test_dedup.py covers duplicate-free drawing).
+    prepare(PrepareOptions(src, out, train_per_class=40, test_per_class=5, keep_duplicates=True))
     return src, out, expected
 
 

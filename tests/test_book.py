@@ -232,6 +232,8 @@ def test_make_run_reexecutes_only_that_notebook(repo, built):
     assert [n for n in before if before[n] != after[n]] == ["vpt_shallow.ipynb"]
     page = (repo / "_build" / "html" / "book" / "generated" / "results.html").read_text()
     assert "prompt_tokens=3" in page and "epochs=2" in page  # the table shows that row's parameters
+    looks = re.search(r"<th>VPT-shallow</th>\s*<td>(\d+)</td>\s*<td>(\d+)</td>", page)
+    assert looks and looks.groups() == ("2", "4"), looks  # two settings seen on test, in four runs
     runs = sorted(p for p in (repo / "runs" / "smoke" / "vpt_shallow").iterdir() if p.is_dir())
     assert len(runs) == 4  # two seeds, twice: the earlier run records are kept
     assert all(r.name in page for r in runs[2:]) and not any(r.name in page for r in runs[:2])

@@ -1,4 +1,5 @@
-"""Planted exact and near duplicates are found, within and across splits, and can be dropped."""
+"""Planted exact and near duplicates: by default never chosen twice (replaced, and listed); kept and
+reported with ``keep_duplicates``, optionally excluded from test."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def planted(phantom_source, tmp_path_factory):
 
 def _run(src, out, drop=False):
     prepare(PrepareOptions(src, out, train_per_class=40, test_per_class=40, val_fraction=0.0,
-                           drop_test_duplicates=drop))  # fmt: skip
+                           keep_duplicates=True, drop_test_duplicates=drop))  # fmt: skip
     return pd.read_csv(out / "duplicates.csv", dtype=str)
 
 
@@ -66,3 +67,37 @@ def test_drop_test_duplicates_excludes_and_records(planted, tmp_path):
     kept = read_manifest(tmp_path / "o")
     assert len(kept[kept.split == "test"]) == 160 - 2
     assert len(read_manifest(tmp_path / "o", include_excluded=True).query("split == 'test'")) == 160
+
+
+def test_splits_are_duplicate_free_by_default(planted, tmp_path):
+    """The planted test copies are skipped and replaced by the next candidates; the requested
+    counts are still met; the manifest and duplicates.csv say what was skipped and why."""
+    src, train_names, test_names = planted
+    out = tmp_path / "o"
+    # Every training image (so both originals) and 38 of the 40 test images of each class: the
+    # draw must pass both planted copies to reach 38.
+    prepare(PrepareOptions(src, out, train_per_class=40, test_per_class=38, val_fraction=0.2, seed=0))
+    df = pd.read_csv(out / "manifest.csv", dtype=str, keep_default_na=False)
+    used = df[df.split != "skipped"]
+    assert used.groupby("split").size().to_dict() == {"test": 152, "train": 128, "val": 32}
+    assert used.sha256.is_unique and used.duplicate_of.eq("").all()
+    dups = pd.read_csv(out / "duplicates.csv", dtype=str, keep_default_na=False)
+    assert set(dups.b_split) <= {"skipped"}  # no pair among the chosen images, in any split
+    chosen_train = set(used[used.split.isin(["train", "val"])].source.str.split("/").str[-1])
+    for name, copy, kind in zip(train_names, test_names, ("exact", "near"), strict=True):
+        assert name in chosen_train
+        row = df[df.source == f"Testing/meningioma/{copy}"]
+        assert not row.empty and row.split.iloc[0] == "skipped", copy
+        assert row.note.iloc[0].startswith(f"{kind} duplicate (of chosen image images/")
+        assert row.duplicate_of.iloc[0].endswith(name)
+        assert ((dups.b == f"Testing/meningioma/{copy}") & (dups.kind == kind)).sum() == 1
+
+
+def test_every_candidate_of_a_split_drawn_duplicate_free(planted, tmp_path):
+    """Asking for every test image forces the planted copies into the draw: they are skipped,
+    and the shortfall is a clear error that names the duplicates."""
+    src, _, _ = planted
+    from vptlib.errors import UserError
+
+    with pytest.raises(UserError, match=r"only 38 usable images \(0 unreadable, 2 duplicates"):
+        prepare(PrepareOptions(src, tmp_path / "o", train_per_class=40, test_per_class=40, val_fraction=0.0))

@@ -72,7 +72,17 @@ def test_run_record_contents(prepared, tiny_model, tmp_path):
 
 def test_epoch_is_selected_on_validation(prepared, tiny_model, tmp_path):
     res = run(
-        _cfg(prepared, tiny_model, tmp_path, method="linear", epochs=12, lr=0.05, test_curves=True), progress=False
+        _cfg(
+            prepared,
+            tiny_model,
+            tmp_path,
+            method="linear",
+            epochs=12,
+            lr=0.05,
+            test_curves=True,
+            options={"solver": "sgd"},
+        ),
+        progress=False,
     )
     h = res.history
     best = h.sort_values(["val_acc", "val_loss"], ascending=[False, True]).iloc[0]
@@ -316,9 +326,13 @@ def test_few_shot_subset_is_stratified_nested_and_cached(prepared, tiny_model, t
     assert torch.bincount(two.train.labels).tolist() == [2, 2, 2, 2]
     assert set(two.train.paths) <= set(five.train.paths)  # nested
     assert data.few_shot(2, seed=4).train.paths != two.train.paths
-    assert len(two.val) == len(data.val) and len(two.test) == len(data.test)
+    # Few labels everywhere: validation keeps min(K, its size) per class, nested; test is whole.
+    assert torch.bincount(two.val.labels).tolist() == [2, 2, 2, 2] and set(two.val.paths) <= set(five.val.paths)
+    assert torch.bincount(data.few_shot(50, seed=3).val.labels).tolist() == torch.bincount(data.val.labels).tolist()
+    assert len(two.test) == len(data.test)
     res = run(_cfg(prepared, tiny_model, tmp_path, method="linear", epochs=2, train_per_class=3), progress=False)
     assert res.metrics["train_images"] == 12
+    assert (pd.read_csv(res.run_dir / "predictions.csv").split == "val").sum() == 12
     # The cached features of the whole split serve the subset: the backbone is not called again.
     monkeypatch.setattr("vptlib.methods.linear.LinearProbe.features", lambda *a: (_ for _ in ()).throw(AssertionError))
     again = run(_cfg(prepared, tiny_model, tmp_path, method="linear", epochs=2, train_per_class=5), progress=False)
@@ -394,3 +408,63 @@ def test_data_parallel_under_accelerate_matches_one_process(method, lr, prepared
     p2 = pd.read_csv(dirs[0] / "predictions.csv").filter(like="prob_").to_numpy()
     p1 = pd.read_csv(one.run_dir / "predictions.csv").filter(like="prob_").to_numpy()
     assert np.abs(p2 - p1).max() < 1e-4
+
+
+def test_linear_probe_is_clips_protocol(prepared, pretrained_tiny, tmp_path):
+    """L-BFGS logistic regression on the cached features, C chosen on validation, no epochs,
+    deterministic; the head holds exactly scikit-learn's solution for the chosen C."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+
+    from vptlib.methods.linear import C_GRID
+
+    a = run(_cfg(prepared, pretrained_tiny, tmp_path, method="linear"), progress=False, keep_model=True)
+    b = run(_cfg(prepared, pretrained_tiny, tmp_path, method="linear"), progress=False)
+    m = a.metrics
+    assert m["epochs_run"] == 0 and len(a.history) == 0
+    curve = pd.DataFrame(m["linear_probe_curve"])
+    assert list(curve.C) == list(C_GRID)
+    best = curve.sort_values(["val_acc", "val_loss", "C"], ascending=[False, True, True]).iloc[0]
+    assert m["linear_probe_C"] == best.C and m["val"]["accuracy"] == pytest.approx(best.val_acc)
+    assert (a.run_dir / "predictions.csv").read_bytes() == (b.run_dir / "predictions.csv").read_bytes()
+    x = load_file_features(prepared, a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = LogisticRegression(C=best.C, max_iter=1000).fit(*x)
+    np.testing.assert_allclose(a.model.head.weight.detach().numpy(), clf.coef_, atol=1e-5)
+    assert m["train_accuracy"] > 0.5
+
+
+def load_file_features(prepared, res):
+    from safetensors.torch import load_file
+
+    from vptlib.dataset import read_manifest
+
+    (cache,) = (prepared / "cache").glob(
+        f"features-{json.loads((res.run_dir / 'config.json').read_text())['model_fingerprint']}*"
+    )
+    feats = load_file(str(cache))["train"].double().numpy()
+    df = read_manifest(prepared)
+    classes = json.loads((res.run_dir / "config.json").read_text())["classes"]
+    labels = np.array([classes.index(c) for c in df[df.split == "train"]["class"]])
+    return feats, labels
+
+
+@pytest.mark.parametrize("method", ["vision_lora", "vpt_shallow", "vpt_deep"])
+def test_full_profile_settings_train_the_head(method, prepared, pretrained_tiny, tmp_path):
+    """With the full profile's own learning rates and schedule (epochs cut to 10), every
+    method with a new head fits its training split well above chance (25%). A Kaiming head
+    at these learning rates stayed near random (the audit measured LoRA train accuracy
+    0.12 to 0.39)."""
+    from vptlib import book
+    from vptlib.engine import run_config
+
+    prof = book.load_profile(book.REPO / "profiles" / "full.yaml")
+    hp = {**prof["hparams"][method]}
+    hp["epochs"] = min(hp.get("epochs", 10), 10)
+    hp["warmup"] = min(hp.get("warmup", 0), 2)
+    cfg = run_config(method, {method: hp}, data=str(prepared), model=str(pretrained_tiny), device="cpu",
+                     precision="fp32", batch_size=prof["batch_size"], out=str(tmp_path))  # fmt: skip
+    res = run(cfg, progress=False)
+    assert res.metrics["train_accuracy"] >= 0.5, res.history[["epoch", "train_acc", "val_acc"]]

@@ -72,7 +72,11 @@ def test_build_never_modifies_the_callers_model(tiny_clip):
     "method,options,needle",
     [
         ("vpt", {}, "unknown method 'vpt'; choose one of: zero_shot, linear, vpt_shallow"),
-        ("linear", {"prompt_tokens": 5}, "prompt_tokens do not apply to linear; valid options: through_backbone"),
+        (
+            "linear",
+            {"prompt_tokens": 5},
+            "prompt_tokens do not apply to linear; valid options: solver, through_backbone",
+        ),
         ("full", {"prompt_dropout": 0.1}, "valid options: backbone_lr_scale, lp_ft"),
         ("vpt_deep", {"prompt_tokens": -1}, "prompt_tokens must be in [0, 200] (4x this model"),
         ("zero_shot", {"class_names": ("a", "b")}, "class_names has 2 names for 4 classes"),
@@ -182,11 +186,15 @@ def test_full_param_groups_and_lp_ft(tiny_clip):
     assert m.vision.embeddings.patch_embedding.weight.grad is not None
 
 
-def test_vpt_head_uses_official_init(tiny_clip):
-    torch.manual_seed(0)
-    m = build("vpt_shallow", tiny_clip, 4)
-    # kaiming_normal_(fan_out): std = sqrt(2 / out_features)
-    assert m.head.weight.std().item() == pytest.approx((2 / 4) ** 0.5, rel=0.15)
+@pytest.mark.parametrize("method", ["linear", "vpt_shallow", "vpt_deep", "vision_lora", "full"])
+def test_every_head_starts_at_log_c(tiny_clip, method):
+    """A new head starts at zero: the first loss is log C, whatever the features."""
+    import math
+
+    m = build(method, tiny_clip, 4).eval()
+    with torch.no_grad():
+        loss = m.loss(m(torch.randn(8, 3, 112, 112)), torch.tensor([0, 1, 2, 3] * 2))
+    assert float(loss) == pytest.approx(math.log(4), abs=1e-6)
 
 
 @pytest.mark.parametrize("method", ["linear", "vpt_shallow", "vpt_deep", "full"])

@@ -12,7 +12,22 @@ from vptlib.augment import Augment
 from vptlib.dataset import Preprocess, load_data, normalize
 
 
-@pytest.mark.parametrize("size", [(256, 256), (300, 200), (200, 340), (225, 224), (113, 112)])
+@pytest.mark.parametrize(
+    "size",
+    [
+        (256, 256),
+        (300, 200),
+        (200, 340),
+        (225, 224),
+        (113, 112),
+        (227, 224),
+        (224, 229),
+        (301, 224),
+        (115, 112),
+        (512, 389),
+        (389, 512),
+    ],
+)  # odd margins of 3, 5, ... pixels: where rounding and integer division disagree
 @pytest.mark.parametrize("crop", [112, 224])
 def test_parity_with_clip_image_processor(tiny_model, size, crop):
     processor = AutoImageProcessor.from_pretrained(

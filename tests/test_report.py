@@ -69,7 +69,7 @@ def test_figures_show_what_they_claim(runs, prepared):
     assert [t.get_text() for t in cm.get_yticklabels()][0] == "glioma"
     bars = report.plot_accuracy(table).axes[0]
     assert [round(p.get_width(), 2) for p in bars.patches] == list(table["test acc (%)"].round(2))
-    assert len(report.plot_val_curves(runs, "t").axes[0].get_lines()) == 2  # the two trained methods
+    assert len(report.plot_val_curves(runs, "t").axes[0].get_lines()) == 1  # the one trained by epochs (VPT)
     assert len(report.plot_acc_vs_params(table).axes[0].collections) == len(table)
     assert len(report.plot_history(run_dir).axes) == 2  # loss and accuracy
     assert len(report.plot_history(report.latest_run(runs, "t", "zero_shot")).axes) >= 1  # a note, not a crash
@@ -161,3 +161,18 @@ def test_attention_dedup_and_reliability_figures(runs, prepared):
     assert list(table.index) == ["Zero-shot CLIP", "Linear probe", "VPT-shallow"]
     assert (table["raw acc (%)"] == table["de-duplicated acc (%)"]).all()  # the phantoms have no duplicates
     assert len(report.plot_reliability(runs, "t").axes) == 3
+
+
+def test_every_test_evaluation_is_counted(runs, prepared, tiny_model):
+    before = report.test_looks(runs, "t")
+    assert before.loc["Linear probe", "settings evaluated on test"] >= 1
+    n = before.loc["VPT-shallow", "test evaluations"]
+    for seed in (0, 1):  # another setting, two seeds: one more setting, two more evaluations
+        run(method="vpt_shallow", data=str(prepared), model=str(tiny_model), epochs=1, lr=0.02, batch_size=16,
+            device="cpu", out=str(runs), profile="t", seed=seed, progress=False)  # fmt: skip
+    after = report.test_looks(runs, "t")
+    assert after.loc["VPT-shallow", "test evaluations"] == n + 2
+    assert (
+        after.loc["VPT-shallow", "settings evaluated on test"]
+        == before.loc["VPT-shallow", "settings evaluated on test"] + 1
+    )

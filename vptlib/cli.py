@@ -21,7 +21,8 @@ def _data_prepare(a: argparse.Namespace) -> None:
 
     res = prepare(PrepareOptions(Path(a.source), Path(a.out), a.train_per_class, a.test_per_class,
                                  a.val_fraction, a.seed, parse_classes(a.classes), a.link,
-                                 a.drop_test_duplicates))  # fmt: skip
+                                 keep_duplicates=a.keep_duplicates,
+                                 drop_test_duplicates=a.drop_test_duplicates))  # fmt: skip
     print(res.table)
     dropped = f"; {res.excluded} test images excluded as duplicates of training images" if res.excluded else ""
     print(f"wrote {res.manifest} ({res.chosen} images, {res.skipped} files skipped{dropped})")
@@ -84,6 +85,12 @@ METHOD_FLAGS = {
     ),
     "dropout": ("--lora-dropout", float, "vision_lora, clip_lora: dropout on the adapter input (default 0.25)"),
     "base": ("--base", str, "wise_ft: full | flyp, what is fine-tuned before mixing (default full)"),
+    "solver": (
+        "--solver",
+        str,
+        "linear: lbfgs (CLIP's protocol: logistic regression, C chosen on validation; "
+        "default) | sgd (the head trains for --epochs)",
+    ),
 }
 
 
@@ -318,8 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--classes", default=None,
                     help='your own classes: "name[=alias|alias],..." (default: the study\'s four)')  # fmt: skip
     pr.add_argument("--link", action="store_true", help="symlink the chosen images instead of copying")
+    pr.add_argument("--keep-duplicates", action="store_true",
+                    help="keep exact and near duplicates across and within splits (only report them); by default "
+                         "a duplicate of an image already chosen is skipped and replaced, so no validation or test "
+                         "image has a copy in training")  # fmt: skip
     pr.add_argument("--drop-test-duplicates", action="store_true",
-                    help="exclude test images that duplicate a training/validation image")  # fmt: skip
+                    help="with --keep-duplicates: exclude test images that duplicate a training/validation image")  # fmt: skip
     pr.set_defaults(func=_data_prepare)
 
     fe = dsub.add_parser("fetch", help="download the Kaggle dataset (needs a network)",

@@ -54,7 +54,10 @@ class Preprocess:
                    tuple(float(m) for m in processor.image_mean), tuple(float(s) for s in processor.image_std))  # fmt: skip
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(self.__dict__, sort_keys=True).encode()).hexdigest()[:12]
+        """Names the pixels: the settings and the crop rule (caches made with a rounded crop are not reused)."""
+        return hashlib.sha256(
+            json.dumps({**self.__dict__, "crop": [self.crop, "floor"]}, sort_keys=True).encode()
+        ).hexdigest()[:12]
 
     def to_uint8(self, img: Image.Image) -> np.ndarray:
         """Resize the shortest side and centre-crop, as ``CLIPImageProcessor`` does; ``(3, crop, crop)``."""
@@ -64,8 +67,9 @@ class Preprocess:
         size = (self.shortest_edge, new_long) if w <= h else (new_long, self.shortest_edge)
         img = img.resize(size, _RESAMPLE[self.resample])
         w, h = img.size
-        top = int(round((h - self.crop) / 2.0))
-        left = int(round((w - self.crop) / 2.0))
+        # Integer division, as transformers' center_crop: rounding would shift odd margins by a pixel.
+        top = (h - self.crop) // 2
+        left = (w - self.crop) // 2
         img = img.crop((left, top, left + self.crop, top + self.crop))
         return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
 
@@ -184,11 +188,18 @@ class Data:
     manifest_hash: str
     root: Path
     train_full: Split | None = None  # the whole training split when ``train`` is a few-shot subset
+    val_full: Split | None = None  # the whole validation split when ``val`` is a few-shot subset
 
     def few_shot(self, per_class: int, seed: int) -> Data:
-        """This data with at most ``per_class`` training images per class; val and test unchanged."""
-        full = self.train_full or self.train
-        return dataclasses.replace(self, train=full.subset(per_class, seed), train_full=full)
+        """At most ``per_class`` training *and validation* images per class; test unchanged.
+
+        Few-shot means few labels: selecting the epoch on a validation split larger than
+        the training set would use more labels than the method trains on. Both subsets
+        are seeded and nested (the images for k are among those for every larger k).
+        """
+        train, val = self.train_full or self.train, self.val_full or self.val
+        return dataclasses.replace(self, train=train.subset(per_class, seed), train_full=train,
+                                   val=val.subset(per_class, seed + 1), val_full=val)  # fmt: skip
 
 
 def _verify_files(root: Path, df: pd.DataFrame) -> None:

@@ -61,6 +61,45 @@ def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.unpackbits(x.view(np.uint8).reshape(*x.shape, 8), axis=-1).sum(-1)
 
 
+class DuplicateIndex:
+    """The images chosen so far, to ask of a new one whether it duplicates any of them.
+
+    Same rules as :func:`find_duplicates`: exact (sha256) first, then near (both hashes
+    within ``max_distance`` bits and thumbnails correlating at ``min_corr`` or more).
+    """
+
+    def __init__(self, max_distance: int = NEAR_MAX_DISTANCE, min_corr: float = NEAR_MIN_CORR):
+        self.max_distance, self.min_corr = max_distance, min_corr
+        self.names: list[str] = []
+        self.sha: dict[str, int] = {}
+        self.d: list[int] = []
+        self.p: list[int] = []
+        self.thumbs: list[np.ndarray] = []
+
+    def find(self, sha: str, dh: int, ph: int, thumb: np.ndarray) -> tuple[str, str, int] | None:
+        """``(name, kind, distance)`` of an image this one duplicates, or None."""
+        if sha in self.sha:
+            return self.names[self.sha[sha]], "exact", 0
+        if not self.names:
+            return None
+        d = _hamming(np.array([dh], dtype=np.uint64), np.array(self.d, dtype=np.uint64))[0]
+        p = _hamming(np.array([ph], dtype=np.uint64), np.array(self.p, dtype=np.uint64))[0]
+        dist = np.maximum(d, p)
+        corr = np.stack(self.thumbs) @ thumb
+        hits = np.nonzero((dist <= self.max_distance) & (corr >= self.min_corr))[0]
+        if len(hits) == 0:
+            return None
+        i = int(hits[np.argmin(dist[hits])])
+        return self.names[i], "near", int(dist[i])
+
+    def add(self, name: str, sha: str, dh: int, ph: int, thumb: np.ndarray) -> None:
+        self.sha.setdefault(sha, len(self.names))
+        self.names.append(name)
+        self.d.append(dh)
+        self.p.append(ph)
+        self.thumbs.append(thumb)
+
+
 @dataclass(frozen=True)
 class DuplicatePair:
     a: int  # row index of the first image

@@ -240,7 +240,7 @@ def _feature_cache(model, data: Data, cfg: RunConfig, device, fp: str, dist: _Di
     if dist.main and not path.is_file():
         feats = {}
         for s in ("train", "val", "test"):
-            split = data.train_full if s == "train" and data.train_full is not None else getattr(data, s)
+            split = _full(data, s)
             chunks = []
             for i in tqdm(range(0, len(split), cfg.batch_size), desc=f"features ({s})", leave=False):
                 x = normalize(split.pixels[i : i + cfg.batch_size].to(device), data.prep)
@@ -254,10 +254,16 @@ def _feature_cache(model, data: Data, cfg: RunConfig, device, fp: str, dist: _Di
     for s in ("train", "val", "test"):
         split = getattr(data, s)
         f = feats[s]
-        if s == "train" and data.train_full is not None:  # the few-shot subset of the cached split
-            f = f[_subset_rows(data.train_full.paths, split.paths)]
+        if _full(data, s) is not split:  # a few-shot subset of the cached split
+            f = f[_subset_rows(_full(data, s).paths, split.paths)]
         out[s] = (f.to(device), split.labels.to(device))
     return out
+
+
+def _full(data: Data, split: str):
+    """The whole split whose features are cached, also when the run uses a few-shot subset of it."""
+    full = {"train": data.train_full, "val": data.val_full}.get(split)
+    return full if full is not None else getattr(data, split)
 
 
 def _subset_rows(all_paths: list[str], kept: list[str]) -> list[int]:
@@ -488,6 +494,10 @@ def _run_locked(cfg: RunConfig, clip, fp: str, run_dir: Path, device: torch.devi
         })  # fmt: skip
 
     inputs = _Inputs(model, data, cfg, device, fp, dist)
+    # A method fitted in closed form on the cached features trains no epochs (CLIP's linear probe).
+    fitted = model.fit_features(inputs.splits) if inputs.features else None
+    if fitted is not None:
+        cfg = dataclasses.replace(cfg, epochs=0)
     trainable = [p for p in model.parameters() if p.requires_grad]
     history: list[dict[str, float]] = []
     best = {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf, "state": None}
@@ -565,7 +575,7 @@ def _run_locked(cfg: RunConfig, clip, fp: str, run_dir: Path, device: torch.devi
         loss, probs = _evaluate(inputs, split, cfg)
         return _accuracy(probs, inputs.splits[split][1]), loss
 
-    extra = model.finalize(score)
+    extra = {**(fitted or {}), **model.finalize(score)}
     result = _finish(run_dir, cfg, model, inputs, data, history, best, device, trainable_n, total_n, extra, dist)
     dist.barrier()
     result.model = model if keep_model else None
@@ -607,6 +617,8 @@ def _finish(run_dir, cfg, model, inputs, data, history, best, device, trainable_
             atomic.write_bytes(run_dir / records.HISTORY, hist.to_csv(index=False).encode())
         atomic.write_json(run_dir / records.METRICS, metrics)
         (run_dir / records.STATE).unlink(missing_ok=True)
+        if results.get("test"):
+            records.log_test_look(run_dir, cfg, results["test"]["accuracy"])
     return RunResult(run_dir, metrics, hist)
 
 

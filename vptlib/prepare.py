@@ -45,7 +45,7 @@ import numpy as np
 
 from . import atomic, locks
 from .classes import STUDY_CLASSES, ClassMap, folder_key
-from .dedup import dhash, find_duplicates, phash, sha256_file, thumbnail
+from .dedup import DuplicateIndex, dhash, find_duplicates, phash, sha256_file, thumbnail
 from .errors import UserError
 from .images import IMAGE_SUFFIXES, BadImage, is_hidden, load_rgb
 
@@ -74,7 +74,12 @@ class PrepareOptions:
     seed: int = 0
     classes: ClassMap = STUDY_CLASSES
     link: bool = False  # symlink instead of copying the chosen images
-    drop_test_duplicates: bool = False  # exclude test images that duplicate a train/val image
+    # Duplicate-free by default: a candidate that is an exact or near duplicate of an image
+    # already chosen (any split, any class) is skipped, with the reason, and the next
+    # candidate is drawn, so no validation or test image has a copy in training. True
+    # restores the earlier behaviour: duplicates are kept and only reported.
+    keep_duplicates: bool = False
+    drop_test_duplicates: bool = False  # with keep_duplicates: exclude test images that duplicate a train/val one
 
 
 @dataclass
@@ -93,6 +98,7 @@ class _Row:
     duplicate_of: str = ""
     duplicate_kind: str = ""
     excluded: str = ""
+    dup_distance: int = 0  # Hamming distance to the image it duplicates (skipped duplicates only)
     thumb: np.ndarray | None = None  # 32x32 grey thumbnail for near-duplicate confirmation
 
     def as_dict(self) -> dict[str, str]:
@@ -162,9 +168,10 @@ def _candidates(folder: Path, source: Path, skipped: list[_Row], cls: str) -> li
 
 
 def _take(files: list[Path], quota: int, rng: np.random.Generator, source: Path, cls: str,
-          skipped: list[_Row], where: str) -> list[_Row]:  # fmt: skip
+          skipped: list[_Row], where: str, seen: DuplicateIndex | None) -> list[_Row]:  # fmt: skip
+    """The first ``quota`` usable files in a seeded order; with ``seen``, none duplicating a chosen image."""
     taken: list[_Row] = []
-    bad = 0
+    bad = dups = 0
     for idx in rng.permutation(len(files)):
         if len(taken) == quota:
             break
@@ -176,12 +183,22 @@ def _take(files: list[Path], quota: int, rng: np.random.Generator, source: Path,
             bad += 1
             skipped.append(_Row("", cls, "skipped", rel, note=str(exc)))
             continue
-        taken.append(_Row("", cls, "", rel, sha256=sha256_file(path), width=img.width, height=img.height,
-                          mode=mode, note=note, dhash=dhash(img), phash=phash(img), thumb=thumbnail(img)))  # fmt: skip
+        row = _Row("", cls, "", rel, sha256=sha256_file(path), width=img.width, height=img.height,
+                   mode=mode, note=note, dhash=dhash(img), phash=phash(img), thumb=thumbnail(img))  # fmt: skip
+        if seen is not None:
+            hit = seen.find(row.sha256, row.dhash, row.phash, row.thumb)
+            if hit is not None:
+                dups += 1
+                of, kind, dist = hit
+                skipped.append(_Row("", cls, "skipped", rel, sha256=row.sha256, duplicate_of=of, duplicate_kind=kind,
+                                    dup_distance=dist, note=f"{kind} duplicate (of chosen image {of})"))  # fmt: skip
+                continue
+            seen.add(rel, row.sha256, row.dhash, row.phash, row.thumb)
+        taken.append(row)
     if len(taken) < quota:
         raise UserError(
-            f"class {cls!r} in {where}: only {len(taken)} usable images ({bad} unreadable), "
-            f"{quota} requested; lower the per-class count"
+            f"class {cls!r} in {where}: only {len(taken)} usable images ({bad} unreadable, {dups} duplicates of "
+            f"images already chosen), {quota} requested; lower the per-class count"
         )
     return taken
 
@@ -190,20 +207,27 @@ def _rows(opts: PrepareOptions) -> tuple[list[_Row], list[_Row]]:
     layout = scan_layout(opts.source, opts.classes)
     chosen: list[_Row] = []
     skipped: list[_Row] = []
+    # Training images are drawn first, for every class, then test images: a candidate that
+    # duplicates anything already chosen is replaced by the next one in its seeded order.
+    seen = None if opts.keep_duplicates else DuplicateIndex()
 
     def draw(c: int, split: str, quota: int, stream: int, where: str) -> list[_Row]:
         # One seeded stream per (class, split): changing one split's quota never reshuffles another.
         cls = opts.classes.names[c]
         files = _candidates(layout[split][cls], opts.source, skipped, cls)
-        return _take(files, quota, np.random.default_rng([opts.seed, c, stream]), opts.source, cls, skipped, where)
+        rng = np.random.default_rng([opts.seed, c, stream])
+        return _take(files, quota, rng, opts.source, cls, skipped, where, seen)
 
-    for c in range(len(opts.classes.names)):
-        if "pool" in layout:
-            both = draw(c, "pool", opts.test_per_class + opts.train_per_class, 2, "the pool")
-            test, train = both[: opts.test_per_class], both[opts.test_per_class :]
-        else:
-            train = draw(c, "train", opts.train_per_class, 0, "Training")
-            test = draw(c, "test", opts.test_per_class, 1, "Testing")
+    classes = range(len(opts.classes.names))
+    if "pool" in layout:
+        both = {c: draw(c, "pool", opts.test_per_class + opts.train_per_class, 2, "the pool") for c in classes}
+        tests = {c: both[c][: opts.test_per_class] for c in classes}
+        trains = {c: both[c][opts.test_per_class :] for c in classes}
+    else:
+        trains = {c: draw(c, "train", opts.train_per_class, 0, "Training") for c in classes}
+        tests = {c: draw(c, "test", opts.test_per_class, 1, "Testing") for c in classes}
+    for c in classes:
+        train, test = trains[c], tests[c]
         n_val = round(len(train) * opts.val_fraction)
         val_idx = set(np.random.default_rng([opts.seed, c, 3]).permutation(len(train))[:n_val].tolist())
         for i, row in enumerate(train):
@@ -215,6 +239,11 @@ def _rows(opts: PrepareOptions) -> tuple[list[_Row], list[_Row]]:
     chosen.sort(key=lambda r: (order[r.split], opts.classes.names.index(r.cls), r.source))
     for row in chosen:
         row.path = f"images/{row.split}/{row.cls}/{Path(row.source).name}"
+    where = {r.source: r for r in chosen}
+    for row in skipped:  # name the chosen image a skipped duplicate copies by its place in the data set
+        if row.duplicate_of in where:
+            row.note = row.note.replace(row.duplicate_of, where[row.duplicate_of].path)
+            row.duplicate_of = where[row.duplicate_of].path
     skipped.sort(key=lambda r: r.source)
     return chosen, skipped
 
@@ -392,6 +421,10 @@ def prepare(opts: PrepareOptions) -> PrepareResult:
         {"a": a.path, "b": b.path, "a_split": a.split, "b_split": b.split, "kind": k, "distance": str(d)}
         for a, b, k, d in pairs
     ]  # fmt: skip
+    split_of = {r.path: r.split for r in chosen}
+    dup_rows += [{"a": r.duplicate_of, "b": r.source, "a_split": split_of.get(r.duplicate_of, ""), "b_split": "skipped",
+                  "kind": r.duplicate_kind, "distance": str(r.dup_distance)}
+                 for r in skipped if r.duplicate_kind]  # fmt: skip
     duplicates = _csv(dup_rows, ("a", "b", "a_split", "b_split", "kind", "distance"))
     opts.out.mkdir(parents=True, exist_ok=True)
     with locks.exclusive(opts.out, f"--out {opts.out}"):

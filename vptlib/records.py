@@ -145,6 +145,40 @@ def code_hash() -> str:
     return h.hexdigest()[:12]
 
 
+LEDGER = "test-ledger.jsonl"
+
+
+def settings_hash(cfg) -> str:
+    """What a run's settings are, apart from its seed: runs that differ only in seed share it."""
+    identity = {k: v for k, v in cfg.identity().items() if k not in ("seed", "profile")}
+    return config_hash(identity)
+
+
+def log_test_look(run_dir: Path, cfg, accuracy: float) -> None:
+    """Append one line per finished run to ``<runs>/<profile>/test-ledger.jsonl``.
+
+    Every evaluation on the test split is counted, so a reader sees how many settings of
+    a method were looked at on test before the one reported (one is the honest number).
+    The ledger is rewritten whole (atomically) under the profile's lock.
+    """
+    from . import locks
+
+    root = run_dir.parent.parent
+    entry = {"method": cfg.method, "run_id": run_dir.name, "seed": cfg.seed, "settings": settings_hash(cfg),
+             "test_accuracy": accuracy, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+    with locks.exclusive(root, f"the test ledger of {root}"):
+        path = root / LEDGER
+        old = path.read_text() if path.is_file() else ""
+        atomic.write_text(path, old + json.dumps(entry, sort_keys=True) + "\n")
+
+
+def read_ledger(root: Path) -> list[dict[str, Any]]:
+    path = Path(root) / LEDGER
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def save_state(path: Path, state: dict[str, Any]) -> None:
     atomic.atomic_write(path, lambda p: torch.save(state, p))
 

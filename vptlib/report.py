@@ -447,6 +447,18 @@ def significance_sentence(table: pd.DataFrame) -> str:
     return " ".join(parts)
 
 
+def test_looks(runs: str | Path, profile: str) -> pd.DataFrame:
+    """Per method: how many distinct settings (seeds aside) were evaluated on test, from the ledger."""
+    ledger = pd.DataFrame(records.read_ledger(Path(runs) / profile))
+    if ledger.empty:
+        return pd.DataFrame(columns=["settings evaluated on test", "test evaluations"])
+    g = ledger.groupby("method")
+    out = pd.DataFrame({"settings evaluated on test": g.settings.nunique(), "test evaluations": g.size()})
+    out = out.reindex([m for m in METHOD_ORDER if m in out.index])
+    out.index = [TITLES.get(m, m) for m in out.index]
+    return out
+
+
 def key_findings_html(results: pd.DataFrame, table: pd.DataFrame) -> str:
     """:func:`key_findings` as the page's boxed summary (an admonition the book's theme styles)."""
     import html

@@ -12,9 +12,8 @@ import copy
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from .base import Classifier, TrainDefaults
+from .base import Classifier, TrainDefaults, linear_head
 from .linear import _vision
 
 DEFAULTS = TrainDefaults(epochs=20, lr=1e-4, optimizer="adamw", weight_decay=0.05)
@@ -32,9 +31,7 @@ class FullFinetune(Classifier):
     def __init__(self, vision, num_classes: int, opts: Options):
         super().__init__()
         self.vision = copy.deepcopy(vision).requires_grad_(True)
-        self.head = nn.Linear(vision.config.hidden_size, num_classes)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.head = linear_head(vision.config.hidden_size, num_classes)
         self.opts = opts
         self.backbone_frozen = opts.lp_ft > 0
         self.unused_params_possible = opts.lp_ft > 0

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 
-from .base import Classifier, TrainDefaults, vpt_head
+from .base import Classifier, TrainDefaults, linear_head
 from .linear import _vision
 
 DEFAULTS = TrainDefaults(epochs=20, lr=2e-4, optimizer="adamw", weight_decay=0.01)
@@ -57,7 +57,7 @@ class VisionLoRA(Classifier):
         super().__init__()
         self.vision = copy.deepcopy(vision).requires_grad_(False)
         adapt(self.vision, opts, rslora=False)
-        self.head = vpt_head(vision.config.hidden_size, num_classes)
+        self.head = linear_head(vision.config.hidden_size, num_classes)
         self.rank, self.targets = opts.rank, tuple(opts.targets)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:

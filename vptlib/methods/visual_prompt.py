@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..vpt import PromptedVisionEncoder
-from .base import Classifier, TrainDefaults, vpt_head
+from .base import Classifier, TrainDefaults, linear_head
 from .linear import _vision
 
 DEFAULTS = TrainDefaults(epochs=50, lr=0.05, optimizer="sgd", weight_decay=1e-4)
@@ -30,7 +30,7 @@ class VPTClassifier(Classifier):
         super().__init__()
         self.method = "vpt_deep" if deep else "vpt_shallow"
         self.encoder = PromptedVisionEncoder(copy.deepcopy(vision), opts.prompt_tokens, deep, opts.prompt_dropout)
-        self.head = vpt_head(vision.config.hidden_size, num_classes)
+        self.head = linear_head(vision.config.hidden_size, num_classes)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(pixel_values).float())
