@@ -378,14 +378,16 @@ def test_wise_ft_chooses_alpha_on_validation(prepared, tiny_model, tmp_path):
     # reproduces the recorded predictions, in fp32 and in bf16.
 
 
-@pytest.mark.parametrize(("method", "lr"), [("vpt_shallow", 0.01), ("flyp", 1e-4)])
-def test_data_parallel_under_accelerate_matches_one_process(method, lr, prepared, tiny_model, tmp_path):
+# VPT with SGD: its head starts at zero, so the prompts' first gradients are tiny, and AdamW
+# would scale their float32 rounding noise up to full-size steps in either run.
+@pytest.mark.parametrize(("method", "lr", "opt"), [("vpt_shallow", 0.05, "sgd"), ("flyp", 1e-4, "adamw")])
+def test_data_parallel_under_accelerate_matches_one_process(method, lr, opt, prepared, tiny_model, tmp_path):
     """2 CPU processes (gloo) launched by `accelerate launch`: same metrics as one process
     within 1e-5, and one run record written once. FLYP's in-batch loss gathers the batch
     across processes, so it matches too (batch 13: the processes' shares differ in size)."""
     batch = "12" if method == "vpt_shallow" else "13"
     args = ["--method", method, "--data", str(prepared), "--model", str(tiny_model), "--epochs", "2",
-            "--batch-size", batch, "--lr", str(lr), "--optimizer", "adamw", "--precision", "fp32", "--quiet"]  # fmt: skip
+            "--batch-size", batch, "--lr", str(lr), "--optimizer", opt, "--precision", "fp32", "--quiet"]  # fmt: skip
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     launcher = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
@@ -395,7 +397,7 @@ def test_data_parallel_under_accelerate_matches_one_process(method, lr, prepared
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert ddp.stdout.count("test accuracy") == 1  # one summary line, from the main process
     one = run(_cfg(prepared, tiny_model, tmp_path / "one", **{"method": method, "epochs": 2, "batch_size": int(batch),
-                                                             "lr": lr, "optimizer": "adamw", "precision": "fp32"}),
+                                                             "lr": lr, "optimizer": opt, "precision": "fp32"}),
               progress=False)  # fmt: skip
     dirs = records.run_dirs(tmp_path / "ddp" / "default" / method)
     assert len(dirs) == 1
@@ -404,7 +406,9 @@ def test_data_parallel_under_accelerate_matches_one_process(method, lr, prepared
     h2, h1 = pd.read_csv(dirs[0] / "history.csv"), one.history
     for col in ("train_loss", "val_loss", "val_acc"):
         assert np.allclose(h2[col], h1[col], atol=1e-5), col
-    assert m["test"]["accuracy"] == pytest.approx(one.metrics["test"]["accuracy"])
+    # The probabilities agree to 1e-4; a test image whose two top classes are that close may
+    # flip (the random tiny model sits near chance), so accuracy may differ by one image.
+    assert m["test"]["accuracy"] == pytest.approx(one.metrics["test"]["accuracy"], abs=1 / 80 + 1e-9)
     p2 = pd.read_csv(dirs[0] / "predictions.csv").filter(like="prob_").to_numpy()
     p1 = pd.read_csv(one.run_dir / "predictions.csv").filter(like="prob_").to_numpy()
     assert np.abs(p2 - p1).max() < 1e-4
