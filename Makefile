@@ -144,5 +144,7 @@ browser:
 	else echo "make browser: chromium is missing and needs root to install: the browser test will be skipped (enable it with: sudo make browser)"; exit 0; fi; \
 	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium chromium-driver
 
+# Build outputs only: run records (runs/), data and models are results and inputs, never
+# removed by make; delete them yourself if you mean to.
 clean:
-	rm -rf _build runs .pytest_cache $(GEN)
+	rm -rf _build .pytest_cache $(GEN)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import datetime
@@ -170,6 +171,16 @@ def test_predict_lists_bad_files_and_converts_odd_formats(prepared, tiny_model, 
     assert done.returncode == 2 and "none of the 1 inputs" in done.stderr and "Traceback" not in done.stderr
     done = _cli("predict", str(tmp_path), str(folder), "--quiet")
     assert done.returncode == 2 and "not a finished run" in done.stderr
+    # The base model moved: --model finds it, but only if it holds the recorded weights.
+    from vptlib.backbone import write_tiny_clip
+
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_model, moved)
+    done = _cli("predict", str(res.run_dir), str(folder / "cmyk.jpg"), "--model", str(moved), "--quiet")
+    assert done.returncode == 0, done.stderr
+    other = write_tiny_clip(tmp_path / "other", seed=5)
+    done = _cli("predict", str(res.run_dir), str(folder / "cmyk.jpg"), "--model", str(other), "--quiet")
+    assert done.returncode == 2 and "is not the model" in done.stderr
 
 
 # ------------------------------------------------------------------ run order

@@ -535,3 +535,18 @@ def test_orphaned_temporaries_are_cleaned_but_live_ones_kept(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert mode == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EROFS])
+def test_a_full_disk_under_runs_or_the_cache_is_one_line(err, prepared, tiny_model, tmp_path, monkeypatch, capsys):
+    """Every record and cache file goes through atomic_write: a failing disk is one line, exit 2."""
+
+    def fail(path, write):
+        raise OSError(err, os.strerror(err), str(path))
+
+    monkeypatch.setattr(atomic, "atomic_write", fail)
+    code = cli.main(["run", "--method", "linear", "--data", str(prepared), "--model", str(tiny_model),
+                     "--out", str(tmp_path / "runs"), "--quiet", "--precision", "fp32"])  # fmt: skip
+    err_text = capsys.readouterr().err
+    assert code == 2 and os.strerror(err) in err_text and "Traceback" not in err_text
+    assert len([x for x in err_text.splitlines() if x.startswith("vptlib: error:")]) == 1

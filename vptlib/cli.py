@@ -119,7 +119,7 @@ def _predict(a: argparse.Namespace) -> None:
     from . import atomic
     from .predict import describe, predict
 
-    table = predict(a.run_dir, a.inputs, device=a.device, progress=not a.quiet)
+    table = predict(a.run_dir, a.inputs, device=a.device, progress=not a.quiet, model=a.model)
     print(describe(table))
     bad = table[table.error != ""]
     if a.out:
@@ -141,6 +141,8 @@ def _add_predict_parser(sub) -> None:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders")
     p.add_argument("--out", default=None, help="also write the table as CSV (path, pred, prob_<class>..., error)")
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps (default cpu)")
+    p.add_argument("--model", default=None,
+                   help="where the run's base model is now, if it moved (it must hold the same weights)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
 

@@ -13,6 +13,7 @@ training. Unreadable files are listed with their reason, never raised.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,10 +135,15 @@ def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[tuple[
     return files, skipped
 
 
-def predict(run_dir: str | Path, inputs: Iterable[str | Path], device: str = "cpu",
-            progress: bool = False) -> pd.DataFrame:  # fmt: skip
-    """Classify ``inputs`` (files or folders) with a finished run; one row per file seen."""
+def predict(run_dir: str | Path, inputs: Iterable[str | Path], device: str = "cpu", progress: bool = False,
+            model: str | None = None) -> pd.DataFrame:  # fmt: skip
+    """Classify ``inputs`` (files or folders) with a finished run; one row per file seen.
+
+    ``model`` is where the run's base model is now (a moved folder, or a copy); it must
+    hold the same weights the run recorded (its fingerprint), else nothing is predicted.
+    """
     from . import records
+    from .backbone import fingerprint, load_clip
 
     run_dir = Path(run_dir)
     if not (run_dir / records.METRICS).is_file():
@@ -146,7 +152,14 @@ def predict(run_dir: str | Path, inputs: Iterable[str | Path], device: str = "cp
     files, skipped = expand_inputs(inputs)
     if not files and not skipped:
         raise UserError("no images given: pass image files or folders")
-    predictor = load_predictor(run_dir, device=device)
+    clip = None
+    if model is not None:
+        clip = load_clip(model)
+        recorded = json.loads((run_dir / records.CONFIG).read_text()).get("model_fingerprint")
+        if fingerprint(clip.model) != recorded:
+            raise UserError(f"--model {model} is not the model {run_dir.name} was trained from (weights fingerprint "
+                            f"{fingerprint(clip.model)}, the run recorded {recorded})")  # fmt: skip
+    predictor = load_predictor(run_dir, clip=clip, device=device)
     if progress:
         from tqdm import tqdm
 
