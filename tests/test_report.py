@@ -176,3 +176,23 @@ def test_every_test_evaluation_is_counted(runs, prepared, tiny_model):
         after.loc["VPT-shallow", "settings evaluated on test"]
         == before.loc["VPT-shallow", "settings evaluated on test"] + 1
     )
+
+
+def test_concurrent_runs_all_reach_the_ledger(tmp_path):
+    """Sweep workers finish at the same moment: every one waits its turn, none is lost or fails."""
+    import threading
+
+    from vptlib import records
+
+    cfgs = [RunConfig(method="linear", data=str(tmp_path), seed=i) for i in range(8)]
+    dirs = [records.new_run_dir(tmp_path / "p" / "linear", "0000000" + str(i)) for i in range(8)]
+    threads = [
+        threading.Thread(target=records.log_test_look, args=(d, c, 0.5)) for d, c in zip(dirs, cfgs, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ledger = records.read_ledger(tmp_path / "p")
+    assert sorted(e["run_id"] for e in ledger) == sorted(d.name for d in dirs)
+    assert len({e["settings"] for e in ledger}) == 1  # seeds aside, one setting

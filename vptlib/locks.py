@@ -25,13 +25,18 @@ LOCK_NAME = ".vptlib.lock"
 
 
 @contextlib.contextmanager
-def exclusive(folder: str | Path, what: str) -> Iterator[None]:
-    """Hold ``folder``'s lock for the ``with`` block, or raise a :class:`UserError` naming the holder."""
+def exclusive(folder: str | Path, what: str, wait: bool = False) -> Iterator[None]:
+    """Hold ``folder``'s lock for the ``with`` block.
+
+    By default a lock held by another process is a :class:`UserError` naming the holder
+    (two commands on one output must not both proceed). ``wait=True`` queues instead, for
+    short critical sections that every process must pass (appending to a shared ledger).
+    """
     path = Path(folder) / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UserError(f"{what} is in use by {_holder(path)}; wait for it to finish or stop it first") from None
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:300],

@@ -166,7 +166,7 @@ def log_test_look(run_dir: Path, cfg, accuracy: float) -> None:
     root = run_dir.parent.parent
     entry = {"method": cfg.method, "run_id": run_dir.name, "seed": cfg.seed, "settings": settings_hash(cfg),
              "test_accuracy": accuracy, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
-    with locks.exclusive(root, f"the test ledger of {root}"):
+    with locks.exclusive(root, f"the test ledger of {root}", wait=True):  # sweep workers queue here
         path = root / LEDGER
         old = path.read_text() if path.is_file() else ""
         atomic.write_text(path, old + json.dumps(entry, sort_keys=True) + "\n")
