@@ -53,7 +53,7 @@ def test_run_record_contents(prepared, tiny_model, tmp_path):
         assert (d / name).is_file(), name
     assert not (d / "state.pt").exists()
     cfg = json.loads((d / "config.json").read_text())
-    for key in ("model_fingerprint", "manifest_hash", "git_commit", "versions", "device", "lr", "prompts"):
+    for key in ("model_fingerprint", "manifest_hash", "git_commit", "versions", "device", "lr", "text_prompts"):
         assert key in cfg, key
     assert cfg["method_options"] == {"prompt_tokens": 5, "prompt_dropout": 0.0}
     m = res.metrics
@@ -225,7 +225,8 @@ def test_early_stopping(prepared, tiny_model, tmp_path, monkeypatch):
         n = len(inputs.splits[split][1])
         return 1.0, np.full((n, 4), 0.25)
 
-    monkeypatch.setattr("vptlib.engine._evaluate", flat)
+    monkeypatch.setattr("vptlib.engine.evaluate", flat)
+    monkeypatch.setattr("vptlib.recording.evaluate", flat)
     res = run(_cfg(prepared, tiny_model, tmp_path, epochs=10, early_stopping=2), progress=False)
     assert res.metrics["epochs_run"] == 3 and res.metrics["stopped_early"]
     assert res.metrics["best_epoch"] == 1
@@ -240,7 +241,7 @@ def test_bf16_path_runs_and_is_recorded(prepared, tiny_model, tmp_path):
 def test_zero_shot_records_prompts(prepared, tiny_model, tmp_path):
     res = run(_cfg(prepared, tiny_model, tmp_path, method="zero_shot", epochs=0), progress=False)
     cfg = json.loads((res.run_dir / "config.json").read_text())
-    assert "a brain MRI showing a glioma." in cfg["prompts"]["glioma"]
+    assert "a brain MRI showing a glioma." in cfg["text_prompts"]["glioma"]
     assert res.metrics["trainable_params"] == 0 and res.metrics["epochs_run"] == 0
 
 
@@ -273,7 +274,7 @@ def test_methods_learn_beyond_chance(prepared, pretrained_tiny, tmp_path, method
 def test_contrastive_runs_through_the_engine(method, prepared, tiny_model, tmp_path):
     res = run(_cfg(prepared, tiny_model, tmp_path, method=method, epochs=1, lr=1e-4), progress=False)
     cfg = json.loads((res.run_dir / "config.json").read_text())
-    assert cfg["prompts"]["glioma"]
+    assert cfg["text_prompts"]["glioma"]
     frozen = 1 if method == "text_ce" else 0  # text_ce freezes the temperature; FLYP trains it
     assert res.metrics["trainable_params"] == res.metrics["total_params"] - frozen
     assert np.isfinite(res.history.train_loss).all()
@@ -281,10 +282,14 @@ def test_contrastive_runs_through_the_engine(method, prepared, tiny_model, tmp_p
 
 def test_test_split_is_not_evaluated_per_epoch_unless_asked(prepared, tiny_model, tmp_path, monkeypatch):
     import vptlib.engine as engine
+    import vptlib.recording as recording
 
     seen = []
-    real = engine._evaluate
-    monkeypatch.setattr(engine, "_evaluate", lambda inputs, split, cfg: seen.append(split) or real(inputs, split, cfg))
+    real = engine.evaluate
+    for module in (engine, recording):
+        monkeypatch.setattr(
+            module, "evaluate", lambda inputs, split, cfg: seen.append(split) or real(inputs, split, cfg)
+        )
     res = run(_cfg(prepared, tiny_model, tmp_path, epochs=3), progress=False)
     assert res.history.test_acc.isna().all()
     assert seen.count("val") == 3 + 1 and seen.count("test") == 1  # per epoch: val only; then the final report

@@ -95,10 +95,10 @@ def test_text_methods_need_the_tokenizer(tiny_clip):
 
 def test_zero_shot_prompts_are_recorded_and_configurable(tiny_clip):
     m = build("zero_shot", tiny_clip, 4, templates=("an MRI of {}.",), synonyms={"glioma": ("a glioma",)})
-    assert m.prompts["glioma"] == ["an MRI of a glioma."]
-    assert m.prompts["notumor"] == ["an MRI of no tumor.", "an MRI of a healthy brain.", "an MRI of a normal brain."]
+    assert m.text_prompts["glioma"] == ["an MRI of a glioma."]
+    assert m.text_prompts["notumor"] == ["an MRI of no tumor.", "an MRI of a healthy brain.", "an MRI of a normal brain."]
     ens = build("zero_shot", tiny_clip, 4)
-    assert len(ens.prompts["glioma"]) > 1  # templates x synonyms
+    assert len(ens.text_prompts["glioma"]) > 1  # templates x synonyms
     assert ens.text_embeddings.shape == (4, 32)
     torch.testing.assert_close(ens.text_embeddings.norm(dim=1), torch.ones(4))
 
@@ -161,10 +161,10 @@ def test_clip_lora_follows_clip_lora(b32, tiny_clip):
     assert layers[0].scaling["default"] == pytest.approx(1 / 2**0.5)  # alpha / sqrt(rank): rsLoRA
     assert layers[0].lora_dropout["default"].p == 0.25
     assert not any(n.startswith("head") for n, _ in model.named_parameters())  # no new head
-    assert all(len(p) == 1 for p in model.prompts.values())  # one text per class
+    assert all(len(p) == 1 for p in model.text_prompts.values())  # one text per class
     small = build("clip_lora", tiny_clip, 4).eval()  # B = 0: exactly CLIP's logits before training
     x = torch.randn(2, 3, 112, 112)
-    enc = tiny_clip.tokenizer([p[0] for p in small.prompts.values()], padding=True, return_tensors="pt")
+    enc = tiny_clip.tokenizer([p[0] for p in small.text_prompts.values()], padding=True, return_tensors="pt")
     with torch.no_grad():
         clip = tiny_clip.model
         txt = torch.nn.functional.normalize(clip.get_text_features(**enc).pooler_output, dim=-1)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from transformers import CLIPModel
 
 from vptlib.backbone import tiny_clip_config, vit_b32_config
-from vptlib.vpt import PromptedVisionEncoder, prompt_init_bound
+from vptlib.methods.visual_prompt import PromptedVisionEncoder, prompt_init_bound
 
 
 @pytest.fixture(scope="module")

@@ -19,32 +19,33 @@ from .base import Classifier, TrainDefaults, count_parameters
 
 @dataclass(frozen=True)
 class MethodSpec:
-    build: Callable[..., Classifier]
-    options: type
-    defaults: TrainDefaults
+    """A method as the rest of vptlib sees it; nothing outside ``methods/`` names a method."""
+
+    build: Callable[..., Classifier]  # (clip, num_classes, options) -> Classifier
+    options: type  # the method's Options dataclass: its fields are its CLI flags and profile keys
+    defaults: TrainDefaults  # recommended epochs, lr, optimizer, weight decay
     title: str  # how reports name it
     uses_text: bool = False  # needs the tokenizer and the class names
+    trains: bool = True  # False: nothing is optimised (zero-shot), so it runs once, with 0 epochs
 
 
-# The one list of methods, in report order: the CLI, the report, the bench and the build
-# read it from here (tests check that the Makefile and _toc.yml list the same).
+def _spec(module: Any, title: str, build: Callable[..., Classifier] | None = None, **kw: Any) -> MethodSpec:
+    return MethodSpec(build or module.build, module.Options, module.DEFAULTS, title, **kw)
+
+
+# The one list of methods, in report order: the CLI, the report, the bench, the sweeps and
+# the build read it from here (tests check that the Makefile and _toc.yml list the same).
 METHODS: dict[str, MethodSpec] = {
-    "zero_shot": MethodSpec(zero_shot.build, zero_shot.Options, zero_shot.DEFAULTS, "Zero-shot CLIP", True),
-    "linear": MethodSpec(linear.build, linear.Options, linear.DEFAULTS, "Linear probe"),
-    "vpt_shallow": MethodSpec(
-        visual_prompt.build_shallow, visual_prompt.Options, visual_prompt.DEFAULTS, "VPT-shallow"
-    ),  # fmt: skip
-    "vpt_deep": MethodSpec(visual_prompt.build_deep, visual_prompt.Options, visual_prompt.DEFAULTS, "VPT-deep"),
-    "vision_lora": MethodSpec(
-        vision_lora.build, vision_lora.Options, vision_lora.DEFAULTS, "Vision LoRA + linear head"
-    ),  # fmt: skip
-    "clip_lora": MethodSpec(clip_lora.build, clip_lora.Options, clip_lora.DEFAULTS, "CLIP-LoRA", True),
-    "full": MethodSpec(full.build, full.Options, full.DEFAULTS, "Full fine-tuning"),
-    "wise_ft": MethodSpec(wise_ft.build, wise_ft.Options, wise_ft.DEFAULTS, "WiSE-FT", True),
-    "flyp": MethodSpec(flyp.build, flyp.Options, flyp.DEFAULTS, "FLYP", True),
-    "text_ce": MethodSpec(
-        text_ce.build, text_ce.Options, text_ce.DEFAULTS, "Cross-entropy on class texts (FLYP's ablation)", True
-    ),  # fmt: skip
+    "zero_shot": _spec(zero_shot, "Zero-shot CLIP", uses_text=True, trains=False),
+    "linear": _spec(linear, "Linear probe"),
+    "vpt_shallow": _spec(visual_prompt, "VPT-shallow", visual_prompt.build_shallow),
+    "vpt_deep": _spec(visual_prompt, "VPT-deep", visual_prompt.build_deep),
+    "vision_lora": _spec(vision_lora, "Vision LoRA + linear head"),
+    "clip_lora": _spec(clip_lora, "CLIP-LoRA", uses_text=True),
+    "full": _spec(full, "Full fine-tuning"),
+    "wise_ft": _spec(wise_ft, "WiSE-FT", uses_text=True),
+    "flyp": _spec(flyp, "FLYP", uses_text=True),
+    "text_ce": _spec(text_ce, "Cross-entropy on class texts (FLYP's ablation)", uses_text=True),
 }
 
 

@@ -88,6 +88,11 @@ def linear_head(in_features: int, num_classes: int) -> nn.Linear:
     return head
 
 
+def vision_model(clip) -> nn.Module:
+    """The vision tower of a :class:`~vptlib.backbone.Clip` bundle or of a bare ``CLIPModel``."""
+    return clip.vision_model if hasattr(clip, "vision_model") else clip.model.vision_model
+
+
 def count_parameters(module: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     total = sum(p.numel() for p in module.parameters())

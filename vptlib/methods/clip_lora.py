@@ -46,8 +46,8 @@ class CLIPLoRA(Classifier):
         adapt(self.clip, opts, rslora=True)
         self.register_buffer("logit_scale", self.clip.logit_scale.detach().exp().clone())
         every = class_prompts(opts.class_names, opts.templates or TEMPLATES[:1], opts.synonyms)
-        self.prompts = {c: ps[:1] for c, ps in every.items()}  # one text per class
-        tokens, _ = tokenize(clip.tokenizer, self.prompts)
+        self.text_prompts = {c: ps[:1] for c, ps in every.items()}  # one text per class
+        tokens, _ = tokenize(clip.tokenizer, self.text_prompts)
         for k, v in tokens.items():
             self.register_buffer(f"tok_{k}", v, persistent=False)
         self.rank = opts.rank

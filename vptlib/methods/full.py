@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Classifier, TrainDefaults, linear_head
-from .linear import _vision
+from .base import Classifier, TrainDefaults, linear_head, vision_model
 
 DEFAULTS = TrainDefaults(epochs=20, lr=1e-4, optimizer="adamw", weight_decay=0.05)
 
@@ -62,4 +61,4 @@ def build(clip, num_classes: int, opts: Options) -> FullFinetune:
         raise ValueError(f"backbone_lr_scale must be > 0, got {opts.backbone_lr_scale}")
     if opts.lp_ft < 0:
         raise ValueError(f"lp_ft must be >= 0, got {opts.lp_ft}")
-    return FullFinetune(_vision(clip), num_classes, opts)
+    return FullFinetune(vision_model(clip), num_classes, opts)

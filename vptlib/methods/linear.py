@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .base import Classifier, TrainDefaults, linear_head
+from .base import Classifier, TrainDefaults, linear_head, vision_model
 
 DEFAULTS = TrainDefaults(epochs=50, lr=1e-3, optimizer="adamw", weight_decay=1e-4)  # for solver="sgd"
 C_GRID = tuple(float(c) for c in np.logspace(-6, 6, 25))  # inverse L2 strength, as CLIP's search range
@@ -105,8 +105,4 @@ def build(clip, num_classes: int, opts: Options) -> LinearProbe:
         raise ValueError(f"solver must be lbfgs or sgd, got {opts.solver!r}")
     if opts.through_backbone and opts.solver != "sgd":
         raise ValueError("through_backbone trains by SGD: pass solver='sgd' too")
-    return LinearProbe(_vision(clip), num_classes, opts)
-
-
-def _vision(clip):
-    return clip.vision_model if hasattr(clip, "vision_model") else clip.model.vision_model
+    return LinearProbe(vision_model(clip), num_classes, opts)

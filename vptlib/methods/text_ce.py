@@ -38,8 +38,8 @@ class TextCE(Classifier):
         self.clip = copy.deepcopy(clip.model).requires_grad_(True)
         self.clip.logit_scale.requires_grad_(False)
         self.num_classes = num_classes
-        self.prompts = class_prompts(opts.class_names, opts.templates, opts.synonyms)
-        tokens, owner = tokenize(clip.tokenizer, self.prompts)
+        self.text_prompts = class_prompts(opts.class_names, opts.templates, opts.synonyms)
+        tokens, owner = tokenize(clip.tokenizer, self.text_prompts)
         for k, v in tokens.items():
             self.register_buffer(f"tok_{k}", v, persistent=False)
         self.register_buffer("owner", owner, persistent=False)

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 
-from .base import Classifier, TrainDefaults, linear_head
-from .linear import _vision
+from .base import Classifier, TrainDefaults, linear_head, vision_model
 
 DEFAULTS = TrainDefaults(epochs=20, lr=2e-4, optimizer="adamw", weight_decay=0.01)
 
@@ -69,4 +68,4 @@ class VisionLoRA(Classifier):
 
 def build(clip, num_classes: int, opts: Options) -> VisionLoRA:
     check(opts)
-    return VisionLoRA(_vision(clip), num_classes, opts)
+    return VisionLoRA(vision_model(clip), num_classes, opts)

@@ -1,20 +1,31 @@
-"""VPT-shallow and VPT-deep: trainable prompt tokens in a frozen encoder plus a linear head.
+"""VPT-shallow and VPT-deep (Jia et al. 2022): trainable prompt tokens in a frozen CLIP
+vision encoder, plus a linear head on its post-LN CLS feature.
 
-The encoder is :class:`vptlib.vpt.PromptedVisionEncoder`; the head sits on its post-LN
-CLS feature with VPT's official initialisation. Trainable parameters with ``C``
-classes and width ``D``: shallow ``P*D + D*C + C``; deep ``L*P*D + D*C + C``.
+Adapted from KMnP/vpt ``src/models/vit_prompt/vit.py`` to Hugging Face's
+``CLIPVisionTransformer``. The forward pass (:class:`PromptedVisionEncoder`), top to bottom:
+
+1. ``embeddings``: patch embedding + CLS + position embeddings -> ``(B, 1 + N, D)``;
+2. insert ``P`` prompt tokens right after CLS. Prompts get no position embedding;
+3. ``pre_layrnorm``: CLIP's ``ln_pre`` normalises the prompts too;
+4. the encoder layers. In *deep* mode the prompt slots are **replaced** by a fresh
+   set before every layer after the first, so the sequence stays ``1 + P + N`` long;
+5. ``post_layernorm`` on CLS: equal to ``pooler_output`` when ``P == 0``.
+
+Only the prompts and the head train; every weight of the wrapped tower is frozen.
+Trainable parameters with ``C`` classes and width ``D``: shallow ``P*D + D*C + C``;
+deep ``L*P*D + D*C + C``.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-from ..vpt import PromptedVisionEncoder
-from .base import Classifier, TrainDefaults, linear_head
-from .linear import _vision
+from .base import Classifier, TrainDefaults, linear_head, vision_model
 
 DEFAULTS = TrainDefaults(epochs=50, lr=0.05, optimizer="sgd", weight_decay=1e-4)
 
@@ -23,6 +34,60 @@ DEFAULTS = TrainDefaults(epochs=50, lr=0.05, optimizer="sgd", weight_decay=1e-4)
 class Options:
     prompt_tokens: int = 5  # P, official default
     prompt_dropout: float = 0.0  # official default
+
+
+def prompt_init_bound(patch_size: int, hidden: int) -> float:
+    """VPT's uniform bound, ``sqrt(6 / (3 * patch^2 + D))`` (Xavier on the patch projection).
+
+    Uses the *patch* size: 0.039528 for ViT-B/32. The image size would make it 6.3x smaller.
+    """
+    return math.sqrt(6.0 / (3 * patch_size**2 + hidden))
+
+
+class PromptedVisionEncoder(nn.Module):
+    """A frozen HF CLIP vision tower with trainable prompt tokens.
+
+    Args:
+        vision_model: ``clip.vision_model`` (a ``CLIPVisionModel`` in transformers 5.x).
+            Its parameters are frozen in place.
+        num_tokens: prompt tokens ``P`` per layer; 0 reproduces ``pooler_output``.
+        deep: if True, layers 1..L-1 each get their own prompts (VPT-deep); otherwise
+            only the input sequence is prompted (VPT-shallow).
+        dropout: dropout on the prompt embeddings (official default 0.0).
+    """
+
+    def __init__(self, vision_model: nn.Module, num_tokens: int, deep: bool = False, dropout: float = 0.0):
+        super().__init__()
+        if num_tokens < 0:
+            raise ValueError(f"num_tokens must be >= 0, got {num_tokens}")
+        cfg = vision_model.config
+        self.vision = vision_model.requires_grad_(False)
+        self.num_tokens = num_tokens
+        self.deep = deep
+        self.prompt_dropout = nn.Dropout(dropout)
+        hidden, layers = cfg.hidden_size, cfg.num_hidden_layers
+        bound = prompt_init_bound(cfg.patch_size, hidden)
+        self.prompts = nn.Parameter(torch.empty(num_tokens, hidden).uniform_(-bound, bound))
+        self.deep_prompts = (
+            nn.Parameter(torch.empty(layers - 1, num_tokens, hidden).uniform_(-bound, bound)) if deep else None
+        )
+
+    def _expand(self, prompts: torch.Tensor, batch: int) -> torch.Tensor:
+        # Expand before dropout so that every image gets its own dropout mask, as in VPT.
+        return self.prompt_dropout(prompts.expand(batch, -1, -1))
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` normalised pixels -> ``(B, hidden)`` post-LN CLS feature."""
+        v = self.vision
+        x = v.embeddings(pixel_values)  # (B, 1+N, D), position embeddings already added
+        b, p = x.shape[0], self.num_tokens
+        x = torch.cat([x[:, :1], self._expand(self.prompts, b).to(x.dtype), x[:, 1:]], dim=1)
+        x = v.pre_layrnorm(x)
+        for i, layer in enumerate(v.encoder.layers):
+            if self.deep_prompts is not None and i >= 1:
+                x = torch.cat([x[:, :1], self._expand(self.deep_prompts[i - 1], b).to(x.dtype), x[:, 1 + p :]], dim=1)
+            x = layer(x, None)
+        return v.post_layernorm(x[:, 0])
 
 
 class VPTClassifier(Classifier):
@@ -61,10 +126,10 @@ def _check(opts: Options, vision) -> None:
 
 
 def build_shallow(clip, num_classes: int, opts: Options) -> VPTClassifier:
-    _check(opts, _vision(clip))
-    return VPTClassifier(_vision(clip), num_classes, opts, deep=False)
+    _check(opts, vision_model(clip))
+    return VPTClassifier(vision_model(clip), num_classes, opts, deep=False)
 
 
 def build_deep(clip, num_classes: int, opts: Options) -> VPTClassifier:
-    _check(opts, _vision(clip))
-    return VPTClassifier(_vision(clip), num_classes, opts, deep=True)
+    _check(opts, vision_model(clip))
+    return VPTClassifier(vision_model(clip), num_classes, opts, deep=True)

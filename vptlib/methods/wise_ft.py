@@ -67,7 +67,7 @@ class WiseFT(Classifier):
         else:
             self.inner = flyp.FLYP(clip, num_classes, flyp.Options(opts.class_names, opts.templates, opts.synonyms))
         self.batch_loss_is_global = getattr(self.inner, "batch_loss_is_global", False)
-        self.prompts = self.inner.prompts
+        self.text_prompts = self.inner.text_prompts
         self.base, self.alphas = opts.base, tuple(opts.alphas)
         # The zero-shot endpoint: a plain dict, so it is neither trained nor checkpointed.
         self._zero_shot = {k: v.detach().clone() for k, v in self.trainable_state().items()}

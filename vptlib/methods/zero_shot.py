@@ -1,6 +1,6 @@
 """Zero-shot CLIP: cosine similarity between the image and ensembled class-prompt embeddings.
 
-Nothing trains. The prompts (templates x synonyms) are recorded in ``prompts``.
+Nothing trains. The prompts (templates x synonyms) are recorded in ``text_prompts``.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ class ZeroShot(Classifier):
         model = clip.model
         self.vision = copy.deepcopy(model.vision_model).requires_grad_(False)
         self.visual_projection = copy.deepcopy(model.visual_projection).requires_grad_(False)
-        self.prompts = class_prompts(opts.class_names, opts.templates, opts.synonyms)
-        tokens, owner = tokenize(clip.tokenizer, self.prompts)
+        self.text_prompts = class_prompts(opts.class_names, opts.templates, opts.synonyms)
+        tokens, owner = tokenize(clip.tokenizer, self.text_prompts)
         with torch.no_grad():
             text = class_embeddings(model, tokens, owner, num_classes)
         self.register_buffer("text_embeddings", text)
