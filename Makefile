@@ -26,8 +26,12 @@ GEN := book/generated
 # The registry (vptlib.methods.METHODS) in its order; tests/test_registry.py keeps this list equal to it.
 METHODS := zero_shot linear vpt_shallow vpt_deep vision_lora clip_lora full wise_ft flyp text_ce
 EXPERIMENTS = $(METHODS:%=$(GEN)/experiments/%.ipynb)
-SRC := $(wildcard vptlib/*.py vptlib/methods/*.py)
-DATA_DIR = $(shell sed -n 's/^data: *//p' $(PROFILE_FILE) 2>/dev/null)
+SRC := $(wildcard vptlib/*.py vptlib/*/*.py)
+# The profile's data folder, as vptlib reads the profile (empty before `make install`; the
+# targets that need it run in a sub-make after install).
+DATA_DIR := $(shell [ -x $(PY) ] && $(PY) -m vptlib.profile $(PROFILE_FILE) data 2>/dev/null)
+# `make book` prints its wall time, model build and preflight included.
+BOOK_START := $(shell date +%s)
 VPTLIB := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/vptlib
 MODEL_ARG := $(if $(MODEL),--model "$$MODEL")
 DATA_ARG := $(if $(DATA),--data "$$DATA")
@@ -80,6 +84,7 @@ book: install $(MODEL_DEP)
 	@$(VPTLIB) book config --profile $(PROFILE_FILE) --out _build/_config.yml
 	$(VENV)/bin/jupyter-book build . --config _build/_config.yml -W -n --keep-going -q
 	@echo "HTML report: $(CURDIR)/_build/html/index.html"
+	@echo "make book PROFILE=$(PROFILE): $$(( $$(date +%s) - $(BOOK_START) )) s wall time"
 
 notebooks: $(EXPERIMENTS) $(GEN)/dataset.ipynb $(GEN)/results.ipynb $(GEN)/curves.ipynb $(GEN)/attention.ipynb \
 	$(GEN)/reproducibility.ipynb
@@ -89,8 +94,7 @@ $(DATA_DIR)/manifest.csv: $(PROFILE_FILE) vptlib/prepare.py vptlib/phantoms.py |
 
 # Make's own dependency tracking decides what re-executes: a page reruns only when its
 # template, the profile, vptlib's code, the data or the model changed.
-# The Dataset page reports each method's accuracy on the de-duplicated test set too.
-$(GEN)/dataset.ipynb: notebooks/dataset.ipynb $(PROFILE_FILE) $(SRC) $(DATA_DIR)/manifest.csv $(EXPERIMENTS)
+$(GEN)/dataset.ipynb: notebooks/dataset.ipynb $(PROFILE_FILE) $(SRC) $(DATA_DIR)/manifest.csv
 	$(VPTLIB) book execute notebooks/dataset.ipynb $@ --profile $(PROFILE_FILE)
 
 $(GEN)/experiments/%.ipynb: notebooks/experiment.ipynb $(PROFILE_FILE) $(SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP)
@@ -104,7 +108,7 @@ $(GEN)/attention.ipynb: notebooks/attention.ipynb $(EXPERIMENTS)
 
 # The sweeps reuse every point already finished by the same code (see `make sweep`).
 $(GEN)/curves.ipynb: notebooks/curves.ipynb $(PROFILE_FILE) $(SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP)
-	$(VPTLIB) book execute notebooks/curves.ipynb $@ --profile $(PROFILE_FILE)
+	$(VPTLIB) book execute notebooks/curves.ipynb $@ --profile $(PROFILE_FILE) $(MODEL_ARG)
 
 $(GEN)/reproducibility.ipynb: notebooks/reproducibility.ipynb $(EXPERIMENTS) $(GEN)/curves.ipynb
 	$(VPTLIB) book execute notebooks/reproducibility.ipynb $@ --profile $(PROFILE_FILE)

@@ -96,7 +96,11 @@ def test_text_methods_need_the_tokenizer(tiny_clip):
 def test_zero_shot_prompts_are_recorded_and_configurable(tiny_clip):
     m = build("zero_shot", tiny_clip, 4, templates=("an MRI of {}.",), synonyms={"glioma": ("a glioma",)})
     assert m.text_prompts["glioma"] == ["an MRI of a glioma."]
-    assert m.text_prompts["notumor"] == ["an MRI of no tumor.", "an MRI of a healthy brain.", "an MRI of a normal brain."]
+    assert m.text_prompts["notumor"] == [
+        "an MRI of no tumor.",
+        "an MRI of a healthy brain.",
+        "an MRI of a normal brain.",
+    ]
     ens = build("zero_shot", tiny_clip, 4)
     assert len(ens.text_prompts["glioma"]) > 1  # templates x synonyms
     assert ens.text_embeddings.shape == (4, 32)

@@ -12,6 +12,7 @@ explanation: the maps show what the CLS token attends to, not why a class was ch
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -67,3 +68,37 @@ def cls_attention(model: torch.nn.Module, pixel_values: torch.Tensor) -> CLSAtte
         self_.append(cls[:, 0])
     return CLSAttention(torch.stack(patches).cpu().numpy(), torch.stack(prompts).cpu().numpy(),
                         torch.stack(self_).cpu().numpy())  # fmt: skip
+
+
+def _attention_inputs(data_root: str | Path, run_dir: Path, per_class: int):
+    from . import records
+    from .backbone import load_clip
+    from .dataset import Preprocess, load_data, normalize
+
+    cfg = records.read_run(run_dir)["config"]
+    clip = load_clip(cfg["model"])
+    data = load_data(data_root, Preprocess.from_processor(clip.processor))
+    labels = data.test.labels
+    idx = torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(len(data.classes))])
+    return clip, data, idx, normalize(data.test.pixels[idx], data.prep)
+
+
+def maps_for_runs(found: dict[str, Path], data_root: str | Path, per_class: int = 2) -> dict:
+    """Last-layer CLS attention of each run in ``found`` (method -> run dir) on the same test images.
+
+    The first ``per_class`` test images of each class; ``prompts`` holds the share of CLS
+    attention that goes to prompt tokens, per layer.
+    """
+    from .records import load_run
+
+    if not found:
+        return {}
+    clip, data, idx, x = _attention_inputs(data_root, next(iter(found.values())), per_class)
+    out = {"images": data.test.pixels[idx], "labels": [data.classes[int(i)] for i in data.test.labels[idx]],
+           "paths": [data.test.paths[int(i)] for i in idx], "maps": {}, "prompts": {}}  # fmt: skip
+    for method, run_dir in found.items():
+        model, _ = load_run(run_dir, clip=clip)
+        att = cls_attention(model, x)
+        out["maps"][method] = att.to_patches[-1]
+        out["prompts"][method] = att.to_prompts  # (layers, images)
+    return out

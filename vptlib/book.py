@@ -1,8 +1,10 @@
 """Build steps behind ``make book`` and ``make run``: preflight, data, notebook execution,
 and the per-profile Jupyter Book config.
 
-A profile is a YAML file in ``profiles/``: papermill parameters shared by every
-notebook, plus how to obtain the data. Notebooks never branch on the profile.
+A profile is a YAML file in ``profiles/`` (:mod:`vptlib.profile`): the settings every
+notebook of one book shares, plus how to obtain the data. Each notebook takes the
+profile's path as its one papermill parameter (the experiment page also takes a method
+and overrides) and never branches on the profile.
 """
 
 from __future__ import annotations
@@ -31,11 +33,6 @@ def load_profile(path: str | Path) -> dict[str, Any]:
     from .profile import load
 
     return load(path).as_dict()
-
-
-def notebook_parameters(profile: dict[str, Any]) -> dict[str, Any]:
-    """What papermill injects: everything except how the data is obtained."""
-    return {k: v for k, v in profile.items() if k not in ("source", "banner")}
 
 
 def _ways_forward(missing: str) -> str:
@@ -109,7 +106,9 @@ def execute(template: str | Path, output: str | Path, profile_path: str | Path, 
 
     output = Path(output)
     check_params(template, params)
-    parameters = {**notebook_parameters(load_profile(profile_path)), **params}
+    load_profile(profile_path)  # a bad profile is one line here, not a failed notebook
+    # Every template takes the profile's path and reads the profile itself (vptlib.profile).
+    parameters = {"profile_path": str(profile_path), **params}
     output.parent.mkdir(parents=True, exist_ok=True)
     print(f"executing {output} ({', '.join(f'{k}={v}' for k, v in params.items())})", flush=True)
     env_before = os.environ.get("VPTLIB_STATIC")
@@ -244,7 +243,7 @@ def rerun(profile_name: str, method: str, args: str, generated: str | Path, mode
     template = REPO / "notebooks" / "experiment.ipynb"
     check_params(template, params)
     guard(profile_name, generated, clear=False)
-    from .report import TITLES
+    from .methods import METHODS
 
     return execute(template, Path(generated) / "experiments" / f"{method}.ipynb", profile_path, params,
-                   TITLES.get(method))  # fmt: skip
+                   METHODS[method].title)  # fmt: skip

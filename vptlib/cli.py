@@ -198,7 +198,7 @@ def _add_run_parser(sub) -> None:
 
 def _book(a: argparse.Namespace) -> None:
     from . import book
-    from .report import TITLES
+    from .methods import METHODS
 
     if a.book_command == "preflight":
         book.preflight(a.profile, a.data, a.model)
@@ -210,7 +210,7 @@ def _book(a: argparse.Namespace) -> None:
         if a.model:
             params["model"] = a.model
         method = params.get("method")
-        title = TITLES.get(method) if a.title_from_method else a.title
+        title = METHODS[method].title if method in METHODS else None if a.title_from_method else a.title
         book.execute(a.template, a.output, a.profile, params, title)
     elif a.book_command == "config":
         book.write_config(a.profile, a.out)
@@ -257,16 +257,18 @@ def _add_book_parser(sub) -> None:
 
 
 def _sweep(a: argparse.Namespace) -> None:
-    from .book import load_profile
+    import dataclasses
+
+    from .profile import load
     from .sweep import run_sweep
 
-    profile = load_profile(a.profile)
+    profile = load(a.profile)
     if a.model:
-        profile["model"] = a.model
+        profile = dataclasses.replace(profile, model=a.model)
     df = run_sweep(profile, a.name, workers=a.workers, progress=not a.quiet)
     done = df[df.error.fillna("") == ""]
     print(f"sweep {a.name}: {len(done)} of {len(df)} points finished; index in "
-          f"{profile.get('runs', 'runs')}/{profile['profile']}/sweeps/{a.name}.csv")  # fmt: skip
+          f"{profile.runs}/{profile.profile}/sweeps/{a.name}.csv")  # fmt: skip
     if len(done) < len(df):
         raise UserError(f"{len(df) - len(done)} points failed (listed above); rerun to retry only those")
 

@@ -11,11 +11,14 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -34,22 +37,44 @@ class Profile:
     batch_size: int = 32
     reference: str = "vpt_shallow"  # the method every other is compared with, fixed before any result
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method: RunConfig fields, options
+    # per method: axes (RunConfig fields or method options) -> values, tried with the first
+    # seed and chosen on validation before every seed runs (vptlib.tuning)
+    grids: dict[str, dict[str, list]] = field(default_factory=dict)
     sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)  # named grids for `make sweep` and Curves
     source: dict[str, Any] = field(default_factory=dict)  # how to obtain the data (phantoms | kaggle, prepare)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def run_config(self, method: str, **overrides: Any) -> RunConfig:
+        """The run of ``method`` under this profile: shared fields, then ``hparams[method]``,
+        then ``overrides`` (``None`` values ignored, so a notebook may pass all it has)."""
+        from .config import run_config
+
+        shared = {"data": self.data, "model": self.model, "profile": self.profile, "out": self.runs,
+                  "seed": self.seed, "device": self.device, "precision": self.precision,
+                  "batch_size": self.batch_size}  # fmt: skip
+        return run_config(method, self.hparams, **{**shared, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def as_profile(value: Profile | dict[str, Any]) -> Profile:
+    """A :class:`Profile` from itself or from a dict of its fields (tests, notebooks)."""
+    return value if isinstance(value, Profile) else Profile(**value)
+
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "profile": (str,), "model": (str,), "data": (str,), "banner": (str,), "runs": (str,), "seed": (int,),
     "seeds": (list,), "device": (str,), "precision": (str,), "batch_size": (int,), "reference": (str,), "hparams": (dict,),
-    "sweeps": (dict,), "source": (dict,),
+    "grids": (dict,), "sweeps": (dict,), "source": (dict,),
 }  # fmt: skip
 
 
-def load(path: str | Path) -> Profile:
-    """Read and validate a profile; a :class:`UserError` names the first problem."""
+def load(path: str | Path, check_methods: bool = True) -> Profile:
+    """Read and validate a profile; a :class:`UserError` names the first problem.
+
+    ``check_methods=False`` skips the checks that import torch and the method registry
+    (the Makefile's quick look-up of one key).
+    """
     path = Path(path)
     if not path.is_file():
         here = Path(__file__).resolve().parents[1] / "profiles"
@@ -75,7 +100,8 @@ def load(path: str | Path) -> Profile:
             want = " or ".join(t.__name__ for t in types)
             raise UserError(f"profile {path}: {key} must be a {want}, got {value!r}")
     prof = Profile(**raw)
-    _check(prof, path)
+    if check_methods:
+        _check(prof, path)
     return prof
 
 
@@ -103,9 +129,54 @@ def _check(p: Profile, path: Path) -> None:
             raise bad(f"hparams: unknown method {method!r}; methods: {', '.join(METHODS)}")
         if not isinstance(hp, dict):
             raise bad(f"hparams.{method} must be a mapping, got {hp!r}")
+    for method, axes in p.grids.items():
+        _check_grid(method, axes, bad)
     for name, sweep in p.sweeps.items():
         if not isinstance(sweep, dict) or not isinstance(sweep.get("methods"), list):
             raise bad(f"sweeps.{name} must be a mapping with a list of methods")
         unknown = [m for m in sweep["methods"] if m not in METHODS]
         if unknown:
             raise bad(f"sweeps.{name}: unknown method(s) {', '.join(map(str, unknown))}")
+
+
+# Axes a tuning grid may span besides the method's own options.
+GRID_FIELDS = ("lr", "weight_decay", "epochs", "optimizer", "warmup", "schedule", "batch_size")
+
+
+def _check_grid(method: str, axes: Any, bad) -> None:
+    from .methods import METHODS, option_names
+
+    if method not in METHODS or not METHODS[method].trains:
+        trained = ", ".join(m for m, s in METHODS.items() if s.trains)
+        raise bad(f"grids: {method!r} is not a method that trains; methods: {trained}")
+    if not isinstance(axes, dict):
+        raise bad(f"grids.{method} must map axes to lists of values, got {axes!r}")
+    allowed = (*GRID_FIELDS, *option_names(method))
+    for axis, values in axes.items():
+        if axis not in allowed:
+            raise bad(f"grids.{method}: {axis!r} is not a tunable field or option of {method}; "
+                      f"axes: {', '.join(allowed)}")  # fmt: skip
+        if not isinstance(values, list) or not values:
+            raise bad(f"grids.{method}.{axis} must be a non-empty list of values, got {values!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vptlib.profile PATH KEY``: print one key of a profile (the Makefile's look-up)."""
+    import sys
+
+    args = argv if argv is not None else sys.argv[1:]
+    try:
+        path, key = args
+        value = getattr(load(path, check_methods=False), key)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (AttributeError, TypeError, ValueError):
+        print(f"error: usage: python -m vptlib.profile PATH KEY (a key of {', '.join(_TYPES)})", file=sys.stderr)
+        return 2
+    print(value)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

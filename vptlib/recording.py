@@ -68,9 +68,9 @@ def write_result(run_dir: Path, cfg: RunConfig, model: Classifier, inputs: Input
 
     Returns the metrics (every process computes them; only ``main`` writes).
     """
-    results, rows = {}, []
+    results, rows, losses = {}, [], {}
     for split in ("val", "test") if cfg.evaluate_test else ("val",):
-        _, probs = evaluate(inputs, split, cfg)
+        losses[split], probs = evaluate(inputs, split, cfg)
         labels = inputs.splits[split][1].cpu().numpy()
         if len(labels):
             results[split] = classification_report(labels, probs, data.classes)
@@ -80,7 +80,7 @@ def write_result(run_dir: Path, cfg: RunConfig, model: Classifier, inputs: Input
     trainable_n, total_n = count_parameters(model)
     metrics = {
         "method": cfg.method, "test": results.get("test"), "val": results.get("val"),
-        "test_evaluated": cfg.evaluate_test,
+        "test_evaluated": cfg.evaluate_test, "val_loss": losses["val"],
         "train_accuracy": accuracy(train_probs, inputs.splits["train"][1]),
         "best_epoch": outcome.best_epoch, "selected_by": "validation accuracy (ties: lower validation loss)",
         "epochs_run": len(hist), "stopped_early": bool(len(hist) < cfg.epochs),

@@ -24,42 +24,43 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import atomic
-from .engine import RunConfig, run, run_config, validate
+from .engine import RunConfig, run, validate
 from .errors import UserError
+from .methods import option_names, spec
+from .profile import Profile, as_profile
 
-# Axes a sweep may span, beyond methods and seeds: RunConfig fields or method options.
-AXES = ("train_per_class", "prompt_tokens", "lr", "epochs")
+# Axes a sweep may span, beyond methods and seeds: RunConfig fields or method options. An
+# option axis applies to the methods that have that option (prompt_tokens: the VPTs).
+FIELD_AXES = ("train_per_class", "lr", "epochs")
 
 
-def grid(profile: dict[str, Any], name: str) -> list[tuple[dict[str, Any], RunConfig]]:
+def grid(profile: Profile | dict[str, Any], name: str) -> list[tuple[dict[str, Any], RunConfig]]:
     """The points of sweep ``name`` in ``profile``: (axis values, RunConfig) pairs.
 
     Runs go under ``<runs>/<profile>-<name>/`` so they never mix with the main table's.
-    Zero-shot trains nothing, so it runs once per point, for the first seed only.
+    A method that trains nothing runs once per point, for the first seed only.
     """
-    sweeps = profile.get("sweeps") or {}
-    if name not in sweeps:
+    profile = as_profile(profile)
+    if name not in profile.sweeps:
         raise UserError(
-            f"profile {profile.get('profile')} has no sweep {name!r}; it has: {', '.join(sweeps) or 'none'}"
+            f"profile {profile.profile} has no sweep {name!r}; it has: {', '.join(profile.sweeps) or 'none'}"
         )
-    spec = dict(sweeps[name])
-    methods, seeds = spec.pop("methods"), spec.pop("seeds", [profile.get("seed", 0)])
-    overrides = spec.pop("hparams", {})  # per-method budgets for this sweep
-    unknown = sorted(set(spec) - set(AXES))
+    sweep = dict(profile.sweeps[name])
+    methods, seeds = sweep.pop("methods"), sweep.pop("seeds", [profile.seed])
+    budgets = sweep.pop("hparams", {})  # per-method budgets for this sweep
+    options = {o for m in methods for o in option_names(m)}
+    unknown = sorted(set(sweep) - set(FIELD_AXES) - options)
     if unknown:
-        raise UserError(f"sweep {name}: unknown axis {', '.join(unknown)}; axes: {', '.join(AXES)}")
-    axes = {k: list(v) for k, v in spec.items()}
+        raise UserError(f"sweep {name}: unknown axis {', '.join(unknown)}; axes: "
+                        f"{', '.join([*FIELD_AXES, *sorted(options)])}")  # fmt: skip
     points = []
     for method in methods:
-        method_axes = {k: v for k, v in axes.items() if k != "prompt_tokens" or method.startswith("vpt")}
-        for values in itertools.product(*method_axes.values()):
-            point = dict(zip(method_axes, values, strict=True))
-            for seed in seeds[:1] if method == "zero_shot" else seeds:
-                hp = {**profile.get("hparams", {}).get(method, {}), **overrides.get(method, {})}
-                cfg = run_config(method, {method: hp}, data=profile["data"], model=profile["model"],
-                                 profile=f"{profile['profile']}-{name}", out=profile.get("runs", "runs"),
-                                 device=profile.get("device", "auto"), precision=profile.get("precision", "auto"),
-                                 batch_size=profile.get("batch_size", 32), seed=seed, **point)  # fmt: skip
+        axes = {k: list(v) for k, v in sweep.items() if k in FIELD_AXES or k in option_names(method)}
+        for values in itertools.product(*axes.values()):
+            point = dict(zip(axes, values, strict=True))
+            for seed in seeds if spec(method).trains else seeds[:1]:
+                cfg = profile.run_config(method, **budgets.get(method, {}), **point, seed=seed,
+                                         profile=f"{profile.profile}-{name}")  # fmt: skip
                 points.append(({"method": method, "seed": seed, **point}, cfg.resolved()))
     for _, cfg in points:
         validate(cfg)
@@ -97,8 +98,11 @@ def workers_for_machine() -> tuple[int, list[int] | None, int]:
     return workers, None, max(1, cores // workers)
 
 
-def run_sweep(profile: dict[str, Any], name: str, workers: int | None = None, progress: bool = True) -> pd.DataFrame:
+def run_sweep(
+    profile: Profile | dict[str, Any], name: str, workers: int | None = None, progress: bool = True
+) -> pd.DataFrame:
     """Run (or reuse) every point of sweep ``name``; returns and writes its index."""
+    profile = as_profile(profile)
     points = grid(profile, name)
     n, gpus, threads = workers_for_machine()
     n = min(workers or n, len(points)) or 1
@@ -122,7 +126,7 @@ def run_sweep(profile: dict[str, Any], name: str, workers: int | None = None, pr
                 bar.update()
     bar.close()
     df = pd.DataFrame(rows)
-    out = Path(profile.get("runs", "runs")) / profile["profile"] / "sweeps" / f"{name}.csv"
+    out = Path(profile.runs) / profile.profile / "sweeps" / f"{name}.csv"
     atomic.write_bytes(out, df.to_csv(index=False).encode())
     failed = df[df.error != ""]
     if len(failed):
