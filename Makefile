@@ -83,8 +83,8 @@ book: install $(MODEL_DEP)
 	@$(MAKE) --no-print-directory notebooks PROFILE=$(PROFILE)
 	@$(VPTLIB) book config --profile $(PROFILE_FILE) --out _build/_config.yml
 	$(VENV)/bin/jupyter-book build . --config _build/_config.yml -W -n --keep-going -q
-	@echo "HTML report: $(CURDIR)/_build/html/index.html"
 	@echo "make book PROFILE=$(PROFILE): $$(( $$(date +%s) - $(BOOK_START) )) s wall time"
+	@echo "HTML report: $(CURDIR)/_build/html/index.html"
 
 notebooks: $(EXPERIMENTS) $(GEN)/dataset.ipynb $(GEN)/results.ipynb $(GEN)/curves.ipynb $(GEN)/attention.ipynb \
 	$(GEN)/reproducibility.ipynb

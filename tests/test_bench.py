@@ -17,9 +17,9 @@ def _fake(fwd=1.0, vpt=2.0, vpt16=1.0, mem_vpt=2.0, mem_full=3.0, data=400.0, fa
     res = {}
     for kind in ("forward", *bench.METHODS):
         for prec in ("fp32", "bf16"):
-            s = {"forward": fwd, "vpt_shallow": vpt, "vpt_deep": vpt}.get(kind, 3.0)
+            s = {"forward": fwd, "vpt_shallow": vpt, "vpt_deep": vpt, "linear": 0.005}.get(kind, 3.0)
             if prec == "bf16":
-                s = {"forward": fwd / 2, "vpt_shallow": vpt16, "vpt_deep": vpt16}.get(kind, 1.5)
+                s = {"forward": fwd / 2, "vpt_shallow": vpt16, "vpt_deep": vpt16, "linear": 0.005}.get(kind, 1.5)
             mem = {"vpt_shallow": mem_vpt, "vpt_deep": mem_vpt, "full": mem_full}.get(kind, 1.0)
             res[f"{kind}/{prec}"] = {"kind": kind, "precision": prec, "seconds_per_step": s, "images_per_s": 32 / s,
                                      "peak_bytes": mem * 1e9}  # fmt: skip
@@ -50,7 +50,7 @@ def test_target_verdicts():
 def test_markdown_and_plot(tmp_path):
     r = _fake()
     md = bench.markdown(r)
-    assert md.count("| PASS |") == 8 and "| forward | fp32 | 1.000 |" in md
+    assert md.count("| PASS |") == 10 and "| forward | fp32 | 1.000 | one round |" in md
     bench.plot(r, tmp_path / "b.png")
     assert (tmp_path / "b.png").stat().st_size > 0
 
@@ -73,11 +73,81 @@ def test_study_cost_estimate_from_step_times():
     cost = bench.study_cost(r, profile)
     rows = {x["what"]: x for x in cost["rows"]}
     assert cost["precision"] == "bf16"  # the fake machine has fast bf16
-    assert rows["zero_shot"]["runs"] == 1 and rows["vpt_deep"]["runs"] == 3
+    # vpt_deep: its 6-point grid with the first seed (the chosen point is the first seed's run), then 2 seeds
+    assert rows["zero_shot"]["runs"] == 1 and rows["vpt_deep"]["runs"] == 6 + 2 and rows["linear"]["runs"] == 3
     # vpt_deep, per seed: 50 epochs x 12 steps x 1.0 s (bf16), 50 validation passes over 96 images
     # and one final pass over 384 + 416 images, at the bf16 forward's 0.5 s per 32 images.
     per_image = 0.5 / 32
-    assert rows["vpt_deep"]["seconds"] / 3 == pytest.approx(50 * 12 * 1.0 + 50 * 96 * per_image + 800 * per_image)
+    assert rows["vpt_deep"]["seconds"] / 8 == pytest.approx(50 * 12 * 1.0 + 50 * 96 * per_image + 800 * per_image)
     assert rows["sweep fewshot"]["runs"] == 7 * (5 * 3 + 1) and rows["sweep prompts"]["runs"] == 2 * 4 * 3
     assert cost["total_seconds"] == sum(x["seconds"] for x in cost["rows"])
     assert "| **total** |" in bench.cost_markdown(cost)
+
+
+def _with_rounds(r: dict, key: str, values: list[float]) -> None:
+    r["results"][key]["rounds"] = values
+    r["results"][key]["seconds_per_step"] = sorted(values)[len(values) // 2]
+
+
+def test_a_verdict_needs_every_round_to_agree():
+    r = _fake()
+    for key in r["results"]:  # three quiet rounds: every configuration as in _fake
+        _with_rounds(r, key, [r["results"][key]["seconds_per_step"]] * 3)
+    r["data_rounds"] = [400.0] * 3
+    assert {v for _, _, v in bench.targets(r)} == {"PASS"}
+    # A burst of load in round 2 slowed only the bf16 VPT-deep step: the speed-up fails there alone.
+    _with_rounds(r, "vpt_deep/bf16", [1.0, 1.4, 1.0])
+    got = {t: (m, v) for t, m, v in bench.targets(r)}
+    assert got["vpt_deep: bf16 step >= 1.8x faster than fp32"] == ("2.00x (1.43 to 2.00)", bench.NOISY)
+    # A slow round for every configuration alike leaves every per-round ratio, and so the verdict, intact.
+    for key in r["results"]:
+        v = r["results"][key]["rounds"]
+        _with_rounds(r, key, [v[0], 3 * v[1], v[2]])
+    _with_rounds(r, "vpt_deep/bf16", [1.0, 3.0, 1.0])
+    r["data_rounds"] = [400.0, 400.0 / 3, 400.0]
+    assert {v for _, _, v in bench.targets(r)} == {"PASS"}
+    # Slower in every round: FAIL, not noisy.
+    _with_rounds(r, "vpt_deep/bf16", [1.5, 4.5, 1.5])
+    assert dict((t, v) for t, _, v in bench.targets(r))["vpt_deep: bf16 step >= 1.8x faster than fp32"] == "FAIL"
+
+
+def test_verdict_rule():
+    assert bench.verdict([2.0, 2.1], lambda v: v >= 1.8) == "PASS"
+    assert bench.verdict([1.0, 1.7], lambda v: v >= 1.8) == "FAIL"
+    assert bench.verdict([1.7, 1.9], lambda v: v >= 1.8) == bench.NOISY
+
+
+def test_rounds_are_interleaved_and_summarised(monkeypatch):
+    from types import SimpleNamespace
+
+    from vptlib.bench import cli
+
+    calls = []
+
+    def fake(kind, prec, args, compile_=False):
+        calls.append((kind, prec))
+        s = 1.0 + len(calls) / 100
+        return {
+            "kind": kind,
+            "precision": prec,
+            "seconds_per_step": s,
+            "images_per_s": 32 / s,
+            "peak_bytes": len(calls),
+        }
+
+    monkeypatch.setattr(cli, "one_process", fake)
+    args = SimpleNamespace(rounds=3, batch=32)
+    out = cli.measure_rounds([("forward", "fp32", False), ("vpt_deep", "fp32", False)], args)
+    assert calls == [("forward", "fp32"), ("vpt_deep", "fp32")] * 3  # A B A B A B, never A A A B B B
+    assert out["vpt_deep/fp32"]["rounds"] == [1.02, 1.04, 1.06]
+    assert out["vpt_deep/fp32"]["seconds_per_step"] == 1.04 and out["vpt_deep/fp32"]["peak_bytes"] == 6
+
+
+def test_measure_casts_frozen_layers_as_the_engine_does(monkeypatch):
+    seen = []
+    import vptlib.bench.timing as measure
+
+    real = measure.cast_frozen
+    monkeypatch.setattr(measure, "cast_frozen", lambda m, p: seen.append(p) or real(m, p))
+    bench.measure("vpt_shallow", "bf16", batch=2, steps=1, warmup=0, tiny=True, device="cpu")
+    assert seen == ["bf16"]

@@ -5,6 +5,7 @@ Slow (a few minutes): it executes every real notebook on the tiny model and phan
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -58,8 +59,9 @@ def built(repo) -> subprocess.CompletedProcess:
 
 def test_book_lands_at_index_html(repo, built):
     assert (repo / "_build" / "html" / "index.html").is_file()
-    last = built.stdout.strip().splitlines()[-1]
+    *_, timed, last = built.stdout.strip().splitlines()
     assert last == f"HTML report: {repo}/_build/html/index.html"
+    assert re.fullmatch(r"make book PROFILE=smoke: \d+ s wall time", timed), timed
     for m in METHODS:
         assert f"book/generated/experiments/{m}.ipynb" in built.stdout
 
@@ -209,14 +211,19 @@ def test_reader_checks_in_chromium(repo, built, browser, tmp_path):
     browser.get((html / "book" / "generated" / "experiments" / "vpt_deep.html").as_uri())
     _wait_loaded(browser)
     browser.save_screenshot(str(shots / "vpt_deep.png"))
+    body = browser.find_element("tag name", "body").text
+    assert "Settings chosen on validation" in body and body.count("\u2713 chosen") == 1  # the 2-point grid
+    assert "val acc (%)" in body and "lr" in body
     for page, least in (("curves", 2), ("attention", 2), ("dataset", 3)):
         browser.get((html / "book" / "generated" / f"{page}.html").as_uri())
         _wait_loaded(browser)
         browser.save_screenshot(str(shots / f"{page}.png"))
         shown = browser.execute_script("return [...document.images].filter(i => i.naturalWidth > 0).length")
         assert shown >= least, page
-    text = browser.find_element("tag name", "body").text
-    assert "de-duplicated acc (%)" in text and "aspect ratio" in text
+    assert "aspect ratio" in browser.find_element("tag name", "body").text
+    browser.get((html / "book" / "generated" / "results.html").as_uri())
+    _wait_loaded(browser)
+    assert "de-duplicated acc (%)" in browser.find_element("tag name", "body").text
 
 
 def test_make_run_reexecutes_only_that_notebook(repo, built):
@@ -226,7 +233,7 @@ def test_make_run_reexecutes_only_that_notebook(repo, built):
     again = _make(repo, "book", "PROFILE=smoke")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     executed = re.findall(r"executing (\S+)", again.stdout)
-    pages = ["attention.ipynb", "dataset.ipynb", "reproducibility.ipynb", "results.ipynb"]  # they read every method
+    pages = ["attention.ipynb", "reproducibility.ipynb", "results.ipynb"]  # they read every method
     assert sorted(Path(e).name for e in executed) == pages, executed
     after = {p.name: p.stat().st_mtime for p in (repo / "book" / "generated" / "experiments").glob("*.ipynb")}
     assert [n for n in before if before[n] != after[n]] == ["vpt_shallow.ipynb"]
@@ -234,9 +241,13 @@ def test_make_run_reexecutes_only_that_notebook(repo, built):
     assert "prompt_tokens=3" in page and "epochs=2" in page  # the table shows that row's parameters
     looks = re.search(r"<th>VPT-shallow</th>\s*<td>(\d+)</td>\s*<td>(\d+)</td>", page)
     assert looks and looks.groups() == ("2", "4"), looks  # two settings seen on test, in four runs
-    runs = sorted(p for p in (repo / "runs" / "smoke" / "vpt_shallow").iterdir() if p.is_dir())
-    assert len(runs) == 4  # two seeds, twice: the earlier run records are kept
-    assert all(r.name in page for r in runs[2:]) and not any(r.name in page for r in runs[:2])
+    root = repo / "runs" / "smoke" / "vpt_shallow"
+    runs = sorted(p for p in root.iterdir() if p.is_dir())
+    # Twice: a 2-point lr grid with seed 0 (the chosen point is seed 0's final run), then seed 1.
+    assert len(runs) == 6  # the earlier run records are kept
+    group = json.loads((root / "group.json").read_text())["runs"]
+    assert set(group) <= {r.name for r in runs[3:]} and runs[-1].name in group
+    assert all(r in page for r in group) and not any(r.name in page for r in runs[:3])
 
 
 def test_make_sweep_reuses_the_books_points(repo, built):

@@ -250,3 +250,32 @@ def test_browser_test_skips_without_chromium_unless_ci(ci, monkeypatch):
     expected = pytest.fail.Exception if ci else pytest.skip.Exception
     with pytest.raises(expected, match="sudo make browser"):
         require_browser()
+
+
+@pytest.mark.parametrize("method", ["vpt_shallow", "vpt_deep", "vision_lora", "clip_lora", "linear", "zero_shot"])
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_frozen_layers_cast_once_give_the_same_logits(method, precision, tiny_model):
+    """Storing frozen weights in the autocast dtype changes nothing but speed; trainable tensors stay fp32."""
+    from vptlib.backbone import load_clip
+    from vptlib.devices import autocast, cast_frozen
+    from vptlib.methods import build
+
+    tiny_clip = load_clip(tiny_model)
+    torch.manual_seed(0)
+    model = build(method, tiny_clip, 4).eval()
+    for p in model.parameters():  # a non-zero head, so the logits depend on the features
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.02)
+    size = tiny_clip.model.config.vision_config.image_size
+    x = torch.randn(3, 3, size, size)
+    cpu = torch.device("cpu")
+    with torch.no_grad(), autocast(cpu, precision):
+        before = model(x).float()
+    assert cast_frozen(model, precision) > 0
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    low = {torch.bfloat16, torch.float16}
+    assert any(p.dtype in low for p in model.parameters() if not p.requires_grad)
+    with torch.no_grad(), autocast(cpu, precision):
+        after = model(x).float()
+    assert torch.equal(before, after)
+    assert cast_frozen(build(method, tiny_clip, 4), "fp32") == 0

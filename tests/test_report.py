@@ -145,6 +145,8 @@ def test_benchmark_markdown(tmp_path):
     assert "make bench" in report.benchmark_markdown(tmp_path)  # test-model results are never shown
     (tmp_path / "cpu-x.md").write_text("| a | b |\n")
     assert report.benchmark_markdown(tmp_path).endswith("| a | b |\n")
+    shipped = report.benchmark_markdown()  # the repository's own benchmarks/results, wherever report lives
+    assert shipped.startswith("From `benchmarks/results/") and "| target | measured | result |" in shipped
 
 
 def test_short_commit_keeps_dirty_mark():

@@ -100,6 +100,30 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def cast_frozen(model: torch.nn.Module, precision: str) -> int:
+    """Store the frozen weights of ``model``'s linear and convolution layers in the autocast dtype, once.
+
+    Under autocast every matmul and convolution casts its fp32 weight to bf16/fp16 again at
+    every call, in every step; for a frozen backbone that is most of a step's memory
+    traffic. Casting once rounds exactly as autocast does (round to nearest even), so the
+    logits are bit-identical, and the trainable tensors (prompts, heads, LoRA factors) stay
+    fp32 masters. Layer norms, embeddings and the residual stream are left in fp32. Only
+    modules none of whose own parameters train are cast, so a method that unfreezes a
+    layer later must do so before this is called. Returns how many layers were cast; fp32
+    casts nothing.
+    """
+    dtype = _DTYPES.get(precision)
+    if dtype is None:
+        return 0
+    cast = 0
+    for module in model.modules():
+        own = list(module.parameters(recurse=False))
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and own and not any(p.requires_grad for p in own):
+            module.to(dtype)
+            cast += 1
+    return cast
+
+
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     """A loss scaler for fp16, whose gradients underflow without one; disabled (a no-op) otherwise."""
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")

@@ -41,7 +41,7 @@ from . import atomic, locks, recording, records
 from .backbone import fingerprint, load_clip, model_signature
 from .config import RunConfig, run_config, validate
 from .dataset import Data, Preprocess, load_data, manifest_hash
-from .devices import autocast, generator, grad_scaler, pick_device, resolve_precision, seed_everything
+from .devices import autocast, cast_frozen, generator, grad_scaler, pick_device, resolve_precision, seed_everything
 from .errors import TrainingDiverged, UserError
 from .inputs import Inputs, accuracy, evaluate
 from .methods import Classifier, build, spec
@@ -194,6 +194,7 @@ def _train_and_record(cfg: RunConfig, given: _Identity, run_dir: Path, device: t
     data, prep, model = _build(cfg, clip)
     attention = getattr(clip.model.config, "_attn_implementation", None)
     model.to(device)
+    cast_frozen(model, cfg.precision)  # frozen layers stored in bf16/fp16 once: the same logits, faster steps
     if dist.main and not (run_dir / records.CONFIG).exists():
         identity = {"config_hash": records.config_hash(cfg.identity()), "code_hash": records.code_hash(),
                     "model_fingerprint": given.fingerprint()}  # fmt: skip

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from .dataset import Preprocess, normalize
-from .devices import autocast, pick_device
+from .devices import autocast, cast_frozen, pick_device
 from .errors import UserError
 from .images import IMAGE_SUFFIXES, BadImage, is_hidden, load_rgb
 
@@ -106,7 +106,9 @@ def load_predictor(run_dir: str | Path, clip: Any = None, device: str | torch.de
     model, cfg = records.load_run(run_dir, clip=clip, device=device)
     prep = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["preprocess"].items()})
     dev = device if isinstance(device, torch.device) else pick_device(device)
-    return Predictor(model, tuple(cfg["classes"]), prep, precision or cfg["precision"], dev,
+    precision = precision or cfg["precision"]
+    cast_frozen(model, precision)  # as the engine did: the same logits under autocast
+    return Predictor(model, tuple(cfg["classes"]), prep, precision, dev,
                      int(cfg["batch_size"]), cfg)  # fmt: skip
 
 

@@ -86,7 +86,7 @@ def skipped_table(data_root: str | Path) -> pd.DataFrame:
 
 
 def shape_floor_markdown(data_root: str | Path) -> str:
-    from ..shortcuts import shape_floor
+    from ..leakage import shape_floor
 
     r = shape_floor(manifest(data_root))
     return (f"A classifier that sees only each image's original width, height and aspect ratio "

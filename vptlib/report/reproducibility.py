@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import records
+from ..book import REPO
 from .loading import TITLES, latest_runs, short_commit
 
 
@@ -72,7 +73,7 @@ def environment_table() -> pd.DataFrame:
 
 def benchmark_markdown(folder: str | Path | None = None) -> str:
     """The newest `make bench` table (benchmarks/results/*.md), or how to produce one."""
-    folder = Path(folder) if folder else Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    folder = Path(folder) if folder else REPO / "benchmarks" / "results"
     tables = sorted((p for p in folder.glob("*.md") if not p.stem.endswith("-tiny")), key=lambda p: p.stat().st_mtime)
     if not tables:
         return "No benchmark has been recorded yet: run `make bench`."

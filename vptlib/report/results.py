@@ -241,7 +241,7 @@ def plot_reliability(runs: str | Path, profile: str):
 
 def dedup_table(runs: str | Path, profile: str, data_root: str | Path) -> pd.DataFrame:
     """Each method's test accuracy on the raw and on the de-duplicated test set (first seed)."""
-    from ..shortcuts import dedup_accuracy
+    from ..leakage import dedup_accuracy
 
     preds = {TITLES[m]: _predictions(d) for m, d in latest_runs(runs, profile).items()}
     if not preds:

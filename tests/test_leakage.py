@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from vptlib import report
-from vptlib.shortcuts import dedup_accuracy, leaked_test_images, shape_floor
+from vptlib.leakage import dedup_accuracy, leaked_test_images, shape_floor
 
 
 def _manifest(n: int, informative: bool, seed: int = 0) -> pd.DataFrame:

@@ -1,0 +1,159 @@
+"""One configuration's cost, measured in this process: step times and peak memory.
+
+Each configuration runs in its own process (:func:`one_process`) so that its peak memory
+(RSS on the CPU, ``max_memory_allocated`` on CUDA) is its own. The model is built as the
+engine builds it, frozen layers cast once to the autocast dtype included.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import torch
+
+from ..augment import Augment
+from ..backbone import byte_level_tokenizer, tiny_clip_config, vit_b32_config
+from ..dataset import Preprocess, normalize
+from ..devices import autocast, cast_frozen, pick_device
+from ..methods import METHODS as REGISTRY
+
+# Methods whose step costs the same as a measured one (WiSE-FT trains like `full`); a
+# method that trains nothing costs one frozen forward.
+SAME_COST = {"wise_ft": "full", **{m: "forward" for m, s in REGISTRY.items() if not s.trains}}
+METHODS = tuple(m for m in REGISTRY if m not in SAME_COST)
+ADAMW_FULL = ("full", "flyp", "text_ce")  # every weight trains: AdamW's two moments per weight count in memory
+
+
+def _model(tiny: bool):
+    from types import SimpleNamespace
+
+    from transformers import CLIPModel
+
+    torch.manual_seed(0)
+    cfg = tiny_clip_config() if tiny else vit_b32_config()
+    return SimpleNamespace(model=CLIPModel(cfg).eval(), tokenizer=byte_level_tokenizer()), cfg.vision_config.image_size
+
+
+def _peak_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def step_times(fn, device: torch.device, steps: int, warmup: int) -> list[float]:
+    """Seconds of each of ``steps`` calls of ``fn`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _step(kind: str, clip, x: torch.Tensor, y: torch.Tensor, precision: str, dev: torch.device, compile_: bool):
+    """The function one training step (or, for ``forward``, one frozen forward) calls."""
+    from ..methods import build
+
+    if kind == "forward":
+        vision = clip.model.vision_model.to(dev)
+        cast_frozen(vision, precision)
+
+        def forward():
+            with torch.inference_mode(), autocast(dev, precision):
+                vision(pixel_values=x)
+
+        return forward
+    model = build(kind, clip, 4).to(dev).train()
+    cast_frozen(model, precision)
+    run = torch.compile(model) if compile_ else model
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-6) if kind in ADAMW_FULL else torch.optim.SGD(params, lr=1e-6)
+    if kind == "linear":  # trains on cached features: the step never sees an image
+        feats = torch.randn(len(x), model.head.in_features, device=dev)
+
+        def head_step():
+            opt.zero_grad(set_to_none=True)
+            model.loss(model.head(feats), y).backward()
+            opt.step()
+
+        return head_step
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        with autocast(dev, precision):
+            logits = run(x)
+        model.loss(logits.float(), y).backward()
+        opt.step()
+
+    return train_step
+
+
+def measure(kind: str, precision: str, batch: int, steps: int, warmup: int, tiny: bool, device: str,
+            compile_: bool = False) -> dict[str, Any]:  # fmt: skip
+    """One configuration, in this process: each step's seconds, their median, and peak memory."""
+    dev = pick_device(device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    clip, size = _model(tiny)
+    x = torch.randn(batch, 3, size, size, device=dev)
+    y = torch.arange(batch, device=dev) % 4
+    fn = _step(kind, clip, x, y, precision, dev, compile_)
+    del clip
+    times = step_times(fn, dev, steps, warmup + (2 if compile_ else 0))
+    seconds = statistics.median(times)
+    return {"kind": kind + ("+compile" if compile_ else ""), "precision": precision, "seconds_per_step": seconds,
+            "step_times": times, "images_per_s": batch / seconds, "peak_bytes": _peak_bytes(dev)}  # fmt: skip
+
+
+def data_throughput(batch: int, size: int, device: str, steps: int = 20) -> float:
+    """Images per second of the cached-uint8 pipeline: index, augment, normalise."""
+    dev = pick_device(device)
+    pixels = torch.randint(0, 256, (256, 3, size, size), dtype=torch.uint8, device=dev)
+    aug, prep, gen = Augment(), Preprocess(size, size), torch.Generator().manual_seed(0)
+
+    def step():
+        idx = torch.randint(0, len(pixels), (batch,), generator=gen).to(dev)
+        normalize(aug(pixels[idx], gen), prep)
+
+    return batch / statistics.median(step_times(step, dev, steps, 2))
+
+
+def machine_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        desc = torch.cuda.get_device_name(device)
+    else:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpu = next(line.split(":", 1)[1] for line in f if line.startswith("model name"))
+        except (OSError, StopIteration):
+            cpu = platform.processor() or platform.machine()
+        desc = f"{cpu.strip()} {torch.get_num_threads()}t"
+    return re.sub(r"[^a-z0-9]+", "-", desc.lower()).strip("-")
+
+
+def one_process(kind: str, precision: str, args, compile_: bool = False) -> dict[str, Any]:
+    """:func:`measure` in a fresh Python process (its own peak memory, no state from the others)."""
+    cmd = [sys.executable, "-m", "vptlib.bench", "--one", kind, precision, "--batch", str(args.batch),
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device]  # fmt: skip
+    if args.tiny:
+        cmd.append("--tiny")
+    if compile_:
+        cmd.append("--compile-one")
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if res.returncode != 0:
+        raise RuntimeError(f"benchmark {kind}/{precision} failed:\n{res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
