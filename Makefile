@@ -21,10 +21,21 @@ ifeq ($(filter $(PROFILE),$(PROFILES)),)
 $(error PROFILE=$(PROFILE) is not in profiles/; choose one of: $(PROFILES))
 endif
 export PROFILE NB ARGS DATA MODEL SWEEP WORKERS
+# DRY_RUN=1: every run cut to one epoch, one seed and the first grid point, under
+# runs/<profile>-dry-run/, every page marked (vptlib.profile.dry_run). vptlib reads it as:
+export VPTLIB_DRY_RUN := $(DRY_RUN)
 PROFILE_FILE := profiles/$(PROFILE).yaml
 GEN := book/generated
-# The registry (vptlib.methods.METHODS) in its order; tests/test_registry.py keeps this list equal to it.
-METHODS := zero_shot linear vpt_shallow vpt_deep vision_lora clip_lora full wise_ft flyp text_ce
+# The methods, in the registry's order (vptlib.methods.METHODS), asked of vptlib by the
+# targets that need them; regenerated when the registry changes. A new method needs no
+# line here.
+METHODS_MK := _build/methods.mk
+ifneq ($(filter book notebooks run,$(MAKECMDGOALS)),)
+-include $(METHODS_MK)
+endif
+$(METHODS_MK): vptlib/methods/__init__.py $(STAMP)
+	@mkdir -p $(dir $@)
+	$(PY) -m vptlib.methods > $@.tmp && mv $@.tmp $@
 EXPERIMENTS = $(METHODS:%=$(GEN)/experiments/%.ipynb)
 SRC := $(wildcard vptlib/*.py vptlib/*/*.py)
 # The profile's data folder, as vptlib reads the profile (empty before `make install`; the
@@ -43,7 +54,7 @@ help:
 	@echo "make test      lint + the test suite (CPU, offline)"
 	@echo "make lint      ruff check + ruff format --check"
 	@echo "make format    ruff format + ruff check --fix"
-	@echo "make book      run the study and render the report (PROFILE=full|smoke, DATA=, MODEL=)"
+	@echo "make book      run the study and render the report (PROFILE=full|smoke, DATA=, MODEL=, DRY_RUN=1)"
 	@echo "make bench     measure step time and memory of every method on this machine"
 	@echo "make run       re-execute one experiment: make run NB=vpt_deep ARGS=\"-p lr 0.5\""
 	@echo "make sweep     run a profile's grid ahead of the book: make sweep SWEEP=fewshot|prompts [WORKERS=n]"
@@ -78,11 +89,12 @@ test: install lint browser $(TINY)/model.safetensors
 
 # ---------------------------------------------------------------- the report
 book: install $(MODEL_DEP)
+	@test -n "$(METHODS)" || { echo "make book: cannot list the methods (python -m vptlib.methods failed)" >&2; exit 2; }
 	@$(VPTLIB) book preflight --profile $(PROFILE_FILE) $(DATA_ARG) $(MODEL_ARG)
-	@$(VPTLIB) book guard --name $(PROFILE) --dir $(GEN)
+	@$(VPTLIB) book guard --profile $(PROFILE_FILE) --dir $(GEN)
 	@$(MAKE) --no-print-directory notebooks PROFILE=$(PROFILE)
-	@$(VPTLIB) book config --profile $(PROFILE_FILE) --out _build/_config.yml
-	$(VENV)/bin/jupyter-book build . --config _build/_config.yml -W -n --keep-going -q
+	@$(VPTLIB) book config --profile $(PROFILE_FILE) --out _build/_config.yml --toc _build/_toc.yml
+	$(VENV)/bin/jupyter-book build . --config _build/_config.yml --toc _build/_toc.yml -W -n --keep-going -q
 	@echo "make book PROFILE=$(PROFILE): $$(( $$(date +%s) - $(BOOK_START) )) s wall time"
 	@echo "HTML report: $(CURDIR)/_build/html/index.html"
 

@@ -129,3 +129,28 @@ def test_cli_prints_table(phantom_source, tmp_path):
                "--train-per-class", "10", "--test-per-class", "5")  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "glioma" in res.stdout and "train" in res.stdout and "manifest.csv" in res.stdout
+
+
+def test_all_takes_every_usable_image(phantom_source, tmp_path):
+    """``all``: the whole dataset (profiles/kaggle-full.yaml), duplicates still skipped."""
+    src = tmp_path / "src"
+    shutil.copytree(phantom_source, src)
+    glioma = sorted((src / "Training" / "glioma").iterdir())
+    shutil.copy(glioma[0], src / "Training" / "glioma" / "copy.jpg")  # an exact duplicate: skipped, not counted
+    (src / "Testing" / "notumor" / "broken.jpg").write_bytes(b"not an image")
+    res = prepare(PrepareOptions(src, tmp_path / "out", train_per_class="all", test_per_class="all"))
+    df = _manifest(tmp_path / "out")
+    kept = df[df.split != "skipped"]
+    counts = kept.groupby(["split", "class"]).size().unstack()
+    assert (counts.loc["train"] + counts.loc["val"] == 40).all()  # every Training image, once
+    assert counts.loc["test"].to_dict() == {"glioma": 40, "meningioma": 40, "notumor": 40, "pituitary": 40}
+    skipped = df[df.split == "skipped"]
+    assert len(skipped) == 2 and skipped.note.str.contains("duplicate").sum() == 1
+    assert res.table
+    for bad in ("none", "0", "-3", "1.5"):
+        with pytest.raises(UserError, match="per-class|whole number"):
+            PrepareOptions(src, tmp_path / "x", train_per_class=bad)
+    cli = subprocess.run([sys.executable, "-m", "vptlib", "data", "prepare", "--source", str(src), "--out",
+                          str(tmp_path / "cli"), "--train-per-class", "all", "--test-per-class", "zero"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert cli.returncode == 2 and "'all'" in cli.stderr and "Traceback" not in cli.stderr

@@ -17,7 +17,7 @@ def _profile(prepared, tiny_model, tmp_path, sweeps) -> dict:
             "sweeps": sweeps}  # fmt: skip
 
 
-@pytest.mark.parametrize("name", ["smoke", "full"])
+@pytest.mark.parametrize("name", ["smoke", "full", "kaggle-full"])
 def test_profile_sweeps_are_valid_grids(name, prepared):
     prof = book.load_profile(book.REPO / "profiles" / f"{name}.yaml")
     prof["data"] = str(prepared)
@@ -75,4 +75,6 @@ def test_prompt_length_plot(prepared, tiny_model, tmp_path):
     sweeps = {"p": {"methods": ["vpt_shallow"], "prompt_tokens": [1, 3], "seeds": [0]}}
     df = run_sweep(_profile(prepared, tiny_model, tmp_path, sweeps), "p", workers=1, progress=False)
     assert list(df.trainable_params) == [1 * 64 + 260, 3 * 64 + 260]
-    report.plot_prompt_length(pd.DataFrame(df))
+    ax = report.plot_prompt_length(pd.DataFrame(df)).axes[0]
+    line = next(x for x in ax.get_lines() if len(x.get_xdata()) == 2)
+    assert list(line.get_xdata()) == [1, 3]  # one point per prompt length, at that length

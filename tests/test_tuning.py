@@ -109,7 +109,7 @@ def test_bad_grids_are_one_line(tmp_path, grids, message):
         load(path)
 
 
-@pytest.mark.parametrize("name", ["smoke", "full"])
+@pytest.mark.parametrize("name", ["smoke", "full", "kaggle-full"])
 def test_shipped_profiles_tune_every_trained_method_but_the_closed_form_probe(name):
     from vptlib.book import REPO
     from vptlib.methods import METHODS
@@ -119,3 +119,26 @@ def test_shipped_profiles_tune_every_trained_method_but_the_closed_form_probe(na
     assert tuned == {m for m, s in METHODS.items() if s.trains} - {"linear"}  # the probe picks C on validation
     if name == "smoke":
         assert all(len(tuning.grid_points(prof, m)) == 2 for m in tuned)  # exercises the pipeline, cheaply
+
+
+def test_dry_run_cuts_every_run_and_marks_every_page(monkeypatch, tmp_path):
+    from vptlib import book
+
+    full = load(book.REPO / "profiles" / "full.yaml")
+    monkeypatch.setenv("VPTLIB_DRY_RUN", "1")
+    dry = load(book.REPO / "profiles" / "full.yaml")
+    assert dry.dry_run and dry.profile == "full-dry-run" and dry.seeds == full.seeds[:1]
+    assert dry.data == full.data and dry.model == full.model  # the real model and data
+    for method in full.hparams:
+        cfg = dry.run_config(method).resolved()
+        trains = method != "zero_shot"
+        assert cfg.epochs == (1 if trains else 0), method
+        assert len(tuning.grid_points(dry, method)) == (1 if method in full.grids else 0)
+    for name, sweep in dry.sweeps.items():
+        assert sweep["seeds"] == full.sweeps[name]["seeds"][:1]
+        assert all(len(v) == 1 for k, v in sweep.items() if k not in ("methods", "hparams", "seeds"))
+        assert all(hp["epochs"] == 1 for m, hp in sweep["hparams"].items() if m != "zero_shot")
+    banner = book.write_config(book.REPO / "profiles" / "full.yaml", tmp_path / "c.yml").read_text()
+    assert "Dry run" in banner
+    monkeypatch.setenv("VPTLIB_DRY_RUN", "0")
+    assert load(book.REPO / "profiles" / "full.yaml") == full

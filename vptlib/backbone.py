@@ -41,10 +41,6 @@ class Clip:
     processor: CLIPImageProcessorPil
     name: str  # the id or folder it was loaded from
 
-    @property
-    def vision(self) -> torch.nn.Module:
-        return self.model.vision_model
-
 
 def vit_b32_config() -> CLIPConfig:
     """The architecture of ``openai/clip-vit-base-patch32`` (weights not included)."""
@@ -253,6 +249,25 @@ def convert_to_safetensors(src: str | Path, out: str | Path) -> Path:
                 shutil.copy2(f, tmp / f.name)
         model.save_pretrained(tmp, safe_serialization=True)
     return out
+
+
+_LOADED: dict[tuple[str, str | None], tuple[Clip, str]] = {}
+
+
+def shared_clip(name_or_path: str | Path) -> tuple[Clip, str]:
+    """The model and its fingerprint, loaded once per process and reused by every later run.
+
+    A long-lived process (a notebook running a grid and its seeds, a sweep worker) then
+    pays for loading and fingerprinting once. The bundle is shared, so its users must not
+    modify it: every method builds on a copy. A local folder whose weight files changed
+    (their ``model_signature``) is loaded again; one model is kept at a time.
+    """
+    key = (str(name_or_path), model_signature(name_or_path))
+    if key not in _LOADED:
+        _LOADED.clear()
+        clip = load_clip(name_or_path)
+        _LOADED[key] = (clip, fingerprint(clip.model))
+    return _LOADED[key]
 
 
 def model_signature(name_or_path: str | Path) -> str | None:

@@ -147,13 +147,34 @@ def execute(template: str | Path, output: str | Path, profile_path: str | Path, 
     return output
 
 
+DRY_RUN_BANNER = (
+    "Dry run: every run was cut to one epoch, one seed and the first point of every grid. These pages "
+    "rehearse the build on its model and data; their numbers say nothing about the methods."
+)
+
+
 def write_config(profile_path: str | Path, out: str | Path) -> Path:
-    """``_config.yml`` plus, for the smoke profile, a banner on every page."""
+    """``_config.yml`` plus, for the smoke profile and for dry runs, a banner on every page."""
     profile = load_profile(profile_path)
     config = yaml.safe_load((REPO / "_config.yml").read_text())
-    if profile.get("banner") == "smoke":
-        config.setdefault("html", {})["announcement"] = SMOKE_BANNER
+    banners = [SMOKE_BANNER] * (profile.get("banner") == "smoke") + [DRY_RUN_BANNER] * bool(profile.get("dry_run"))
+    if banners:
+        config.setdefault("html", {})["announcement"] = " ".join(banners)
     return atomic.write_text(out, yaml.safe_dump(config, sort_keys=False))
+
+
+def write_toc(out: str | Path) -> Path:
+    """``_toc.yml`` with the Experiments part listing one page per method in the registry's order.
+
+    The repository's ``_toc.yml`` globs the experiment pages (valid on its own, in
+    alphabetical order); the build uses this generated copy, so a new method needs no edit.
+    """
+    from .methods import METHODS
+
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    part = next(p for p in toc["parts"] if p.get("caption") == "Experiments")
+    part["chapters"] = [{"file": f"book/generated/experiments/{m}"} for m in METHODS]
+    return atomic.write_text(out, yaml.safe_dump(toc, sort_keys=False))
 
 
 def guard(profile_name: str, generated: str | Path, clear: bool = True) -> None:
@@ -242,7 +263,9 @@ def rerun(profile_name: str, method: str, args: str, generated: str | Path, mode
         params["model"] = model
     template = REPO / "notebooks" / "experiment.ipynb"
     check_params(template, params)
-    guard(profile_name, generated, clear=False)
+    from .profile import load
+
+    guard(load(profile_path).profile, generated, clear=False)
     from .methods import METHODS
 
     return execute(template, Path(generated) / "experiments" / f"{method}.ipynb", profile_path, params,

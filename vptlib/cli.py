@@ -214,8 +214,12 @@ def _book(a: argparse.Namespace) -> None:
         book.execute(a.template, a.output, a.profile, params, title)
     elif a.book_command == "config":
         book.write_config(a.profile, a.out)
+        if a.toc:
+            book.write_toc(a.toc)
     elif a.book_command == "guard":
-        book.guard(a.name, a.dir)
+        from .profile import load
+
+        book.guard(load(a.profile).profile, a.dir)  # the profile's own name: a dry run is another build
     elif a.book_command == "rerun":
         book.rerun(a.profile_name, a.method, a.args, a.dir, a.model or None)
 
@@ -242,8 +246,9 @@ def _add_book_parser(sub) -> None:
     co = bsub.add_parser("config", help="write the Jupyter Book config for a profile")
     co.add_argument("--profile", required=True, help="profiles/NAME.yaml")
     co.add_argument("--out", required=True, help="output YAML")
+    co.add_argument("--toc", default=None, help="also write the table of contents, one page per registered method")
     gu = bsub.add_parser("guard", help="clear generated pages of another profile")
-    gu.add_argument("--name", required=True, help="profile name")
+    gu.add_argument("--profile", required=True, help="profiles/NAME.yaml")
     gu.add_argument("--dir", required=True, help="generated pages folder")
     rr = bsub.add_parser("rerun", help="make run: re-execute one experiment page with new parameters",
                          description="Validate the profile, the method and every -p name first; refuse (never "
@@ -271,6 +276,15 @@ def _sweep(a: argparse.Namespace) -> None:
           f"{profile.runs}/{profile.profile}/sweeps/{a.name}.csv")  # fmt: skip
     if len(done) < len(df):
         raise UserError(f"{len(df) - len(done)} points failed (listed above); rerun to retry only those")
+
+
+def _per_class(value: str) -> int | None:
+    from .prepare import per_class
+
+    try:
+        return per_class(value)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_sweep_parser(sub) -> None:
@@ -318,10 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      "as one unit, and never overlaps --source.")  # fmt: skip
     pr.add_argument("--source", required=True, help="Training/ + Testing/ (Kaggle, SARTAJ) or flat class folders")
     pr.add_argument("--out", required=True, help="output folder (images/, manifest.csv, duplicates.csv)")
+    pr.add_argument("--train-per-class", type=_per_class, default=120,
+                    help="training images per class, val included, or 'all' (default 120)")  # fmt: skip
     pr.add_argument(
-        "--train-per-class", type=int, default=120, help="training images per class, val included (default 120)"
+        "--test-per-class", type=_per_class, default=80, help="test images per class, or 'all' (default 80)"
     )
-    pr.add_argument("--test-per-class", type=int, default=80, help="test images per class (default 80)")
     pr.add_argument(
         "--val-fraction", type=float, default=0.2, help="share of training carved out for validation (default 0.2)"
     )

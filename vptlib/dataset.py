@@ -216,12 +216,30 @@ def _verify_files(root: Path, df: pd.DataFrame) -> None:
                             f"(sha256 differs); re-run `vptlib data prepare`")  # fmt: skip
 
 
+_PIXELS: dict[tuple[str, int, int], torch.Tensor] = {}
+
+
+def _read_pixels(cache: Path, keep_in_memory: bool) -> torch.Tensor:
+    """The decoded pixel cache; with ``keep_in_memory`` read from disk once per process (the
+    engine's runs in one long-lived process share it; nobody writes into it)."""
+    st = cache.stat()
+    key = (str(cache.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _PIXELS:
+        return _PIXELS[key]
+    pixels = load_file(cache)["pixels"]
+    if keep_in_memory:
+        _PIXELS.clear()
+        _PIXELS[key] = pixels
+    return pixels
+
+
 def load_data(data: str | Path, prep: Preprocess, classes: tuple[str, ...] | None = None,
-              include_excluded: bool = False, verify: bool = True) -> Data:  # fmt: skip
+              include_excluded: bool = False, verify: bool = True, keep_in_memory: bool = False) -> Data:  # fmt: skip
     """All three splits as uint8 tensors, decoding JPEGs only on the first call.
 
     ``verify`` checks every file against the sha256 prepare recorded (also when the
     pixels come from the cache); turn it off only to save that fraction of a second.
+    ``keep_in_memory`` keeps the decoded pixels for the next call in this process.
     """
     root = Path(data)
     df = read_manifest(root, include_excluded=True)
@@ -235,7 +253,7 @@ def load_data(data: str | Path, prep: Preprocess, classes: tuple[str, ...] | Non
         _verify_files(root, df)
     cache = root / "cache" / f"pixels-{mhash}-{prep.key()}.safetensors"
     if cache.is_file():
-        pixels = load_file(cache)["pixels"]
+        pixels = _read_pixels(cache, keep_in_memory)
     else:
         arrays = []
         for rel in tqdm(df["path"], desc="decode images", unit="img", leave=False):

@@ -38,7 +38,7 @@ import torch
 from tqdm import tqdm
 
 from . import atomic, locks, recording, records
-from .backbone import fingerprint, load_clip, model_signature
+from .backbone import model_signature, shared_clip
 from .config import RunConfig, run_config, validate
 from .dataset import Data, Preprocess, load_data, manifest_hash
 from .devices import autocast, cast_frozen, generator, grad_scaler, pick_device, resolve_precision, seed_everything
@@ -75,6 +75,7 @@ def run(
     tuning grids). A reused run that has not been evaluated on test while ``config``
     asks for it (a chosen grid point) is evaluated on test first.
     """
+    started = time.perf_counter()
     cfg = (config or RunConfig(**kwargs)).resolved()
     validate(cfg)
     dist = Dist()
@@ -90,7 +91,7 @@ def run(
     run_dir = _claim_run_dir(cfg, given, resume, dist, progress)
     # One process trains (or resumes) a run at a time; the lock dies with its holder.
     with locks.exclusive(run_dir, f"run {run_dir}") if dist.main else contextlib.nullcontext():
-        return _train_and_record(cfg, given, run_dir, device, dist, progress, keep_model)
+        return _train_and_record(cfg, given, run_dir, device, dist, progress, keep_model, started)
 
 
 def _root(cfg: RunConfig) -> Path:
@@ -141,17 +142,12 @@ class _Identity:
     def __init__(self, model: str, data: str):
         self.model, self.signature = model, model_signature(model)
         self.manifest_hash = manifest_hash(data)
-        self._clip, self._fingerprint = None, None
 
     def clip(self):
-        if self._clip is None:
-            self._clip = load_clip(self.model)
-        return self._clip
+        return shared_clip(self.model)[0]
 
     def fingerprint(self) -> str:
-        if self._fingerprint is None:
-            self._fingerprint = fingerprint(self.clip().model)
-        return self._fingerprint
+        return shared_clip(self.model)[1]
 
     def check(self, run_dir: Path, action: str) -> None:
         """Refuse to resume or reuse a run whose model or data are not the ones given now."""
@@ -175,7 +171,7 @@ class _Identity:
 def _build(cfg: RunConfig, clip) -> tuple[Data, Preprocess, Classifier]:
     """The run's data (a few-shot subset when asked) and its untrained classifier."""
     prep = Preprocess.from_processor(clip.processor)
-    data = load_data(cfg.data, prep)
+    data = load_data(cfg.data, prep, keep_in_memory=True)
     if cfg.train_per_class is not None:
         data = data.few_shot(cfg.train_per_class, cfg.seed)
     options = dict(cfg.options)
@@ -189,7 +185,7 @@ def _build(cfg: RunConfig, clip) -> tuple[Data, Preprocess, Classifier]:
 
 
 def _train_and_record(cfg: RunConfig, given: _Identity, run_dir: Path, device: torch.device, dist: Dist,
-                      progress: bool, keep_model: bool) -> RunResult:  # fmt: skip
+                      progress: bool, keep_model: bool, started: float) -> RunResult:  # fmt: skip
     clip = given.clip()
     data, prep, model = _build(cfg, clip)
     attention = getattr(clip.model.config, "_attn_implementation", None)
@@ -205,6 +201,9 @@ def _train_and_record(cfg: RunConfig, given: _Identity, run_dir: Path, device: t
     fitted = model.fit_features(inputs.splits) if inputs.features else None
     if fitted is not None:
         cfg = dataclasses.replace(cfg, epochs=0)
+    # What a run costs beyond its training and evaluation (loading, building, staging):
+    # the model and pixels are loaded once per process, so later runs here pay little.
+    setup_seconds = time.perf_counter() - started
     state = _fit(cfg, inputs, run_dir, dist, progress)
     if state.best_state is not None:
         model.load_state_dict(state.best_state, strict=False)
@@ -213,7 +212,8 @@ def _train_and_record(cfg: RunConfig, given: _Identity, run_dir: Path, device: t
         loss, probs = evaluate(inputs, split, cfg)
         return accuracy(probs, inputs.splits[split][1]), loss
 
-    outcome = recording.Outcome(state.history, state.best["epoch"], {**(fitted or {}), **model.finalize(score)})
+    extra = {**(fitted or {}), **model.finalize(score), "setup_seconds": setup_seconds}
+    outcome = recording.Outcome(state.history, state.best["epoch"], extra, started)
     metrics = recording.write_result(run_dir, cfg, model, inputs, data, outcome, device, dist.world, dist.main)
     dist.barrier()
     return RunResult(run_dir, metrics, pd.DataFrame(state.history), model if keep_model else None)

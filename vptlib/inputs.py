@@ -8,6 +8,7 @@ on the device, so the data pipeline never waits on the host.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -45,6 +46,7 @@ class Inputs:
             self.splits = {s: (_to(getattr(data, s).pixels, device), _to(getattr(data, s).labels, device))
                            for s in ("train", "val", "test")}  # fmt: skip
         self.augment = Augment() if cfg.augment and not self.features else None
+        self.eval_seconds = 0.0  # time spent in evaluate(), for the run's cost breakdown
         # The module a training step calls: the trainable part, wrapped for DDP when parallel.
         trains = model.head if self.features else model
         self.train_module = dist.wrap(trains, find_unused=model.unused_params_possible) if cfg.epochs else trains
@@ -116,6 +118,7 @@ def evaluate(inputs: Inputs, split: str, cfg: RunConfig) -> tuple[float, np.ndar
     x, y = inputs.splits[split]
     if len(y) == 0:
         return float("nan"), np.zeros((0, len(inputs.data.classes)))
+    started = time.perf_counter()
     inputs.model.eval()
     losses, probs = [], []
     batches = logits_in_batches(lambda b: inputs.logits(b, train=False), x, cfg.batch_size, inputs.device,
@@ -123,6 +126,7 @@ def evaluate(inputs: Inputs, split: str, cfg: RunConfig) -> tuple[float, np.ndar
     for i, logits in zip(range(0, len(y), cfg.batch_size), batches, strict=True):
         losses.append(inputs.model.loss(logits, y[i : i + cfg.batch_size]).item() * len(logits))
         probs.append(torch.softmax(logits, -1).cpu())
+    inputs.eval_seconds += time.perf_counter() - started
     return sum(losses) / len(y), torch.cat(probs).numpy()
 
 

@@ -68,8 +68,10 @@ _SPLIT_DIRS = {"training": "train", "train": "train", "testing": "test", "test":
 class PrepareOptions:
     source: Path
     out: Path
-    train_per_class: int = 120
-    test_per_class: int = 80
+    # Images per class; None (or "all" in a profile or on the command line): every usable
+    # image of that split, after duplicates are skipped (the classes then keep their imbalance).
+    train_per_class: int | None = 120
+    test_per_class: int | None = 80
     val_fraction: float = 0.2
     seed: int = 0
     classes: ClassMap = STUDY_CLASSES
@@ -80,6 +82,23 @@ class PrepareOptions:
     # restores the earlier behaviour: duplicates are kept and only reported.
     keep_duplicates: bool = False
     drop_test_duplicates: bool = False  # with keep_duplicates: exclude test images that duplicate a train/val one
+
+    def __post_init__(self):
+        self.train_per_class = per_class(self.train_per_class)
+        self.test_per_class = per_class(self.test_per_class)
+
+
+def per_class(value: int | str | None) -> int | None:
+    """An image count per class, or None for "all" (``all`` in profiles and on the command line)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
+        return None
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"a per-class count must be a whole number or 'all', got {value!r}") from None
+    if not 1 <= n <= MAX_PER_CLASS:
+        raise UserError(f"--train-per-class and --test-per-class must be in [1, {MAX_PER_CLASS}] or 'all', got {n}")
+    return n
 
 
 @dataclass
@@ -167,13 +186,14 @@ def _candidates(folder: Path, source: Path, skipped: list[_Row], cls: str) -> li
     return files
 
 
-def _take(files: list[Path], quota: int, rng: np.random.Generator, source: Path, cls: str,
+def _take(files: list[Path], quota: int | None, rng: np.random.Generator, source: Path, cls: str,
           skipped: list[_Row], where: str, seen: DuplicateIndex | None) -> list[_Row]:  # fmt: skip
-    """The first ``quota`` usable files in a seeded order; with ``seen``, none duplicating a chosen image."""
+    """The first ``quota`` usable files in a seeded order (every one when ``quota`` is None);
+    with ``seen``, none duplicating a chosen image."""
     taken: list[_Row] = []
     bad = dups = 0
     for idx in rng.permutation(len(files)):
-        if len(taken) == quota:
+        if quota is not None and len(taken) == quota:
             break
         path = files[idx]
         rel = path.relative_to(source).as_posix()
@@ -195,7 +215,7 @@ def _take(files: list[Path], quota: int, rng: np.random.Generator, source: Path,
                 continue
             seen.add(rel, row.sha256, row.dhash, row.phash, row.thumb)
         taken.append(row)
-    if len(taken) < quota:
+    if quota is not None and len(taken) < quota:
         raise UserError(
             f"class {cls!r} in {where}: only {len(taken)} usable images ({bad} unreadable, {dups} duplicates of "
             f"images already chosen), {quota} requested; lower the per-class count"
@@ -211,7 +231,7 @@ def _rows(opts: PrepareOptions) -> tuple[list[_Row], list[_Row]]:
     # duplicates anything already chosen is replaced by the next one in its seeded order.
     seen = None if opts.keep_duplicates else DuplicateIndex()
 
-    def draw(c: int, split: str, quota: int, stream: int, where: str) -> list[_Row]:
+    def draw(c: int, split: str, quota: int | None, stream: int, where: str) -> list[_Row]:
         # One seeded stream per (class, split): changing one split's quota never reshuffles another.
         cls = opts.classes.names[c]
         files = _candidates(layout[split][cls], opts.source, skipped, cls)
@@ -220,7 +240,10 @@ def _rows(opts: PrepareOptions) -> tuple[list[_Row], list[_Row]]:
 
     classes = range(len(opts.classes.names))
     if "pool" in layout:
-        both = {c: draw(c, "pool", opts.test_per_class + opts.train_per_class, 2, "the pool") for c in classes}
+        if opts.test_per_class is None:
+            raise UserError("a flat folder of classes has no test split of its own: give --test-per-class a number")
+        quota = None if opts.train_per_class is None else opts.test_per_class + opts.train_per_class
+        both = {c: draw(c, "pool", quota, 2, "the pool") for c in classes}
         tests = {c: both[c][: opts.test_per_class] for c in classes}
         trains = {c: both[c][opts.test_per_class :] for c in classes}
     else:
@@ -399,8 +422,6 @@ def prepare(opts: PrepareOptions) -> PrepareResult:
 
     Every check runs before anything in ``--out`` is changed.
     """
-    if not (1 <= opts.train_per_class <= MAX_PER_CLASS and 1 <= opts.test_per_class <= MAX_PER_CLASS):
-        raise UserError(f"--train-per-class and --test-per-class must be in [1, {MAX_PER_CLASS}]")
     if not 0 <= opts.val_fraction < 1:
         raise UserError("--val-fraction must be in [0, 1)")
     check_seed(opts.seed)

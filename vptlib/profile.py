@@ -8,6 +8,7 @@ anything runs. :class:`Profile` documents each key where it is defined.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ class Profile:
     model: str  # hub id or local folder of a CLIPModel
     data: str  # the prepared data folder (`vptlib data prepare --out`)
     banner: str = "none"  # "smoke": every page says its numbers test the pipeline only
+    dry_run: bool = False  # set by VPTLIB_DRY_RUN (make book DRY_RUN=1), never in a file: see dry_run()
     runs: str = "runs"  # root of the run records
     seed: int = 0  # the seed of single runs (sweeps have their own seeds)
     seeds: list[int] = field(default_factory=lambda: [0])  # every trained method runs once per seed
@@ -102,7 +104,37 @@ def load(path: str | Path, check_methods: bool = True) -> Profile:
     prof = Profile(**raw)
     if check_methods:
         _check(prof, path)
-    return prof
+    return dry_run(prof) if os.environ.get(DRY_RUN_ENV, "") not in ("", "0") else prof
+
+
+DRY_RUN_ENV = "VPTLIB_DRY_RUN"
+
+
+def dry_run(p: Profile) -> Profile:
+    """The same study as a rehearsal: every run cut to one epoch, one seed and the first
+    point of every grid and sweep axis, written under ``<runs>/<profile>-dry-run/``.
+
+    It runs every page and every code path on the real model and data (a tuning grid
+    of one point still trains without test and is completed afterwards), so what would
+    break hours into a full build breaks in minutes; its numbers mean nothing, and
+    every page says so.
+    """
+    from .methods import METHODS
+
+    def cut(method: str, hp: dict[str, Any]) -> dict[str, Any]:
+        return {**hp, "epochs": 1} if method in METHODS and METHODS[method].trains else dict(hp)
+
+    sweeps = {}
+    for name, sweep in p.sweeps.items():
+        sw = {k: (v[:1] if isinstance(v, list) and k != "methods" else v) for k, v in sweep.items()}
+        sw["hparams"] = {m: cut(m, sweep.get("hparams", {}).get(m, {})) for m in sweep["methods"]}
+        sweeps[name] = sw
+    return dataclasses.replace(
+        p, profile=f"{p.profile}-dry-run", dry_run=True, seeds=p.seeds[:1],
+        hparams={m: cut(m, hp) for m, hp in p.hparams.items()},
+        grids={m: {axis: values[:1] for axis, values in axes.items()} for m, axes in p.grids.items()},
+        sweeps=sweeps,
+    )  # fmt: skip
 
 
 def _check(p: Profile, path: Path) -> None:

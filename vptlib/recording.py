@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ class Outcome:
     history: list[dict[str, float]]
     best_epoch: int
     extra: dict[str, Any]  # method-specific metrics (the chosen WiSE-FT alpha, the probe's C, ...)
+    started: float  # time.perf_counter() when the run began
 
 
 def _rows(split: str, data: Data, labels: np.ndarray, probs: np.ndarray) -> list[dict[str, Any]]:
@@ -95,11 +97,21 @@ def write_result(run_dir: Path, cfg: RunConfig, model: Classifier, inputs: Input
         atomic.write_bytes(run_dir / records.PREDICTIONS, pd.DataFrame(rows).to_csv(index=False).encode())
         if len(hist):
             atomic.write_bytes(run_dir / records.HISTORY, hist.to_csv(index=False).encode())
+        metrics["seconds"] = _cost(outcome, hist, inputs)
         atomic.write_json(run_dir / records.METRICS, metrics)
         (run_dir / records.STATE).unlink(missing_ok=True)
         if results.get("test"):
             records.log_test_look(run_dir, cfg, results["test"]["accuracy"])
     return metrics
+
+
+def _cost(outcome: Outcome, hist: pd.DataFrame, inputs: Inputs) -> dict[str, float]:
+    """Where the run's wall time went; ``overhead`` is everything but training and evaluation
+    (loading, building, staging, checkpoints, writing the record)."""
+    total = time.perf_counter() - outcome.started
+    training = float(hist["train_seconds"].sum()) if len(hist) else 0.0
+    return {"total": total, "training": training, "evaluation": inputs.eval_seconds,
+            "overhead": max(0.0, total - training - inputs.eval_seconds)}  # fmt: skip
 
 
 def add_test(run_dir: Path, cfg: RunConfig, clip: Any = None, device: torch.device | str = "cpu") -> dict[str, Any]:
