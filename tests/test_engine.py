@@ -19,7 +19,7 @@ from vptlib import atomic, records
 from vptlib.engine import RunConfig, run
 from vptlib.errors import TrainingDiverged, UserError
 
-TIMING = {"seconds_per_epoch", "images_per_second"}
+TIMING = {"seconds_per_epoch", "images_per_second", "setup_seconds", "fit_seconds", "seconds"}
 
 
 def _cfg(prepared, model, out, **kw) -> RunConfig:

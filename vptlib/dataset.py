@@ -26,7 +26,8 @@ from tqdm import tqdm
 from . import atomic
 from .errors import UserError
 from .images import BadImage, load_rgb
-from .prepare import MANIFEST, MANIFEST_FIELDS, SPLITS, set_info
+from .prepare import MANIFEST_FIELDS, SPLITS
+from .sets import MANIFEST, set_info
 
 _RESAMPLE = {0: Image.Resampling.NEAREST, 1: Image.Resampling.LANCZOS, 2: Image.Resampling.BILINEAR,
              3: Image.Resampling.BICUBIC, 4: Image.Resampling.BOX, 5: Image.Resampling.HAMMING}  # fmt: skip

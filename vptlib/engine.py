@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import time
@@ -37,10 +36,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from . import atomic, locks, recording, records
-from .backbone import model_signature, shared_clip
+from . import atomic, claims, locks, recording, records
 from .config import RunConfig, run_config, validate
-from .dataset import Data, Preprocess, load_data, manifest_hash
+from .dataset import Data, Preprocess, load_data
 from .devices import autocast, cast_frozen, generator, grad_scaler, pick_device, resolve_precision, seed_everything
 from .errors import TrainingDiverged, UserError
 from .inputs import Inputs, accuracy, evaluate
@@ -83,89 +81,15 @@ def run(
     cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, device))
     progress = progress and dist.main
     seed_everything(cfg.seed)
-    given = _Identity(cfg.model, cfg.data)
+    given = claims.Given(cfg.model, cfg.data)
     if reuse and not keep_model:
-        done = _reuse(cfg, given, device, dist)
+        done = claims.reuse(cfg, given, device, dist)
         if done is not None:
             return done
-    run_dir = _claim_run_dir(cfg, given, resume, dist, progress)
+    run_dir = claims.claim_run_dir(cfg, given, resume, dist, progress)
     # One process trains (or resumes) a run at a time; the lock dies with its holder.
     with locks.exclusive(run_dir, f"run {run_dir}") if dist.main else contextlib.nullcontext():
         return _train_and_record(cfg, given, run_dir, device, dist, progress, keep_model, started)
-
-
-def _root(cfg: RunConfig) -> Path:
-    return Path(cfg.out) / cfg.profile / cfg.method
-
-
-def _reuse(cfg: RunConfig, given: _Identity, device: torch.device, dist: Dist) -> RunResult | None:
-    """The newest finished run of this configuration by this code, completed with test if asked."""
-    chash, code = records.config_hash(cfg.identity()), records.code_hash()
-    done = dist.broadcast(records.find_run(_root(cfg), chash, finished=True, code=code) if dist.main else None)
-    if done is None:
-        return None
-    given.check(done, "reuse")
-    metrics = json.loads((done / records.METRICS).read_text())
-    if cfg.evaluate_test and not metrics.get("test_evaluated", True):
-        if dist.main:
-            with locks.exclusive(done, f"run {done}", wait=True):
-                metrics = json.loads((done / records.METRICS).read_text())  # another process may have done it
-                if not metrics.get("test_evaluated", True):
-                    metrics = recording.add_test(done, cfg, clip=given.clip(), device=device)
-        dist.barrier()
-        metrics = json.loads((done / records.METRICS).read_text())
-    return RunResult(done, metrics, _read_history(done))
-
-
-def _claim_run_dir(cfg: RunConfig, given: _Identity, resume: bool, dist: Dist, progress: bool) -> Path:
-    """The unfinished run to resume, or a new run directory; the same on every process."""
-    run_dir = None
-    if dist.main:
-        root, chash = _root(cfg), records.config_hash(cfg.identity())
-        run_dir = records.find_resumable(root, chash) if resume else None
-        if run_dir is not None:
-            given.check(run_dir, "resume")
-        elif resume and progress:
-            print(f"no unfinished run with this configuration under {root}: starting a new one")
-        run_dir = run_dir or records.new_run_dir(root, chash)
-    return Path(dist.broadcast(str(run_dir) if run_dir else None))
-
-
-class _Identity:
-    """The model and data a run is given now, to compare with what a recorded run used.
-
-    The model's fingerprint needs its weights loaded; a local folder whose weight files
-    have the size and modification time recorded by the run (``model_signature``) is
-    taken as unchanged without loading, so reusing a finished run stays cheap.
-    """
-
-    def __init__(self, model: str, data: str):
-        self.model, self.signature = model, model_signature(model)
-        self.manifest_hash = manifest_hash(data)
-
-    def clip(self):
-        return shared_clip(self.model)[0]
-
-    def fingerprint(self) -> str:
-        return shared_clip(self.model)[1]
-
-    def check(self, run_dir: Path, action: str) -> None:
-        """Refuse to resume or reuse a run whose model or data are not the ones given now."""
-        try:
-            then = json.loads((run_dir / records.CONFIG).read_text())
-        except (OSError, ValueError):
-            raise UserError(f"cannot {action} {run_dir}: its config.json is unreadable; start a new run") from None
-
-        def refuse(what: str, key: str, old, new) -> UserError:
-            return UserError(f"cannot {action} {run_dir}: {what} changed since it was made ({key} {old} -> {new}); "
-                             f"start a new run (without --resume), or restore the original model and data")  # fmt: skip
-
-        if then.get("manifest_hash") != self.manifest_hash:
-            raise refuse("the data (manifest.csv)", "manifest_hash", then.get("manifest_hash"), self.manifest_hash)
-        if self.signature is not None and then.get("model_signature") == self.signature:
-            return
-        if then.get("model_fingerprint") != self.fingerprint():
-            raise refuse("the model's weights", "model_fingerprint", then.get("model_fingerprint"), self.fingerprint())
 
 
 def _build(cfg: RunConfig, clip) -> tuple[Data, Preprocess, Classifier]:
@@ -184,7 +108,7 @@ def _build(cfg: RunConfig, clip) -> tuple[Data, Preprocess, Classifier]:
     return data, prep, model
 
 
-def _train_and_record(cfg: RunConfig, given: _Identity, run_dir: Path, device: torch.device, dist: Dist,
+def _train_and_record(cfg: RunConfig, given: claims.Given, run_dir: Path, device: torch.device, dist: Dist,
                       progress: bool, keep_model: bool, started: float) -> RunResult:  # fmt: skip
     clip = given.clip()
     data, prep, model = _build(cfg, clip)
@@ -197,13 +121,14 @@ def _train_and_record(cfg: RunConfig, given: _Identity, run_dir: Path, device: t
         recording.write_config(run_dir, cfg, model, data, prep, identity=identity, attention=attention,
                                device=device, processes=dist.world)  # fmt: skip
     inputs = Inputs(model, data, cfg, device, given.fingerprint(), dist)
+    # What a run costs before it trains (loading, building, staging the inputs): the model
+    # and pixels are loaded once per process, so later runs in one process pay little.
+    setup_seconds = time.perf_counter() - started
     # A method fitted in closed form on the cached features trains no epochs (CLIP's linear probe).
     fitted = model.fit_features(inputs.splits) if inputs.features else None
     if fitted is not None:
         cfg = dataclasses.replace(cfg, epochs=0)
-    # What a run costs beyond its training and evaluation (loading, building, staging):
-    # the model and pixels are loaded once per process, so later runs here pay little.
-    setup_seconds = time.perf_counter() - started
+        fitted["fit_seconds"] = time.perf_counter() - started - setup_seconds
     state = _fit(cfg, inputs, run_dir, dist, progress)
     if state.best_state is not None:
         model.load_state_dict(state.best_state, strict=False)
@@ -396,7 +321,7 @@ def _train_epoch(inputs: Inputs, opt, sched, scaler, cfg: RunConfig, epoch: int,
     return total_loss / seen, correct / seen
 
 
-def _read_history(run_dir: Path) -> pd.DataFrame:
+def read_history(run_dir: Path) -> pd.DataFrame:
     path = run_dir / records.HISTORY
     return pd.read_csv(path) if path.is_file() else pd.DataFrame()
 
@@ -413,6 +338,6 @@ def run_seeds(config: RunConfig, seeds: list[int], **kwargs: Any) -> list[RunRes
         raise UserError("seeds is empty: give at least one seed")
     results = [run(dataclasses.replace(config, seed=s), **kwargs) for s in seeds]
     if int(os.environ.get("RANK", "0")) == 0:
-        root = _root(config)
+        root = claims.method_root(config)
         atomic.write_json(root / records.GROUP, {"runs": [r.run_dir.name for r in results], "seeds": seeds})
     return results

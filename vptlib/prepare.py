@@ -31,31 +31,26 @@ time (:mod:`vptlib.locks`).
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import json
-import os
-import shutil
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import atomic, locks
+from . import locks
 from .classes import STUDY_CLASSES, ClassMap, folder_key
 from .dedup import DuplicateIndex, dhash, find_duplicates, phash, sha256_file, thumbnail
 from .errors import UserError
 from .images import IMAGE_SUFFIXES, BadImage, is_hidden, load_rgb
+from .sets import (
+    MANIFEST,
+    check_apart,
+    check_ownership,
+    commit,
+    write_set,
+)
 
-MANIFEST = "manifest.csv"
-DUPLICATES = "duplicates.csv"
-IMAGES = "images"
-SETS = ".sets"  # every prepared set, each in its own folder
-CURRENT = "current"  # symlink to the live set: the commit point
-SET_MARKER = ".vptlib-set.json"  # in each set: who wrote it, its classes, its manifest's sha256
-_LINKED = (IMAGES, MANIFEST, DUPLICATES)  # out/<name> -> current/<name>
 SPLITS = ("train", "val", "test")
 MANIFEST_FIELDS = (
     "path", "class", "split", "sha256", "width", "height", "mode", "source",
@@ -297,106 +292,6 @@ def _csv(rows: list[dict[str, str]], fields: tuple[str, ...]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def set_info(out: str | Path) -> dict | None:
-    """The live set's marker (tool, classes, manifest sha256), or None for a folder prepare did not write."""
-    try:
-        info = json.loads((Path(out) / CURRENT / SET_MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    return info if isinstance(info, dict) and info.get("tool") == "vptlib data prepare" else None
-
-
-def _ours(path: Path) -> bool:
-    """A set folder that carries prepare's marker (a half-written one may have only the marker)."""
-    return path.is_dir() and not path.is_symlink() and (path / SET_MARKER).is_file()
-
-
-def _check_ownership(out: Path) -> None:
-    """Refuse, before changing anything, when ``out`` holds what prepare cannot prove it wrote."""
-    foreign = []
-    current = out / CURRENT
-    if current.is_symlink() or current.exists():
-        target = os.readlink(current) if current.is_symlink() else ""
-        if not (Path(target).parent.as_posix() == SETS and _ours(out / target)):
-            foreign.append(CURRENT)
-    for name in _LINKED:
-        p = out / name
-        if (p.is_symlink() and os.readlink(p) != f"{CURRENT}/{name}") or (p.exists() and not p.is_symlink()):
-            foreign.append(name)
-    for name in (".images.old", ".images.partial"):  # an earlier layout's working folders
-        if (out / name).exists():
-            foreign.append(name)
-    sets = out / SETS
-    if sets.exists():
-        entries = list(sets.iterdir()) if sets.is_dir() and not sets.is_symlink() else [sets]
-        foreign += [
-            f"{SETS}/{p.name}"
-            for p in entries
-            if not (_ours(p) or (p.name.endswith(".partial") and p.is_dir() and not any(p.iterdir())))
-        ]
-    if foreign:
-        raise UserError(f"--out {out} holds {', '.join(sorted(set(foreign)))} that `vptlib data prepare` did not "
-                        f"write (or an older version wrote); nothing was changed: choose a new --out, or move "
-                        f"those away yourself")  # fmt: skip
-
-
-def _check_apart(source: Path, out: Path) -> None:
-    """Neither folder may contain the other, also through symlinks: a re-prepare would delete its own input."""
-    if out == source or out.is_relative_to(source):
-        raise UserError(f"--out {out} lies inside --source {source}; choose a folder outside it")
-    if source.is_relative_to(out):
-        raise UserError(f"--source {source} lies inside --out {out}; prepare would replace its own input: "
-                        f"copy the images elsewhere first")  # fmt: skip
-
-
-def _write_set(chosen: list[_Row], opts: PrepareOptions, manifest: bytes, duplicates: bytes) -> Path:
-    """Write a complete new set beside the live one; returns its folder (not yet live)."""
-    sets = opts.out / SETS
-    sets.mkdir(exist_ok=True)
-    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.time_ns() % 10**9:09d}"
-    staging = sets / f"{name}.partial"
-    staging.mkdir()
-    marker = {"tool": "vptlib data prepare", "classes": list(opts.classes.names), "state": "partial"}
-    (staging / SET_MARKER).write_text(json.dumps(marker))  # first, so a killed write is provably ours
-    for row in chosen:
-        dest = staging / row.path
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        src = (opts.source / row.source).resolve()
-        if opts.link:
-            os.symlink(src, dest)
-        else:
-            shutil.copyfile(src, dest)
-    atomic.write_bytes(staging / MANIFEST, manifest)
-    atomic.write_bytes(staging / DUPLICATES, duplicates)
-    marker.update(state="complete", manifest_sha256=hashlib.sha256(manifest).hexdigest(),
-                  source=str(opts.source), link=opts.link)  # fmt: skip
-    atomic.write_json(staging / SET_MARKER, marker)
-    final = sets / name
-    staging.rename(final)
-    atomic.fsync_dir(sets)
-    return final
-
-
-def _commit(out: Path, new_set: Path) -> None:
-    """Make ``new_set`` live with one atomic rename, then remove every other set."""
-    tmp = out / f".{CURRENT}.{os.getpid()}.tmp"
-    tmp.unlink(missing_ok=True)
-    os.symlink(f"{SETS}/{new_set.name}", tmp)
-    os.replace(tmp, out / CURRENT)  # the commit point
-    atomic.fsync_dir(out)
-    for name in _LINKED:
-        link = out / name
-        if not link.is_symlink():
-            tmp = out / f".{name}.{os.getpid()}.tmp"
-            tmp.unlink(missing_ok=True)
-            os.symlink(f"{CURRENT}/{name}", tmp)
-            os.replace(tmp, link)
-    atomic.fsync_dir(out)
-    for old in (out / SETS).iterdir():
-        if old != new_set and (_ours(old) or old.name.endswith(".partial")):
-            shutil.rmtree(old, ignore_errors=True)
-
-
 @dataclass
 class PrepareResult:
     manifest: Path
@@ -427,11 +322,11 @@ def prepare(opts: PrepareOptions) -> PrepareResult:
     check_seed(opts.seed)
     opts.source = Path(opts.source).resolve()
     opts.out = Path(opts.out).resolve()
-    _check_apart(opts.source, opts.out)
+    check_apart(opts.source, opts.out)
     if opts.out.exists() and not opts.out.is_dir():
         raise UserError(f"--out {opts.out} exists and is not a folder")
     if opts.out.is_dir():
-        _check_ownership(opts.out)  # early, before minutes of hashing; again under the lock
+        check_ownership(opts.out)  # early, before minutes of hashing; again under the lock
     chosen, skipped = _rows(opts)
     inside = next((r.source for r in chosen if (opts.source / r.source).resolve().is_relative_to(opts.out)), None)
     if inside:
@@ -449,8 +344,9 @@ def prepare(opts: PrepareOptions) -> PrepareResult:
     duplicates = _csv(dup_rows, ("a", "b", "a_split", "b_split", "kind", "distance"))
     opts.out.mkdir(parents=True, exist_ok=True)
     with locks.exclusive(opts.out, f"--out {opts.out}"):
-        _check_ownership(opts.out)
-        _commit(opts.out, _write_set(chosen, opts, manifest, duplicates))
+        check_ownership(opts.out)
+        files = [(row.path, (opts.source / row.source).resolve()) for row in chosen]
+        commit(opts.out, write_set(opts.out, files, opts.classes.names, opts.source, opts.link, manifest, duplicates))
     cross = sum(a.split != b.split for a, b, _, _ in pairs)
     excluded = sum(bool(r.excluded) for r in chosen)
     return PrepareResult(opts.out / MANIFEST, len(chosen), len(skipped), len(pairs), cross, excluded,

@@ -109,7 +109,7 @@ def _cost(outcome: Outcome, hist: pd.DataFrame, inputs: Inputs) -> dict[str, flo
     """Where the run's wall time went; ``overhead`` is everything but training and evaluation
     (loading, building, staging, checkpoints, writing the record)."""
     total = time.perf_counter() - outcome.started
-    training = float(hist["train_seconds"].sum()) if len(hist) else 0.0
+    training = (float(hist["train_seconds"].sum()) if len(hist) else 0.0) + outcome.extra.get("fit_seconds", 0.0)
     return {"total": total, "training": training, "evaluation": inputs.eval_seconds,
             "overhead": max(0.0, total - training - inputs.eval_seconds)}  # fmt: skip
 
