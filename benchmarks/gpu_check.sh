@@ -6,7 +6,9 @@
 #      2 epochs each, checking that each run recorded device cuda and the precision auto picks for
 #      this GPU (bf16 on compute capability 8.0+, fp16 on 7.x), and that `vptlib predict` on one
 #      run's test folder reproduces its predictions.csv;
-#   4. a 2-GPU DDP run under `accelerate launch` when two or more GPUs are visible.
+#   4. a 2-GPU DDP run under `accelerate launch` when two or more GPUs are visible;
+#   5. a dry run of the full profile (make book PROFILE=full DRY_RUN=1) on a full-size ViT-B/32 with
+#      random weights and 512-pixel phantoms in the Kaggle layout, timed.
 # Usage: bash benchmarks/gpu_check.sh   (from the repository root; results under $OUT or benchmarks/results)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,4 +72,16 @@ if [ "$($PY -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
   .venv/bin/accelerate launch --multi_gpu --num_processes 2 -m vptlib run --method vpt_deep --data data/smoke \
     --model models/tiny-clip --epochs 2 --profile gpu-check-ddp --out runs --quiet
 fi
+echo "== dry run of the full profile on a full-size random ViT-B/32"
+[ -f models/vit-b32-random/model.safetensors ] || $PY - <<'PY'
+import torch
+from transformers import CLIPModel
+from vptlib.backbone import save_clip, vit_b32_config
+torch.manual_seed(0)
+save_clip(CLIPModel(vit_b32_config()).eval(), "models/vit-b32-random")
+PY
+[ -d data/kaggle-phantoms ] || $VPTLIB data phantoms --out data/kaggle-phantoms --per-class 200 --size 512
+start=$(date +%s)
+make book PROFILE=full DRY_RUN=1 DATA=data/kaggle-phantoms MODEL=models/vit-b32-random
+echo "dry run of the full profile: $(( $(date +%s) - start )) s on the GPU"
 echo "gpu check done"

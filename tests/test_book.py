@@ -268,3 +268,30 @@ def test_full_profile_offline_fails_fast(repo, tmp_path):
     for needle in ("openai/clip-vit-base-patch32", "pre-download", "make book DATA=", "make book PROFILE=smoke"):
         assert needle in out, needle
     assert not (repo / "runs" / "full").exists()  # stopped before any training
+
+
+def test_dry_run_of_the_full_profile_on_the_tiny_model(repo, built, tmp_path):
+    """`make book PROFILE=full DATA=... MODEL=... DRY_RUN=1`: every page of the full profile, every run cut short.
+
+    The tiny model and phantoms in the Kaggle layout stand in for ViT-B/32 and the real data;
+    the full profile's own split sizes, grids and sweeps are used. Runs last, because the
+    dry run's pages replace the smoke build's.
+    """
+    from vptlib.phantoms import write_phantoms
+
+    kaggle = write_phantoms(tmp_path / "kaggle", per_class=200, size=64, seed=1)  # 120 train + 80 test per class
+    t0 = time.monotonic()
+    res = _make(repo, "book", "PROFILE=full", "DRY_RUN=1", f"DATA={kaggle}", "MODEL=models/tiny-clip", timeout=1200)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    print(f"dry run of the full profile built in {time.monotonic() - t0:.0f} s")
+    assert not (repo / "runs" / "full").exists()  # a rehearsal never mixes with the real runs
+    root = repo / "runs" / "full-dry-run"
+    for m, spec in METHODS.items():
+        group = json.loads((root / m / "group.json").read_text())
+        assert group["seeds"] == [0], m
+        metrics = json.loads((root / m / group["runs"][0] / "metrics.json").read_text())
+        assert metrics["epochs_run"] == (1 if spec.trains and m != "linear" else 0), m
+        assert metrics["test"]["n"] == 320  # the full profile's own test split
+    html = repo / "_build" / "html"
+    for page in _pages(repo):
+        assert "Dry run" in page.read_text(), page.relative_to(html)
