@@ -55,3 +55,39 @@ def _help(command: str) -> str:
     with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
         build_parser().parse_args([command, "--help"])
     return buf.getvalue()
+
+
+def test_a_new_methods_flags_pages_and_axes_come_from_its_module(monkeypatch, tmp_path):
+    """What adding a method touches: its module and its registry entry. The flags, the toc, the
+    profile's grid check and the sweep axes follow from them."""
+    from dataclasses import dataclass
+
+    import vptlib.methods as methods
+    from vptlib import book
+    from vptlib.methods.base import TrainDefaults, flag
+    from vptlib.profile import Profile
+    from vptlib.sweep import grid
+
+    @dataclass
+    class Options:
+        depth: int = flag(3, "--toy-depth", "toy: how deep (default 3)")
+
+    toy = methods.MethodSpec(methods.METHODS["linear"].build, Options, TrainDefaults(epochs=1, lr=0.1), "Toy")
+    monkeypatch.setitem(methods.METHODS, "toy", toy)
+    assert "--toy-depth" in _help("run") and "toy: how deep" in re.sub(r"\s+", " ", _help("run"))
+    assert build_parser().parse_args(["run", "--method", "toy", "--data", "d", "--toy-depth", "0"]).depth == 0
+    assert "book/generated/experiments/toy" in book.write_toc(tmp_path / "toc.yml").read_text()
+    prof = Profile(profile="p", model="m", data=str(tmp_path), grids={"toy": {"depth": [1, 2]}},
+                   sweeps={"s": {"methods": ["toy", "linear"], "depth": [1, 2], "seeds": [0]}})  # fmt: skip
+    points = grid(prof, "s", check=False)
+    assert sorted(p["depth"] for p, _ in points if p["method"] == "toy") == [1, 2]
+    assert all("depth" not in p for p, _ in points if p["method"] == "linear")  # an option only toy has
+
+
+def test_zero_is_a_value_not_an_unset_flag(tmp_path):
+    from vptlib.cli import method_options
+
+    args = build_parser().parse_args(["run", "--method", "vpt_deep", "--data", "d", "--prompt-tokens", "0"])
+    assert method_options(args) == {"prompt_tokens": 0}
+    args = build_parser().parse_args(["run", "--method", "linear", "--data", "d", "--through-backbone"])
+    assert method_options(args) == {"through_backbone": True}

@@ -14,39 +14,24 @@ from collections.abc import Sequence
 from .cli_data import add_data_parser, add_model_parser, seed_arg
 from .errors import UserError
 
-METHOD_FLAGS = {
-    "prompt_tokens": (
-        "--prompt-tokens",
-        int,
-        "VPT: prompt tokens per layer, at most 4x the model's sequence length (200 for ViT-B/32) (default 5)",
-    ),
-    "prompt_dropout": ("--prompt-dropout", float, "VPT: dropout on the prompts (default 0.0)"),
-    "backbone_lr_scale": ("--backbone-lr-scale", float, "full: backbone lr = lr x this (default 0.1)"),
-    "lp_ft": ("--lp-ft", int, "full: linear-probe epochs before fine-tuning (default 0)"),
-    "rank": ("--rank", int, "vision_lora, clip_lora: rank of the update (default 2)"),
-    "alpha": (
-        "--lora-alpha",
-        float,
-        "vision_lora, clip_lora: alpha; the update is scaled by alpha/rank "
-        "(vision_lora) or alpha/sqrt(rank) (clip_lora) (default 1)",
-    ),
-    "dropout": ("--lora-dropout", float, "vision_lora, clip_lora: dropout on the adapter input (default 0.25)"),
-    "base": ("--base", str, "wise_ft: full | flyp, what is fine-tuned before mixing (default full)"),
-    "solver": (
-        "--solver",
-        str,
-        "linear: lbfgs (CLIP's protocol: logistic regression, C chosen on validation; "
-        "default) | sgd (the head trains for --epochs)",
-    ),
-}
+
+def method_flags() -> dict[str, tuple[str, type, str]]:
+    """The methods' own options as flags (declared in each method's ``Options``)."""
+    from .methods import command_line_options
+
+    return command_line_options()
+
+
+def method_options(a: argparse.Namespace) -> dict:
+    """The method options given on the command line. Unset flags are None (a bool flag:
+    False), so the method's own default applies; 0 is a value (``--prompt-tokens 0``)."""
+    return {k: v for k in method_flags() if (v := getattr(a, k, None)) is not None and v is not False}
 
 
 def _run(a: argparse.Namespace) -> None:
     from .engine import RunConfig, run
 
-    options = {k: getattr(a, k) for k in METHOD_FLAGS if getattr(a, k) is not None}
-    if a.through_backbone:
-        options["through_backbone"] = True
+    options = method_options(a)
     cfg = RunConfig(method=a.method, data=a.data, model=a.model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                     weight_decay=a.weight_decay, optimizer=a.optimizer, schedule=a.schedule, warmup=a.warmup,
                     seed=a.seed, device=a.device, precision=a.precision, grad_clip=a.grad_clip,
@@ -131,11 +116,11 @@ def _add_run_parser(sub) -> None:
     )
     r.add_argument("--train-per-class", type=int, default=None, help="few-shot: training images per class")
     r.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in)")
-    for name, (flag, typ, text) in METHOD_FLAGS.items():
-        r.add_argument(flag, dest=name, type=typ, default=None, help=text)
-    r.add_argument(
-        "--through-backbone", action="store_true", help="linear: train through the backbone with augmentation"
-    )
+    for name, (flag, typ, text) in method_flags().items():
+        if typ is bool:
+            r.add_argument(flag, dest=name, action="store_true", help=text)
+        else:
+            r.add_argument(flag, dest=name, type=typ, default=None, help=text)
     r.add_argument("--profile", default="default", help="records go to OUT/PROFILE/METHOD/RUN-ID (default: default)")
     r.add_argument("--out", default="runs", help="records root (default runs)")
     r.add_argument("--resume", action="store_true", help="continue the newest unfinished run with the same settings")

@@ -59,6 +59,23 @@ def option_names(method: str) -> list[str]:
     return [f.name for f in dataclasses.fields(spec(method).options)]
 
 
+def command_line_options() -> dict[str, tuple[str, type, str]]:
+    """Every method option with a command-line flag: name -> (flag, type, help).
+
+    Read from the ``Options`` fields declared with :func:`~vptlib.methods.base.flag`;
+    methods sharing an option (LoRA's rank) declare the same flag.
+    """
+    out: dict[str, tuple[str, type, str]] = {}
+    for s in METHODS.values():
+        for f in dataclasses.fields(s.options):
+            if "flag" in f.metadata:
+                typ = type(f.default)
+                if f.name in out and out[f.name][:2] != (f.metadata["flag"], typ):
+                    raise TypeError(f"option {f.name} has two flags: {out[f.name][0]} and {f.metadata['flag']}")
+                out.setdefault(f.name, (f.metadata["flag"], typ, f.metadata["help"]))
+    return out
+
+
 def build(method: str, clip: Any, num_classes: int, **options: Any) -> Classifier:
     """Build ``method`` on ``clip`` (a :class:`~vptlib.backbone.Clip`, or a bare
     ``CLIPModel`` for the image-only methods) for ``num_classes`` classes.
@@ -91,4 +108,4 @@ def build(method: str, clip: Any, num_classes: int, **options: Any) -> Classifie
     return model
 
 
-__all__ = ["METHODS", "Classifier", "build", "count_parameters", "option_names", "spec"]
+__all__ = ["METHODS", "Classifier", "build", "command_line_options", "count_parameters", "option_names", "spec"]

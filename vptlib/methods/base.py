@@ -7,11 +7,18 @@ engine optimises those and saves only those.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def flag(default: Any, name: str, help: str) -> Any:
+    """An ``Options`` field that ``vptlib run`` exposes as ``name`` (the flag, help and type
+    live with the method; the command line is generated from them)."""
+    return field(default=default, metadata={"flag": name, "help": help})
 
 
 @dataclass(frozen=True)

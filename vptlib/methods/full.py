@@ -13,15 +13,15 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Classifier, TrainDefaults, linear_head, vision_model
+from .base import Classifier, TrainDefaults, flag, linear_head, vision_model
 
 DEFAULTS = TrainDefaults(epochs=20, lr=1e-4, optimizer="adamw", weight_decay=0.05)
 
 
 @dataclass
 class Options:
-    backbone_lr_scale: float = 0.1  # backbone lr = lr * backbone_lr_scale
-    lp_ft: int = 0  # epochs of linear probing (frozen backbone) before full fine-tuning
+    backbone_lr_scale: float = flag(0.1, "--backbone-lr-scale", "full: backbone lr = lr x this (default 0.1)")
+    lp_ft: int = flag(0, "--lp-ft", "full: epochs of linear probing (frozen backbone) before fine-tuning (default 0)")
 
 
 class FullFinetune(Classifier):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .base import Classifier, TrainDefaults, linear_head, vision_model
+from .base import Classifier, TrainDefaults, flag, linear_head, vision_model
 
 DEFAULTS = TrainDefaults(epochs=50, lr=1e-3, optimizer="adamw", weight_decay=1e-4)  # for solver="sgd"
 C_GRID = tuple(float(c) for c in np.logspace(-6, 6, 25))  # inverse L2 strength, as CLIP's search range
@@ -28,8 +28,10 @@ C_GRID = tuple(float(c) for c in np.logspace(-6, 6, 25))  # inverse L2 strength,
 
 @dataclass
 class Options:
-    solver: str = "lbfgs"  # "lbfgs": logistic regression on cached features; "sgd": the engine trains the head
-    through_backbone: bool = False  # sgd only: train on augmented images through the frozen backbone
+    solver: str = flag("lbfgs", "--solver", "linear: lbfgs (CLIP's protocol: logistic regression on cached "
+                       "features, C chosen on validation; default) | sgd (the head trains for --epochs)")  # fmt: skip
+    through_backbone: bool = flag(False, "--through-backbone", "linear, sgd only: train on augmented images "
+                                  "through the frozen backbone")  # fmt: skip
 
 
 class LinearProbe(Classifier):

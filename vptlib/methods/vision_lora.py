@@ -18,16 +18,17 @@ from dataclasses import dataclass
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 
-from .base import Classifier, TrainDefaults, linear_head, vision_model
+from .base import Classifier, TrainDefaults, flag, linear_head, vision_model
 
 DEFAULTS = TrainDefaults(epochs=20, lr=2e-4, optimizer="adamw", weight_decay=0.01)
 
 
 @dataclass
 class Options:
-    rank: int = 2  # r of the update B @ A
-    alpha: float = 1.0  # the update is scaled by alpha / r
-    dropout: float = 0.25  # on the adapter's input, training only
+    rank: int = flag(2, "--rank", "LoRA: rank r of the update B @ A (default 2)")
+    alpha: float = flag(1.0, "--lora-alpha", "LoRA: the update is scaled by alpha / r (vision_lora) or "
+                        "alpha / sqrt(r) (clip_lora) (default 1)")  # fmt: skip
+    dropout: float = flag(0.25, "--lora-dropout", "LoRA: dropout on the adapter's input, training only (default 0.25)")
     targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj")  # attention projections adapted
 
 

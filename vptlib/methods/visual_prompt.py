@@ -25,15 +25,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import Classifier, TrainDefaults, linear_head, vision_model
+from .base import Classifier, TrainDefaults, flag, linear_head, vision_model
 
 DEFAULTS = TrainDefaults(epochs=50, lr=0.05, optimizer="sgd", weight_decay=1e-4)
 
 
 @dataclass
 class Options:
-    prompt_tokens: int = 5  # P, official default
-    prompt_dropout: float = 0.0  # official default
+    prompt_tokens: int = flag(5, "--prompt-tokens", "VPT: prompt tokens per layer, at most 4x the model's "
+                              "sequence length (200 for ViT-B/32) (default 5, the official default)")  # fmt: skip
+    prompt_dropout: float = flag(0.0, "--prompt-dropout", "VPT: dropout on the prompts (default 0.0, official)")
 
 
 def prompt_init_bound(patch_size: int, hidden: int) -> float:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import flyp
-from .base import Classifier, TrainDefaults
+from .base import Classifier, TrainDefaults, flag
 from .zero_shot import ZeroShot
 
 DEFAULTS = TrainDefaults(epochs=10, lr=1e-5, optimizer="adamw", weight_decay=0.1)
@@ -30,7 +30,7 @@ ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
 
 @dataclass
 class Options:
-    base: str = "full"  # "full" or "flyp": what is fine-tuned before mixing
+    base: str = flag("full", "--base", "wise_ft: full | flyp, what is fine-tuned before mixing (default full)")
     alphas: tuple[float, ...] = ALPHAS  # mixing coefficients tried on validation
     class_names: tuple[str, ...] | None = None
     templates: tuple[str, ...] | None = None

@@ -33,12 +33,14 @@ def run_command(config: dict) -> str:
     """The `vptlib run` command line that repeats a recorded run."""
     parts = ["vptlib run", f"--method {config['method']}", f"--data {config['data']}", f"--model {config['model']}"]
     parts += [f"{flag} {config[k]}" for k, flag in _FLAGS.items() if config.get(k) is not None]
-    from ..cli import METHOD_FLAGS  # the flags `vptlib run` defines, so the command always parses
+    from ..methods import command_line_options  # the flags `vptlib run` defines, so the command always parses
 
     opts = config.get("method_options", {})
-    parts += [f"{flag} {opts[k]}" for k, (flag, _, _) in METHOD_FLAGS.items() if k in opts]
-    if opts.get("through_backbone"):
-        parts.append("--through-backbone")
+    for k, (flag, typ, _) in command_line_options().items():
+        if typ is bool:
+            parts += [flag] if opts.get(k) else []
+        elif opts.get(k) is not None:
+            parts.append(f"{flag} {opts[k]}")
     if not config.get("augment", True):
         parts.append("--no-augment")
     parts += [flag for k, flag in (("test_curves", "--test-curves"), ("compile", "--compile")) if config.get(k)]
