@@ -348,7 +348,9 @@ def test_reuse_returns_the_finished_run_without_training(prepared, tiny_model, t
     import vptlib.engine as engine
 
     first = run(_cfg(prepared, tiny_model, tmp_path, epochs=1), progress=False)
-    monkeypatch.setattr(engine, "load_clip", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")))
+    monkeypatch.setattr(
+        engine, "_train_and_record", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again"))
+    )
     again = run(_cfg(prepared, tiny_model, tmp_path, epochs=1), reuse=True, progress=False)
     assert again.run_dir == first.run_dir and again.metrics == first.metrics
     # Code that changed since makes the record stale: it is not reused.

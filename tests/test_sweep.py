@@ -77,4 +77,5 @@ def test_prompt_length_plot(prepared, tiny_model, tmp_path):
     assert list(df.trainable_params) == [1 * 64 + 260, 3 * 64 + 260]
     ax = report.plot_prompt_length(pd.DataFrame(df)).axes[0]
     line = next(x for x in ax.get_lines() if len(x.get_xdata()) == 2)
-    assert list(line.get_xdata()) == [1, 3]  # one point per prompt length, at that length
+    assert list(line.get_xdata()) == [1 * 64 + 260, 3 * 64 + 260]  # at its trainable parameters
+    assert sorted(t.get_text() for t in ax.texts) == ["P=1", "P=3"]  # each point labelled with its length
