@@ -50,7 +50,7 @@ def test_target_verdicts():
 def test_markdown_and_plot(tmp_path):
     r = _fake()
     md = bench.markdown(r)
-    assert md.count("| PASS |") == 10 and "| forward | fp32 | 1.000 | one round |" in md
+    assert md.count("| PASS |") == 12 and "| forward | fp32 | 1.000 | one round |" in md
     bench.plot(r, tmp_path / "b.png")
     assert (tmp_path / "b.png").stat().st_size > 0
 

@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(RESULTS), help="results folder")
     p.add_argument("--compile", action="store_true", help="also measure VPT steps under torch.compile (opt-in)")
     p.add_argument("--no-accuracy", action="store_true", help="skip the bf16 accuracy check (smoke profile)")
+    p.add_argument("--render", metavar="JSON", help="rewrite the .md, .png and README section from a saved result")
     p.add_argument("--one", nargs=2, metavar=("KIND", "PRECISION"), help=argparse.SUPPRESS)
     p.add_argument("--compile-one", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -73,6 +74,9 @@ def _linear_probe(r: dict[str, Any], batch: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.render:  # the verdicts and tables again, from measurements already made
+        saved = json.loads(Path(args.render).read_text())
+        return _write(saved, Path(args.render).parent, saved["tiny"])
     if args.one:
         print(json.dumps(measure(*args.one, args.batch, args.steps, args.warmup, args.tiny, args.device,
                                  args.compile_one)))  # fmt: skip

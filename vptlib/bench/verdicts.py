@@ -44,13 +44,11 @@ def _ratio(a: list[float], b: list[float]) -> list[float]:
 def targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(target, measured: median and range over rounds, PASS/FAIL/N/A/noisy) for each target."""
     res, out = r["results"], []
+    for m in ("vision_lora", "clip_lora"):  # LoRA's frozen weights are cast once too
+        if f"{m}/fp32" in res:
+            out.append(_bf16_speedup(r, m))
     for m in ("vpt_shallow", "vpt_deep"):
-        name = f"{m}: bf16 step >= 1.8x faster than fp32"
-        if f"{m}/bf16" not in res:
-            out.append((name, "not measured", "N/A"))
-        else:
-            speedup = _ratio(rounds(r, f"{m}/fp32"), rounds(r, f"{m}/bf16"))
-            out.append((name, _shown(speedup), verdict(speedup, lambda v: v >= 1.8) if r["bf16_fast"] else "N/A"))
+        out.append(_bf16_speedup(r, m))
         for prec in ("fp32", "bf16"):
             if f"{m}/{prec}" in res and f"forward/{prec}" in res:
                 over = _ratio(rounds(r, f"{m}/{prec}"), rounds(r, f"forward/{prec}"))
@@ -71,6 +69,14 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     out.append((f"data pipeline >= 5x frozen {label} forward images/s", _shown(ratio, digits=1),
                 verdict(ratio, lambda v: v >= 5)))  # fmt: skip
     return out
+
+
+def _bf16_speedup(r: dict[str, Any], m: str) -> tuple[str, str, str]:
+    name = f"{m}: bf16 step >= 1.8x faster than fp32"
+    if f"{m}/bf16" not in r["results"]:
+        return name, "not measured", "N/A"
+    speedup = _ratio(rounds(r, f"{m}/fp32"), rounds(r, f"{m}/bf16"))
+    return name, _shown(speedup), verdict(speedup, lambda v: v >= 1.8) if r["bf16_fast"] else "N/A"
 
 
 def grid_runs(profile: Profile, method: str) -> int:
