@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import Classifier, TrainDefaults, flag
+from . import vision_lora
+from .base import Classifier, TrainDefaults
 from .text import TEMPLATES, class_prompts, tokenize
 from .vision_lora import adapt, check
 
@@ -27,12 +28,9 @@ DEFAULTS = TrainDefaults(epochs=20, lr=2e-4, optimizer="adamw", weight_decay=0.0
 
 
 @dataclass
-class Options:
-    rank: int = flag(2, "--rank", "LoRA: rank r of the update B @ A (default 2)")
-    alpha: float = flag(1.0, "--lora-alpha", "LoRA: the update is scaled by alpha / r (vision_lora) or "
-                        "alpha / sqrt(r) (clip_lora) (default 1)")  # fmt: skip
-    dropout: float = flag(0.25, "--lora-dropout", "LoRA: dropout on the adapter's input, training only (default 0.25)")
-    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj")  # in both encoders
+class Options(vision_lora.Options):
+    """Vision LoRA's rank, alpha, dropout and targets (here in both encoders), plus the class texts."""
+
     class_names: tuple[str, ...] | None = None
     templates: tuple[str, ...] | None = None  # default: TEMPLATES[0], one prompt per class
     synonyms: dict | None = None

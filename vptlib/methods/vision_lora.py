@@ -25,6 +25,8 @@ DEFAULTS = TrainDefaults(epochs=20, lr=2e-4, optimizer="adamw", weight_decay=0.0
 
 @dataclass
 class Options:
+    """The adapter's settings; CLIP-LoRA's options extend these."""
+
     rank: int = flag(2, "--rank", "LoRA: rank r of the update B @ A (default 2)")
     alpha: float = flag(1.0, "--lora-alpha", "LoRA: the update is scaled by alpha / r (vision_lora) or "
                         "alpha / sqrt(r) (clip_lora) (default 1)")  # fmt: skip
