@@ -117,3 +117,33 @@ def test_attention_kernel_is_sdpa_and_recorded(tiny_model, prepared, tmp_path):
     res = run(method="linear", data=str(prepared), model=str(tiny_model), epochs=1, device="cpu",
               out=str(tmp_path), progress=False)  # fmt: skip
     assert json.loads((res.run_dir / "config.json").read_text())["attention"] == "sdpa"
+
+
+@pytest.mark.parametrize(
+    ("device", "precision", "kernel"),
+    [("cpu", "fp32", "sdpa"), ("cpu", "bf16", "eager"), ("cpu", "fp16", "eager"), ("cuda", "bf16", "sdpa"),
+     ("cuda", "fp16", "sdpa"), ("cuda", "fp32", "sdpa")],
+)  # fmt: skip
+def test_attention_kernel_follows_device_and_precision(device, precision, kernel):
+    import torch
+
+    from vptlib.devices import attention_kernel
+
+    assert attention_kernel(torch.device(device), precision) == kernel
+
+
+def test_a_bf16_cpu_run_uses_and_records_eager_attention(tiny_model, prepared, tmp_path):
+    """The kernel reaches every attention layer, is recorded, and the reloaded run uses it too."""
+    import json
+
+    from vptlib.engine import run
+    from vptlib.predict import load_predictor
+
+    res = run(method="vpt_deep", data=str(prepared), model=str(tiny_model), epochs=1, device="cpu",
+              precision="bf16", out=str(tmp_path), progress=False, keep_model=True)  # fmt: skip
+    assert json.loads((res.run_dir / "config.json").read_text())["attention"] == "eager"
+    kernels = {m.config._attn_implementation for m in res.model.modules() if hasattr(m, "config")}
+    assert kernels == {"eager"}
+    predictor = load_predictor(res.run_dir)
+    assert {m.config._attn_implementation for m in predictor.model.modules() if hasattr(m, "config")} == {"eager"}
+    assert load_clip(tiny_model).model.config._attn_implementation == "sdpa"  # a fresh load is untouched

@@ -39,7 +39,17 @@ from tqdm import tqdm
 from . import atomic, claims, locks, recording, records
 from .config import RunConfig, run_config, validate
 from .dataset import Data, Preprocess, load_data
-from .devices import autocast, cast_frozen, generator, grad_scaler, pick_device, resolve_precision, seed_everything
+from .devices import (
+    attention_kernel,
+    autocast,
+    cast_frozen,
+    generator,
+    grad_scaler,
+    pick_device,
+    resolve_precision,
+    seed_everything,
+    set_attention,
+)
 from .errors import TrainingDiverged, UserError
 from .inputs import Inputs, accuracy, evaluate
 from .methods import Classifier, build, spec
@@ -112,9 +122,10 @@ def _train_and_record(cfg: RunConfig, given: claims.Given, run_dir: Path, device
                       progress: bool, keep_model: bool, started: float) -> RunResult:  # fmt: skip
     clip = given.clip()
     data, prep, model = _build(cfg, clip)
-    attention = getattr(clip.model.config, "_attn_implementation", None)
     model.to(device)
     cast_frozen(model, cfg.precision)  # frozen layers stored in bf16/fp16 once: the same logits, faster steps
+    attention = attention_kernel(device, cfg.precision)
+    set_attention(model, attention)
     if dist.main and not (run_dir / records.CONFIG).exists():
         identity = {"config_hash": records.config_hash(cfg.identity()), "code_hash": records.code_hash(),
                     "model_fingerprint": given.fingerprint()}  # fmt: skip

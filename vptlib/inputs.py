@@ -19,7 +19,7 @@ from tqdm import tqdm
 from . import atomic
 from .augment import Augment
 from .dataset import Data, normalize
-from .devices import autocast
+from .devices import attention_kernel, autocast
 from .methods import Classifier
 from .parallel import Dist
 from .predict import logits_in_batches
@@ -72,7 +72,8 @@ def _feature_cache(model, data: Data, cfg: RunConfig, device, model_fingerprint:
 
     Under data parallelism the main process computes them and the others load its file.
     """
-    key = f"features-{model_fingerprint}-{data.manifest_hash}-{data.prep.key()}-{cfg.precision}"
+    kernel = attention_kernel(device, cfg.precision)  # eager and SDPA round differently under bf16
+    key = f"features-{model_fingerprint}-{data.manifest_hash}-{data.prep.key()}-{cfg.precision}-{kernel}"
     path = data.root / "cache" / f"{key}.safetensors"
     if dist.main and not path.is_file():
         feats = {}

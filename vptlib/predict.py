@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from .dataset import Preprocess, normalize
-from .devices import autocast, cast_frozen, pick_device
+from .devices import autocast, cast_frozen, pick_device, set_attention
 from .errors import UserError
 from .images import IMAGE_SUFFIXES, BadImage, is_hidden, load_rgb
 
@@ -108,6 +108,7 @@ def load_predictor(run_dir: str | Path, clip: Any = None, device: str | torch.de
     dev = device if isinstance(device, torch.device) else pick_device(device)
     precision = precision or cfg["precision"]
     cast_frozen(model, precision)  # as the engine did: the same logits under autocast
+    set_attention(model, cfg.get("attention") or "sdpa")  # the kernel the run used
     return Predictor(model, tuple(cfg["classes"]), prep, precision, dev,
                      int(cfg["batch_size"]), cfg)  # fmt: skip
 

@@ -22,7 +22,7 @@ import torch
 from ..augment import Augment
 from ..backbone import byte_level_tokenizer, tiny_clip_config, vit_b32_config
 from ..dataset import Preprocess, normalize
-from ..devices import autocast, cast_frozen, pick_device
+from ..devices import attention_kernel, autocast, cast_frozen, pick_device, set_attention
 from ..methods import METHODS as REGISTRY
 
 # Methods whose step costs the same as a measured one (WiSE-FT trains like `full`); a
@@ -71,6 +71,7 @@ def _step(kind: str, clip, x: torch.Tensor, y: torch.Tensor, precision: str, dev
     if kind == "forward":
         vision = clip.model.vision_model.to(dev)
         cast_frozen(vision, precision)
+        set_attention(vision, attention_kernel(dev, precision))
 
         def forward():
             with torch.inference_mode(), autocast(dev, precision):
@@ -78,7 +79,8 @@ def _step(kind: str, clip, x: torch.Tensor, y: torch.Tensor, precision: str, dev
 
         return forward
     model = build(kind, clip, 4).to(dev).train()
-    cast_frozen(model, precision)
+    cast_frozen(model, precision)  # as the engine prepares a run
+    set_attention(model, attention_kernel(dev, precision))
     run = torch.compile(model) if compile_ else model
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-6) if kind in ADAMW_FULL else torch.optim.SGD(params, lr=1e-6)
