@@ -11,6 +11,28 @@ def test_measure_one_configuration_in_process():
     for kind in ("forward", "vpt_deep", "linear"):
         r = bench.measure(kind, "fp32", batch=4, steps=1, warmup=0, tiny=True, device="cpu")
         assert r["seconds_per_step"] > 0 and r["images_per_s"] > 0 and r["peak_bytes"] > 0
+        assert ("own_forward_seconds" in r) == (kind == "vpt_deep")
+
+
+def test_warm_up_lasts_until_two_calls_agree():
+    import time
+
+    import torch
+
+    from vptlib.bench.timing import step_times
+
+    durations = iter([0.08, 0.06, 0.02] + [0.02] * 20)  # kernels still being built in the first two calls
+    calls = []
+
+    def fn():
+        calls.append(1)
+        time.sleep(next(durations))
+
+    times = step_times(fn, torch.device("cpu"), steps=3, warmup=1)
+    assert len(times) == 3 and max(times) < 0.05, times  # none of the slow calls was timed
+    assert len(calls) >= 3 + 4  # the slow ones, then two that agree, then the timed ones
+    calls.clear()
+    assert len(step_times(fn, torch.device("cpu"), steps=2, warmup=0)) == 2 and len(calls) == 2
 
 
 def _fake(fwd=1.0, vpt=2.0, vpt16=1.0, mem_vpt=2.0, mem_full=3.0, data=400.0, fast=True):
@@ -32,6 +54,12 @@ def _fake(fwd=1.0, vpt=2.0, vpt16=1.0, mem_vpt=2.0, mem_full=3.0, data=400.0, fa
 def test_target_verdicts():
     ok = {t: v for t, _, v in bench.targets(_fake())}
     assert set(ok.values()) == {"PASS"}, ok
+    own = _fake(vpt16=1.2)  # bf16: 2.4x the plain forward, but 2.0x its own (longer) forward
+    own["results"]["vpt_deep/bf16"]["own_forward_rounds"] = [0.6]
+    got = {t: v for t, _, v in bench.targets(own)}
+    assert got["vpt_deep: bf16 step <= 2.3x a no-grad forward"] == "FAIL"
+    assert got["vpt_deep: bf16 step <= 2.3x its own no-grad forward (diagnostic)"] == "PASS"
+    assert "vpt_shallow: bf16 step <= 2.3x its own no-grad forward (diagnostic)" not in got  # not measured
     bad = {t: v for t, _, v in bench.targets(_fake(vpt=3.0, vpt16=2.5, mem_vpt=2.9, data=50.0))}
     assert bad["vpt_deep: fp32 step <= 2.3x a no-grad forward"] == "FAIL"
     assert bad["vpt_deep: bf16 step >= 1.8x faster than fp32"] == "FAIL"

@@ -26,8 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vptlib.bench", description=PACKAGE_DOC.splitlines()[0])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all configurations (median shown)")
-    p.add_argument("--steps", type=int, default=2, help="timed steps per configuration and round")
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--steps", type=int, default=3, help="timed steps per configuration and round")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls at least; more until two agree within 10%%")
     p.add_argument("--device", default="auto")
     p.add_argument("--tiny", action="store_true", help="the tiny test model instead of ViT-B/32 (for tests)")
     p.add_argument("--force-bf16", action="store_true", help="measure bf16 even where it is only emulated")
@@ -54,11 +54,14 @@ def measure_rounds(configs: list[tuple[str, str, bool]], args) -> dict[str, dict
             if key not in out:
                 out[key] = {**res, "rounds": []}
             out[key]["rounds"].append(res["seconds_per_step"])
+            if "own_forward_seconds" in res:
+                out[key].setdefault("own_forward_rounds", []).append(res.pop("own_forward_seconds"))
             out[key]["peak_bytes"] = max(out[key]["peak_bytes"], res["peak_bytes"])
     for v in out.values():
         v["seconds_per_step"] = statistics.median(v["rounds"])
         v["images_per_s"] = args.batch / v["seconds_per_step"]
         v.pop("step_times", None)
+        v.pop("own_forward_seconds", None)
     return out
 
 

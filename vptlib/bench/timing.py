@@ -30,6 +30,9 @@ from ..methods import METHODS as REGISTRY
 SAME_COST = {"wise_ft": "full", **{m: "forward" for m, s in REGISTRY.items() if not s.trains}}
 METHODS = tuple(m for m in REGISTRY if m not in SAME_COST)
 ADAMW_FULL = ("full", "flyp", "text_ce")  # every weight trains: AdamW's two moments per weight count in memory
+# Methods whose step is also compared with their own no-grad forward (same tokens, same
+# kernels): what a step costs beyond the forward it cannot avoid.
+OWN_FORWARD = ("vpt_shallow", "vpt_deep")
 
 
 def _model(tiny: bool):
@@ -48,24 +51,36 @@ def _peak_bytes(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def step_times(fn, device: torch.device, steps: int, warmup: int) -> list[float]:
-    """Seconds of each of ``steps`` calls of ``fn`` after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
+def step_times(fn, device: torch.device, steps: int, warmup: int, settle: int = 4) -> list[float]:
+    """Seconds of each of ``steps`` calls of ``fn`` after the warm-up.
+
+    The warm-up is ``warmup`` untimed calls, then up to ``settle`` more until two calls in a
+    row agree within 10% (``warmup=0``: none at all): oneDNN builds its bf16 kernels over the first few calls (a bf16
+    ViT-B/32 forward took 0.55, 0.51, then 0.35 s), and one warm-up call let that cost into
+    the timed steps.
+    """
+
+    def timed() -> float:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return times
+        return time.perf_counter() - t0
+
+    last = None
+    for i in range(warmup + settle if warmup else 0):
+        t = timed()
+        if i + 1 >= warmup and last is not None and abs(t - last) <= 0.1 * last:
+            break
+        last = t
+    return [timed() for _ in range(steps)]
 
 
 def _step(kind: str, clip, x: torch.Tensor, y: torch.Tensor, precision: str, dev: torch.device, compile_: bool):
-    """The function one training step (or, for ``forward``, one frozen forward) calls."""
+    """The function one training step (or, for ``forward``, one frozen forward) calls, and the
+    trained model's own no-grad forward on the same batch (None for ``forward`` and ``linear``)."""
     from ..methods import build
 
     if kind == "forward":
@@ -77,7 +92,7 @@ def _step(kind: str, clip, x: torch.Tensor, y: torch.Tensor, precision: str, dev
             with torch.inference_mode(), autocast(dev, precision):
                 vision(pixel_values=x)
 
-        return forward
+        return forward, None
     model = build(kind, clip, 4).to(dev).train()
     cast_frozen(model, precision)  # as the engine prepares a run
     set_attention(model, attention_kernel(dev, precision))
@@ -92,7 +107,7 @@ def _step(kind: str, clip, x: torch.Tensor, y: torch.Tensor, precision: str, dev
             model.loss(model.head(feats), y).backward()
             opt.step()
 
-        return head_step
+        return head_step, None
 
     def train_step():
         opt.zero_grad(set_to_none=True)
@@ -101,7 +116,12 @@ def _step(kind: str, clip, x: torch.Tensor, y: torch.Tensor, precision: str, dev
         model.loss(logits.float(), y).backward()
         opt.step()
 
-    return train_step
+    def own_forward():
+        with torch.inference_mode(), autocast(dev, precision):
+            model.eval()(x)
+        model.train()
+
+    return train_step, own_forward
 
 
 def measure(kind: str, precision: str, batch: int, steps: int, warmup: int, tiny: bool, device: str,
@@ -113,12 +133,16 @@ def measure(kind: str, precision: str, batch: int, steps: int, warmup: int, tiny
     clip, size = _model(tiny)
     x = torch.randn(batch, 3, size, size, device=dev)
     y = torch.arange(batch, device=dev) % 4
-    fn = _step(kind, clip, x, y, precision, dev, compile_)
+    fn, own_forward = _step(kind, clip, x, y, precision, dev, compile_)
     del clip
     times = step_times(fn, dev, steps, warmup + (2 if compile_ else 0))
     seconds = statistics.median(times)
-    return {"kind": kind + ("+compile" if compile_ else ""), "precision": precision, "seconds_per_step": seconds,
-            "step_times": times, "images_per_s": batch / seconds, "peak_bytes": _peak_bytes(dev)}  # fmt: skip
+    out = {"kind": kind + ("+compile" if compile_ else ""), "precision": precision, "seconds_per_step": seconds,
+           "step_times": times, "images_per_s": batch / seconds, "peak_bytes": _peak_bytes(dev)}  # fmt: skip
+    if own_forward is not None and kind in OWN_FORWARD and not compile_:
+        # Timed after the steps, so the steps' peak memory above is their own.
+        out["own_forward_seconds"] = statistics.median(step_times(own_forward, dev, steps, warmup))
+    return out
 
 
 def data_throughput(batch: int, size: int, device: str, steps: int = 20) -> float:
