@@ -179,3 +179,8 @@ def test_measure_casts_frozen_layers_as_the_engine_does(monkeypatch):
     monkeypatch.setattr(measure, "cast_frozen", lambda m, p: seen.append(p) or real(m, p))
     bench.measure("vpt_shallow", "bf16", batch=2, steps=1, warmup=0, tiny=True, device="cpu")
     assert seen == ["bf16"]
+    # The frozen forward, the yardstick of the step ratios, is cast too: its backbone is frozen.
+    cast = []
+    monkeypatch.setattr(measure, "cast_frozen", lambda m, p: cast.append(real(m, p)))
+    bench.measure("forward", "bf16", batch=2, steps=1, warmup=0, tiny=True, device="cpu")
+    assert len(cast) == 1 and cast[0] > 0

@@ -84,7 +84,9 @@ def _step(kind: str, clip, x: torch.Tensor, y: torch.Tensor, precision: str, dev
     from ..methods import build
 
     if kind == "forward":
-        vision = clip.model.vision_model.to(dev)
+        # Frozen, as zero-shot, the linear probe's features and evaluation run it: then its
+        # weights are cast once like every other frozen backbone's.
+        vision = clip.model.vision_model.requires_grad_(False).to(dev)
         cast_frozen(vision, precision)
         set_attention(vision, attention_kernel(dev, precision))
 
