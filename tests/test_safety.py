@@ -219,6 +219,29 @@ def test_execute_refuses_unknown_parameter_names(tmp_path):
     assert not (tmp_path / "o.ipynb").exists()
 
 
+def test_execute_writes_atomically_without_warnings(tmp_path):
+    """A page is written through a temporary file, and papermill's warning about its name stays out of the log."""
+    import warnings
+
+    import nbformat
+
+    from vptlib import book
+
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"}})  # fmt: skip
+    nb.cells = [nbformat.v4.new_markdown_cell("# t"),
+                nbformat.v4.new_code_cell("profile_path = None", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("print(profile_path)")]  # fmt: skip
+    template = tmp_path / "t.ipynb"
+    nbformat.write(nb, template)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        out = book.execute(template, tmp_path / "out" / "t.ipynb", ROOT / "profiles" / "smoke.yaml", {})
+    assert "smoke.yaml" in out.read_text()
+    assert not [w for w in seen if "does not end in one of" in str(w.message)], [str(w.message) for w in seen]
+    assert [f.name for f in out.parent.iterdir()] == ["t.ipynb"]  # no temporary file left behind
+
+
 # ------------------------------------------------------------------ reuse and resume check their inputs
 def _cfg(data, model, out, **kw) -> RunConfig:
     base = dict(method="vpt_shallow", data=str(data), model=str(model), epochs=3, batch_size=16, device="cpu",

@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +118,12 @@ def execute(template: str | Path, output: str | Path, profile_path: str | Path, 
     def write(tmp: Path) -> None:
         # Relative paths in profiles (data/, runs/, models/) are relative to where make runs.
         try:
-            pm.execute_notebook(str(template), str(tmp), parameters=parameters, cwd=os.getcwd(),
-                                kernel_name="python3", progress_bar=False, report_mode=False)  # fmt: skip
+            with warnings.catch_warnings():
+                # The temporary name ends in .tmp (so no glob of the book picks it up); papermill
+                # would warn about that once per page.
+                warnings.filterwarnings("ignore", message="The specified file .* does not end in one of")
+                pm.execute_notebook(str(template), str(tmp), parameters=parameters, cwd=os.getcwd(),
+                                    kernel_name="python3", progress_bar=False, report_mode=False)  # fmt: skip
         except pm.PapermillExecutionError as exc:
             failed = output.with_suffix(".failed.ipynb")
             shutil.copyfile(tmp, failed)
