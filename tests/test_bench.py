@@ -110,6 +110,30 @@ def test_study_cost_estimate_from_step_times():
     assert rows["sweep fewshot"]["runs"] == 7 * (5 * 3 + 1) and rows["sweep prompts"]["runs"] == 2 * 4 * 3
     assert cost["total_seconds"] == sum(x["seconds"] for x in cost["rows"])
     assert "| **total** |" in bench.cost_markdown(cost)
+    assert cost["images"] == [384, 96, 320] and "PROFILE=full` (384 training" in bench.cost_markdown(cost)
+
+
+def test_the_whole_dataset_profile_is_costed_from_its_own_sizes(tmp_path):
+    import json
+
+    from vptlib.bench import cli
+    from vptlib.bench.verdicts import KAGGLE_IMAGES, split_sizes
+    from vptlib.book import REPO, load_profile
+
+    whole = load_profile(REPO / "profiles" / "kaggle-full.yaml")
+    train, val, test = split_sizes(whole)
+    assert train + val == KAGGLE_IMAGES["train"] and test == KAGGLE_IMAGES["test"] and val == round(0.2 * 5712)
+    full, kaggle = cli.study_costs(_fake())
+    assert (full["profile"], kaggle["profile"]) == ("full", "kaggle-full")
+    # 12x the training images at a fifth of the VPT epochs: about 2.4x the cost of one VPT run.
+    per_run = {c["profile"]: {x["what"]: x["seconds"] / x["runs"] for x in c["rows"]} for c in (full, kaggle)}
+    assert 2 < per_run["kaggle-full"]["vpt_deep"] / per_run["full"]["vpt_deep"] < 3
+    # --render recomputes both estimates from a saved result, and the table shows both.
+    r = {**_fake(), "study_cost": full}
+    (tmp_path / "m.json").write_text(json.dumps(r))
+    cli.main(["--render", str(tmp_path / "m.json")])
+    md = (tmp_path / "m.md").read_text()
+    assert "PROFILE=full`" in md and "PROFILE=kaggle-full` (4,570 training, 1,142 validation and 1,311 test" in md
 
 
 def _with_rounds(r: dict, key: str, values: list[float]) -> None:

@@ -13,8 +13,12 @@ README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
 def cost_markdown(cost: dict) -> str:
-    lines = [f"Estimated cost of `make book` (full profile) on this machine at {cost['precision']}, from the "
-             "measured step times (training and evaluation only):", "", "| part | runs | minutes |", "|---|---|---|"]  # fmt: skip
+    name = cost.get("profile", "full")
+    sizes = (f" ({cost['images'][0]:,} training, {cost['images'][1]:,} validation and {cost['images'][2]:,} test "
+             "images)") if cost.get("images") else ""  # fmt: skip
+    lines = [f"Estimated cost of `make book PROFILE={name}`{sizes} on this machine at {cost['precision']}, from "
+             "the measured step times (training and evaluation only):", "", "| part | runs | minutes |",
+             "|---|---|---|"]  # fmt: skip
     lines += [f"| {x['what']} | {x['runs']} | {x['seconds'] / 60:.1f} |" for x in cost["rows"]]
     lines += [f"| **total** | {sum(x['runs'] for x in cost['rows'])} | **{cost['total_seconds'] / 60:.0f}** |"]
     return "\n".join(lines)
@@ -55,8 +59,8 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [f"| {t} | {m} | {ok} |" for t, m, ok in targets(r)]
     if r.get("accuracy_check"):
         lines += ["", accuracy_markdown(r["accuracy_check"])]
-    if r.get("study_cost"):
-        lines += ["", cost_markdown(r["study_cost"])]
+    for cost in r.get("study_costs") or ([r["study_cost"]] if r.get("study_cost") else []):
+        lines += ["", cost_markdown(cost)]
     if not r["bf16_fast"]:
         lines += ["", "N/A: this device has no fast bf16 (no AVX512-BF16/AMX or CUDA bf16), so the bf16 "
                   "speed target does not apply here, and bf16 was not measured unless --force-bf16."]  # fmt: skip

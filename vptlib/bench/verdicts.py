@@ -92,17 +92,44 @@ def grid_runs(profile: Profile, method: str) -> int:
     return max(1, len(grid_points(profile, method))) + seeds - 1
 
 
-def study_cost(r: dict[str, Any], profile: Profile | dict[str, Any], train_images: int = 384,
-               eval_images: int = 416) -> dict:  # fmt: skip
+# The Kaggle dataset's Training/ and Testing/ folders: what ``per_class: all`` prepares at
+# most (duplicates skipped make it a little less).
+KAGGLE_IMAGES = {"train": 5712, "test": 1311}
+
+
+def split_sizes(profile: Profile | dict[str, Any]) -> tuple[int, int, int]:
+    """(train, validation, test) images that ``profile``'s ``source.prepare`` asks for."""
+    from ..classes import CLASSES
+    from ..prepare import PrepareOptions
+
+    profile = as_profile(profile)
+    prep = {**{k: getattr(PrepareOptions, k) for k in ("train_per_class", "test_per_class", "val_fraction")},
+            **profile.source.get("prepare", {})}  # fmt: skip
+
+    def images(key: str, split: str) -> int:
+        k = prep[key]
+        return KAGGLE_IMAGES[split] if k in (None, "all") else len(CLASSES) * int(k)
+
+    pool = images("train_per_class", "train")
+    val = round(pool * float(prep["val_fraction"]))
+    return pool - val, val, images("test_per_class", "test")
+
+
+def study_cost(r: dict[str, Any], profile: Profile | dict[str, Any]) -> dict:
     """Estimated seconds for ``make book`` with ``profile`` on the measured machine.
 
     Per run: ``epochs x ceil(train / batch)`` training steps at the measured step time,
     plus one validation pass per epoch and a final pass over every split at the frozen
-    forward's speed (the linear probe: one extraction pass, then head steps). Tuning grids
+    forward's speed (the linear probe: one extraction pass, then head steps). The split
+    sizes come from the profile's ``source.prepare`` (:func:`split_sizes`). Tuning grids
     add their points (one seed each); sweeps add their points with the training set cut to
     ``k`` images per class. Data preparation, model loading and the book build are not included.
     """
+    from ..classes import CLASSES
+
     profile = as_profile(profile)
+    train_images, val_images, test_images = split_sizes(profile)
+    eval_images = val_images + test_images
     prec = "bf16" if r.get("bf16_fast") and "forward/bf16" in r["results"] else "fp32"
     res, batch = r["results"], r["batch"]
     fwd_img = res[f"forward/{prec}"]["seconds_per_step"] / batch  # seconds per image, no grad
@@ -115,8 +142,7 @@ def study_cost(r: dict[str, Any], profile: Profile | dict[str, Any], train_image
         if kind == "linear":
             return (n_train + eval_images) * fwd_img + steps * res[f"linear/{prec}"]["seconds_per_step"]
         step = res[f"{kind}/{prec}"]["seconds_per_step"] * (min(n_train, batch) / batch if n_train < batch else 1)
-        val = train_images * 0.25  # validation is a quarter of the training split
-        return steps * step + epochs * val * fwd_img + (n_train + eval_images) * fwd_img
+        return steps * step + epochs * val_images * fwd_img + (n_train + eval_images) * fwd_img
 
     rows = []
     for method in profile.hparams:
@@ -130,9 +156,10 @@ def study_cost(r: dict[str, Any], profile: Profile | dict[str, Any], train_image
         points = grid(profile, name, check=False)  # the data folder need not exist to estimate
         for axes, cfg in points:
             k = axes.get("train_per_class")
-            total += one(cfg.method, cfg.epochs, train_images if k is None else min(train_images, 4 * k))
+            total += one(cfg.method, cfg.epochs, train_images if k is None else min(train_images, len(CLASSES) * k))
         rows.append({"what": f"sweep {name}", "runs": len(points), "seconds": total})
-    return {"precision": prec, "rows": rows, "total_seconds": sum(x["seconds"] for x in rows)}
+    return {"profile": profile.profile, "images": [train_images, val_images, test_images], "precision": prec,
+            "rows": rows, "total_seconds": sum(x["seconds"] for x in rows)}  # fmt: skip
 
 
 def accuracy_check(device: str = "auto", seeds: tuple[int, ...] = (0, 1)) -> dict[str, Any]:
