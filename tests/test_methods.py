@@ -141,13 +141,13 @@ def test_flyp_is_clips_in_batch_loss_on_sampled_captions(tiny_clip):
         s = m.clip.logit_scale.exp() * img @ txt.T
         t = torch.arange(6)
         expected = (F.cross_entropy(s, t) + F.cross_entropy(s.T, t)) / 2
-    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    assert loss.item() == pytest.approx(float(expected), rel=1e-5)
     loss.backward()
     assert m.clip.logit_scale.grad is not None and m.clip.text_model.embeddings.token_embedding.weight.grad is not None
     with torch.no_grad():
         m.clip.logit_scale.fill_(10.0)
     m.on_step_end()
-    assert float(m.clip.logit_scale.exp()) == pytest.approx(100.0)
+    assert m.clip.logit_scale.exp().item() == pytest.approx(100.0)
     # Prediction: cosine similarity with the ensembled class texts, as zero-shot CLIP.
     zs = build("zero_shot", tiny_clip, 4).eval()
     m = build("flyp", tiny_clip, 4).eval()

@@ -313,6 +313,8 @@ def test_a_run_in_use_cannot_be_resumed_twice(prepared, tiny_model, tmp_path, mo
     assert run(cfg, resume=True, progress=False).run_dir == run_dir  # once free, it resumes
 
 
+# A pickle that is not a weights-only checkpoint is the point of one case; torch warns about its protocol.
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("content", [b"", b"\x00" * 7, os.urandom(4096), "truncated", "pickle"])
 def test_a_damaged_state_file_is_one_line(content, prepared, tiny_model, tmp_path, monkeypatch):
     cfg = _cfg(prepared, tiny_model, tmp_path / "runs")
