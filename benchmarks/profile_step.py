@@ -35,9 +35,9 @@ def main() -> None:
             layer.mlp.activation_fn = torch.nn.Identity()
     x = torch.randn(32, 3, size, size, device=dev)
     y = torch.arange(32, device=dev) % 4
-    step, own_forward = _step(args.kind, clip, x, y, args.precision, dev, False)
-    timed = [(name, fn) for name, fn in (("step", step), ("own no-grad forward", own_forward)) if fn is not None]
-    for name, fn in timed:
+    fns = _step(args.kind, clip, x, y, args.precision, dev, False)
+    step = fns["step"]
+    for name, fn in fns.items():
         for _ in range(4):  # warm-up: oneDNN builds its kernels over the first calls
             fn()
         times = []

@@ -11,7 +11,7 @@ def test_measure_one_configuration_in_process():
     for kind in ("forward", "vpt_deep", "linear"):
         r = bench.measure(kind, "fp32", batch=4, steps=1, warmup=0, tiny=True, device="cpu")
         assert r["seconds_per_step"] > 0 and r["images_per_s"] > 0 and r["peak_bytes"] > 0
-        assert ("own_forward_seconds" in r) == (kind == "vpt_deep")
+        assert ("own_forward_seconds" in r) == ("plain_forward_seconds" in r) == (kind == "vpt_deep")
 
 
 def test_warm_up_lasts_until_two_calls_agree():
@@ -33,6 +33,38 @@ def test_warm_up_lasts_until_two_calls_agree():
     assert len(calls) >= 3 + 4  # the slow ones, then two that agree, then the timed ones
     calls.clear()
     assert len(step_times(fn, torch.device("cpu"), steps=2, warmup=0)) == 2 and len(calls) == 2
+
+
+def test_interleaved_timing_alternates_the_functions_after_each_warms_up():
+    import torch
+
+    from vptlib.bench.timing import interleaved_times
+
+    order = []
+    times = interleaved_times({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
+                              torch.device("cpu"), steps=3, warmup=1)  # fmt: skip
+    assert [len(v) for v in times.values()] == [3, 3]
+    # Warm-ups first (each until two calls agree), then a, b, a, b: a burst of load hits both.
+    assert order[-6:] == ["a", "b"] * 3 and order[:-6] == sorted(order[:-6])
+
+
+def test_plain_forward_shares_the_steps_weights_and_process():
+    import inspect
+
+    import torch
+
+    from vptlib.bench.timing import _model, _step
+
+    clip, size = _model(tiny=True)
+    x, y = torch.randn(2, 3, size, size), torch.arange(2)
+    fns = _step("vpt_deep", clip, x, y, "bf16", torch.device("cpu"), False)
+    assert set(fns) == {"step", "own_forward", "plain_forward"}
+    tower = inspect.getclosurevars(fns["plain_forward"]).nonlocals["vision"]
+    # The prompted model's own frozen tower, cast once: the same weights the step runs through.
+    assert tower is inspect.getclosurevars(fns["own_forward"]).nonlocals["model"].encoder.vision
+    assert all(not p.requires_grad and p.dtype == torch.bfloat16 for n, p in tower.named_parameters()
+               if p.dim() == 2 and "embedding" not in n)  # fmt: skip
+    assert set(_step("forward", clip, x, y, "fp32", torch.device("cpu"), False)) == {"step"}
 
 
 def _fake(fwd=1.0, vpt=2.0, vpt16=1.0, mem_vpt=2.0, mem_full=3.0, data=400.0, fast=True):
@@ -60,6 +92,12 @@ def test_target_verdicts():
     assert got["vpt_deep: bf16 step <= 2.3x a no-grad forward"] == "FAIL"
     assert got["vpt_deep: bf16 step <= 2.3x its own no-grad forward (diagnostic)"] == "PASS"
     assert "vpt_shallow: bf16 step <= 2.3x its own no-grad forward (diagnostic)" not in got  # not measured
+    # The forward timed in the step's own process replaces the separate one, round by round.
+    same = _fake(vpt16=1.2)
+    same["results"]["vpt_deep/bf16"]["plain_forward_rounds"] = [0.55]
+    got = {t: (m, v) for t, m, v in bench.targets(same)}
+    assert got["vpt_deep: bf16 step <= 2.3x a no-grad forward"] == ("2.18x", "PASS")
+    assert got["vpt_shallow: bf16 step <= 2.3x a no-grad forward"][1] == "FAIL"  # no in-process forward
     bad = {t: v for t, _, v in bench.targets(_fake(vpt=3.0, vpt16=2.5, mem_vpt=2.9, data=50.0))}
     assert bad["vpt_deep: fp32 step <= 2.3x a no-grad forward"] == "FAIL"
     assert bad["vpt_deep: bf16 step >= 1.8x faster than fp32"] == "FAIL"

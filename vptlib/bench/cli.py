@@ -54,14 +54,16 @@ def measure_rounds(configs: list[tuple[str, str, bool]], args) -> dict[str, dict
             if key not in out:
                 out[key] = {**res, "rounds": []}
             out[key]["rounds"].append(res["seconds_per_step"])
-            if "own_forward_seconds" in res:
-                out[key].setdefault("own_forward_rounds", []).append(res.pop("own_forward_seconds"))
+            for name in ("own_forward", "plain_forward"):
+                if f"{name}_seconds" in res:
+                    out[key].setdefault(f"{name}_rounds", []).append(res.pop(f"{name}_seconds"))
             out[key]["peak_bytes"] = max(out[key]["peak_bytes"], res["peak_bytes"])
     for v in out.values():
         v["seconds_per_step"] = statistics.median(v["rounds"])
         v["images_per_s"] = args.batch / v["seconds_per_step"]
         v.pop("step_times", None)
         v.pop("own_forward_seconds", None)
+        v.pop("plain_forward_seconds", None)
     return out
 
 

@@ -55,6 +55,9 @@ def markdown(r: dict[str, Any]) -> str:
               f"Data pipeline: {r['data_images_per_s']:.0f} images/s (uint8 cache + augmentation + normalisation).",
               "", "A ratio target is computed in each round from configurations measured side by side; it gets "
               "PASS or FAIL only when every round agrees, else `noisy: rerun` (the machine was busy).",
+              *(["A VPT step is compared with the frozen backbone's no-grad forward timed in the step's own "
+                 "process, the two called in turn (the forward row above is a separate process)."]
+                if any("plain_forward_rounds" in v for v in r["results"].values()) else []),
               "", "| target | measured | result |", "|---|---|---|"]  # fmt: skip
     lines += [f"| {t} | {m} | {ok} |" for t, m, ok in targets(r)]
     if r.get("accuracy_check"):

@@ -30,8 +30,10 @@ from ..methods import METHODS as REGISTRY
 SAME_COST = {"wise_ft": "full", **{m: "forward" for m, s in REGISTRY.items() if not s.trains}}
 METHODS = tuple(m for m in REGISTRY if m not in SAME_COST)
 ADAMW_FULL = ("full", "flyp", "text_ce")  # every weight trains: AdamW's two moments per weight count in memory
-# Methods whose step is also compared with their own no-grad forward (same tokens, same
-# kernels): what a step costs beyond the forward it cannot avoid.
+# Methods whose step is timed in turn with two no-grad forwards in the same process: the
+# frozen backbone's plain forward (the yardstick of "step <= 2.3x a forward"; timed
+# beside the step, a burst of load slows both alike) and the method's own forward (same
+# tokens, same kernels: what a step costs beyond the forward it cannot avoid).
 OWN_FORWARD = ("vpt_shallow", "vpt_deep")
 
 
@@ -51,36 +53,57 @@ def _peak_bytes(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def step_times(fn, device: torch.device, steps: int, warmup: int, settle: int = 4) -> list[float]:
-    """Seconds of each of ``steps`` calls of ``fn`` after the warm-up.
+def _timed(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
 
-    The warm-up is ``warmup`` untimed calls, then up to ``settle`` more until two calls in a
-    row agree within 10% (``warmup=0``: none at all): oneDNN builds its bf16 kernels over the first few calls (a bf16
-    ViT-B/32 forward took 0.55, 0.51, then 0.35 s), and one warm-up call let that cost into
-    the timed steps.
-    """
 
-    def timed() -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - t0
-
+def _warm_up(fn, device: torch.device, warmup: int, settle: int) -> None:
     last = None
     for i in range(warmup + settle if warmup else 0):
-        t = timed()
+        t = _timed(fn, device)
         if i + 1 >= warmup and last is not None and abs(t - last) <= 0.1 * last:
-            break
+            return
         last = t
-    return [timed() for _ in range(steps)]
 
 
-def _step(kind: str, clip, x: torch.Tensor, y: torch.Tensor, precision: str, dev: torch.device, compile_: bool):
-    """The function one training step (or, for ``forward``, one frozen forward) calls, and the
-    trained model's own no-grad forward on the same batch (None for ``forward`` and ``linear``)."""
+def interleaved_times(fns: dict[str, Any], device: torch.device, steps: int, warmup: int,
+                      settle: int = 4) -> dict[str, list[float]]:  # fmt: skip
+    """Seconds of each of ``steps`` calls of every function in ``fns``, called in turn.
+
+    Each function first warms up: ``warmup`` untimed calls, then up to ``settle`` more
+    until two calls in a row agree within 10% (``warmup=0``: none at all). oneDNN builds
+    its bf16 kernels over the first few calls (a bf16 ViT-B/32 forward took 0.55, 0.51,
+    then 0.35 s), and one warm-up call let that cost into the timed steps. The timed calls
+    then alternate (``a, b, a, b, ...``), so that a burst of load on the machine slows
+    every function alike and their ratio survives it.
+    """
+    for fn in fns.values():
+        _warm_up(fn, device, warmup, settle)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(steps):
+        for name, fn in fns.items():
+            times[name].append(_timed(fn, device))
+    return times
+
+
+def step_times(fn, device: torch.device, steps: int, warmup: int, settle: int = 4) -> list[float]:
+    """Seconds of each of ``steps`` calls of ``fn`` after its warm-up (see :func:`interleaved_times`)."""
+    return interleaved_times({"fn": fn}, device, steps, warmup, settle)["fn"]
+
+
+def _step(kind: str, clip, x: torch.Tensor, y: torch.Tensor, precision: str, dev: torch.device,
+          compile_: bool) -> dict[str, Any]:  # fmt: skip
+    """The functions to time, by name: ``step``, one training step (for ``forward``, one
+    frozen forward). A method that sees images (not ``linear``) adds ``own_forward``, the
+    trained model's no-grad forward on the same batch, and ``plain_forward``, the frozen
+    backbone's forward through the same weights (cast and attention kernel included)
+    where the method wraps one whole (VPT)."""
     from ..methods import build
 
     if kind == "forward":
@@ -94,7 +117,7 @@ def _step(kind: str, clip, x: torch.Tensor, y: torch.Tensor, precision: str, dev
             with torch.inference_mode(), autocast(dev, precision):
                 vision(pixel_values=x)
 
-        return forward, None
+        return {"step": forward}
     model = build(kind, clip, 4).to(dev).train()
     cast_frozen(model, precision)  # as the engine prepares a run
     set_attention(model, attention_kernel(dev, precision))
@@ -109,7 +132,7 @@ def _step(kind: str, clip, x: torch.Tensor, y: torch.Tensor, precision: str, dev
             model.loss(model.head(feats), y).backward()
             opt.step()
 
-        return head_step, None
+        return {"step": head_step}
 
     def train_step():
         opt.zero_grad(set_to_none=True)
@@ -123,7 +146,16 @@ def _step(kind: str, clip, x: torch.Tensor, y: torch.Tensor, precision: str, dev
             model.eval()(x)
         model.train()
 
-    return train_step, own_forward
+    fns = {"step": train_step, "own_forward": own_forward}
+    vision = getattr(getattr(model, "encoder", None), "vision", None)
+    if vision is not None:  # the frozen tower inside the prompted encoder, without its prompts
+
+        def plain_forward():
+            with torch.inference_mode(), autocast(dev, precision):
+                vision(pixel_values=x)
+
+        fns["plain_forward"] = plain_forward
+    return fns
 
 
 def measure(kind: str, precision: str, batch: int, steps: int, warmup: int, tiny: bool, device: str,
@@ -135,15 +167,18 @@ def measure(kind: str, precision: str, batch: int, steps: int, warmup: int, tiny
     clip, size = _model(tiny)
     x = torch.randn(batch, 3, size, size, device=dev)
     y = torch.arange(batch, device=dev) % 4
-    fn, own_forward = _step(kind, clip, x, y, precision, dev, compile_)
+    fns = _step(kind, clip, x, y, precision, dev, compile_)
     del clip
-    times = step_times(fn, dev, steps, warmup + (2 if compile_ else 0))
-    seconds = statistics.median(times)
+    if kind not in OWN_FORWARD or compile_:
+        fns = {"step": fns["step"]}
+    # A no-grad forward keeps no activations, so the peak below is still the steps'.
+    times = interleaved_times(fns, dev, steps, warmup + (2 if compile_ else 0))
+    seconds = statistics.median(times["step"])
     out = {"kind": kind + ("+compile" if compile_ else ""), "precision": precision, "seconds_per_step": seconds,
-           "step_times": times, "images_per_s": batch / seconds, "peak_bytes": _peak_bytes(dev)}  # fmt: skip
-    if own_forward is not None and kind in OWN_FORWARD and not compile_:
-        # Timed after the steps, so the steps' peak memory above is their own.
-        out["own_forward_seconds"] = statistics.median(step_times(own_forward, dev, steps, warmup))
+           "step_times": times["step"], "images_per_s": batch / seconds, "peak_bytes": _peak_bytes(dev)}  # fmt: skip
+    for name in ("own_forward", "plain_forward"):
+        if name in times:
+            out[f"{name}_seconds"] = statistics.median(times[name])
     return out
 
 
