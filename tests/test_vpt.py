@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from transformers import CLIPModel
 
 from vptlib.backbone import tiny_clip_config, vit_b32_config
+from vptlib.devices import set_attention
 from vptlib.methods.visual_prompt import PromptedVisionEncoder, prompt_init_bound
 
 
@@ -68,16 +70,52 @@ def _reference(vision, pixels, prompts, deep_prompts=None):
 
 @pytest.mark.parametrize("model_name", ["tiny", "vit_b32"])
 @pytest.mark.parametrize("deep", [False, True])
-def test_matches_independent_reference(request, model_name, deep):
+@pytest.mark.parametrize("training", [False, True])  # training skips the rows whose output is unused
+def test_matches_independent_reference(request, model_name, deep, training):
     clip = request.getfixturevalue(model_name)
     torch.manual_seed(1)
-    enc = PromptedVisionEncoder(clip.vision_model, num_tokens=5, deep=deep).eval()
+    enc = PromptedVisionEncoder(clip.vision_model, num_tokens=5, deep=deep).train(training)
     x = _x(clip)
-    with torch.no_grad():
-        ours = enc(x)
-        ref = _reference(clip.vision_model, x, enc.prompts, enc.deep_prompts)
+    try:
+        with torch.no_grad():
+            ours = enc(x)
+            ref = _reference(clip.vision_model, x, enc.prompts, enc.deep_prompts)
+    finally:
+        clip.eval()
     assert ours.shape == (2, clip.config.vision_config.hidden_size)
     torch.testing.assert_close(ours, ref, atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("deep", [False, True])
+@pytest.mark.parametrize("kernel", ["eager", "sdpa"])
+def test_skipping_unused_rows_changes_the_work_not_the_result(tiny, deep, kernel):
+    vision = copy.deepcopy(tiny.vision_model)
+    set_attention(vision, kernel)
+    torch.manual_seed(2)
+    enc = PromptedVisionEncoder(vision, num_tokens=3, deep=deep).train()
+    x = _x(tiny)
+    rows: list[int] = []
+    hooks = [layer.mlp.register_forward_pre_hook(lambda _m, args: rows.append(args[0].shape[1]))
+             for layer in vision.encoder.layers]  # fmt: skip
+    results = {}
+    try:
+        for skip in (False, True):
+            enc.skip_unused_rows = skip
+            enc.zero_grad()
+            out = enc(x)
+            out.pow(2).sum().backward()
+            grads = [enc.prompts.grad.clone()] + ([enc.deep_prompts.grad.clone()] if deep else [])
+            results[skip] = (out.detach(), grads)
+    finally:
+        for h in hooks:
+            h.remove()
+    torch.testing.assert_close(results[True][0], results[False][0], atol=1e-5, rtol=1e-5)
+    for a, b in zip(results[True][1], results[False][1], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    layers, n = len(vision.encoder.layers), 1 + 3 + 49
+    # Whole layers first; then every MLP but the last skips the prompt rows (deep) or none (shallow),
+    # and the last one sees CLS only.
+    assert rows == [n] * layers + [1 + 49 if deep else n] * (layers - 1) + [1]
 
 
 @pytest.mark.parametrize("model_name", ["tiny", "vit_b32"])
@@ -99,11 +137,13 @@ def test_prompts_change_the_output(tiny):
 
 
 @pytest.mark.parametrize("deep", [False, True])
-def test_sequence_length_is_constant(tiny, deep):
-    enc = PromptedVisionEncoder(tiny.vision_model, num_tokens=7, deep=deep)
+@pytest.mark.parametrize("training", [False, True])
+def test_sequence_length_is_constant(tiny, deep, training):
+    enc = PromptedVisionEncoder(tiny.vision_model, num_tokens=7, deep=deep).train(training)
     lengths = []
+    # layer_norm1 sees every layer's whole input, whether the layer runs whole or by rows.
     hooks = [
-        layer.register_forward_pre_hook(lambda m, args: lengths.append(args[0].shape[1]))
+        layer.layer_norm1.register_forward_pre_hook(lambda m, args: lengths.append(args[0].shape[1]))
         for layer in tiny.vision_model.encoder.layers
     ]
     try:
@@ -112,6 +152,7 @@ def test_sequence_length_is_constant(tiny, deep):
     finally:
         for h in hooks:
             h.remove()
+        tiny.eval()
     assert lengths == [1 + 7 + 49] * tiny.config.vision_config.num_hidden_layers
 
 

@@ -11,6 +11,11 @@ Adapted from KMnP/vpt ``src/models/vit_prompt/vit.py`` to Hugging Face's
    set before every layer after the first, so the sequence stays ``1 + P + N`` long;
 5. ``post_layernorm`` on CLS: equal to ``pooler_output`` when ``P == 0``.
 
+In training, each layer computes only the rows whose output is used (:func:`layer_rows`):
+the last layer only CLS, and in deep mode no layer the prompt rows that the next layer
+replaces. The arithmetic is the same; it makes a ViT-B/32 training step cheaper by about
+7% (shallow) and 14% (deep) of its matmul work, and the backward saves as much again.
+
 Only the prompts and the head train; every weight of the wrapped tower is frozen.
 Trainable parameters with ``C`` classes and width ``D``: shallow ``P*D + D*C + C``;
 deep ``L*P*D + D*C + C``.
@@ -24,6 +29,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.clip.modeling_clip import eager_attention_forward
 
 from .base import Classifier, TrainDefaults, flag, linear_head, vision_model
 
@@ -45,6 +52,32 @@ def prompt_init_bound(patch_size: int, hidden: int) -> float:
     return math.sqrt(6.0 / (3 * patch_size**2 + hidden))
 
 
+def layer_rows(layer: nn.Module, x: torch.Tensor, keep: slice | list[slice]) -> torch.Tensor:
+    """``layer(x)`` at the rows ``keep`` only (a slice, or slices concatenated in order).
+
+    ``layer`` is a pre-LN ``CLIPEncoderLayer``. Keys and values need every row, because
+    every token attends to all of them; the queries, the output projection, the residuals
+    and the MLP act on each row alone, so they run for the kept rows only. The attention
+    kernel is the one the layer's config names (eager or SDPA), called as the layer calls it.
+    """
+    attn = layer.self_attn
+    keep = [keep] if isinstance(keep, slice) else keep
+
+    def rows(t: torch.Tensor) -> torch.Tensor:
+        return t[:, keep[0]] if len(keep) == 1 else torch.cat([t[:, k] for k in keep], dim=1)
+
+    b, n, _ = x.shape
+    h = layer.layer_norm1(x)
+    q_in = rows(h)
+    q = attn.q_proj(q_in).view(b, q_in.shape[1], -1, attn.head_dim).transpose(1, 2)
+    k = attn.k_proj(h).view(b, n, -1, attn.head_dim).transpose(1, 2)
+    v = attn.v_proj(h).view(b, n, -1, attn.head_dim).transpose(1, 2)
+    kernel = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, eager_attention_forward)
+    out, _ = kernel(attn, q, k, v, None, scaling=attn.scale, dropout=attn.dropout if attn.training else 0.0)
+    x = rows(x) + attn.out_proj(out.reshape(b, q_in.shape[1], -1).contiguous())
+    return x + layer.mlp(layer.layer_norm2(x))
+
+
 class PromptedVisionEncoder(nn.Module):
     """A frozen HF CLIP vision tower with trainable prompt tokens.
 
@@ -55,7 +88,15 @@ class PromptedVisionEncoder(nn.Module):
         deep: if True, layers 1..L-1 each get their own prompts (VPT-deep); otherwise
             only the input sequence is prompted (VPT-shallow).
         dropout: dropout on the prompt embeddings (official default 0.0).
+
+    Attributes:
+        skip_unused_rows: in training, compute each layer only at the rows whose output
+            is used (:func:`layer_rows`). Evaluation always runs whole layers, so that
+            hooks on them (the attention maps) see every layer's full input. Default True;
+            False runs whole layers in training too (the tests compare the two).
     """
+
+    skip_unused_rows: bool = True
 
     def __init__(self, vision_model: nn.Module, num_tokens: int, deep: bool = False, dropout: float = 0.0):
         super().__init__()
@@ -84,10 +125,22 @@ class PromptedVisionEncoder(nn.Module):
         b, p = x.shape[0], self.num_tokens
         x = torch.cat([x[:, :1], self._expand(self.prompts, b).to(x.dtype), x[:, 1:]], dim=1)
         x = v.pre_layrnorm(x)
+        skip = self.skip_unused_rows and self.training
+        last = len(v.encoder.layers) - 1
         for i, layer in enumerate(v.encoder.layers):
-            if self.deep_prompts is not None and i >= 1:
-                x = torch.cat([x[:, :1], self._expand(self.deep_prompts[i - 1], b).to(x.dtype), x[:, 1 + p :]], dim=1)
-            x = layer(x, None)
+            deep = self.deep_prompts is not None
+            if deep and i >= 1:
+                # Skipping rows, x holds CLS and patches only: the last layer dropped the prompts.
+                x = torch.cat([x[:, :1], self._expand(self.deep_prompts[i - 1], b).to(x.dtype),
+                               x[:, 1 if skip else 1 + p :]], dim=1)  # fmt: skip
+            if not skip:
+                x = layer(x, None)
+            elif i == last:  # only CLS reaches post_layernorm
+                x = layer_rows(layer, x, slice(0, 1))
+            elif deep:  # the prompt rows' outputs are replaced before the next layer
+                x = layer_rows(layer, x, [slice(0, 1), slice(1 + p, None)])
+            else:
+                x = layer(x, None)
         return v.post_layernorm(x[:, 0])
 
 
