@@ -39,3 +39,24 @@ def test_key_pins():
 def test_pyproject_reads_requirements():
     text = (ROOT / "pyproject.toml").read_text()
     assert 'dependencies = { file = ["requirements.txt"] }' in text
+
+
+def test_every_subpackage_is_packaged():
+    # A fixed package list once left out vptlib.report and vptlib.bench: the editable install
+    # hid it, and a plain `pip install .` would have shipped a vptlib without them.
+    import fnmatch
+
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+; the venv's Python has it
+    root = ROOT
+    tool = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = {".".join(p.parent.relative_to(root).parts) for p in (root / "vptlib").rglob("__init__.py")}
+    listed = tool.get("packages")
+    if isinstance(listed, list):
+        shipped = set(listed)
+    else:
+        include = listed["find"]["include"]
+        shipped = {p for p in packages if any(fnmatch.fnmatch(p, pat) for pat in include)}
+    assert {"vptlib.bench", "vptlib.report", "vptlib.methods"} <= packages
+    assert packages <= shipped, packages - shipped

@@ -1,0 +1,135 @@
+"""Atomic writes: a file or a folder is written beside its target under a temporary
+name, synced, then renamed onto the target, and the directory is synced too.
+
+A reader (or a resumed run, or ``make``) therefore sees either the old complete
+file or folder or the new complete one, never a half-written JSON or a model folder
+whose weights are missing after a crash or a SIGKILL. Temporaries carry the writer's
+pid; the next write to the same target removes those whose writer is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+# Written into every folder made by :func:`atomic_dir`: proof that vptlib wrote it, so a
+# later write may replace it. A folder without it is never deleted.
+DIR_MARKER = ".vptlib-written"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _clean_orphans(target: Path) -> None:
+    """Remove temporaries of ``target`` left by writers that died (never a live writer's)."""
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(\d+)\.[^/]*\.(tmp|partial|old)$")
+    try:
+        siblings = list(target.parent.iterdir())
+    except OSError:
+        return
+    for p in siblings:
+        m = pattern.match(p.name)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` and move the result onto ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _clean_orphans(path)
+    tmp_path = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    try:
+        write(tmp_path)
+        # Give the result the permissions a plain open() would (group-readable under the usual umask).
+        os.chmod(tmp_path, 0o666 & ~_umask())
+        with open(tmp_path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success it replaces ``path`` as one unit.
+
+    ``path`` may be absent, empty, or a folder this function wrote before (it carries
+    :data:`DIR_MARKER`); anything else is a :class:`UserError` raised before any write.
+    """
+    path = Path(path)
+    if path.exists() and not (path.is_dir() and (not any(path.iterdir()) or (path / DIR_MARKER).is_file())):
+        raise UserError(f"{path} exists and holds files vptlib did not write; nothing was changed: "
+                        f"choose a new folder or remove it yourself")  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _clean_orphans(path)
+    tag = f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}"
+    tmp, old = path.parent / f"{tag}.partial", path.parent / f"{tag}.old"
+    tmp.mkdir()
+    try:
+        (tmp / DIR_MARKER).write_text("written by vptlib; a later vptlib write may replace this folder\n")
+        yield tmp
+        mode = 0o666 & ~_umask()
+        for f in tmp.rglob("*"):
+            if f.is_file() and not f.is_symlink():
+                os.chmod(f, mode)  # libraries write some files 0600; make them readable like the rest
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        if path.exists():
+            os.replace(path, old)  # an empty or vptlib-written folder only (checked above)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not path.exists():
+            os.replace(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda p: p.write_bytes(data))
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

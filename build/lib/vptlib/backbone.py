@@ -1,0 +1,291 @@
+"""Load CLIP: by hub id or local folder, or build a tiny random one offline.
+
+``load_clip`` returns a :class:`Clip` bundle (model, tokenizer, image processor) and
+never runs remote code: weights load from safetensors only. When a hub id cannot be
+resolved (no network, no local cache, ``HF_HUB_OFFLINE=1``) it stops within seconds
+with a :class:`UserError` naming the id and the two fixes.
+
+``write_tiny_clip`` writes a few-layer random CLIP with the real patch size and image
+size (so preprocessing and the 49-patch sequence are the same as ViT-B/32), a
+byte-level tokenizer with no merges and a CLIP image processor, all built locally.
+``vit_b32_config`` is the exact ``openai/clip-vit-base-patch32`` architecture for
+shape, cost and memory tests with random weights; such a model never yields a
+reported accuracy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoImageProcessor, AutoTokenizer, CLIPConfig, CLIPModel, CLIPTokenizer
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from .atomic import atomic_dir
+from .errors import UserError
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+_HUB_HOST = ("huggingface.co", 443)
+
+
+@dataclass
+class Clip:
+    """A CLIP model with the tokenizer and image processor that belong to it."""
+
+    model: CLIPModel
+    tokenizer: CLIPTokenizer
+    processor: CLIPImageProcessorPil
+    name: str  # the id or folder it was loaded from
+
+
+def vit_b32_config() -> CLIPConfig:
+    """The architecture of ``openai/clip-vit-base-patch32`` (weights not included)."""
+    return CLIPConfig(
+        text_config=dict(
+            vocab_size=49408, hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+            num_attention_heads=8, max_position_embeddings=77, hidden_act="quick_gelu",
+            bos_token_id=49406, eos_token_id=49407, pad_token_id=1,
+        ),
+        vision_config=dict(
+            hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+            image_size=224, patch_size=32, hidden_act="quick_gelu",
+        ),
+        projection_dim=512,
+        logit_scale_init_value=2.6592,
+    )  # fmt: skip
+
+
+def tiny_clip_config(layers: int = 3, width: int = 64, image_size: int = 112, patch_size: int = 16) -> CLIPConfig:
+    """A few-layer CLIP for tests and the smoke profile.
+
+    112-pixel images in 16-pixel patches give ViT-B/32's sequence (49 patches + CLS)
+    at a quarter of the pixels, which keeps the offline profile fast on two cores.
+    """
+    return CLIPConfig(
+        text_config=dict(
+            vocab_size=514, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+            num_attention_heads=4, max_position_embeddings=77, hidden_act="quick_gelu",
+            bos_token_id=512, eos_token_id=513, pad_token_id=513,
+        ),
+        vision_config=dict(
+            hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
+            num_attention_heads=4, image_size=image_size, patch_size=patch_size, hidden_act="quick_gelu",
+        ),
+        projection_dim=32,
+        logit_scale_init_value=2.6592,
+    )  # fmt: skip
+
+
+def _byte_unicode() -> list[str]:
+    """GPT-2/CLIP's reversible byte -> printable-unicode table."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def byte_level_tokenizer() -> CLIPTokenizer:
+    """A CLIP tokenizer whose vocabulary is the 256 bytes (plus end-of-word forms), no merges.
+
+    Every string tokenizes, one token per byte, so text code paths run with no download.
+    """
+    chars = _byte_unicode()
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": 256 + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"] = 512
+    vocab["<|endoftext|>"] = 513
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def write_tiny_clip(out: str | Path, seed: int = 0, layers: int = 3, width: int = 64) -> Path:
+    """Write a random tiny CLIP with tokenizer and processor that ``load_clip`` reads."""
+    out = Path(out)
+    torch.manual_seed(seed)
+    config = tiny_clip_config(layers, width)
+    save_clip(CLIPModel(config).eval(), out)
+    return out
+
+
+def save_clip(model: CLIPModel, out: str | Path, notes: dict[str, str] | None = None) -> Path:
+    """Save a CLIP with the byte-level tokenizer and a processor sized for its vision tower.
+
+    The folder is written whole or not at all (:func:`vptlib.atomic.atomic_dir`), so a
+    killed save never leaves weights that ``make`` would take as up to date. ``notes``
+    are extra text files (name -> text) written into the same folder.
+    """
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        byte_level_tokenizer().save_pretrained(tmp)
+        size = model.config.vision_config.image_size
+        CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(
+            tmp
+        )
+        for name, text in (notes or {}).items():
+            (tmp / name).write_text(text)
+    return out
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection(_HUB_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _unavailable(name: str, why: str) -> UserError:
+    return UserError(
+        f"cannot load CLIP {name!r}: {why}. Either pre-download it on a machine with a network "
+        f"(`huggingface-cli download {name}`, or `hf download {name}`, which fills the Hugging Face "
+        f"cache), or pass a local folder holding config.json, model.safetensors, the tokenizer "
+        f"and preprocessor_config.json (e.g. --model /path/to/clip-vit-base-patch32)"
+    )
+
+
+def load_clip(name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu") -> Clip:
+    """Load a CLIP checkpoint from a local folder or the Hugging Face hub (or its cache)."""
+    name = str(name_or_path)
+    local = Path(name).expanduser()
+    if local.is_dir():
+        source, local_only = str(local), True
+    elif local.exists() or name.startswith((".", "/", "~")):
+        raise UserError(f"model folder {name} does not exist (or is not a folder)")
+    else:
+        source = name
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        # Try the local cache first; only if that fails ask the network, after a quick
+        # reachability probe so an offline machine fails in seconds instead of retrying.
+        try:
+            return _load(source, True, device, name)
+        except (OSError, ValueError):
+            pass
+        if offline:
+            raise _unavailable(name, "HF_HUB_OFFLINE is set and it is not in the local cache") from None
+        if not _hub_reachable():
+            raise _unavailable(name, "the Hugging Face hub is unreachable and it is not in the local cache") from None
+        local_only = False
+    if local_only and local.is_dir() and not list(local.glob("*.safetensors")) and list(local.glob("*.bin")):
+        raise UserError(f"{name} has only pickled PyTorch weights (.bin); this project loads safetensors only. "
+                        f"Convert it once: vptlib model convert --src {name} --out {name}-safetensors")  # fmt: skip
+    try:
+        return _load(source, local_only, device, name)
+    except (OSError, ValueError) as exc:
+        why = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if local_only:
+            raise UserError(f"cannot load the CLIP in {name}: {why}") from None
+        raise _unavailable(name, f"{type(exc).__name__}: {why}") from None
+
+
+def _load(source: str, local_only: bool, device, name: str) -> Clip:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a second-long "Loading weights" bar is noise in every command's output
+    kw = dict(local_files_only=local_only)
+    try:
+        model = CLIPModel.from_pretrained(source, use_safetensors=True, trust_remote_code=False, **kw)
+    except RuntimeError as exc:  # e.g. weights whose shapes do not fit config.json
+        raise ValueError(str(exc).strip().splitlines()[0][:200]) from None
+    except Exception as exc:  # safetensors raises its own error type for a truncated or empty file
+        if type(exc).__name__ not in ("SafetensorError", "HeaderTooLarge", "HeaderTooSmall"):
+            raise
+        raise ValueError(f"the weights file is damaged ({exc})") from None
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **kw)
+    processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=False, **kw)
+    return Clip(model.to(device).eval(), tokenizer, processor, name)
+
+
+def convert_to_safetensors(src: str | Path, out: str | Path) -> Path:
+    """Rewrite a local CLIP checkpoint that ships only ``pytorch_model*.bin`` as safetensors.
+
+    Some hub checkpoints (e.g. ``flaviagiammarino/pubmed-clip-vit-base-patch32``) publish
+    pickled PyTorch weights. They are read here once with ``torch.load(weights_only=True)``,
+    which refuses arbitrary objects, checked against the config's architecture, and saved
+    as ``model.safetensors`` beside copies of the tokenizer and processor files.
+    """
+    import shutil
+
+    src, out = Path(src), Path(out)
+    bins = sorted(src.glob("pytorch_model*.bin"))
+    if not bins:
+        raise UserError(f"{src} has no pytorch_model*.bin to convert")
+    state: dict[str, torch.Tensor] = {}
+    for path in bins:
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch's message suggests weights_only=False: never do that
+            kind = "holds objects or code a weights file does not need" if "weights_only" in str(exc) else "is damaged"
+            raise UserError(f"{path} {kind} ({type(exc).__name__}); refusing to load it. Only plain tensor "
+                            f"checkpoints are converted: get the weights from a source you trust") from None  # fmt: skip
+        if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+            raise UserError(f"{path} is not a dictionary of tensors; refusing to convert it")
+        state.update(loaded)
+    try:
+        model = CLIPModel(CLIPConfig.from_pretrained(src))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{src}/config.json is not a readable CLIP config ({str(exc).splitlines()[0][:120]})") from None
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that do not match the config
+        raise UserError(
+            f"{src}: the weights do not fit its config.json ({str(exc).splitlines()[1:2] or exc})"
+        ) from None
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    unexpected = [k for k in unexpected if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise UserError(f"{src} is not a CLIPModel checkpoint: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    with atomic_dir(out) as tmp:
+        for f in src.iterdir():
+            if f.is_file() and f.suffix in (".json", ".txt") and f.name != "config.json":
+                shutil.copy2(f, tmp / f.name)
+        model.save_pretrained(tmp, safe_serialization=True)
+    return out
+
+
+_LOADED: dict[tuple[str, str | None], tuple[Clip, str]] = {}
+
+
+def shared_clip(name_or_path: str | Path) -> tuple[Clip, str]:
+    """The model and its fingerprint, loaded once per process and reused by every later run.
+
+    A long-lived process (a notebook running a grid and its seeds, a sweep worker) then
+    pays for loading and fingerprinting once. The bundle is shared, so its users must not
+    modify it: every method builds on a copy. A local folder whose weight files changed
+    (their ``model_signature``) is loaded again; one model is kept at a time.
+    """
+    key = (str(name_or_path), model_signature(name_or_path))
+    if key not in _LOADED:
+        _LOADED.clear()
+        clip = load_clip(name_or_path)
+        _LOADED[key] = (clip, fingerprint(clip.model))
+    return _LOADED[key]
+
+
+def model_signature(name_or_path: str | Path) -> str | None:
+    """A cheap identity of a local model folder: its weight and config files' names, sizes and
+    modification times. None for a hub id (only the fingerprint of loaded weights tells)."""
+    folder = Path(str(name_or_path)).expanduser()
+    if not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".json") and p.is_file())
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return hashlib.sha256(repr(stats).encode()).hexdigest()[:16]
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over every parameter's name, dtype, shape and bytes: changes iff the weights do."""
+    h = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]

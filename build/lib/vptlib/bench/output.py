@@ -1,0 +1,108 @@
+"""What ``make bench`` writes: the Markdown table (also into the README), and the figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .. import atomic
+from .timing import METHODS
+from .verdicts import targets
+
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def cost_markdown(cost: dict) -> str:
+    name = cost.get("profile", "full")
+    sizes = (f" ({cost['images'][0]:,} training, {cost['images'][1]:,} validation and {cost['images'][2]:,} test "
+             "images)") if cost.get("images") else ""  # fmt: skip
+    lines = [f"Estimated cost of `make book PROFILE={name}`{sizes} on this machine at {cost['precision']}, from "
+             "the measured step times (training and evaluation only):", "", "| part | runs | minutes |",
+             "|---|---|---|"]  # fmt: skip
+    lines += [f"| {x['what']} | {x['runs']} | {x['seconds'] / 60:.1f} |" for x in cost["rows"]]
+    lines += [f"| **total** | {sum(x['runs'] for x in cost['rows'])} | **{cost['total_seconds'] / 60:.0f}** |"]
+    return "\n".join(lines)
+
+
+def accuracy_markdown(check: dict) -> str:
+    lines = [f"bf16 accuracy check (smoke profile, tiny model, test accuracy in %, mean over seeds "
+             f"{check['seeds']}; target: within the tolerance, 1 point or one test image per seed):", "",
+             "| method | fp32 | bf16 | bf16 - fp32 | tolerance | result |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {x['method']} | {x['fp32']:.2f} | {x['bf16']:.2f} | {x['diff']:+.2f} | {x.get('tolerance', 1.0):.2f} | "
+              f"{'PASS' if x['ok'] else 'FAIL'} |" for x in check["rows"]]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _spread(v: dict[str, Any]) -> str:
+    rs = v.get("rounds") or []
+    return f"{min(rs):.3f} to {max(rs):.3f}" if len(rs) > 1 else "one round"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    n_rounds = max(len(v.get("rounds") or [0]) for v in r["results"].values())
+    lines = [f"Machine: {r['machine']} ({r['device']}); batch {r['batch']}; torch {r['torch']}; "
+             f"{'tiny test model' if r['tiny'] else 'ViT-B/32 architecture, random weights'}; "
+             f"{n_rounds} interleaved round(s), median of rounds shown", "",
+             "| configuration | precision | s / step | range over rounds | images / s | peak memory (GB) |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for v in r["results"].values():
+        lines.append(f"| {v['kind']} | {v['precision']} | {v['seconds_per_step']:.3f} | {_spread(v)} | "
+                     f"{v['images_per_s']:.1f} | {v['peak_bytes'] / 1e9:.2f} |")  # fmt: skip
+    lp = r["linear_probe"]
+    lines += ["", f"Linear probe, 15 epochs on {lp['images']} training images (derived from the measured step "
+              f"times): {lp['cached_s']:.1f} s with the feature cache, {lp['recompute_s']:.1f} s recomputing "
+              f"the backbone every epoch.", "",
+              f"Data pipeline: {r['data_images_per_s']:.0f} images/s (uint8 cache + augmentation + normalisation).",
+              "", "A ratio target is computed in each round from configurations measured side by side; it gets "
+              "PASS or FAIL only when every round agrees, else `noisy: rerun` (the machine was busy).",
+              *(["A VPT step is compared with the frozen backbone's no-grad forward timed in the step's own "
+                 "process, the two called in turn (the forward row above is a separate process)."]
+                if any("plain_forward_rounds" in v for v in r["results"].values()) else []),
+              "", "| target | measured | result |", "|---|---|---|"]  # fmt: skip
+    lines += [f"| {t} | {m} | {ok} |" for t, m, ok in targets(r)]
+    if r.get("accuracy_check"):
+        lines += ["", accuracy_markdown(r["accuracy_check"])]
+    for cost in r.get("study_costs") or ([r["study_cost"]] if r.get("study_cost") else []):
+        lines += ["", cost_markdown(cost)]
+    if not r["bf16_fast"]:
+        lines += ["", "N/A: this device has no fast bf16 (no AVX512-BF16/AMX or CUDA bf16), so the bf16 "
+                  "speed target does not apply here, and bf16 was not measured unless --force-bf16."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: Path, md: str) -> bool:
+    """Replace the README's benchmark section (between the markers) with ``md``."""
+    text = readme.read_text() if readme.is_file() else ""
+    if README_START not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    atomic.write_text(readme, f"{head}{README_START}\n{md.rstrip()}\n{README_END}{tail}")
+    return True
+
+
+def plot(r: dict[str, Any], path: Path) -> None:
+    """Seconds per step (with the range over rounds) and peak memory of every configuration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = ["forward", *METHODS]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    measured = [p for p in ("fp32", "bf16") if f"forward/{p}" in r["results"]]
+    for i, prec in enumerate(measured):
+        xs = [j + 0.4 * i for j in range(len(kinds))]
+        res = [r["results"][f"{k}/{prec}"] for k in kinds]
+        mid = [v["seconds_per_step"] for v in res]
+        lo = [m - min(v.get("rounds") or [m]) for m, v in zip(mid, res, strict=True)]
+        hi = [max(v.get("rounds") or [m]) - m for m, v in zip(mid, res, strict=True)]
+        axes[0].bar(xs, mid, width=0.4, label=prec, yerr=[lo, hi], capsize=2)
+        axes[1].bar(xs, [v["peak_bytes"] / 1e9 for v in res], width=0.4, label=prec)
+    for ax, label in zip(axes, (f"seconds per step (batch {r['batch']})", "peak memory (GB)"), strict=True):
+        ax.set_xticks([j + 0.2 for j in range(len(kinds))], kinds, rotation=20)
+        ax.set_ylabel(label)
+        ax.legend()
+    fig.suptitle(r["machine"], fontsize=9)
+    fig.tight_layout()
+    atomic.atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))

@@ -1,0 +1,203 @@
+"""What the measurements mean: target verdicts that survive noise, the study's estimated
+cost on the measured machine, and the bf16 accuracy check.
+
+Every configuration is measured in several interleaved rounds (one process each), so a
+burst of load on the machine hits all configurations of a round alike. A ratio target is
+computed per round, from configurations measured side by side, and gets a verdict only
+when every round agrees: PASS when all rounds meet it, FAIL when none does, and
+``noisy: rerun`` otherwise.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from ..methods import METHODS as REGISTRY
+from ..profile import Profile, as_profile
+from .timing import SAME_COST
+
+NOISY = "noisy: rerun"
+
+
+def rounds(r: dict[str, Any], key: str) -> list[float]:
+    """Seconds per step of ``key`` (``kind/precision``) in each round (one value for a single round)."""
+    v = r["results"][key]
+    return list(v.get("rounds") or [v["seconds_per_step"]])
+
+
+def verdict(values: list[float], ok) -> str:
+    oks = [bool(ok(v)) for v in values]
+    return "PASS" if all(oks) else "FAIL" if not any(oks) else NOISY
+
+
+def _shown(values: list[float], unit: str = "x", digits: int = 2) -> str:
+    mid = f"{statistics.median(values):.{digits}f}{unit}"
+    return mid if len(values) == 1 else f"{mid} ({min(values):.{digits}f} to {max(values):.{digits}f})"
+
+
+def _ratio(a: list[float], b: list[float]) -> list[float]:
+    return [x / y for x, y in zip(a, b, strict=True)]
+
+
+def targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(target, measured: median and range over rounds, PASS/FAIL/N/A/noisy) for each target."""
+    res, out = r["results"], []
+    for m in ("vision_lora", "clip_lora"):  # LoRA's frozen weights are cast once too
+        if f"{m}/fp32" in res:
+            out.append(_bf16_speedup(r, m))
+    for m in ("vpt_shallow", "vpt_deep"):
+        out.append(_bf16_speedup(r, m))
+        for prec in ("fp32", "bf16"):
+            # The frozen forward timed in the step's own process where it was (in turn with
+            # the step, so load on the machine cancels); else the separate forward process.
+            plain = res.get(f"{m}/{prec}", {}).get("plain_forward_rounds")
+            if plain or (f"{m}/{prec}" in res and f"forward/{prec}" in res):
+                over = _ratio(rounds(r, f"{m}/{prec}"), plain or rounds(r, f"forward/{prec}"))
+                out.append((f"{m}: {prec} step <= 2.3x a no-grad forward", _shown(over),
+                            verdict(over, lambda v: v <= 2.3)))  # fmt: skip
+            own = r["results"].get(f"{m}/{prec}", {}).get("own_forward_rounds")
+            if own:  # the same step against the prompted model's own forward: its extra tokens cancel
+                over = _ratio(rounds(r, f"{m}/{prec}"), own)
+                out.append((f"{m}: {prec} step <= 2.3x its own no-grad forward (diagnostic)", _shown(over),
+                            verdict(over, lambda v: v <= 2.3)))  # fmt: skip
+        mem = res[f"{m}/fp32"]["peak_bytes"] / res["full/fp32"]["peak_bytes"]
+        out.append((f"{m}: peak memory <= 0.8x full fine-tuning (AdamW)", f"{mem:.2f}x",
+                    "PASS" if mem <= 0.8 else "FAIL"))  # fmt: skip
+    # 15 epochs of head steps on cached features against one extraction pass of the backbone.
+    lp = [1 + 15 * h / f for h, f in zip(rounds(r, "linear/fp32"), rounds(r, "forward/fp32"), strict=True)]
+    out.append(("linear probe, 15 epochs <= 1.2x one extraction pass", _shown(lp), verdict(lp, lambda v: v <= 1.2)))
+    # Against the bf16 forward where bf16 was measured; otherwise against fp32 (a weaker bar).
+    fwd = "forward/bf16" if "forward/bf16" in res else "forward/fp32"
+    label = "bf16" if fwd.endswith("bf16") else "fp32 (no bf16 here)"
+    data = r.get("data_rounds") or [r["data_images_per_s"]]
+    per_s = [r["batch"] / s for s in rounds(r, fwd)]
+    ratio = [d / f for d, f in zip(data, per_s, strict=True)] if len(data) == len(per_s) else [data[0] / per_s[0]]
+    out.append((f"data pipeline >= 5x frozen {label} forward images/s", _shown(ratio, digits=1),
+                verdict(ratio, lambda v: v >= 5)))  # fmt: skip
+    return out
+
+
+def _bf16_speedup(r: dict[str, Any], m: str) -> tuple[str, str, str]:
+    name = f"{m}: bf16 step >= 1.8x faster than fp32"
+    if f"{m}/bf16" not in r["results"]:
+        return name, "not measured", "N/A"
+    speedup = _ratio(rounds(r, f"{m}/fp32"), rounds(r, f"{m}/bf16"))
+    return name, _shown(speedup), verdict(speedup, lambda v: v >= 1.8) if r["bf16_fast"] else "N/A"
+
+
+def grid_runs(profile: Profile, method: str) -> int:
+    """Runs of ``method`` in the book: its grid with one seed, then the other seeds (the chosen point is reused)."""
+    from ..tuning import grid_points
+
+    seeds = len(profile.seeds) if REGISTRY[method].trains else 1
+    return max(1, len(grid_points(profile, method))) + seeds - 1
+
+
+# The Kaggle dataset's Training/ and Testing/ folders: what ``per_class: all`` prepares at
+# most (duplicates skipped make it a little less).
+KAGGLE_IMAGES = {"train": 5712, "test": 1311}
+
+
+def split_sizes(profile: Profile | dict[str, Any]) -> tuple[int, int, int]:
+    """(train, validation, test) images that ``profile``'s ``source.prepare`` asks for."""
+    from ..classes import CLASSES
+    from ..prepare import PrepareOptions
+
+    profile = as_profile(profile)
+    prep = {**{k: getattr(PrepareOptions, k) for k in ("train_per_class", "test_per_class", "val_fraction")},
+            **profile.source.get("prepare", {})}  # fmt: skip
+
+    def images(key: str, split: str) -> int:
+        k = prep[key]
+        return KAGGLE_IMAGES[split] if k in (None, "all") else len(CLASSES) * int(k)
+
+    pool = images("train_per_class", "train")
+    val = round(pool * float(prep["val_fraction"]))
+    return pool - val, val, images("test_per_class", "test")
+
+
+def study_cost(r: dict[str, Any], profile: Profile | dict[str, Any]) -> dict:
+    """Estimated seconds for ``make book`` with ``profile`` on the measured machine.
+
+    Per run: ``epochs x ceil(train / batch)`` training steps at the measured step time,
+    plus one validation pass per epoch and a final pass over every split at the frozen
+    forward's speed (the linear probe: one extraction pass, then head steps). The split
+    sizes come from the profile's ``source.prepare`` (:func:`split_sizes`). Tuning grids
+    add their points (one seed each); sweeps add their points with the training set cut to
+    ``k`` images per class. Data preparation, model loading and the book build are not included.
+    """
+    from ..classes import CLASSES
+
+    profile = as_profile(profile)
+    train_images, val_images, test_images = split_sizes(profile)
+    eval_images = val_images + test_images
+    prec = "bf16" if r.get("bf16_fast") and "forward/bf16" in r["results"] else "fp32"
+    res, batch = r["results"], r["batch"]
+    fwd_img = res[f"forward/{prec}"]["seconds_per_step"] / batch  # seconds per image, no grad
+
+    def one(method: str, epochs: int, n_train: int) -> float:
+        kind = SAME_COST.get(method, method)
+        steps = epochs * -(-n_train // batch)
+        if kind == "forward":
+            return (n_train + eval_images) * fwd_img
+        if kind == "linear":
+            return (n_train + eval_images) * fwd_img + steps * res[f"linear/{prec}"]["seconds_per_step"]
+        step = res[f"{kind}/{prec}"]["seconds_per_step"] * (min(n_train, batch) / batch if n_train < batch else 1)
+        return steps * step + epochs * val_images * fwd_img + (n_train + eval_images) * fwd_img
+
+    rows = []
+    for method in profile.hparams:
+        n = grid_runs(profile, method)
+        cfg = profile.run_config(method).resolved()
+        rows.append({"what": method, "runs": n, "seconds": n * one(method, cfg.epochs, train_images)})
+    from ..sweep import grid
+
+    for name in profile.sweeps:
+        total = 0.0
+        points = grid(profile, name, check=False)  # the data folder need not exist to estimate
+        for axes, cfg in points:
+            k = axes.get("train_per_class")
+            total += one(cfg.method, cfg.epochs, train_images if k is None else min(train_images, len(CLASSES) * k))
+        rows.append({"what": f"sweep {name}", "runs": len(points), "seconds": total})
+    return {"profile": profile.profile, "images": [train_images, val_images, test_images], "precision": prec,
+            "rows": rows, "total_seconds": sum(x["seconds"] for x in rows)}  # fmt: skip
+
+
+def accuracy_check(device: str = "auto", seeds: tuple[int, ...] = (0, 1)) -> dict[str, Any]:
+    """The smoke profile's trained methods in fp32 and bf16: test accuracy, mean over seeds.
+
+    Numerically this is the same check on any hardware (emulated bf16 rounds the same
+    way), so it can be run where bf16 is slow. It builds the smoke data and tiny model
+    when they are missing. The tolerance is 1 point or the effect of one test image per
+    seed, whichever is larger: with the smoke profile's 80 test images one image is 1.25
+    points, so a 1-point bar alone would fail on a single changed prediction.
+    """
+    from ..book import REPO, prepare_data
+    from ..engine import run
+    from ..pretrain import pretrain_tiny
+    from ..profile import load
+
+    path = REPO / "profiles" / "smoke.yaml"
+    profile = load(path)
+    if not (Path(profile.model) / "model.safetensors").is_file():
+        pretrain_tiny(Path(profile.model), progress=False)
+    if not (Path(profile.data) / "manifest.csv").is_file():
+        prepare_data(path)
+    rows = []
+    for method in ("linear", "vpt_shallow", "vpt_deep", "vision_lora", "clip_lora", "full"):
+        accs, n_test = {}, 0
+        for prec in ("fp32", "bf16"):
+            vals = []
+            for seed in seeds:
+                cfg = profile.run_config(method, profile="bench-accuracy", device=device, precision=prec, seed=seed)
+                test = run(cfg, reuse=True, progress=False).metrics["test"]
+                vals.append(test["accuracy"])
+                n_test = test["n"]
+            accs[prec] = 100 * sum(vals) / len(vals)
+        diff = accs["bf16"] - accs["fp32"]
+        tolerance = max(1.0, 100 / n_test) if n_test else 1.0
+        rows.append({"method": method, "fp32": accs["fp32"], "bf16": accs["bf16"], "diff": diff,
+                     "tolerance": tolerance, "ok": abs(diff) <= tolerance + 1e-9})  # fmt: skip
+    return {"seeds": list(seeds), "rows": rows, "passed": all(r["ok"] for r in rows)}

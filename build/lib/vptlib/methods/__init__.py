@@ -1,0 +1,111 @@
+"""The methods, behind one entry point: ``build(method, clip, num_classes, **options)``.
+
+Each method lives in its own module with its ``Options`` dataclass and recommended
+training settings (``DEFAULTS``) beside it. ``build`` checks the options against the
+method's dataclass, so an option that does not apply is an error, not a silent no-op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..classes import CLASSES
+from . import clip_lora, flyp, full, linear, text_ce, vision_lora, visual_prompt, wise_ft, zero_shot
+from .base import Classifier, TrainDefaults, count_parameters
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method as the rest of vptlib sees it; nothing outside ``methods/`` names a method."""
+
+    build: Callable[..., Classifier]  # (clip, num_classes, options) -> Classifier
+    options: type  # the method's Options dataclass: its fields are its CLI flags and profile keys
+    defaults: TrainDefaults  # recommended epochs, lr, optimizer, weight decay
+    title: str  # how reports name it
+    uses_text: bool = False  # needs the tokenizer and the class names
+    trains: bool = True  # False: nothing is optimised (zero-shot), so it runs once, with 0 epochs
+
+
+def _spec(module: Any, title: str, build: Callable[..., Classifier] | None = None, **kw: Any) -> MethodSpec:
+    return MethodSpec(build or module.build, module.Options, module.DEFAULTS, title, **kw)
+
+
+# The one list of methods, in report order: the CLI, the report, the bench, the sweeps and
+# the build read it from here (tests check that the Makefile and _toc.yml list the same).
+METHODS: dict[str, MethodSpec] = {
+    "zero_shot": _spec(zero_shot, "Zero-shot CLIP", uses_text=True, trains=False),
+    "linear": _spec(linear, "Linear probe"),
+    "vpt_shallow": _spec(visual_prompt, "VPT-shallow", visual_prompt.build_shallow),
+    "vpt_deep": _spec(visual_prompt, "VPT-deep", visual_prompt.build_deep),
+    "vision_lora": _spec(vision_lora, "Vision LoRA + linear head"),
+    "clip_lora": _spec(clip_lora, "CLIP-LoRA", uses_text=True),
+    "full": _spec(full, "Full fine-tuning"),
+    "wise_ft": _spec(wise_ft, "WiSE-FT", uses_text=True),
+    "flyp": _spec(flyp, "FLYP", uses_text=True),
+    "text_ce": _spec(text_ce, "Cross-entropy on class texts (FLYP's ablation)", uses_text=True),
+}
+
+
+def spec(method: str) -> MethodSpec:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    return METHODS[method]
+
+
+def option_names(method: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(spec(method).options)]
+
+
+def command_line_options() -> dict[str, tuple[str, type, str]]:
+    """Every method option with a command-line flag: name -> (flag, type, help).
+
+    Read from the ``Options`` fields declared with :func:`~vptlib.methods.base.flag`;
+    methods sharing an option (LoRA's rank) declare the same flag.
+    """
+    out: dict[str, tuple[str, type, str]] = {}
+    for s in METHODS.values():
+        for f in dataclasses.fields(s.options):
+            if "flag" in f.metadata:
+                typ = type(f.default)
+                if f.name in out and out[f.name][:2] != (f.metadata["flag"], typ):
+                    raise TypeError(f"option {f.name} has two flags: {out[f.name][0]} and {f.metadata['flag']}")
+                out.setdefault(f.name, (f.metadata["flag"], typ, f.metadata["help"]))
+    return out
+
+
+def build(method: str, clip: Any, num_classes: int, **options: Any) -> Classifier:
+    """Build ``method`` on ``clip`` (a :class:`~vptlib.backbone.Clip`, or a bare
+    ``CLIPModel`` for the image-only methods) for ``num_classes`` classes.
+
+    The returned module's ``requires_grad`` parameters are exactly what the method
+    trains. The caller's model is never modified: each method works on a copy.
+    """
+    s = spec(method)
+    valid = option_names(method)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"option(s) {', '.join(unknown)} do not apply to {method}; valid options: {', '.join(valid) or 'none'}"
+        )
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    opts = s.options(**options)
+    if s.uses_text:
+        if not hasattr(clip, "tokenizer"):
+            raise ValueError(f"{method} needs the tokenizer: pass the Clip bundle from load_clip, not a bare model")
+        if opts.class_names is None:
+            if num_classes != len(CLASSES):
+                raise ValueError(f"{method} needs class_names for {num_classes} classes")
+            opts.class_names = CLASSES
+        if len(opts.class_names) != num_classes:
+            raise ValueError(f"class_names has {len(opts.class_names)} names for {num_classes} classes")
+        opts.class_names = tuple(opts.class_names)
+    model = s.build(clip, num_classes, opts)
+    model.options = dataclasses.asdict(opts)
+    return model
+
+
+__all__ = ["METHODS", "Classifier", "build", "command_line_options", "count_parameters", "option_names", "spec"]

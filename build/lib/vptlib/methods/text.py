@@ -1,0 +1,48 @@
+"""Class prompts for the text-side methods: templates x class-name synonyms, ensembled.
+
+The embedding of a class is the mean of its normalised prompt embeddings,
+re-normalised (CLIP's prompt ensembling). The prompts are recorded in the run.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+TEMPLATES: tuple[str, ...] = (
+    "a brain MRI showing {}.",
+    "an axial MRI slice of the brain with {}.",
+    "a contrast-enhanced T1-weighted MRI scan showing {}.",
+    "a medical image of {}.",
+)
+
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "glioma": ("a glioma", "a glioma tumor", "a brain glioma"),
+    "meningioma": ("a meningioma", "a meningioma tumor"),
+    "notumor": ("no tumor", "a healthy brain", "a normal brain"),
+    "pituitary": ("a pituitary tumor", "a pituitary adenoma"),
+}
+
+
+def class_prompts(
+    class_names: tuple[str, ...], templates: tuple[str, ...] | None = None, synonyms: dict | None = None
+) -> dict[str, list[str]]:
+    """``{class: [prompt, ...]}``; a class with no synonyms uses its own name."""
+    templates = tuple(templates or TEMPLATES)
+    synonyms = {**SYNONYMS, **(synonyms or {})}
+    return {c: [t.format(s) for t in templates for s in synonyms.get(c, (c.replace("_", " "),))] for c in class_names}
+
+
+def tokenize(tokenizer, prompts: dict[str, list[str]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Token tensors for all prompts, plus the class index of each prompt."""
+    flat = [p for ps in prompts.values() for p in ps]
+    owner = torch.tensor([i for i, ps in enumerate(prompts.values()) for _ in ps])
+    enc = tokenizer(flat, padding=True, truncation=True, max_length=77, return_tensors="pt")
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, owner
+
+
+def class_embeddings(model, tokens: dict[str, torch.Tensor], owner: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(C, d)`` unit-norm class embeddings: the re-normalised mean over each class's prompts."""
+    emb = F.normalize(model.get_text_features(**tokens).pooler_output.float(), dim=-1)
+    summed = torch.zeros(num_classes, emb.shape[1], device=emb.device).index_add_(0, owner.to(emb.device), emb)
+    return F.normalize(summed, dim=-1)

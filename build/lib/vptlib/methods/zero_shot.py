@@ -1,0 +1,51 @@
+"""Zero-shot CLIP: cosine similarity between the image and ensembled class-prompt embeddings.
+
+Nothing trains. The prompts (templates x synonyms) are recorded in ``text_prompts``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .base import Classifier, TrainDefaults
+from .text import class_embeddings, class_prompts, tokenize
+
+DEFAULTS = TrainDefaults(epochs=0, lr=1.0)
+
+
+@dataclass
+class Options:
+    class_names: tuple[str, ...] | None = None  # defaults to the study's four classes
+    templates: tuple[str, ...] | None = None  # format strings with one "{}" for the class phrase
+    synonyms: dict | None = None  # {class: (phrase, ...)} overriding the built-in synonyms
+
+
+class ZeroShot(Classifier):
+    method = "zero_shot"
+
+    def __init__(self, clip, num_classes: int, opts: Options):
+        super().__init__()
+        model = clip.model
+        self.vision = copy.deepcopy(model.vision_model).requires_grad_(False)
+        self.visual_projection = copy.deepcopy(model.visual_projection).requires_grad_(False)
+        self.text_prompts = class_prompts(opts.class_names, opts.templates, opts.synonyms)
+        tokens, owner = tokenize(clip.tokenizer, self.text_prompts)
+        with torch.no_grad():
+            text = class_embeddings(model, tokens, owner, num_classes)
+        self.register_buffer("text_embeddings", text)
+        self.register_buffer("logit_scale", model.logit_scale.detach().exp().clone())
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        img = self.visual_projection(self.vision(pixel_values=pixel_values).pooler_output)
+        return self.logit_scale * F.normalize(img.float(), dim=-1) @ self.text_embeddings.T
+
+    def describe(self) -> str:
+        return "nothing: CLIP's image-text similarity against ensembled class prompts"
+
+
+def build(clip, num_classes: int, opts: Options) -> ZeroShot:
+    return ZeroShot(clip, num_classes, opts)

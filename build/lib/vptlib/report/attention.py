@@ -1,0 +1,67 @@
+"""The Attention page: where each method's CLS token looks (maps computed by :mod:`vptlib.attention`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from ..classes import DISPLAY_NAMES
+from .loading import TITLES, latest_runs
+
+ATTENTION_METHODS = ("linear", "vpt_shallow", "vpt_deep", "full")
+
+
+def attention_maps(runs: str | Path, profile: str, data_root: str | Path, methods=ATTENTION_METHODS,
+                   per_class: int = 2) -> dict:  # fmt: skip
+    """Last-layer CLS attention of each method's first-seed run on the same test images."""
+    from ..attention import maps_for_runs
+
+    found = {m: d for m, d in latest_runs(runs, profile).items() if m in methods}
+    return maps_for_runs(found, data_root, per_class)
+
+
+def plot_attention(maps: dict):
+    """Each test image with each method's last-layer CLS-to-patch attention overlaid."""
+    if not maps:
+        fig, ax = plt.subplots(figsize=(4, 1))
+        ax.text(0.5, 0.5, "no finished runs of these methods", ha="center")
+        ax.set_axis_off()
+        return fig
+    methods = list(maps["maps"])
+    n = len(maps["labels"])
+    fig, axes = plt.subplots(n, 1 + len(methods), figsize=(1.9 * (1 + len(methods)), 1.9 * n), squeeze=False)
+    for i in range(n):
+        img = maps["images"][i].float().mean(0).numpy()
+        axes[i, 0].imshow(img, cmap="gray")
+        axes[i, 0].set_ylabel(DISPLAY_NAMES.get(maps["labels"][i], maps["labels"][i]), fontsize=8)
+        for j, m in enumerate(methods, start=1):
+            a = maps["maps"][m][i]
+            axes[i, j].imshow(img, cmap="gray")
+            axes[i, j].imshow(a / a.max(), cmap="inferno", alpha=0.55, extent=(0, img.shape[1], img.shape[0], 0),
+                              interpolation="bilinear")  # fmt: skip
+    for j, title in enumerate(["image", *[TITLES[m] for m in methods]]):
+        axes[0, j].set_title(title, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def plot_prompt_attention(maps: dict):
+    """Share of the CLS token's attention that goes to the prompt tokens, per layer (VPT)."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for m, share in (maps.get("prompts") or {}).items():
+        if np.asarray(share).max() > 0:
+            mean, std = np.asarray(share).mean(1), np.asarray(share).std(1)
+            layers = np.arange(1, len(mean) + 1)
+            ax.errorbar(layers, 100 * mean, yerr=100 * std, marker="o", capsize=3, label=TITLES[m])
+    ax.set_xlabel("layer")
+    ax.set_ylabel("CLS attention to prompts (%)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

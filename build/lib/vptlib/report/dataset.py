@@ -1,0 +1,96 @@
+"""The Dataset page: samples, class balance, sizes and the shape shortcut, duplicates, skipped files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from ..classes import DISPLAY_NAMES
+from .loading import manifest
+
+
+def sample_grid(data_root: str | Path, per_class: int = 4, seed: int = 0):
+    df = manifest(data_root)
+    classes = list(dict.fromkeys(df["class"]))
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(2 * per_class, 2.1 * len(classes)), squeeze=False)
+    for i, c in enumerate(classes):
+        rows = df[(df["class"] == c) & (df.split == "train")].sample(per_class, random_state=seed)
+        for j, (_, r) in enumerate(rows.iterrows()):
+            ax = axes[i, j]
+            ax.imshow(Image.open(Path(data_root) / r.path).convert("L"), cmap="gray")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(DISPLAY_NAMES.get(c, c))
+    fig.tight_layout()
+    return fig
+
+
+def class_distribution(data_root: str | Path):
+    df = manifest(data_root)
+    counts = df[df.excluded == ""].groupby(["label", "split"]).size().unstack(fill_value=0)
+    counts = counts[[s for s in ("train", "val", "test") if s in counts.columns]]
+    ax = counts.plot.bar(figsize=(7, 3.2), rot=0)
+    ax.set_ylabel("images")
+    ax.set_xlabel("")
+    ax.set_title("images per class and split")
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def size_table(data_root: str | Path) -> pd.DataFrame:
+    df = manifest(data_root)
+    g = df.groupby("label")
+    return pd.DataFrame({
+        "images": g.size(), "median width": g.width.median(), "median height": g.height.median(),
+        "share square": g.aspect.apply(lambda a: float(np.mean(np.isclose(a, 1.0, atol=0.02)))).round(3),
+        "aspect min": g.aspect.min().round(3), "aspect max": g.aspect.max().round(3),
+    })  # fmt: skip
+
+
+def plot_sizes(data_root: str | Path):
+    """Image size and aspect-ratio distributions per class: the shape shortcut, made visible."""
+    df = manifest(data_root)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for label, g in df.groupby("label"):
+        axes[0].scatter(g.width, g.height, s=10, alpha=0.6, label=label)
+        axes[1].hist(g.aspect, bins=20, alpha=0.5, label=label)
+    axes[0].set_xlabel("width (px)")
+    axes[0].set_ylabel("height (px)")
+    axes[1].set_xlabel("aspect ratio (width / height)")
+    axes[1].set_ylabel("images")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def duplicates_table(data_root: str | Path) -> pd.DataFrame:
+    path = Path(data_root) / "duplicates.csv"
+    d = pd.read_csv(path, dtype=str) if path.is_file() else pd.DataFrame()
+    if d.empty:
+        return pd.DataFrame({"finding": ["no exact or near duplicates among the chosen images"]})
+    d["where"] = np.where(d.a_split == d.b_split, "within " + d.a_split, d.a_split + " / " + d.b_split)
+    return d.groupby(["kind", "where"]).size().rename("pairs").reset_index()
+
+
+def skipped_table(data_root: str | Path) -> pd.DataFrame:
+    df = pd.read_csv(Path(data_root) / "manifest.csv", dtype=str, keep_default_na=False)
+    s = df[df.split == "skipped"]
+    if s.empty:
+        return pd.DataFrame({"finding": ["no file was skipped"]})
+    return s[["source", "note"]].rename(columns={"note": "reason"})
+
+
+def shape_floor_markdown(data_root: str | Path) -> str:
+    from ..leakage import shape_floor
+
+    r = shape_floor(manifest(data_root))
+    return (f"A classifier that sees only each image's original width, height and aspect ratio "
+            f"(gradient-boosted trees, trained on train + validation) reaches **{100 * r['accuracy']:.1f}%** test "
+            f"accuracy (95% CI {100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f}%, {r['test_images']} images); "
+            f"always answering the most common class gives {100 * r['majority_rate']:.1f}%. A model that does "
+            f"not clearly beat the first number may be reading image shape rather than anatomy.")  # fmt: skip

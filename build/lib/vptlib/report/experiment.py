@@ -1,0 +1,198 @@
+"""The Experiment page (one per method): what trains, the chosen settings, seeds, curves, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from PIL import Image
+
+from .. import records
+from ..classes import DISPLAY_NAMES
+from .loading import STATIC_ENV, TITLES, _bytes, _changed, _predictions
+
+
+def summary(run_dir: str | Path) -> pd.DataFrame:
+    """What the method trains and how many parameters, as a two-column table."""
+    r = records.read_run(run_dir)
+    c, m = r["config"], r["metrics"]
+    rows = [
+        ("method", TITLES.get(c["method"], c["method"])), ("trains", c["trains"]),
+        ("trainable parameters", f"{m['trainable_params']:,}"), ("total parameters", f"{m['total_params']:,}"),
+        ("trainable share", f"{m['trainable_params'] / m['total_params']:.4%}"),
+        ("checkpoint size", _bytes(m["checkpoint_bytes"])), ("settings", _changed(c)),
+        ("selected epoch (by validation)", str(m["best_epoch"])), ("run id", Path(run_dir).name),
+        ("precision", m["precision"]), ("attention kernel", str(c.get("attention"))),
+        ("device", m["device"]), ("model", c["model"]),
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=["", "value"]).set_index("")
+
+
+def plot_history(run_dir: str | Path):
+    """Loss and accuracy per epoch for train, val and test; the selected epoch is marked."""
+    r = records.read_run(run_dir)
+    hist_path = Path(run_dir) / records.HISTORY
+    curve = r["metrics"].get("wise_ft_curve")
+    fig, axes = plt.subplots(1, 3 if curve else 2, figsize=(15 if curve else 10, 3.6))
+    if not hist_path.is_file():
+        for ax in axes:
+            ax.text(0.5, 0.5, "no training: nothing to plot", ha="center", va="center")
+            ax.set_axis_off()
+        return fig
+    h = pd.read_csv(hist_path)
+    best = r["metrics"]["best_epoch"]
+    for ax, what in zip(axes[:2], ("loss", "acc"), strict=True):
+        ax.plot(h.epoch, h[f"train_{what}"], label="train (augmented, running)")
+        ax.plot(h.epoch, h[f"val_{what}"], label="validation (selects the epoch)")
+        if h[f"test_{what}"].notna().any():
+            ax.plot(h.epoch, h[f"test_{what}"], "--", label="test (never used for selection)")
+        ax.axvline(best, color="k", lw=0.8, ls=":", label=f"selected epoch {best}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("cross-entropy" if what == "loss" else "accuracy")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, loc="best")
+    if curve:  # WiSE-FT: the mixing coefficient, chosen on validation after training
+        ax = axes[2]
+        c = pd.DataFrame(curve)
+        ax.plot(c.alpha, c.val_acc, marker="o", label="validation (chooses alpha)")
+        ax.plot(c.alpha, c.test_acc, "--", marker=".", label="test (never used for selection)")
+        ax.axvline(r["metrics"]["wise_ft_alpha"], color="k", lw=0.8, ls=":", label="chosen alpha")
+        ax.set_xlabel("alpha (0: zero-shot, 1: fine-tuned)")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def seed_table(results: list) -> pd.DataFrame:
+    """One row per seed of an experiment: its run, selected epoch and accuracies."""
+    rows = [{"seed": json.loads((r.run_dir / records.CONFIG).read_text())["seed"], "run id": r.run_dir.name,
+             "selected epoch": r.metrics["best_epoch"],
+             "val acc (%)": 100 * r.metrics["val"]["accuracy"] if r.metrics["val"] else np.nan,
+             "test acc (%)": 100 * r.metrics["test"]["accuracy"], "test ECE": r.metrics["test"]["ece"]}
+            for r in results]  # fmt: skip
+    df = pd.DataFrame(rows).set_index("seed").round(3)
+    if len(df) > 1:
+        df.loc["mean ± std"] = ["", "", f"{df['val acc (%)'].mean():.2f} ± {df['val acc (%)'].std():.2f}",
+                               f"{df['test acc (%)'].mean():.2f} ± {df['test acc (%)'].std():.2f}",
+                               f"{df['test ECE'].mean():.3f}"]  # fmt: skip
+    return df
+
+
+def plot_confusion(run_dir: str | Path):
+    r = records.read_run(run_dir)
+    cm = np.array(r["metrics"]["test"]["confusion_matrix"])
+    names = [DISPLAY_NAMES.get(c, c) for c in r["config"]["classes"]]
+    fig, ax = plt.subplots(figsize=(4.6, 3.8))
+    sns.heatmap(pd.DataFrame(cm, index=names, columns=names), annot=True, fmt="d", cmap="Blues", cbar=False,
+                square=True, linewidths=0.5, ax=ax)  # fmt: skip
+    ax.set_xticklabels(ax.get_xticklabels(), rotation=30, ha="right")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("test confusion matrix")
+    fig.tight_layout()
+    return fig
+
+
+def per_class_table(run_dir: str | Path) -> pd.DataFrame:
+    m = records.read_run(run_dir)["metrics"]["test"]
+    df = pd.DataFrame(m["per_class"]).T
+    df.index = [DISPLAY_NAMES.get(c, c) for c in df.index]
+    df["support"] = df["support"].astype(int)
+    return df.round(3)
+
+
+def timing_table(run_dir: str | Path) -> pd.DataFrame:
+    m = records.read_run(run_dir)["metrics"]
+    return pd.DataFrame({"seconds per epoch": [round(m["seconds_per_epoch"], 2)],
+                         "training images per second": [round(m["images_per_second"], 1)],
+                         "epochs run": [m["epochs_run"]], "device": [m["device"]],
+                         "precision": [m["precision"]]})  # fmt: skip
+
+
+def misclassified(run_dir: str | Path, data_root: str | Path, n: int = 8):
+    """A grid of wrongly classified test images with their true and predicted class."""
+    p = _predictions(run_dir)
+    wrong = p[p.true != p.pred].head(n)
+    cols = max(1, min(4, len(wrong)))
+    rows = max(1, -(-len(wrong) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    if wrong.empty:
+        axes[0, 0].text(0.5, 0.5, "no misclassified test images", ha="center", va="center")
+    for ax, (_, r) in zip(axes.ravel(), wrong.iterrows(), strict=False):
+        ax.imshow(Image.open(Path(data_root) / r.path).convert("L"), cmap="gray")
+        conf = r[f"prob_{r.pred}"]
+        ax.set_title(f"true {DISPLAY_NAMES.get(r.true, r.true)}\npred {DISPLAY_NAMES.get(r.pred, r.pred)} ({conf:.2f})",
+                     fontsize=8)  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def prediction_explorer(run_dir: str | Path, data_root: str | Path):
+    """An ipywidgets explorer of test predictions in a live notebook; a static table otherwise.
+
+    The static build (papermill for the book, ``VPTLIB_STATIC=1``) gets the table, so the
+    HTML needs no widget JavaScript from a CDN.
+    """
+    p = _predictions(run_dir)
+    if os.environ.get(STATIC_ENV) == "1":
+        return p[["path", "true", "pred", *[c for c in p.columns if c.startswith("prob_")]]].round(3).head(20)
+    import ipywidgets as w
+    from IPython.display import display
+
+    classes = ["(any)", *sorted(p.true.unique())]
+    true_dd = w.Dropdown(options=classes, description="true")
+    pred_dd = w.Dropdown(options=classes, description="predicted")
+    out = w.Output()
+
+    def show(*_):
+        sel = p
+        if true_dd.value != "(any)":
+            sel = sel[sel.true == true_dd.value]
+        if pred_dd.value != "(any)":
+            sel = sel[sel.pred == pred_dd.value]
+        out.clear_output()
+        with out:
+            print(f"{len(sel)} images")
+            if len(sel):
+                display(misclassified_from(sel.head(8), data_root))
+
+    true_dd.observe(show, "value")
+    pred_dd.observe(show, "value")
+    show()
+    return w.VBox([w.HBox([true_dd, pred_dd]), out])
+
+
+def misclassified_from(rows: pd.DataFrame, data_root: str | Path):
+    fig, axes = plt.subplots(1, max(1, len(rows)), figsize=(2.4 * max(1, len(rows)), 2.6), squeeze=False)
+    for ax, (_, r) in zip(axes.ravel(), rows.iterrows(), strict=False):
+        ax.imshow(Image.open(Path(data_root) / r.path).convert("L"), cmap="gray")
+        ax.set_title(f"{r.true} -> {r.pred}", fontsize=8)
+        ax.set_axis_off()
+    plt.close(fig)
+    return fig
+
+
+def tuning_table(tuned) -> pd.DataFrame:
+    """The tuning grid of one method (:class:`vptlib.tuning.Tuned`): each point's validation
+    accuracy and loss, and which one was chosen. Test accuracy is not shown: the points
+    that were not chosen never saw test."""
+    grid = tuned.grid
+    if grid is None or grid.empty:
+        return pd.DataFrame({"tuning": ["no grid for this method in the profile (or every axis fixed by an override): "
+                                        "it ran with its profile settings"]})  # fmt: skip
+    out = grid[[*tuned.axes, "val_acc", "val_loss", "run_id"]].copy()
+    out["val_acc"] = (100 * out["val_acc"]).round(2)
+    out["val_loss"] = out["val_loss"].round(4)
+    out["chosen"] = ["✓ chosen" if c else "" for c in grid["chosen"]]
+    return out.rename(columns={"val_acc": "val acc (%)", "val_loss": "val loss", "run_id": "run id"}).set_index(
+        tuned.axes
+    )

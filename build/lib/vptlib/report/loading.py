@@ -1,0 +1,119 @@
+"""What every page reads: the runs behind each method's row, their predictions, the data manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .. import records
+from ..classes import DISPLAY_NAMES
+from ..methods import METHODS
+
+# One theme for every statistical figure of the book, set once here.
+sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=0.9)
+
+
+METHOD_ORDER = tuple(METHODS)
+
+
+TITLES = {m: s.title for m, s in METHODS.items()}
+# The earlier student report's test accuracies (STUDY.md section 5). A comparison column
+# only: they come from an implementation with known bugs and test-set selection.
+# Its "contrastive CLIP" used CLIP's in-batch loss (arange targets) with one text per class,
+# the closest of our rows to FLYP (see the Discussion page).
+
+
+EARLIER_REPORT = {"zero_shot": 29.69, "linear": 90.00, "vpt_shallow": 87.81, "vpt_deep": 84.69, "full": 89.69,
+                  "flyp": 57.50}  # fmt: skip
+
+
+STATIC_ENV = "VPTLIB_STATIC"
+
+
+pd.set_option(
+    "display.max_colwidth", 120
+)  # tables in the book show whole sentences  # set while papermill executes for the book: no live widgets
+
+
+def latest_run(runs: str | Path, profile: str, method: str) -> Path | None:
+    """The newest finished run of ``method``, by creation (:func:`vptlib.records.run_order`)."""
+    done = [p for p in records.run_dirs(Path(runs) / profile / method) if (p / records.METRICS).is_file()]
+    return done[-1] if done else None
+
+
+def latest_group(runs: str | Path, profile: str, method: str) -> list[Path]:
+    """The runs (one per seed) behind ``method``'s row: its ``group.json``, else its newest run."""
+    root = Path(runs) / profile / method
+    group = root / records.GROUP
+    if group.is_file():
+        dirs = [root / name for name in json.loads(group.read_text())["runs"]]
+        if all((d / records.METRICS).is_file() for d in dirs):
+            return dirs
+    newest = latest_run(runs, profile, method)
+    return [newest] if newest else []
+
+
+def latest_groups(runs: str | Path, profile: str) -> dict[str, list[Path]]:
+    found = {m: latest_group(runs, profile, m) for m in METHOD_ORDER}
+    return {m: g for m, g in found.items() if g}
+
+
+def latest_runs(runs: str | Path, profile: str) -> dict[str, Path]:
+    """The first seed's run of each method (curves, provenance)."""
+    return {m: g[0] for m, g in latest_groups(runs, profile).items()}
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _predictions(run_dir: str | Path, split: str = "test") -> pd.DataFrame:
+    return pd.read_csv(Path(run_dir) / records.PREDICTIONS).query("split == @split").reset_index(drop=True)
+
+
+def manifest(data_root: str | Path) -> pd.DataFrame:
+    df = pd.read_csv(Path(data_root) / "manifest.csv", dtype=str, keep_default_na=False)
+    chosen = df[df.split != "skipped"].copy()
+    chosen["width"] = chosen.width.astype(int)
+    chosen["height"] = chosen.height.astype(int)
+    chosen["aspect"] = chosen.width / chosen.height
+    chosen["label"] = chosen["class"].map(lambda c: DISPLAY_NAMES.get(c, c))
+    return chosen
+
+
+def _test_arrays(run_dir: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(labels, probabilities, classes) of a run's test predictions, sorted by path."""
+    p = _predictions(run_dir).sort_values("path")
+    classes = [c[5:] for c in p.columns if c.startswith("prob_")]
+    labels = p.true.map({c: i for i, c in enumerate(classes)}).to_numpy()
+    return labels, p[[f"prob_{c}" for c in classes]].to_numpy(), classes
+
+
+def seed_correct(run_dirs: list[Path]) -> np.ndarray:
+    """``(seeds, test images)`` booleans: which test images each seed's run gets right."""
+    rows = []
+    for d in run_dirs:
+        labels, probs, _ = _test_arrays(d)
+        rows.append(probs.argmax(1) == labels)
+    return np.stack(rows)
+
+
+def short_commit(commit: str) -> str:
+    """12 hex digits, keeping the ``-dirty`` mark of a run made from uncommitted code."""
+    sha, dirty, _ = commit.partition("-dirty")
+    return sha[:12] + ("-dirty" if dirty else "")
+
+
+def _changed(cfg: dict) -> str:
+    keys = ("epochs", "lr", "optimizer", "batch_size", "precision", "seed")
+    opts = ", ".join(f"{k}={v}" for k, v in sorted(cfg.get("method_options", {}).items())
+                     if k not in ("class_names", "templates", "synonyms"))  # fmt: skip
+    return ", ".join([f"{k}={cfg[k]}" for k in keys] + ([opts] if opts else []))

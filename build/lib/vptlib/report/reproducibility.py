@@ -1,0 +1,82 @@
+"""The Reproducibility page: which run each row uses, the commands that remake it, the environment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .. import records
+from ..book import REPO
+from .loading import TITLES, latest_runs, short_commit
+
+
+def provenance(runs: str | Path, profile: str) -> pd.DataFrame:
+    rows = []
+    for method, run_dir in latest_runs(runs, profile).items():
+        c = json.loads((Path(run_dir) / records.CONFIG).read_text())
+        rows.append({"method": TITLES[method], "run id": run_dir.name, "git commit": short_commit(c["git_commit"]),
+                     "model": c["model"], "model fingerprint": c["model_fingerprint"],
+                     "manifest hash": c["manifest_hash"], "device": c["device"],
+                     "torch": c["versions"]["torch"], "transformers": c["versions"]["transformers"]})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+_FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "weight_decay": "--weight-decay",
+          "optimizer": "--optimizer", "schedule": "--schedule", "warmup": "--warmup", "seed": "--seed",
+          "precision": "--precision", "grad_clip": "--grad-clip", "early_stopping": "--early-stopping",
+          "train_per_class": "--train-per-class"}  # fmt: skip
+
+
+def run_command(config: dict) -> str:
+    """The `vptlib run` command line that repeats a recorded run."""
+    parts = ["vptlib run", f"--method {config['method']}", f"--data {config['data']}", f"--model {config['model']}"]
+    parts += [f"{flag} {config[k]}" for k, flag in _FLAGS.items() if config.get(k) is not None]
+    from ..methods import command_line_options  # the flags `vptlib run` defines, so the command always parses
+
+    opts = config.get("method_options", {})
+    for k, (flag, typ, _) in command_line_options().items():
+        if typ is bool:
+            parts += [flag] if opts.get(k) else []
+        elif opts.get(k) is not None:
+            parts.append(f"{flag} {opts[k]}")
+    if not config.get("augment", True):
+        parts.append("--no-augment")
+    parts += [flag for k, flag in (("test_curves", "--test-curves"), ("compile", "--compile")) if config.get(k)]
+    parts += [f"--profile {config['profile']}", f"--out {config['out']}"]
+    return " ".join(parts)
+
+
+def run_commands_markdown(runs: str | Path, profile: str) -> str:
+    lines = []
+    for method, run_dir in latest_runs(runs, profile).items():
+        cfg = records.read_run(run_dir)["config"]
+        lines += [f"**{TITLES[method]}** (`{run_dir.name}`)", "", "```bash", run_command(cfg), "```", ""]
+    return "\n".join(lines)
+
+
+def commands_markdown(profile: str) -> str:
+    return "\n".join([
+        "```bash", f"make book PROFILE={profile}",
+        f'make run PROFILE={profile} NB=vpt_deep ARGS="-p prompt_tokens 10 -p lr 0.5"',
+        f"make book PROFILE={profile}   # re-executes only that page, the results and this page", "```",
+    ])  # fmt: skip
+
+
+def environment_table() -> pd.DataFrame:
+    v = records.versions()
+    import torch
+
+    v["CUDA available"] = str(torch.cuda.is_available())
+    v["CPU threads"] = str(torch.get_num_threads())
+    return pd.DataFrame({"value": v})
+
+
+def benchmark_markdown(folder: str | Path | None = None) -> str:
+    """The newest `make bench` table (benchmarks/results/*.md), or how to produce one."""
+    folder = Path(folder) if folder else REPO / "benchmarks" / "results"
+    tables = sorted((p for p in folder.glob("*.md") if not p.stem.endswith("-tiny")), key=lambda p: p.stat().st_mtime)
+    if not tables:
+        return "No benchmark has been recorded yet: run `make bench`."
+    return f"From `benchmarks/results/{tables[-1].name}`, written by `make bench`:\n\n" + tables[-1].read_text()

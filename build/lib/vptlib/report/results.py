@@ -1,0 +1,249 @@
+"""The Results page: the main table, paired comparisons with the reference, calibration, test looks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .. import records
+from ..metrics import expected_calibration_error, holm, paired_difference, reliability, wilson_ci
+from .loading import (
+    EARLIER_REPORT,
+    METHOD_ORDER,
+    TITLES,
+    _bytes,
+    _changed,
+    _predictions,
+    _test_arrays,
+    latest_groups,
+    latest_runs,
+    seed_correct,
+)
+
+
+def results_table(runs: str | Path, profile: str) -> pd.DataFrame:
+    """One row per method over its seeds: mean +- std, and a 95% Wilson interval over test images."""
+    rows = []
+    for method, group in latest_groups(runs, profile).items():
+        first = records.read_run(group[0])
+        metrics = [records.read_run(d)["metrics"] for d in group]
+        accs = np.array([m["test"]["accuracy"] for m in metrics])
+        # test images are resampled; each image counts the share of seeds that get it right
+        correct = seed_correct(group)
+        lo, hi = wilson_ci(float(correct.mean()), correct.shape[1])
+        rows.append({
+            "method": TITLES[method], "seeds": len(group),
+            "test acc (%)": 100 * accs.mean(),
+            "± std": f"{100 * accs.std(ddof=1):.2f}" if len(accs) > 1 else "– (1 run)",
+            "95% CI": f"{100 * lo:.1f}-{100 * hi:.1f}",
+            "per seed (%)": ", ".join(f"{100 * a:.1f}" for a in accs),
+            "balanced acc (%)": 100 * np.mean([m["test"]["balanced_accuracy"] for m in metrics]),
+            "macro-F1": np.mean([m["test"]["macro_f1"] for m in metrics]),
+            "ECE": np.mean([m["test"]["ece"] for m in metrics]),
+            "train acc (%)": 100 * np.mean([m["train_accuracy"] for m in metrics]),
+            "trainable params": first["metrics"]["trainable_params"],
+            "checkpoint": _bytes(first["metrics"]["checkpoint_bytes"]),
+            "s / epoch": np.mean([m["seconds_per_epoch"] for m in metrics]),
+            "selected epoch": ", ".join(str(m["best_epoch"]) for m in metrics),
+            "earlier report acc (%, not reproduced)": EARLIER_REPORT.get(method, "–"),
+            "settings": _changed(first["config"]), "run id": ", ".join(d.name for d in group),
+        })  # fmt: skip
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    return df.round({"test acc (%)": 2, "train acc (%)": 2, "balanced acc (%)": 2, "macro-F1": 3,
+                     "ECE": 3, "s / epoch": 2})  # fmt: skip
+
+
+COMPARISON_RULE = (
+    "Each method is compared with the reference method fixed in the profile before any result was seen "
+    "(VPT-shallow unless the profile says otherwise), not with the test-set winner. The difference is that of "
+    "the seed-mean test accuracies, on the same test images; its 95% interval is a paired bootstrap that "
+    "resamples the test images and each method's seeds, and the p-value comes from the same bootstrap. "
+    "The p-values are corrected for the number of comparisons (Holm), so the chance of calling any "
+    "difference significant when none is real stays at 5%."
+)
+
+
+def significance_table(runs: str | Path, profile: str, reference: str = "vpt_shallow") -> pd.DataFrame:
+    """Every method against the pre-registered ``reference``: paired differences, bootstrap CIs, Holm."""
+    groups = latest_groups(runs, profile)
+    if not groups:
+        return pd.DataFrame()
+    if reference not in groups:
+        reference = next(iter(groups))  # e.g. a partial build: the first method present
+    per_seed = {m: seed_correct(g) for m, g in groups.items()}
+    rows = []
+    for method in groups:
+        if method == reference:
+            continue
+        d = paired_difference(per_seed[method], per_seed[reference])
+        rows.append({
+            "reference": TITLES[reference], "vs": TITLES[method], "difference (points)": round(100 * d["diff"], 2),
+            "paired 95% CI": f"{100 * d['ci_low']:.1f} to {100 * d['ci_high']:.1f}", "p": d["p_value"],
+        })  # fmt: skip
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["Holm p"] = holm(list(table["p"]))
+    table["significant (Holm, 5%)"] = np.where(table["Holm p"] < 0.05, "yes", "no")
+    return table.round({"p": 4, "Holm p": 4})
+
+
+def significance_display(table: pd.DataFrame) -> pd.DataFrame:
+    return table.set_index(["reference", "vs"]) if not table.empty else table
+
+
+def _signed(table: pd.DataFrame) -> tuple[list[str], list[str], list[str]]:
+    sig = table["significant (Holm, 5%)"] == "yes"
+    better = list(table.loc[sig & (table["difference (points)"] > 0), "vs"])
+    worse = list(table.loc[sig & (table["difference (points)"] < 0), "vs"])
+    return better, worse, list(table.loc[~sig, "vs"])
+
+
+def significance_sentence(table: pd.DataFrame) -> str:
+    """What the table says, following each difference's sign and its corrected p-value."""
+    if table.empty:
+        return "There is only one method, so there is nothing to compare."
+    ref = table["reference"].iloc[0]
+    better, worse, same = _signed(table)
+    parts = [f"Reference: {ref}."]
+    if better:
+        parts.append(f"Significantly more accurate than it after the Holm correction: {', '.join(better)}.")
+    if worse:
+        parts.append(f"Significantly less accurate: {', '.join(worse)}.")
+    if same:
+        parts.append(f"Not distinguishable from it on this test set: {', '.join(same)}; the table's ranking among "
+                     "these should not be read as real.")  # fmt: skip
+    return " ".join(parts)
+
+
+def test_looks(runs: str | Path, profile: str) -> pd.DataFrame:
+    """Per method: how many distinct settings (seeds aside) were evaluated on test, from the ledger."""
+    ledger = pd.DataFrame(records.read_ledger(Path(runs) / profile))
+    if ledger.empty:
+        return pd.DataFrame(columns=["settings evaluated on test", "test evaluations"])
+    g = ledger.groupby("method")
+    out = pd.DataFrame({"settings evaluated on test": g.settings.nunique(), "test evaluations": g.size()})
+    out = out.reindex([m for m in METHOD_ORDER if m in out.index])
+    out.index = [TITLES.get(m, m) for m in out.index]
+    return out
+
+
+def key_findings_html(results: pd.DataFrame, table: pd.DataFrame) -> str:
+    """:func:`key_findings` as the page's boxed summary (an admonition the book's theme styles)."""
+    import html
+    import re
+
+    items = []
+    for line in key_findings(results, table).splitlines():
+        text = html.escape(line.removeprefix("- "))
+        items.append("<li>" + re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text) + "</li>")
+    return ('<div class="admonition tip"><p class="admonition-title">Key findings</p><ul>'
+            + "".join(items) + "</ul></div>")  # fmt: skip
+
+
+def key_findings(results: pd.DataFrame, table: pd.DataFrame) -> str:
+    """The Results page's summary box, generated from the two tables (never typed)."""
+    if results.empty:
+        return "No runs yet."
+    acc = results.set_index("method")["test acc (%)"]
+    best = acc.idxmax()
+    lines = []
+    if not table.empty:
+        ref = table["reference"].iloc[0]
+        lo_hi = results.set_index("method").loc[ref, "95% CI"]
+        lines.append(f"- **Reference ({ref}):** {acc[ref]:.1f}% test accuracy (95% CI {lo_hi}).")
+    lines.append(f"- **Highest mean test accuracy:** {best}, {acc[best]:.1f}%.")
+    if not table.empty:
+        better, worse, _ = _signed(table)
+        survived = [f"{m} (better)" for m in better] + [f"{m} (worse)" for m in worse]
+        lines.append("- **Differences from the reference that survive the Holm correction:** "
+                     + (", ".join(survived) if survived else "none") + ".")  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot_accuracy(table: pd.DataFrame):
+    """Each method's seed-mean test accuracy with its 95% Wilson interval (the main table's CI)."""
+    t = table.copy()
+    t[["lo", "hi"]] = [[float(v) for v in ci.split("-")] for ci in t["95% CI"]]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(t) + 1.2))
+    sns.barplot(t, y="method", x="test acc (%)", hue="method", legend=False, ax=ax, orient="h")
+    ax.errorbar(t["test acc (%)"], range(len(t)), xerr=[t["test acc (%)"] - t.lo, t.hi - t["test acc (%)"]],
+                fmt="none", ecolor="black", capsize=3, lw=1)  # fmt: skip
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("test accuracy (%), seed mean with 95% CI")
+    ax.set_ylabel("")
+    fig.tight_layout()
+    return fig
+
+
+def plot_acc_vs_params(table: pd.DataFrame):
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for _, r in table.iterrows():
+        x = max(r["trainable params"], 1)
+        ax.scatter(x, r["test acc (%)"], s=40)
+        ax.annotate(r["method"], (x, r["test acc (%)"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log; zero-shot drawn at 1)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_val_curves(runs: str | Path, profile: str):
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for method, run_dir in latest_runs(runs, profile).items():
+        h = Path(run_dir) / records.HISTORY
+        if h.is_file():
+            df = pd.read_csv(h)
+            ax.plot(df.epoch, df.val_acc, marker=".", label=TITLES[method])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability(runs: str | Path, profile: str):
+    """One reliability diagram per method (first seed), its ECE in the title.
+
+    Bars span the 10 confidence bins; a dot marks each bin's mean confidence, so a
+    calibrated bin has its dot on the diagonal."""
+    runs_ = latest_runs(runs, profile)
+    n = max(1, len(runs_))
+    cols = min(4, n)
+    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(2.6 * cols, 2.6 * ((n + cols - 1) // cols)),
+                             squeeze=False, sharex=True, sharey=True)  # fmt: skip
+    for ax, (method, run_dir) in zip(axes.flat, runs_.items(), strict=False):
+        labels, probs, _ = _test_arrays(run_dir)
+        rel = reliability(probs, labels)
+        n = len(rel["accuracy"])
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.bar((np.arange(n) + 0.5) / n, rel["accuracy"], width=1 / n, alpha=0.6, edgecolor="white")
+        ax.plot(rel["confidence"], rel["accuracy"], "k.", ms=4)  # each bin's mean confidence
+        ax.set_title(f"{TITLES[method]}\nECE {expected_calibration_error(probs, labels):.3f}", fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+    for ax in axes.flat[len(runs_) :]:
+        ax.axis("off")
+    fig.supxlabel("confidence", fontsize=9)
+    fig.supylabel("accuracy", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def dedup_table(runs: str | Path, profile: str, data_root: str | Path) -> pd.DataFrame:
+    """Each method's test accuracy on the raw and on the de-duplicated test set (first seed)."""
+    from ..leakage import dedup_accuracy
+
+    preds = {TITLES[m]: _predictions(d) for m, d in latest_runs(runs, profile).items()}
+    if not preds:
+        return pd.DataFrame({"finding": ["no finished runs yet"]})
+    return dedup_accuracy(preds, data_root).set_index("method")
