@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers import CLIPModel
+from transformers.activations import QuickGELUActivation
 
 from vptlib.backbone import tiny_clip_config, vit_b32_config
-from vptlib.devices import set_attention
-from vptlib.methods.visual_prompt import PromptedVisionEncoder, prompt_init_bound
+from vptlib.devices import cast_frozen, set_attention
+from vptlib.methods.visual_prompt import PromptedVisionEncoder, QuickGELU, prompt_init_bound
 
 
 @pytest.fixture(scope="module")
@@ -86,16 +86,25 @@ def test_matches_independent_reference(request, model_name, deep, training):
     torch.testing.assert_close(ours, ref, atol=2e-4, rtol=1e-4)
 
 
+def _tiny_with(act: str) -> CLIPModel:
+    cfg = tiny_clip_config()
+    cfg.vision_config.hidden_act = act
+    torch.manual_seed(0)
+    return CLIPModel(cfg).eval()
+
+
 @pytest.mark.parametrize("deep", [False, True])
 @pytest.mark.parametrize("kernel", ["eager", "sdpa"])
-def test_skipping_unused_rows_changes_the_work_not_the_result(tiny, deep, kernel):
-    vision = copy.deepcopy(tiny.vision_model)
+@pytest.mark.parametrize("act", ["quick_gelu", "gelu"])  # QuickGELU runs fused; others as the layer's module
+def test_skipping_unused_rows_changes_the_work_not_the_result(deep, kernel, act):
+    clip = _tiny_with(act)
+    vision = clip.vision_model
     set_attention(vision, kernel)
     torch.manual_seed(2)
     enc = PromptedVisionEncoder(vision, num_tokens=3, deep=deep).train()
-    x = _x(tiny)
+    x = _x(clip)
     rows: list[int] = []
-    hooks = [layer.mlp.register_forward_pre_hook(lambda _m, args: rows.append(args[0].shape[1]))
+    hooks = [layer.mlp.fc1.register_forward_pre_hook(lambda _m, args: rows.append(args[0].shape[1]))
              for layer in vision.encoder.layers]  # fmt: skip
     results = {}
     try:
@@ -116,6 +125,63 @@ def test_skipping_unused_rows_changes_the_work_not_the_result(tiny, deep, kernel
     # Whole layers first; then every MLP but the last skips the prompt rows (deep) or none (shallow),
     # and the last one sees CLS only.
     assert rows == [n] * layers + [1 + 49 if deep else n] * (layers - 1) + [1]
+
+
+def test_quick_gelu_is_clips_activation_with_its_gradient():
+    torch.manual_seed(0)
+    x = torch.randn(4, 7, 16, dtype=torch.float64, requires_grad=True) * 4
+    assert torch.autograd.gradcheck(QuickGELU.apply, (x.detach().requires_grad_(),))
+    ours, theirs = x.detach().clone().requires_grad_(), x.detach().clone().requires_grad_()
+    g = torch.randn_like(x)
+    QuickGELU.apply(ours).backward(g)
+    ref = QuickGELUActivation()(theirs)
+    ref.backward(g)
+    torch.testing.assert_close(QuickGELU.apply(x.detach()), ref.detach())
+    torch.testing.assert_close(ours.grad, theirs.grad)
+    # bf16: within bf16's rounding of the reference
+    xb = x.detach().bfloat16().requires_grad_()
+    QuickGELU.apply(xb).backward(g.bfloat16())
+    torch.testing.assert_close(xb.grad.double(), theirs.grad, atol=0.05, rtol=0.02)
+
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_training_under_bf16_autocast_casts_each_layer_norm_once(deep):
+    """Under autocast, every projection in training reads a bf16 input (one cast per layer
+    norm, not one per projection), QuickGELU runs fused, and the result stays within bf16
+    rounding of HF's whole layers. Autocast is forced, whatever this machine's CPU."""
+    clip = _tiny_with("quick_gelu")
+    vision = clip.vision_model
+    set_attention(vision, "eager")
+    torch.manual_seed(3)
+    enc = PromptedVisionEncoder(vision, num_tokens=3, deep=deep).train()
+    cast_frozen(enc, "bf16")
+    x = _x(clip)
+    seen: list[torch.dtype] = []
+    acts: list[int] = []
+    projections = [m for layer in vision.encoder.layers for m in
+                   (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.mlp.fc1)]  # fmt: skip
+    hooks = [m.register_forward_pre_hook(lambda _m, args: seen.append(args[0].dtype)) for m in projections]
+    hooks += [layer.mlp.activation_fn.register_forward_hook(lambda *_: acts.append(1))
+              for layer in vision.encoder.layers]  # fmt: skip
+    results = {}
+    try:
+        for skip in (False, True):
+            enc.skip_unused_rows = skip
+            seen.clear(), acts.clear()
+            enc.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = enc(x)
+            out.float().pow(2).sum().backward()
+            results[skip] = (out.detach().float(), enc.prompts.grad.clone(), list(seen), len(acts))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert set(results[False][2]) == {torch.float32}  # HF's layers: autocast casts inside each op
+    assert results[True][2] == [torch.bfloat16] * len(projections)
+    assert results[False][3] == len(vision.encoder.layers) and results[True][3] == 0  # fused, not the module
+    torch.testing.assert_close(results[True][0], results[False][0], atol=0.05, rtol=0.05)
+    torch.testing.assert_close(results[True][1], results[False][1], atol=0.05 * results[False][1].abs().max().item(),
+                               rtol=0.1)  # fmt: skip
 
 
 @pytest.mark.parametrize("model_name", ["tiny", "vit_b32"])
