@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -51,18 +50,6 @@ def test_vit_b32_parameter_counts():
     assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.patch_size, cfg.hidden_act) == (12, 768, 32, "quick_gelu")
 
 
-def test_hub_id_offline_fails_fast_with_fixes(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
-    t0 = time.monotonic()
-    with pytest.raises(UserError) as err:
-        load_clip("openai/clip-vit-base-patch32")
-    assert time.monotonic() - t0 < 30
-    msg = str(err.value)
-    assert "openai/clip-vit-base-patch32" in msg
-    assert "pre-download" in msg and "local folder" in msg
-
-
 def test_missing_local_folder_is_named():
     with pytest.raises(UserError, match="/no/such/model does not exist"):
         load_clip("/no/such/model")
@@ -77,7 +64,8 @@ def test_cli_model_tiny_and_help(tmp_path):
 
 def test_other_clip_checkpoint_by_folder_after_conversion(tiny_model, prepared, tmp_path):
     """The medical-CLIP path (e.g. flaviagiammarino/pubmed-clip-vit-base-patch32 ships only a
-    pickled pytorch_model.bin): refused as is, converted once, then used like any CLIP."""
+    pickled pytorch_model.bin): it loads as it is (torch.load(weights_only=True)), and converts
+    once to safetensors with the same weights."""
     import shutil
 
     import torch
@@ -95,8 +83,7 @@ def test_other_clip_checkpoint_by_folder_after_conversion(tiny_model, prepared, 
         if f.suffix in (".json", ".txt"):
             shutil.copy2(f, pubmed / f.name)
     torch.save(original.state_dict(), pubmed / "pytorch_model.bin")
-    with pytest.raises(UserError, match="vptlib model convert"):
-        load_clip(pubmed)
+    assert fingerprint(load_clip(pubmed).model) == fingerprint(original)
     assert main(["model", "convert", "--src", str(pubmed), "--out", str(tmp_path / "converted")]) == 0
     clip = load_clip(tmp_path / "converted")
     assert fingerprint(clip.model) == fingerprint(original)

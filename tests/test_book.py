@@ -265,7 +265,10 @@ def test_full_profile_offline_fails_fast(repo, tmp_path):
     assert res.returncode != 0
     out = res.stdout + res.stderr
     assert "Traceback" not in out
-    for needle in ("openai/clip-vit-base-patch32", "pre-download", "make book DATA=", "make book PROFILE=smoke"):
+    from vptlib import hub
+
+    fetch_model = hub.fetch_command(hub.DEFAULT_MODEL, hub.PINNED[hub.DEFAULT_MODEL])
+    for needle in (fetch_model, "vptlib data fetch --archive", "make book DATA=", "make book PROFILE=smoke"):
         assert needle in out, needle
     assert not (repo / "runs" / "full").exists()  # stopped before any training
 

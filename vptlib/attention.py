@@ -76,7 +76,7 @@ def _attention_inputs(data_root: str | Path, run_dir: Path, per_class: int):
     from .dataset import Preprocess, load_data, normalize
 
     cfg = records.read_run(run_dir)["config"]
-    clip = load_clip(cfg["model"])
+    clip = load_clip(cfg["model"], revision=cfg.get("revision"))
     data = load_data(data_root, Preprocess.from_processor(clip.processor))
     labels = data.test.labels
     idx = torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(len(data.classes))])

@@ -1,9 +1,10 @@
 """Load CLIP: by hub id or local folder, or build a tiny random one offline.
 
-``load_clip`` returns a :class:`Clip` bundle (model, tokenizer, image processor) and
-never runs remote code: weights load from safetensors only. When a hub id cannot be
-resolved (no network, no local cache, ``HF_HUB_OFFLINE=1``) it stops within seconds
-with a :class:`UserError` naming the id and the two fixes.
+``load_clip`` returns a :class:`Clip` bundle (model, tokenizer, image processor, and where
+its files came from) and never runs remote code: weights load from safetensors, or from a
+``pytorch_model.bin`` through ``torch.load(weights_only=True)``. Which folder a hub id means
+(cache, download, revision) is :mod:`vptlib.hub`'s decision; a hub id that cannot be had
+stops within seconds with a :class:`UserError` naming the route that works.
 
 ``write_tiny_clip`` writes a few-layer random CLIP with the real patch size and image
 size (so preprocessing and the 49-patch sequence are the same as ViT-B/32), a
@@ -16,8 +17,6 @@ reported accuracy.
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +24,11 @@ import torch
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPConfig, CLIPModel, CLIPTokenizer
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+from . import hub
 from .atomic import atomic_dir
 from .errors import UserError
 
-DEFAULT_MODEL = "openai/clip-vit-base-patch32"
-_HUB_HOST = ("huggingface.co", 443)
+DEFAULT_MODEL = hub.DEFAULT_MODEL
 
 
 @dataclass
@@ -40,6 +39,7 @@ class Clip:
     tokenizer: CLIPTokenizer
     processor: CLIPImageProcessorPil
     name: str  # the id or folder it was loaded from
+    source: hub.ModelSource  # its folder, repo and commit
 
 
 def vit_b32_config() -> CLIPConfig:
@@ -135,100 +135,68 @@ def save_clip(model: CLIPModel, out: str | Path, notes: dict[str, str] | None = 
     return out
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def load_clip(
+    name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu", revision: str | None = None
+) -> Clip:
+    """Load a CLIP from a local folder, or a hub id at ``revision`` (:mod:`vptlib.hub`)."""
+    source = hub.resolve(str(name_or_path), revision)
+    folder = source.folder
+    weights = source.weights
+    if weights is None:
+        raise UserError(
+            f"{folder} has no {' or '.join(hub.WEIGHTS)}; pass a folder holding a CLIPModel's "
+            f"config.json, weights, tokenizer and preprocessor_config.json"
+        )
     try:
-        with socket.create_connection(_HUB_HOST, timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _unavailable(name: str, why: str) -> UserError:
-    return UserError(
-        f"cannot load CLIP {name!r}: {why}. Either pre-download it on a machine with a network "
-        f"(`huggingface-cli download {name}`, or `hf download {name}`, which fills the Hugging Face "
-        f"cache), or pass a local folder holding config.json, model.safetensors, the tokenizer "
-        f"and preprocessor_config.json (e.g. --model /path/to/clip-vit-base-patch32)"
-    )
-
-
-def load_clip(name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu") -> Clip:
-    """Load a CLIP checkpoint from a local folder or the Hugging Face hub (or its cache)."""
-    name = str(name_or_path)
-    local = Path(name).expanduser()
-    if local.is_dir():
-        source, local_only = str(local), True
-    elif local.exists() or name.startswith((".", "/", "~")):
-        raise UserError(f"model folder {name} does not exist (or is not a folder)")
-    else:
-        source = name
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        # Try the local cache first; only if that fails ask the network, after a quick
-        # reachability probe so an offline machine fails in seconds instead of retrying.
-        try:
-            return _load(source, True, device, name)
-        except (OSError, ValueError):
-            pass
-        if offline:
-            raise _unavailable(name, "HF_HUB_OFFLINE is set and it is not in the local cache") from None
-        if not _hub_reachable():
-            raise _unavailable(name, "the Hugging Face hub is unreachable and it is not in the local cache") from None
-        local_only = False
-    if local_only and local.is_dir() and not list(local.glob("*.safetensors")) and list(local.glob("*.bin")):
-        raise UserError(f"{name} has only pickled PyTorch weights (.bin); this project loads safetensors only. "
-                        f"Convert it once: vptlib model convert --src {name} --out {name}-safetensors")  # fmt: skip
-    try:
-        return _load(source, local_only, device, name)
+        model = _load_model(folder, weights)
+        kw = dict(local_files_only=True, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
+        processor = AutoImageProcessor.from_pretrained(folder, **kw)
     except (OSError, ValueError) as exc:
         why = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if local_only:
-            raise UserError(f"cannot load the CLIP in {name}: {why}") from None
-        raise _unavailable(name, f"{type(exc).__name__}: {why}") from None
+        raise UserError(f"cannot load the CLIP in {folder}: {why}") from None
+    return Clip(model.to(device).eval(), tokenizer, processor, str(name_or_path), source)
 
 
-def _load(source: str, local_only: bool, device, name: str) -> Clip:
+def _load_model(folder: Path, weights: Path) -> CLIPModel:
+    """The CLIPModel of ``folder``: safetensors through transformers, a ``.bin`` through
+    ``torch.load(weights_only=True)`` (never pickled code), checked against config.json."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a second-long "Loading weights" bar is noise in every command's output
-    kw = dict(local_files_only=local_only)
+    if weights.suffix == ".bin":
+        return _model_from_state(folder, _read_bins([weights]))
     try:
-        model = CLIPModel.from_pretrained(source, use_safetensors=True, trust_remote_code=False, **kw)
+        return CLIPModel.from_pretrained(folder, use_safetensors=True, local_files_only=True, trust_remote_code=False)
     except RuntimeError as exc:  # e.g. weights whose shapes do not fit config.json
         raise ValueError(str(exc).strip().splitlines()[0][:200]) from None
     except Exception as exc:  # safetensors raises its own error type for a truncated or empty file
         if type(exc).__name__ not in ("SafetensorError", "HeaderTooLarge", "HeaderTooSmall"):
             raise
         raise ValueError(f"the weights file is damaged ({exc})") from None
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **kw)
-    processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=False, **kw)
-    return Clip(model.to(device).eval(), tokenizer, processor, name)
 
 
-def convert_to_safetensors(src: str | Path, out: str | Path) -> Path:
-    """Rewrite a local CLIP checkpoint that ships only ``pytorch_model*.bin`` as safetensors.
-
-    Some hub checkpoints (e.g. ``flaviagiammarino/pubmed-clip-vit-base-patch32``) publish
-    pickled PyTorch weights. They are read here once with ``torch.load(weights_only=True)``,
-    which refuses arbitrary objects, checked against the config's architecture, and saved
-    as ``model.safetensors`` beside copies of the tokenizer and processor files.
-    """
-    import shutil
-
-    src, out = Path(src), Path(out)
-    bins = sorted(src.glob("pytorch_model*.bin"))
-    if not bins:
-        raise UserError(f"{src} has no pytorch_model*.bin to convert")
+def _read_bins(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """Tensors from pickled PyTorch checkpoints, read with ``weights_only=True``, which refuses
+    every object a weights file does not need (and so any code a pickle could run)."""
     state: dict[str, torch.Tensor] = {}
-    for path in bins:
+    for path in paths:
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - torch's message suggests weights_only=False: never do that
             kind = "holds objects or code a weights file does not need" if "weights_only" in str(exc) else "is damaged"
-            raise UserError(f"{path} {kind} ({type(exc).__name__}); refusing to load it. Only plain tensor "
-                            f"checkpoints are converted: get the weights from a source you trust") from None  # fmt: skip
+            raise UserError(
+                f"{path} {kind} ({type(exc).__name__}); refusing to load it. Only plain tensor "
+                f"checkpoints are read: get the weights from a source you trust"
+            ) from None
         if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-            raise UserError(f"{path} is not a dictionary of tensors; refusing to convert it")
+            raise UserError(f"{path} is not a dictionary of tensors; refusing to load it")
         state.update(loaded)
+    return state
+
+
+def _model_from_state(src: Path, state: dict[str, torch.Tensor]) -> CLIPModel:
+    """A CLIPModel of ``src``'s config.json holding ``state``, every key accounted for."""
     try:
         model = CLIPModel(CLIPConfig.from_pretrained(src))
     except (OSError, ValueError) as exc:
@@ -239,10 +207,28 @@ def convert_to_safetensors(src: str | Path, out: str | Path) -> Path:
         raise UserError(
             f"{src}: the weights do not fit its config.json ({str(exc).splitlines()[1:2] or exc})"
         ) from None
+    # position_ids: a buffer that checkpoints of 2021 carry and transformers 5 rebuilds itself.
     missing = [k for k in missing if not k.endswith("position_ids")]
     unexpected = [k for k in unexpected if not k.endswith("position_ids")]
     if missing or unexpected:
         raise UserError(f"{src} is not a CLIPModel checkpoint: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return model
+
+
+def convert_to_safetensors(src: str | Path, out: str | Path) -> Path:
+    """Rewrite a local CLIP checkpoint that ships only ``pytorch_model*.bin`` as safetensors.
+
+    A ``.bin`` loads as it is (read with ``torch.load(weights_only=True)``); safetensors is
+    memory-mapped, so later loads are faster. The weights are checked against the config's
+    architecture and saved as ``model.safetensors`` beside copies of the text files.
+    """
+    import shutil
+
+    src, out = Path(src), Path(out)
+    bins = sorted(src.glob("pytorch_model*.bin"))
+    if not bins:
+        raise UserError(f"{src} has no pytorch_model*.bin to convert")
+    model = _model_from_state(src, _read_bins(bins))
     with atomic_dir(out) as tmp:
         for f in src.iterdir():
             if f.is_file() and f.suffix in (".json", ".txt") and f.name != "config.json":
@@ -251,10 +237,10 @@ def convert_to_safetensors(src: str | Path, out: str | Path) -> Path:
     return out
 
 
-_LOADED: dict[tuple[str, str | None], tuple[Clip, str]] = {}
+_LOADED: dict[tuple[str, str | None, str | None], tuple[Clip, str]] = {}
 
 
-def shared_clip(name_or_path: str | Path) -> tuple[Clip, str]:
+def shared_clip(name_or_path: str | Path, revision: str | None = None) -> tuple[Clip, str]:
     """The model and its fingerprint, loaded once per process and reused by every later run.
 
     A long-lived process (a notebook running a grid and its seeds, a sweep worker) then
@@ -262,10 +248,10 @@ def shared_clip(name_or_path: str | Path) -> tuple[Clip, str]:
     modify it: every method builds on a copy. A local folder whose weight files changed
     (their ``model_signature``) is loaded again; one model is kept at a time.
     """
-    key = (str(name_or_path), model_signature(name_or_path))
+    key = (str(name_or_path), revision, model_signature(name_or_path))
     if key not in _LOADED:
         _LOADED.clear()
-        clip = load_clip(name_or_path)
+        clip = load_clip(name_or_path, revision=revision)
         _LOADED[key] = (clip, fingerprint(clip.model))
     return _LOADED[key]
 

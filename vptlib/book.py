@@ -36,12 +36,20 @@ def load_profile(path: str | Path) -> dict[str, Any]:
     return load(path).as_dict()
 
 
-def _ways_forward(missing: str) -> str:
+def _ways_forward(missing: str, model: str, revision: str | None, kaggle: str) -> str:
+    from . import hub
+
+    if hub.is_hub_id(model):
+        rev = revision or hub.PINNED.get(model, "main")
+        folder = hub.default_folder(model)
+        fetch_model, use_model = f"`{hub.fetch_command(model, rev)}` and ", f" MODEL={folder}"
+    else:
+        fetch_model = use_model = ""
     return (
         f"{missing}\n"
         "Three ways forward:\n"
-        "  1. pre-download on a machine with a network: `hf download openai/clip-vit-base-patch32` and\n"
-        "     `vptlib data fetch` (Kaggle), then copy the Hugging Face cache and data/ here;\n"
+        f"  1. air-gapped: on a machine with a network run {fetch_model}`vptlib data fetch --dest {kaggle}`,\n"
+        f"     copy models/ and data/ here, then: make book{use_model}\n"
         "  2. point to local folders: make book DATA=/path/to/kaggle-brain-mri MODEL=/path/to/clip-vit-base-patch32;\n"
         "  3. build the offline smoke report instead: make book PROFILE=smoke"
     )
@@ -51,10 +59,10 @@ def preflight(profile_path: str | Path, data: str | None = None, model: str | No
     """Check, within seconds, that the model and the data can be had; before any training."""
     from .backbone import load_clip
     from .fetch import fetch
+    from .profile import load
 
-    profile = load_profile(profile_path)
-    if model:
-        profile["model"] = model
+    prof = load(profile_path).with_model(model)
+    profile = prof.as_dict()
     problems = []
     if not (Path(profile["data"]) / "manifest.csv").is_file():
         source = profile.get("source", {})
@@ -63,16 +71,23 @@ def preflight(profile_path: str | Path, data: str | None = None, model: str | No
                 if data:
                     _check_source(data)
                 else:
-                    fetch(source["kaggle"])
+                    fetch(source["kaggle"], **_handle(source))
             except UserError as exc:
-                problems.append(f"data: {str(exc).splitlines()[0]}")
+                problems.append("data: " + " ".join(line.strip() for line in str(exc).splitlines()))
     try:
-        load_clip(profile["model"])
+        load_clip(prof.model, revision=prof.revision)
     except UserError as exc:
         problems.append(f"model: {exc}")
     if problems:
-        raise UserError(_ways_forward("cannot build the full report: " + "; ".join(problems)))
+        kaggle = prof.source.get("kaggle", "data/kaggle-brain-mri")
+        raise UserError(
+            _ways_forward("cannot build the full report: " + "; ".join(problems), prof.model, prof.revision, kaggle)
+        )
     return profile
+
+
+def _handle(source: dict[str, Any]) -> dict[str, str]:
+    return {"handle": source["kaggle_handle"]} if "kaggle_handle" in source else {}
 
 
 def _check_source(data: str) -> None:
@@ -93,7 +108,7 @@ def prepare_data(profile_path: str | Path, data: str | None = None) -> Path:
         raw = out.parent / f"{out.name}-raw"
         write_phantoms(raw, **source["phantoms"])
     else:
-        raw = Path(data) if data else fetch(source["kaggle"])
+        raw = Path(data) if data else fetch(source["kaggle"], **_handle(source))
     res = prepare(PrepareOptions(raw, out, **source.get("prepare", {})))
     print(res.table)
     return out

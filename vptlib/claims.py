@@ -72,15 +72,15 @@ class Given:
     taken as unchanged without loading, so reusing a finished run stays cheap.
     """
 
-    def __init__(self, model: str, data: str):
-        self.model, self.signature = model, model_signature(model)
+    def __init__(self, model: str, data: str, revision: str | None = None):
+        self.model, self.revision, self.signature = model, revision, model_signature(model)
         self.manifest_hash = manifest_hash(data)
 
     def clip(self):
-        return shared_clip(self.model)[0]
+        return shared_clip(self.model, self.revision)[0]
 
     def fingerprint(self) -> str:
-        return shared_clip(self.model)[1]
+        return shared_clip(self.model, self.revision)[1]
 
     def check(self, run_dir: Path, action: str) -> None:
         """Refuse to resume or reuse a run whose model or data are not the ones given now."""

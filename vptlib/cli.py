@@ -32,7 +32,7 @@ def _run(a: argparse.Namespace) -> None:
     from .engine import RunConfig, run
 
     options = method_options(a)
-    cfg = RunConfig(method=a.method, data=a.data, model=a.model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+    cfg = RunConfig(method=a.method, data=a.data, model=a.model, revision=a.revision, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                     weight_decay=a.weight_decay, optimizer=a.optimizer, schedule=a.schedule, warmup=a.warmup,
                     seed=a.seed, device=a.device, precision=a.precision, grad_clip=a.grad_clip,
                     early_stopping=a.early_stopping, augment=not a.no_augment, test_curves=a.test_curves,
@@ -80,7 +80,7 @@ def _add_predict_parser(sub) -> None:
 
 
 def _add_run_parser(sub) -> None:
-    from .backbone import DEFAULT_MODEL
+    from .hub import DEFAULT_MODEL
     from .methods import METHODS
 
     methods = list(METHODS)
@@ -90,6 +90,11 @@ def _add_run_parser(sub) -> None:
     r.add_argument("--method", required=True, help=f"one of: {', '.join(methods)}")
     r.add_argument("--data", required=True, help="a folder written by `vptlib data prepare`")
     r.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id or local folder (default {DEFAULT_MODEL})")
+    r.add_argument(
+        "--revision",
+        default=None,
+        help="a hub id's commit sha or branch (default: the pinned commit of vptlib.hub.PINNED, else main)",
+    )
     r.add_argument("--epochs", type=int, default=None, help="training epochs (default: the method's)")
     r.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     r.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")

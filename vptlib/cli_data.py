@@ -4,6 +4,7 @@ the tiny offline model and checkpoint conversion."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from .errors import UserError
@@ -45,7 +46,7 @@ def _data_prepare(a: argparse.Namespace) -> None:
 def _data_fetch(a: argparse.Namespace) -> None:
     from .fetch import fetch
 
-    dest = fetch(a.dest)
+    dest = fetch(a.dest, handle=a.handle, archive=a.archive)
     print(f"dataset in {dest}; next: vptlib data prepare --source {dest} --out data/brain-mri")
 
 
@@ -70,6 +71,17 @@ def _model_tiny(a: argparse.Namespace) -> None:
     else:
         out = write_tiny_clip(a.out, seed=a.seed, layers=a.layers, width=a.width)
         print(f"wrote a tiny random CLIP ({a.layers} layers, width {a.width}) to {out}")
+
+
+def _model_fetch(a: argparse.Namespace) -> None:
+    from . import hub
+
+    out = hub.fetch(a.model, a.revision, a.out)
+    commit = json.loads((out / hub.SOURCE_FILE).read_text())["commit"]
+    print(
+        f"wrote {out} ({a.model} at {commit}); copy it to the machine "
+        f"that runs the study and pass --model {out} (make book MODEL={out})"
+    )
 
 
 def _model_convert(a: argparse.Namespace) -> None:
@@ -115,9 +127,21 @@ def add_data_parser(sub) -> None:
                     help="with --keep-duplicates: exclude test images that duplicate a training/validation image")  # fmt: skip
     pr.set_defaults(func=_data_prepare)
 
-    fe = dsub.add_parser("fetch", help="download the Kaggle dataset (needs a network)",
-                         description="Download the Kaggle Brain Tumor MRI Dataset with kagglehub.")  # fmt: skip
+    from .fetch import KAGGLE_HANDLE
+
+    fe = dsub.add_parser(
+        "fetch",
+        help="download the Kaggle dataset (needs a network), or unpack its zip",
+        description="Download the Kaggle Brain Tumor MRI Dataset at a pinned version with "
+        "kagglehub (no credentials needed for this public dataset; HTTPS_PROXY is "
+        "honoured), or unpack a zip downloaded by hand. DEST/source.json records "
+        "the version, the file counts and a sha256 of the file list.",
+    )
     fe.add_argument("--dest", default="data/kaggle-brain-mri", help="where to put it (default data/kaggle-brain-mri)")
+    fe.add_argument(
+        "--handle", default=KAGGLE_HANDLE, help=f"kagglehub handle with its version (default {KAGGLE_HANDLE})"
+    )
+    fe.add_argument("--archive", default=None, help="a zip of the dataset downloaded by hand: unpacked, not downloaded")
     fe.set_defaults(func=_data_fetch)
 
     ph = dsub.add_parser("phantoms", help="generate synthetic MRI-like slices (offline)",
@@ -141,6 +165,24 @@ def add_model_parser(sub) -> None:
     ti.add_argument("--pretrain-epochs", type=int, default=0,
                     help="warm the vision tower up on separate phantoms, supervised (default 0: random)")  # fmt: skip
     ti.set_defaults(func=_model_tiny)
+    from .hub import DEFAULT_MODEL, PINNED
+
+    fe = msub.add_parser(
+        "fetch",
+        help="download a hub CLIP into a plain folder (for air-gapped machines)",
+        description="Download the files the study needs of a hub model at a pinned revision "
+        "(config, tokenizer, processor, one weights file) into a folder to copy to "
+        "a machine without a network; source.json records the repo, the commit "
+        "and each file's sha256. Honours HF_ENDPOINT, HF_TOKEN and HTTPS_PROXY.",
+    )
+    fe.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id (default {DEFAULT_MODEL})")
+    fe.add_argument(
+        "--revision",
+        default=None,
+        help=f"commit sha or branch (default: the pinned one, {PINNED[DEFAULT_MODEL][:12]}... for {DEFAULT_MODEL})",
+    )
+    fe.add_argument("--out", required=True, help="output folder, e.g. models/clip-vit-base-patch32")
+    fe.set_defaults(func=_model_fetch)
     cv = msub.add_parser("convert", help="rewrite a local CLIP checkpoint's .bin weights as safetensors",
                          description="Some hub CLIP checkpoints (e.g. flaviagiammarino/pubmed-clip-vit-base-patch32) "
                                      "ship only pickled pytorch_model.bin; this reads them with "

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backbone import DEFAULT_MODEL
 from .devices import PRECISIONS
 from .errors import UserError
+from .hub import DEFAULT_MODEL
 from .methods import METHODS, option_names, spec
 
 
@@ -23,6 +23,9 @@ class RunConfig:
     method: str
     data: str  # a folder written by `vptlib data prepare`
     model: str = DEFAULT_MODEL  # hub id or local folder
+    # a hub id's revision (a commit sha); None: vptlib.hub.PINNED's for the id, else main.
+    # The commit actually loaded is recorded beside it (model_source in config.json).
+    revision: str | None = None
     epochs: int | None = None
     batch_size: int = 32
     lr: float | None = None  # head / prompt learning rate (the backbone's is scaled, see `full`)

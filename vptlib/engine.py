@@ -91,7 +91,7 @@ def run(
     cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, device))
     progress = progress and dist.main
     seed_everything(cfg.seed)
-    given = claims.Given(cfg.model, cfg.data)
+    given = claims.Given(cfg.model, cfg.data, cfg.revision)
     if reuse and not keep_model:
         done = claims.reuse(cfg, given, device, dist)
         if done is not None:
@@ -127,8 +127,12 @@ def _train_and_record(cfg: RunConfig, given: claims.Given, run_dir: Path, device
     attention = attention_kernel(device, cfg.precision)
     set_attention(model, attention)
     if dist.main and not (run_dir / records.CONFIG).exists():
-        identity = {"config_hash": records.config_hash(cfg.identity()), "code_hash": records.code_hash(),
-                    "model_fingerprint": given.fingerprint()}  # fmt: skip
+        identity = {
+            "config_hash": records.config_hash(cfg.identity()),
+            "code_hash": records.code_hash(),
+            "model_fingerprint": given.fingerprint(),
+            "model_source": clip.source.record(),
+        }
         recording.write_config(run_dir, cfg, model, data, prep, identity=identity, attention=attention,
                                device=device, processes=dist.world)  # fmt: skip
     inputs = Inputs(model, data, cfg, device, given.fingerprint(), dist)

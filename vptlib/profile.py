@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .config import RunConfig
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Profile:
     profile: str  # the build's name: runs go to <runs>/<profile>/, pages are stamped with it
     model: str  # hub id or local folder of a CLIPModel
     data: str  # the prepared data folder (`vptlib data prepare --out`)
+    revision: str | None = None  # the hub id's commit sha (vptlib.hub); unused for a local folder
     banner: str = "none"  # "smoke": every page says its numbers test the pipeline only
     dry_run: bool = False  # set by VPTLIB_DRY_RUN (make book DRY_RUN=1), never in a file: see dry_run()
     runs: str = "runs"  # root of the run records
@@ -48,12 +50,20 @@ class Profile:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def with_model(self, model: str | None) -> Profile:
+        """This profile with another model (``make book MODEL=``): the pinned revision was the
+        profile model's, so the other one takes its own default (:mod:`vptlib.hub`)."""
+        return self if not model or model == self.model else dataclasses.replace(self, model=model, revision=None)
+
     def run_config(self, method: str, **overrides: Any) -> RunConfig:
         """The run of ``method`` under this profile: shared fields, then ``hparams[method]``,
         then ``overrides`` (``None`` values ignored, so a notebook may pass all it has)."""
         from .config import run_config
 
-        shared = {"data": self.data, "model": self.model, "profile": self.profile, "out": self.runs,
+        # The profile's revision belongs to the profile's model: another --model gets its own default.
+        model = overrides.get("model") or self.model
+        revision = self.revision if model == self.model else None
+        shared = {"data": self.data, "model": self.model, "revision": revision, "profile": self.profile, "out": self.runs,
                   "seed": self.seed, "device": self.device, "precision": self.precision,
                   "batch_size": self.batch_size}  # fmt: skip
         return run_config(method, self.hparams, **{**shared, **{k: v for k, v in overrides.items() if v is not None}})
@@ -65,7 +75,7 @@ def as_profile(value: Profile | dict[str, Any]) -> Profile:
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
-    "profile": (str,), "model": (str,), "data": (str,), "banner": (str,), "runs": (str,), "seed": (int,),
+    "profile": (str,), "model": (str,), "revision": (str,), "data": (str,), "banner": (str,), "runs": (str,), "seed": (int,),
     "seeds": (list,), "device": (str,), "precision": (str,), "batch_size": (int,), "reference": (str,), "hparams": (dict,),
     "grids": (dict,), "sweeps": (dict,), "source": (dict,),
 }  # fmt: skip
@@ -150,6 +160,8 @@ def _check(p: Profile, path: Path) -> None:
         raise bad(f"seeds must be a non-empty list of integers in [0, 2**63 - 1], got {p.seeds!r}")
     if not 0 <= p.seed < 2**63:
         raise bad(f"seed must be in [0, 2**63 - 1], got {p.seed}")
+    if p.revision is not None and not SHA.match(p.revision):
+        raise bad(f"revision must be a full 40-character commit sha (a branch moves), got {p.revision!r}")
     if p.precision not in PRECISIONS:
         raise bad(f"precision must be one of {', '.join(PRECISIONS)}, got {p.precision!r}")
     if not 1 <= p.batch_size <= 65536:

@@ -33,7 +33,8 @@ def write_config(run_dir: Path, cfg: RunConfig, model: Classifier, data: Data, p
                  identity: dict[str, Any], attention: str | None, device: torch.device, processes: int) -> None:  # fmt: skip
     """``config.json``: everything that determined the run, written once when it starts.
 
-    ``identity`` holds ``config_hash``, ``code_hash``, ``model_fingerprint``.
+    ``identity`` holds ``config_hash``, ``code_hash``, ``model_fingerprint`` and ``model_source``
+    (repo, revision, resolved commit, each weights file's sha256: :meth:`vptlib.hub.ModelSource.record`).
     """
     trainable_n, total_n = count_parameters(model)
     atomic.write_json(run_dir / records.CONFIG, {

@@ -223,7 +223,7 @@ def load_run(run_dir: str | Path, clip=None, device: str | torch.device = "cpu")
 
     run_dir = Path(run_dir)
     cfg = json.loads((run_dir / CONFIG).read_text())
-    clip = clip or load_clip(cfg["model"])
+    clip = clip or load_clip(cfg["model"], revision=cfg.get("revision"))
     options = dict(cfg["method_options"])
     for key in ("class_names", "templates"):
         if options.get(key) is not None:

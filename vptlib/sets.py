@@ -103,8 +103,16 @@ def write_set(out: Path, files: list[tuple[str, Path]], classes: tuple[str, ...]
             shutil.copyfile(src, dest)
     atomic.write_bytes(staging / MANIFEST, manifest)
     atomic.write_bytes(staging / DUPLICATES, duplicates)
-    marker.update(state="complete", manifest_sha256=hashlib.sha256(manifest).hexdigest(),
-                  source=str(source), link=link)  # fmt: skip
+    from .fetch import read_origin
+
+    # origin: the fetched dataset's version and file-list hash (vptlib.fetch), where known
+    marker.update(
+        state="complete",
+        manifest_sha256=hashlib.sha256(manifest).hexdigest(),
+        source=str(source),
+        link=link,
+        origin=read_origin(source),
+    )
     atomic.write_json(staging / SET_MARKER, marker)
     final = sets / name
     staging.rename(final)

@@ -11,6 +11,7 @@ from .curves import plot_few_shot, plot_prompt_length, sweep_table
 from .dataset import (
     class_distribution,
     duplicates_table,
+    origin_markdown,
     plot_sizes,
     sample_grid,
     shape_floor_markdown,
@@ -79,6 +80,7 @@ __all__ = [
     "commands_markdown",
     "dedup_table",
     "duplicates_table",
+    "origin_markdown",
     "environment_table",
     "key_findings",
     "key_findings_html",

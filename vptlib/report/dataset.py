@@ -94,3 +94,25 @@ def shape_floor_markdown(data_root: str | Path) -> str:
             f"accuracy (95% CI {100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f}%, {r['test_images']} images); "
             f"always answering the most common class gives {100 * r['majority_rate']:.1f}%. A model that does "
             f"not clearly beat the first number may be reading image shape rather than anatomy.")  # fmt: skip
+
+
+def origin_markdown(data_root: str | Path) -> str:
+    """Where the prepared images came from: the fetched dataset's version, file counts and
+    file-list hash (``source.json`` of ``vptlib data fetch``, kept in the prepared set)."""
+    from ..sets import set_info
+
+    info = set_info(data_root) or {}
+    origin = info.get("origin")
+    if not origin:
+        return (
+            f"Source folder `{info.get('source', '?')}`: not fetched by `vptlib data fetch` (synthetic "
+            f"phantoms, or a folder copied by hand), so no dataset version or file-list hash is recorded."
+        )
+    files = ", ".join(f"{split} {n:,}" for split, n in (origin.get("files") or {}).items())
+    version = origin.get("version")
+    return (
+        f"Dataset `{origin.get('handle')}`"
+        + (f" (version {version})" if version else "")
+        + f": {files} files; sha256 of the file list (every path, size and byte) "
+        f"`{origin.get('file_list_sha256')}`."
+    )

@@ -16,8 +16,11 @@ def provenance(runs: str | Path, profile: str) -> pd.DataFrame:
     rows = []
     for method, run_dir in latest_runs(runs, profile).items():
         c = json.loads((Path(run_dir) / records.CONFIG).read_text())
+        source = c.get("model_source") or {}  # runs recorded before the model's source was
+        weights = ", ".join(f"{name} sha256 {sha}" for name, sha in (source.get("weights") or {}).items())
         rows.append({"method": TITLES[method], "run id": run_dir.name, "git commit": short_commit(c["git_commit"]),
-                     "model": c["model"], "model fingerprint": c["model_fingerprint"],
+                     "model": c["model"], "model commit": source.get("commit") or "not recorded",
+                     "weights": weights or "not recorded", "model fingerprint": c["model_fingerprint"],
                      "manifest hash": c["manifest_hash"], "device": c["device"],
                      "torch": c["versions"]["torch"], "transformers": c["versions"]["transformers"]})  # fmt: skip
     return pd.DataFrame(rows)

@@ -1,0 +1,306 @@
+"""Stand-ins for the two real services, on 127.0.0.1 only, for the real-path tests.
+
+``HubStandIn`` answers ``huggingface_hub`` the way huggingface.co does for an anonymous client,
+for ``openai/clip-vit-base-patch32`` laid out as the real repo is (May 2026): branch ``main`` at
+commit ``3d74acf…`` holds the text files, ``pytorch_model.bin``, ``tf_model.h5`` and
+``flax_model.msgpack`` and no ``model.safetensors``; the open pull request ``refs/pr/66`` (commit
+``c237dc4…``) holds the same files plus ``model.safetensors``. The weights are the tiny CLIP's, so
+the tests run in seconds; ``../shared/tools/stand-in-hub`` serves the full-size layout and was used
+to check that this one answers the same requests the same way. Answers, as the hub gives them:
+
+* ``HEAD|GET /{repo}/resolve/{rev}/{file}``: a git file answers 200 with ``ETag`` (its git blob
+  sha1), ``X-Repo-Commit`` and ``Content-Length``; an LFS file (``*.bin``, ``*.safetensors``,
+  ``*.h5``, ``*.msgpack``) answers 302 to an absolute "CDN" URL with ``X-Linked-Etag`` (sha256),
+  ``X-Linked-Size`` and ``X-Repo-Commit``, which the client reads off the redirect;
+* ``GET /api/models/{repo}[/revision/{rev}]``: ``sha`` and ``siblings``;
+* 401 ``RepoNotFound`` for an unknown repo, 404 ``RevisionNotFound``, 404 ``EntryNotFound``.
+
+``KaggleStandIn`` answers kagglehub's ``DownloadDataset`` call (``KAGGLE_API_ENVIRONMENT=TEST``
+sends it to ``http://localhost:7777``) with a 302 to the archive, as Kaggle redirects to storage.
+Every request is kept in ``.requests`` (method, path, status) for the tests to read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import torch
+
+REPO = "openai/clip-vit-base-patch32"
+MAIN_SHA = "3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268"
+PR_SHA = "c237dc49a33fc61debc9276459120b7eac67e7ef"
+PR_REF = "refs/pr/66"
+LFS = (".bin", ".safetensors", ".h5", ".msgpack")
+
+
+def lay_out_clip(tiny_model: Path, root: Path) -> Path:
+    """``root/main`` and ``root/refs/pr/66`` with the tiny CLIP in the real repo's layout."""
+    from safetensors.torch import load_file
+
+    main, pr = root / "main", root / PR_REF
+    main.mkdir(parents=True, exist_ok=True)
+    for f in tiny_model.iterdir():
+        if f.suffix in (".json", ".txt") and f.name != "source.json":
+            shutil.copyfile(f, main / f.name)
+    state = load_file(str(tiny_model / "model.safetensors"))
+    # A 2021 checkpoint carries the position_ids buffers that transformers 5 rebuilds itself.
+    n_vis = json.loads((tiny_model / "config.json").read_text())["vision_config"]
+    patches = (n_vis["image_size"] // n_vis["patch_size"]) ** 2 + 1
+    state["vision_model.embeddings.position_ids"] = torch.arange(patches)[None]
+    state["text_model.embeddings.position_ids"] = torch.arange(77)[None]
+    torch.save(state, main / "pytorch_model.bin")
+    (main / "tf_model.h5").write_bytes(b"\x89HDF placeholder: nothing reads it")
+    (main / "flax_model.msgpack").write_bytes(b"placeholder: nothing reads it")
+    shutil.copytree(main, pr)
+    shutil.copyfile(tiny_model / "model.safetensors", pr / "model.safetensors")
+    return root
+
+
+class _Server:
+    def __init__(self, handler: type[BaseHTTPRequestHandler], port: int = 0, host: str = "127.0.0.1"):
+        self.requests: list[tuple[str, str, int]] = []
+        self.authorization: list[str | None] = []  # each request's Authorization header
+        bound = type(handler.__name__, (handler,), {"owner": self})  # one handler class per server
+        self.httpd = ThreadingHTTPServer((host, port), bound)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://{host}:{self.port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def paths(self, method: str = "GET") -> list[str]:
+        return [p for m, p, _ in self.requests if m == method]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    owner: _Server
+
+    def log_message(self, *args):  # no stderr access log
+        pass
+
+    def reply(self, status: int, body: bytes | dict | list = b"", headers: dict | None = None, head: bool = False):
+        if isinstance(body, (dict, list)):
+            body, ctype = json.dumps(body).encode(), "application/json"
+        else:
+            ctype = "application/octet-stream"
+        self.owner.requests.append((self.command, self.path, status))
+        self.owner.authorization.append(self.headers.get("Authorization"))
+        self.send_response(status)
+        headers = {"Content-Type": ctype, **(headers or {})}
+        headers.setdefault("Content-Length", str(len(body)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        if not head and body:
+            self.wfile.write(body)
+
+
+def _tree_entry(path: Path) -> dict:
+    data = path.read_bytes()
+    entry = {
+        "type": "file",
+        "oid": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest(),
+        "size": len(data),
+        "path": path.name,
+    }
+    if path.suffix in LFS:
+        entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+    return entry
+
+
+class _HubHandler(_Handler):
+    def do_HEAD(self):
+        self.route(head=True)
+
+    def do_GET(self):
+        self.route(head=False)
+
+    def route(self, head: bool) -> None:
+        hub: HubStandIn = self.owner  # type: ignore[assignment]
+        segs = [unquote(s) for s in urlsplit(self.path).path.split("/")[1:]]
+        if segs == ["api", "agent-harnesses"]:
+            return self.reply(200, {"standardEnvVars": [], "harnesses": {}}, head=head)
+        if len(segs) >= 4 and segs[:2] == ["api", "models"]:
+            if not hub.api:  # a mirror that serves downloads only
+                return self.reply(404, b"Not Found", head=head)
+            if "/".join(segs[2:4]) != REPO:
+                return self.reply(401, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"}, head)
+            kind, rest = (segs[4], segs[5:]) if len(segs) > 4 else ("", [])
+            rev = ("/".join(rest[:3]) if rest[:1] == ["refs"] else rest[0]) if rest else "main"
+            ref = hub.ref(rev)
+            if ref is None:
+                return self.reply(404, {"error": f"Invalid rev id: {rev}"}, {"X-Error-Code": "RevisionNotFound"}, head)
+            commit, folder = ref
+            if kind == "tree":  # snapshot_download's listing (hf download --include)
+                return self.reply(200, [_tree_entry(p) for p in sorted(folder.iterdir()) if p.is_file()], head=head)
+            siblings = [{"rfilename": p.name} for p in sorted(folder.iterdir()) if p.is_file()]
+            return self.reply(
+                200, {"id": REPO, "modelId": REPO, "sha": commit, "private": False, "siblings": siblings}, head=head
+            )
+        if len(segs) >= 5 and segs[2] == "resolve":
+            if "/".join(segs[:2]) != REPO:
+                return self.reply(401, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"}, head)
+            rev, path = ("/".join(segs[3:6]), segs[6:]) if segs[3] == "refs" else (segs[3], segs[4:])
+            ref = hub.ref(rev)
+            if ref is None:
+                return self.reply(404, {"error": f"Invalid rev id: {rev}"}, {"X-Error-Code": "RevisionNotFound"}, head)
+            commit, folder = ref
+            f = folder / "/".join(path)
+            if not f.is_file():
+                return self.reply(
+                    404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit}, head
+                )
+            data = f.read_bytes()
+            if f.suffix in LFS:
+                sha256 = hashlib.sha256(data).hexdigest()
+                hub.blobs[sha256] = f
+                return self.reply(
+                    302,
+                    b"",
+                    {
+                        "Location": f"{hub.cdn.url}/lfs/{sha256}",
+                        "X-Repo-Commit": commit,
+                        "ETag": f'"{sha256}"',
+                        "X-Linked-Etag": f'"{sha256}"',
+                        "X-Linked-Size": str(len(data)),
+                    },
+                    head,
+                )
+            blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+            return self.reply(200, data, {"ETag": f'"{blob}"', "X-Repo-Commit": commit}, head)
+        return self.reply(404, {"error": "Sorry, we can't find the page you are looking for."}, head=head)
+
+
+class _CdnHandler(_Handler):
+    """The LFS storage the hub redirects to: another origin, as cdn-lfs.hf.co is."""
+
+    def do_HEAD(self):
+        self.route(head=True)
+
+    def do_GET(self):
+        self.route(head=False)
+
+    def route(self, head: bool) -> None:
+        blobs = self.owner.blobs
+        sha = self.path.split("?")[0].rsplit("/", 1)[-1]
+        if not self.path.startswith("/lfs/") or sha not in blobs:
+            return self.reply(404, head=head)
+        self.owner.hub.requests.append((self.command, f"/cdn/lfs/{sha}", 200))
+        return self.reply(200, blobs[sha].read_bytes(), {"ETag": f'"{sha}"'}, head=head)
+
+
+class HubStandIn(_Server):
+    def __init__(self, root: Path, api: bool = True):
+        self.root, self.api = root, api
+        self.blobs: dict[str, Path] = {}
+        super().__init__(_HubHandler)
+        self.cdn = _Server(_CdnHandler)
+        self.cdn.blobs, self.cdn.hub = self.blobs, self
+
+    def __enter__(self):
+        self.cdn.__enter__()
+        return super().__enter__()
+
+    def stop(self) -> None:
+        super().stop()
+        self.cdn.stop()
+
+    def ref(self, rev: str) -> tuple[str, Path] | None:
+        refs = {"main": MAIN_SHA, MAIN_SHA: MAIN_SHA, PR_REF: PR_SHA, PR_SHA: PR_SHA}
+        commit = refs.get(rev)
+        if commit is None:
+            return None
+        return commit, self.root / ("main" if commit == MAIN_SHA else PR_REF)
+
+    def downloaded(self) -> list[str]:
+        """The file names whose bytes were sent (GET of a resolve or of its CDN redirect)."""
+        names = []
+        for m, p, status in self.requests:
+            if m == "GET" and "/resolve/" in p and status == 200:
+                names.append(p.rsplit("/", 1)[-1])
+            if m == "GET" and p.startswith("/cdn/lfs/") and status == 200:
+                names.append(self.blobs[p.rsplit("/", 1)[-1]].name)
+        return names
+
+
+class _KaggleHandler(_Handler):
+    def do_HEAD(self):
+        self.reply(404, head=True)
+
+    def do_POST(self):
+        kaggle: KaggleStandIn = self.owner  # type: ignore[assignment]
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        if self.path.endswith("/datasets.DatasetApiService/DownloadDataset"):
+            key = (body.get("ownerSlug"), body.get("datasetSlug"), body.get("datasetVersionNumber"))
+            if key == kaggle.dataset:
+                return self.reply(302, b"", {"Location": f"{kaggle.url}/storage/archive.zip"})
+            return self.reply(404, {"code": 404, "message": "Not found"})
+        return self.reply(404, {"code": 404, "message": "Not found"})
+
+    def do_GET(self):
+        kaggle: KaggleStandIn = self.owner  # type: ignore[assignment]
+        if self.path == "/storage/archive.zip":
+            return self.reply(200, kaggle.archive.read_bytes(), {"Content-Type": "application/zip"})
+        return self.reply(404)
+
+
+class KaggleStandIn(_Server):
+    """Kaggle's API as kagglehub's TEST environment reaches it (localhost:7777)."""
+
+    PORT = 7777
+
+    def __init__(self, archive: Path, handle: str):
+        owner, slug, _, version = handle.split("/")
+        self.archive, self.dataset = archive, (owner, slug, int(version))
+        super().__init__(_KaggleHandler, port=self.PORT, host="localhost")
+
+
+class _ProxyHandler(_Handler):
+    """A forward HTTP proxy: the client sends the absolute URL; the answer is relayed as it is."""
+
+    def do_HEAD(self):
+        self.forward()
+
+    def do_GET(self):
+        self.forward()
+
+    def do_POST(self):
+        self.forward()
+
+    def forward(self) -> None:
+        import http.client
+
+        url = urlsplit(self.path)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "connection")}
+        conn.request(self.command, url.path + (f"?{url.query}" if url.query else ""), body, headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        relayed = {k: v for k, v in resp.getheaders() if k.lower() not in ("transfer-encoding", "connection")}
+        self.reply(resp.status, data, relayed, head=self.command == "HEAD")
+        conn.close()
+
+
+class ProxyStandIn(_Server):
+    """A proxy on 127.0.0.1 for HTTP_PROXY/HTTPS_PROXY tests; ``.requests`` holds the absolute URLs."""
+
+    def __init__(self):
+        super().__init__(_ProxyHandler)
