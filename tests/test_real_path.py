@@ -193,6 +193,14 @@ def test_offline_with_an_empty_cache_names_the_air_gapped_route(online, monkeypa
     assert hub.fetch_command(REPO, MAIN_SHA) in msg and hub.hf_command(REPO, MAIN_SHA) in msg
 
 
+def test_a_cache_of_another_commit_is_named(stand_in, online, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", stand_in.url)
+    load_clip(REPO, revision=PR_REF)  # the cache now holds the pull request's commit only
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match=f"it holds other commits: {PR_SHA}; to use one, pass --revision"):
+        load_clip(REPO)
+
+
 def test_a_partial_cache_is_named_not_called_missing(stand_in, online, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", stand_in.url)
     clip = load_clip(REPO)
@@ -246,6 +254,14 @@ def test_a_mirror_without_the_listing_api_still_serves_the_files(hub_root, onlin
         want = "pytorch_model.bin" if rev == MAIN_SHA else "model.safetensors"
         assert clip.source.weights.name == want and clip.source.commit == (MAIN_SHA if rev == MAIN_SHA else PR_SHA)
         assert want in mirror.downloaded() and not {"tf_model.h5", "flax_model.msgpack"} & set(mirror.downloaded())
+
+
+def test_hf_hub_cache_is_where_the_files_go(stand_in, online, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_ENDPOINT", stand_in.url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "shared-cache"))
+    clip = load_clip(REPO)
+    assert clip.source.folder.is_relative_to(tmp_path / "shared-cache")
+    assert not (tmp_path / "hf-home" / "hub").exists()
 
 
 def test_pull_request_revision_loads_safetensors_with_the_same_weights(stand_in, online, monkeypatch):

@@ -207,7 +207,15 @@ def _from_cache(repo: str, rev: str) -> tuple[ModelSource | None, str]:
 
     config = try_to_load_from_cache(repo, "config.json", cache_dir=cache_dir(), revision=rev)
     if not isinstance(config, str):
-        return None, f"has no snapshot of {repo} at {rev}"
+        snapshots = cache_dir() / f"models--{repo.replace('/', '--')}" / "snapshots"
+        others = sorted(p.name for p in snapshots.glob("*") if p.is_dir()) if snapshots.is_dir() else []
+        hint = (
+            f" (it holds other commits: {', '.join(others)}; to use one, pass --revision <commit>, or set the "
+            f"profile's revision)"
+            if others
+            else ""
+        )
+        return None, f"has no snapshot of {repo} at {rev}{hint}"
     snapshot = Path(config).parent
     missing = [f for f in NEEDED if not (snapshot / f).is_file()]
     if not any((snapshot / w).is_file() for w in WEIGHTS):
