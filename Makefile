@@ -22,7 +22,7 @@ $(error PROFILE=$(PROFILE) is not in profiles/; choose one of: $(PROFILES))
 endif
 export PROFILE NB ARGS DATA MODEL SWEEP WORKERS
 # DRY_RUN=1: every run cut to one epoch, one seed and the first grid point, under
-# runs/<profile>-dry-run/, every page marked (vptlib.profile.dry_run). vptlib reads it as:
+# runs/<profile>-dry-run/, every page marked (vptlib.study.profile.dry_run). vptlib reads it as:
 export VPTLIB_DRY_RUN := $(DRY_RUN)
 PROFILE_FILE := profiles/$(PROFILE).yaml
 GEN := book/generated
@@ -37,10 +37,16 @@ $(METHODS_MK): vptlib/methods/__init__.py $(STAMP)
 	@mkdir -p $(dir $@)
 	$(PY) -m vptlib.methods > $@.tmp && mv $@.tmp $@
 EXPERIMENTS = $(METHODS:%=$(GEN)/experiments/%.ipynb)
-SRC := $(wildcard vptlib/*.py vptlib/*/*.py)
+# What a page is made by. RUN_SRC is the code that decides a run's numbers, exactly the
+# files of a run's code hash (vptlib.runs.provenance.identity_files; a test keeps the two
+# equal): editing it makes every run new. The study's and the report's code orchestrate and
+# render: editing them re-executes the pages, which then reuse every finished run (same
+# code hash), so a figure's colour retrains nothing. bench/ and cli/ re-execute nothing.
+RUN_SRC := vptlib/selection.py $(wildcard vptlib/data/*.py vptlib/models/*.py vptlib/methods/*.py vptlib/runs/*.py)
+PAGE_SRC := $(RUN_SRC) $(wildcard vptlib/*.py vptlib/study/*.py vptlib/report/*.py)
 # The profile's data folder, as vptlib reads the profile (empty before `make install`; the
 # targets that need it run in a sub-make after install).
-DATA_DIR := $(shell [ -x $(PY) ] && $(PY) -m vptlib.profile $(PROFILE_FILE) data 2>/dev/null)
+DATA_DIR := $(shell [ -x $(PY) ] && $(PY) -m vptlib.study.profile $(PROFILE_FILE) data 2>/dev/null)
 # `make book` prints its wall time, model build and preflight included.
 BOOK_START := $(shell date +%s)
 VPTLIB := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/vptlib
@@ -71,7 +77,7 @@ install: $(STAMP)
 # The offline model: a tiny CLIP whose vision tower is warmed up on separate phantoms
 # (~30 s on 2 cores). Tests and the smoke profile share it.
 TINY := models/tiny-clip
-$(TINY)/model.safetensors: $(STAMP) vptlib/pretrain.py vptlib/phantoms.py vptlib/backbone.py
+$(TINY)/model.safetensors: $(STAMP) vptlib/study/pretrain.py vptlib/data/phantoms.py vptlib/models/offline.py
 	$(VENV)/bin/vptlib model tiny --out $(TINY) --pretrain-epochs 20
 
 tiny-model: $(TINY)/model.safetensors
@@ -101,15 +107,15 @@ book: install $(MODEL_DEP)
 notebooks: $(EXPERIMENTS) $(GEN)/dataset.ipynb $(GEN)/results.ipynb $(GEN)/curves.ipynb $(GEN)/attention.ipynb \
 	$(GEN)/reproducibility.ipynb
 
-$(DATA_DIR)/manifest.csv: $(PROFILE_FILE) vptlib/prepare.py vptlib/phantoms.py | $(STAMP)
+$(DATA_DIR)/manifest.csv: $(PROFILE_FILE) vptlib/data/prepare.py vptlib/data/phantoms.py | $(STAMP)
 	$(VPTLIB) book data --profile $(PROFILE_FILE) $(DATA_ARG)
 
 # Make's own dependency tracking decides what re-executes: a page reruns only when its
-# template, the profile, vptlib's code, the data or the model changed.
-$(GEN)/dataset.ipynb: notebooks/dataset.ipynb $(PROFILE_FILE) $(SRC) $(DATA_DIR)/manifest.csv
+# template, the profile, the code that makes it (PAGE_SRC), the data or the model changed.
+$(GEN)/dataset.ipynb: notebooks/dataset.ipynb $(PROFILE_FILE) $(PAGE_SRC) $(DATA_DIR)/manifest.csv
 	$(VPTLIB) book execute notebooks/dataset.ipynb $@ --profile $(PROFILE_FILE)
 
-$(GEN)/experiments/%.ipynb: notebooks/experiment.ipynb $(PROFILE_FILE) $(SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP)
+$(GEN)/experiments/%.ipynb: notebooks/experiment.ipynb $(PROFILE_FILE) $(PAGE_SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP)
 	$(VPTLIB) book execute notebooks/experiment.ipynb $@ --profile $(PROFILE_FILE) -p method $* --title-from-method $(MODEL_ARG)
 
 $(GEN)/results.ipynb: notebooks/results.ipynb $(EXPERIMENTS)
@@ -119,7 +125,7 @@ $(GEN)/attention.ipynb: notebooks/attention.ipynb $(EXPERIMENTS)
 	$(VPTLIB) book execute notebooks/attention.ipynb $@ --profile $(PROFILE_FILE)
 
 # The sweeps reuse every point already finished by the same code (see `make sweep`).
-$(GEN)/curves.ipynb: notebooks/curves.ipynb $(PROFILE_FILE) $(SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP)
+$(GEN)/curves.ipynb: notebooks/curves.ipynb $(PROFILE_FILE) $(PAGE_SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP)
 	$(VPTLIB) book execute notebooks/curves.ipynb $@ --profile $(PROFILE_FILE) $(MODEL_ARG)
 
 $(GEN)/reproducibility.ipynb: notebooks/reproducibility.ipynb $(EXPERIMENTS) $(GEN)/curves.ipynb

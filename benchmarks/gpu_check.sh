@@ -21,7 +21,8 @@ export HF_HUB_OFFLINE=1
 echo "== environment"
 $PY - <<'PY'
 import torch
-from vptlib.backbone import load_clip, vit_b32_config
+from vptlib.models.backbone import load_clip
+from vptlib.models.offline import vit_b32_config
 from transformers import CLIPModel
 assert torch.cuda.is_available(), "no CUDA GPU visible"
 print("gpu:", torch.cuda.get_device_name(0), "| count:", torch.cuda.device_count(),
@@ -44,7 +45,7 @@ for m in $($PY -c "from vptlib.methods import METHODS; print(*METHODS)"); do
 done
 $PY - <<'PY'
 import json, pathlib, torch
-from vptlib.devices import resolve_precision
+from vptlib.runs.devices import resolve_precision
 want = resolve_precision("auto", torch.device("cuda"))
 for m in sorted(pathlib.Path("runs/gpu-check").glob("*/*/metrics.json")):
     r = json.loads(m.read_text())
@@ -76,7 +77,7 @@ echo "== dry run of the full profile on a full-size random ViT-B/32"
 [ -f models/vit-b32-random/model.safetensors ] || $PY - <<'PY'
 import torch
 from transformers import CLIPModel
-from vptlib.backbone import save_clip, vit_b32_config
+from vptlib.models.offline import save_clip, vit_b32_config
 torch.manual_seed(0)
 save_clip(CLIPModel(vit_b32_config()).eval(), "models/vit-b32-random")
 PY

@@ -17,7 +17,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from vptlib.bench.timing import _model, _step
-from vptlib.devices import pick_device
+from vptlib.runs.devices import pick_device
 
 
 def main() -> None:

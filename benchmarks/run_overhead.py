@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from vptlib.engine import RunConfig, run
+from vptlib.runs.engine import RunConfig, run
 
 
 def main() -> None:

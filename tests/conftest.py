@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from vptlib.backbone import write_tiny_clip
-from vptlib.phantoms import write_phantoms
-from vptlib.prepare import PrepareOptions, prepare
+from vptlib.data.phantoms import write_phantoms
+from vptlib.data.prepare import PrepareOptions, prepare
+from vptlib.models.offline import write_tiny_clip
 
 # The suite must never touch the network, even on a machine that has one.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VPTLIB_OFFLINE", "1")
 # No test may depend on the CPU it runs on: `--precision auto` resolves to fp32 in every
 # test (and in the commands they start) unless a test forces a branch itself. Both
-# branches run everywhere in tests/test_portability.py.
+# branches run everywhere in tests/runs/test_portability.py.
 os.environ["VPTLIB_FAST_BF16"] = "0"
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -46,7 +46,7 @@ def pretrained_tiny(tmp_path_factory) -> Path:
 
     `make test` builds it once into models/tiny-clip and points VPTLIB_TINY_MODEL at it.
     """
-    from vptlib.pretrain import pretrain_tiny
+    from vptlib.study.pretrain import pretrain_tiny
 
     ready = os.environ.get("VPTLIB_TINY_MODEL")
     if ready and (Path(ready) / "model.safetensors").is_file():

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from vptlib.methods import METHODS  # the registry is the one list of methods
+from vptlib.methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,16 +24,23 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def _make(repo: Path, *args: str, timeout: int = 1200, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=repo, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1", "VPTLIB_OFFLINE": "1", **(env or {})})  # fmt: skip
+    return subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "VPTLIB_OFFLINE": "1", **(env or {})},
+    )
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A copy of the working tree (tracked and new files), sharing .venv and the tiny model."""
     dest = tmp_path_factory.mktemp("book") / "repo"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()  # fmt: skip
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     for rel in files:
         src = ROOT / rel
         if src.is_file():
@@ -102,10 +109,20 @@ def _chrome(tmp: Path):
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-quic", "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={tmp}",
-                 "--window-size=1280,1600"):  # fmt: skip
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        f"--user-data-dir={tmp}",
+        "--window-size=1280,1600",
+    ):
         opts.add_argument(flag)
     return webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts)
 
@@ -163,11 +180,25 @@ def test_reader_checks_in_chromium(repo, built, browser, tmp_path):
     shots = ROOT / "_build" / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
     # The index is a redirect: the CLI screenshot needs virtual time to follow it.
-    subprocess.run([shutil.which("chromium") or "chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
-                    "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                    "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={tmp_path / 'cli'}",
-                    "--virtual-time-budget=5000", "--window-size=1280,1600", f"--screenshot={shots / 'index.png'}",
-                    (html / "index.html").as_uri()], capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [
+            shutil.which("chromium") or "chromium",
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            f"--user-data-dir={tmp_path / 'cli'}",
+            "--virtual-time-budget=5000",
+            "--window-size=1280,1600",
+            f"--screenshot={shots / 'index.png'}",
+            (html / "index.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     assert (shots / "index.png").is_file()
 
     browser.get((html / "index.html").as_uri())
@@ -258,6 +289,29 @@ def test_make_sweep_reuses_the_books_points(repo, built):
     assert index.count("runs/smoke-prompts/vpt_") == 16
 
 
+def test_editing_a_report_module_retrains_nothing(repo, built):
+    """A figure's code is not part of any run's identity: make re-executes the pages, and a
+    re-executed page reuses every finished run. (One page is executed here; the whole book
+    re-renders the same way, in minutes.)"""
+    runs_before = sorted(p.relative_to(repo).as_posix() for p in (repo / "runs").rglob("metrics.json"))
+    ledger = repo / "runs" / "smoke" / "test-ledger.jsonl"
+    looks_before = ledger.read_text()
+    with (repo / "vptlib" / "report" / "results.py").open("a") as f:
+        f.write("\n\ndef _figure_colour() -> str:\n    return 'tab:red'\n")
+    plan = _make(repo, "-n", "book", "PROFILE=smoke")
+    assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-3000:]
+    pages = set(re.findall(r"book/generated/(?:experiments/)?(\w+)\.ipynb --profile", plan.stdout))
+    assert set(METHODS) | {"results", "dataset"} <= pages, pages  # every page re-renders
+    page = "book/generated/experiments/vpt_shallow.ipynb"
+    res = _make(repo, page, "PROFILE=smoke")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert f"executing {page}" in res.stdout
+    runs_after = sorted(p.relative_to(repo).as_posix() for p in (repo / "runs").rglob("metrics.json"))
+    assert runs_after == runs_before, "a run was trained again"
+    assert ledger.read_text() == looks_before  # nothing was evaluated on test again
+    assert _make(repo, "-q", page, "PROFILE=smoke").returncode == 0  # and the page is up to date
+
+
 def test_full_profile_offline_fails_fast(repo, tmp_path):
     t0 = time.monotonic()
     res = _make(repo, "book", "PROFILE=full", timeout=300, env={"HF_HOME": str(tmp_path / "hf")})
@@ -265,7 +319,7 @@ def test_full_profile_offline_fails_fast(repo, tmp_path):
     assert res.returncode != 0
     out = res.stdout + res.stderr
     assert "Traceback" not in out
-    from vptlib import hub
+    from vptlib.models import hub
 
     fetch_model = hub.fetch_command(hub.DEFAULT_MODEL, hub.PINNED[hub.DEFAULT_MODEL])
     for needle in (fetch_model, "vptlib data fetch --archive", "make book DATA=", "make book PROFILE=smoke"):
@@ -280,7 +334,7 @@ def test_dry_run_of_the_full_profile_on_the_tiny_model(repo, built, tmp_path):
     the full profile's own split sizes, grids and sweeps are used. Runs last, because the
     dry run's pages replace the smoke build's.
     """
-    from vptlib.phantoms import write_phantoms
+    from vptlib.data.phantoms import write_phantoms
 
     kaggle = write_phantoms(tmp_path / "kaggle", per_class=200, size=64, seed=1)  # 120 train + 80 test per class
     t0 = time.monotonic()

@@ -95,8 +95,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     if path.exists() and not (path.is_dir() and (not any(path.iterdir()) or (path / DIR_MARKER).is_file())):
-        raise UserError(f"{path} exists and holds files vptlib did not write; nothing was changed: "
-                        f"choose a new folder or remove it yourself")  # fmt: skip
+        raise UserError(
+            f"{path} exists and holds files vptlib did not write; nothing was changed: "
+            f"choose a new folder or remove it yourself"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     _clean_orphans(path)
     tag = f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}"

@@ -14,6 +14,24 @@ from .output import README_END, README_START, accuracy_markdown, cost_markdown, 
 from .timing import ADAMW_FULL, METHODS, SAME_COST, data_throughput, machine_name, measure
 from .verdicts import NOISY, accuracy_check, grid_runs, study_cost, targets, verdict
 
-__all__ = ["ADAMW_FULL", "METHODS", "NOISY", "README_END", "README_START", "SAME_COST", "accuracy_check",
-           "accuracy_markdown", "cost_markdown", "data_throughput", "grid_runs", "machine_name", "markdown",
-           "measure", "plot", "study_cost", "targets", "update_readme", "verdict"]  # fmt: skip
+__all__ = [
+    "ADAMW_FULL",
+    "METHODS",
+    "NOISY",
+    "README_END",
+    "README_START",
+    "SAME_COST",
+    "accuracy_check",
+    "accuracy_markdown",
+    "cost_markdown",
+    "data_throughput",
+    "grid_runs",
+    "machine_name",
+    "markdown",
+    "measure",
+    "plot",
+    "study_cost",
+    "targets",
+    "update_readme",
+    "verdict",
+]

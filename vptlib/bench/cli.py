@@ -11,15 +11,16 @@ from typing import Any
 
 import torch
 
-from .. import atomic
-from ..backbone import tiny_clip_config
-from ..devices import bf16_supported, pick_device
+from vptlib import REPO, atomic
+from vptlib.models.offline import tiny_clip_config
+from vptlib.runs.devices import bf16_supported, pick_device
+
 from . import __doc__ as PACKAGE_DOC
 from .output import cost_markdown, markdown, plot, update_readme
 from .timing import METHODS, data_throughput, machine_name, measure, one_process
 from .verdicts import accuracy_check, study_cost
 
-RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+RESULTS = REPO / "benchmarks" / "results"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,8 +73,8 @@ COST_PROFILES = ("full", "kaggle-full")
 
 
 def study_costs(r: dict[str, Any]) -> list[dict]:
-    from ..book import REPO
-    from ..profile import load
+    from vptlib import REPO
+    from vptlib.study.profile import load
 
     return [study_cost(r, load(REPO / "profiles" / f"{name}.yaml")) for name in COST_PROFILES]
 
@@ -84,8 +85,14 @@ def _linear_probe(r: dict[str, Any], batch: int) -> dict[str, float]:
     fwd = r["results"]["forward/fp32"]["seconds_per_step"]
     head = r["results"]["linear/fp32"]["seconds_per_step"]
     cached, recompute = batches * fwd + 15 * batches * head, 15 * batches * (fwd + head)
-    return {"images": images, "cached_s": cached, "recompute_s": recompute, "one_pass_s": batches * fwd,
-            "cached_over_one_pass": cached / (batches * fwd), "recompute_over_one_pass": recompute / (batches * fwd)}  # fmt: skip
+    return {
+        "images": images,
+        "cached_s": cached,
+        "recompute_s": recompute,
+        "one_pass_s": batches * fwd,
+        "cached_over_one_pass": cached / (batches * fwd),
+        "recompute_over_one_pass": recompute / (batches * fwd),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,17 +104,29 @@ def main(argv: list[str] | None = None) -> int:
             saved["study_costs"] = study_costs(saved)
         return _write(saved, Path(args.render).parent, saved["tiny"])
     if args.one:
-        print(json.dumps(measure(*args.one, args.batch, args.steps, args.warmup, args.tiny, args.device,
-                                 args.compile_one)))  # fmt: skip
+        print(
+            json.dumps(
+                measure(*args.one, args.batch, args.steps, args.warmup, args.tiny, args.device, args.compile_one)
+            )
+        )
         return 0
     dev = pick_device(args.device)
     size = tiny_clip_config().vision_config.image_size if args.tiny else 224
-    r: dict[str, Any] = {"machine": machine_name(dev), "device": str(dev), "batch": args.batch, "tiny": args.tiny,
-                         "torch": torch.__version__, "bf16_fast": bf16_supported(dev)}  # fmt: skip
+    r: dict[str, Any] = {
+        "machine": machine_name(dev),
+        "device": str(dev),
+        "batch": args.batch,
+        "tiny": args.tiny,
+        "torch": torch.__version__,
+        "bf16_fast": bf16_supported(dev),
+    }
     precisions = ("fp32", "bf16") if r["bf16_fast"] or args.force_bf16 else ("fp32",)
     if precisions == ("fp32",):
-        print("no fast bf16 on this device (emulated bf16 is many times slower): measuring fp32 only; "
-              "--force-bf16 measures it anyway", flush=True)  # fmt: skip
+        print(
+            "no fast bf16 on this device (emulated bf16 is many times slower): measuring fp32 only; "
+            "--force-bf16 measures it anyway",
+            flush=True,
+        )
     configs = [(kind, prec, False) for kind in ("forward", *METHODS) for prec in precisions]
     if args.compile:
         configs += [(kind, precisions[-1], True) for kind in ("vpt_shallow", "vpt_deep")]
@@ -134,6 +153,6 @@ def _write(r: dict[str, Any], out: Path, tiny: bool) -> int:
     plot(r, stem.with_suffix(".png"))
     print(md)
     print(f"wrote {stem}.json, .md and .png")
-    if not tiny and out.resolve() == RESULTS.resolve() and update_readme(RESULTS.parents[1] / "README.md", md):
+    if not tiny and out.resolve() == RESULTS.resolve() and update_readme(REPO / "README.md", md):
         print("updated the benchmark section of README.md")
     return 0

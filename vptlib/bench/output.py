@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .. import atomic
+from vptlib import atomic
+
 from .timing import METHODS
 from .verdicts import targets
 
@@ -14,22 +15,36 @@ README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 def cost_markdown(cost: dict) -> str:
     name = cost.get("profile", "full")
-    sizes = (f" ({cost['images'][0]:,} training, {cost['images'][1]:,} validation and {cost['images'][2]:,} test "
-             "images)") if cost.get("images") else ""  # fmt: skip
-    lines = [f"Estimated cost of `make book PROFILE={name}`{sizes} on this machine at {cost['precision']}, from "
-             "the measured step times (training and evaluation only):", "", "| part | runs | minutes |",
-             "|---|---|---|"]  # fmt: skip
+    sizes = (
+        (f" ({cost['images'][0]:,} training, {cost['images'][1]:,} validation and {cost['images'][2]:,} test images)")
+        if cost.get("images")
+        else ""
+    )
+    lines = [
+        f"Estimated cost of `make book PROFILE={name}`{sizes} on this machine at {cost['precision']}, from "
+        "the measured step times (training and evaluation only):",
+        "",
+        "| part | runs | minutes |",
+        "|---|---|---|",
+    ]
     lines += [f"| {x['what']} | {x['runs']} | {x['seconds'] / 60:.1f} |" for x in cost["rows"]]
     lines += [f"| **total** | {sum(x['runs'] for x in cost['rows'])} | **{cost['total_seconds'] / 60:.0f}** |"]
     return "\n".join(lines)
 
 
 def accuracy_markdown(check: dict) -> str:
-    lines = [f"bf16 accuracy check (smoke profile, tiny model, test accuracy in %, mean over seeds "
-             f"{check['seeds']}; target: within the tolerance, 1 point or one test image per seed):", "",
-             "| method | fp32 | bf16 | bf16 - fp32 | tolerance | result |", "|---|---|---|---|---|---|"]  # fmt: skip
-    lines += [f"| {x['method']} | {x['fp32']:.2f} | {x['bf16']:.2f} | {x['diff']:+.2f} | {x.get('tolerance', 1.0):.2f} | "
-              f"{'PASS' if x['ok'] else 'FAIL'} |" for x in check["rows"]]  # fmt: skip
+    lines = [
+        f"bf16 accuracy check (smoke profile, tiny model, test accuracy in %, mean over seeds "
+        f"{check['seeds']}; target: within the tolerance, 1 point or one test image per seed):",
+        "",
+        "| method | fp32 | bf16 | bf16 - fp32 | tolerance | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {x['method']} | {x['fp32']:.2f} | {x['bf16']:.2f} | {x['diff']:+.2f} | {x.get('tolerance', 1.0):.2f} | "
+        f"{'PASS' if x['ok'] else 'FAIL'} |"
+        for x in check["rows"]
+    ]
     return "\n".join(lines)
 
 
@@ -40,33 +55,53 @@ def _spread(v: dict[str, Any]) -> str:
 
 def markdown(r: dict[str, Any]) -> str:
     n_rounds = max(len(v.get("rounds") or [0]) for v in r["results"].values())
-    lines = [f"Machine: {r['machine']} ({r['device']}); batch {r['batch']}; torch {r['torch']}; "
-             f"{'tiny test model' if r['tiny'] else 'ViT-B/32 architecture, random weights'}; "
-             f"{n_rounds} interleaved round(s), median of rounds shown", "",
-             "| configuration | precision | s / step | range over rounds | images / s | peak memory (GB) |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"Machine: {r['machine']} ({r['device']}); batch {r['batch']}; torch {r['torch']}; "
+        f"{'tiny test model' if r['tiny'] else 'ViT-B/32 architecture, random weights'}; "
+        f"{n_rounds} interleaved round(s), median of rounds shown",
+        "",
+        "| configuration | precision | s / step | range over rounds | images / s | peak memory (GB) |",
+        "|---|---|---|---|---|---|",
+    ]
     for v in r["results"].values():
-        lines.append(f"| {v['kind']} | {v['precision']} | {v['seconds_per_step']:.3f} | {_spread(v)} | "
-                     f"{v['images_per_s']:.1f} | {v['peak_bytes'] / 1e9:.2f} |")  # fmt: skip
+        lines.append(
+            f"| {v['kind']} | {v['precision']} | {v['seconds_per_step']:.3f} | {_spread(v)} | "
+            f"{v['images_per_s']:.1f} | {v['peak_bytes'] / 1e9:.2f} |"
+        )
     lp = r["linear_probe"]
-    lines += ["", f"Linear probe, 15 epochs on {lp['images']} training images (derived from the measured step "
-              f"times): {lp['cached_s']:.1f} s with the feature cache, {lp['recompute_s']:.1f} s recomputing "
-              f"the backbone every epoch.", "",
-              f"Data pipeline: {r['data_images_per_s']:.0f} images/s (uint8 cache + augmentation + normalisation).",
-              "", "A ratio target is computed in each round from configurations measured side by side; it gets "
-              "PASS or FAIL only when every round agrees, else `noisy: rerun` (the machine was busy).",
-              *(["A VPT step is compared with the frozen backbone's no-grad forward timed in the step's own "
-                 "process, the two called in turn (the forward row above is a separate process)."]
-                if any("plain_forward_rounds" in v for v in r["results"].values()) else []),
-              "", "| target | measured | result |", "|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        f"Linear probe, 15 epochs on {lp['images']} training images (derived from the measured step "
+        f"times): {lp['cached_s']:.1f} s with the feature cache, {lp['recompute_s']:.1f} s recomputing "
+        f"the backbone every epoch.",
+        "",
+        f"Data pipeline: {r['data_images_per_s']:.0f} images/s (uint8 cache + augmentation + normalisation).",
+        "",
+        "A ratio target is computed in each round from configurations measured side by side; it gets "
+        "PASS or FAIL only when every round agrees, else `noisy: rerun` (the machine was busy).",
+        *(
+            [
+                "A VPT step is compared with the frozen backbone's no-grad forward timed in the step's own "
+                "process, the two called in turn (the forward row above is a separate process)."
+            ]
+            if any("plain_forward_rounds" in v for v in r["results"].values())
+            else []
+        ),
+        "",
+        "| target | measured | result |",
+        "|---|---|---|",
+    ]
     lines += [f"| {t} | {m} | {ok} |" for t, m, ok in targets(r)]
     if r.get("accuracy_check"):
         lines += ["", accuracy_markdown(r["accuracy_check"])]
     for cost in r.get("study_costs") or ([r["study_cost"]] if r.get("study_cost") else []):
         lines += ["", cost_markdown(cost)]
     if not r["bf16_fast"]:
-        lines += ["", "N/A: this device has no fast bf16 (no AVX512-BF16/AMX or CUDA bf16), so the bf16 "
-                  "speed target does not apply here, and bf16 was not measured unless --force-bf16."]  # fmt: skip
+        lines += [
+            "",
+            "N/A: this device has no fast bf16 (no AVX512-BF16/AMX or CUDA bf16), so the bf16 "
+            "speed target does not apply here, and bf16 was not measured unless --force-bf16.",
+        ]
     return "\n".join(lines) + "\n"
 
 

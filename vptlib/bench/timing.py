@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
-from ..augment import Augment
-from ..backbone import byte_level_tokenizer, tiny_clip_config, vit_b32_config
-from ..dataset import Preprocess, normalize
-from ..devices import attention_kernel, autocast, cast_frozen, pick_device, set_attention
-from ..methods import METHODS as REGISTRY
+from vptlib.data.augment import Augment
+from vptlib.data.dataset import Preprocess, normalize
+from vptlib.methods import METHODS as REGISTRY
+from vptlib.models.offline import byte_level_tokenizer, tiny_clip_config, vit_b32_config
+from vptlib.runs.devices import attention_kernel, autocast, cast_frozen, pick_device, set_attention
 
 # Methods whose step costs the same as a measured one (WiSE-FT trains like `full`); a
 # method that trains nothing costs one frozen forward.
@@ -72,8 +72,9 @@ def _warm_up(fn, device: torch.device, warmup: int, settle: int) -> None:
         last = t
 
 
-def interleaved_times(fns: dict[str, Any], device: torch.device, steps: int, warmup: int,
-                      settle: int = 4) -> dict[str, list[float]]:  # fmt: skip
+def interleaved_times(
+    fns: dict[str, Any], device: torch.device, steps: int, warmup: int, settle: int = 4
+) -> dict[str, list[float]]:
     """Seconds of each of ``steps`` calls of every function in ``fns``, called in turn.
 
     Each function first warms up: ``warmup`` untimed calls, then up to ``settle`` more
@@ -97,14 +98,15 @@ def step_times(fn, device: torch.device, steps: int, warmup: int, settle: int = 
     return interleaved_times({"fn": fn}, device, steps, warmup, settle)["fn"]
 
 
-def _step(kind: str, clip, x: torch.Tensor, y: torch.Tensor, precision: str, dev: torch.device,
-          compile_: bool) -> dict[str, Any]:  # fmt: skip
+def _step(
+    kind: str, clip, x: torch.Tensor, y: torch.Tensor, precision: str, dev: torch.device, compile_: bool
+) -> dict[str, Any]:
     """The functions to time, by name: ``step``, one training step (for ``forward``, one
     frozen forward). A method that sees images (not ``linear``) adds ``own_forward``, the
     trained model's no-grad forward on the same batch, and ``plain_forward``, the frozen
     backbone's forward through the same weights (cast and attention kernel included)
     where the method wraps one whole (VPT)."""
-    from ..methods import build
+    from vptlib.methods import build
 
     if kind == "forward":
         # Frozen, as zero-shot, the linear probe's features and evaluation run it: then its
@@ -158,8 +160,9 @@ def _step(kind: str, clip, x: torch.Tensor, y: torch.Tensor, precision: str, dev
     return fns
 
 
-def measure(kind: str, precision: str, batch: int, steps: int, warmup: int, tiny: bool, device: str,
-            compile_: bool = False) -> dict[str, Any]:  # fmt: skip
+def measure(
+    kind: str, precision: str, batch: int, steps: int, warmup: int, tiny: bool, device: str, compile_: bool = False
+) -> dict[str, Any]:
     """One configuration, in this process: each step's seconds, their median, and peak memory."""
     dev = pick_device(device)
     if dev.type == "cuda":
@@ -174,8 +177,14 @@ def measure(kind: str, precision: str, batch: int, steps: int, warmup: int, tiny
     # A no-grad forward keeps no activations, so the peak below is still the steps'.
     times = interleaved_times(fns, dev, steps, warmup + (2 if compile_ else 0))
     seconds = statistics.median(times["step"])
-    out = {"kind": kind + ("+compile" if compile_ else ""), "precision": precision, "seconds_per_step": seconds,
-           "step_times": times["step"], "images_per_s": batch / seconds, "peak_bytes": _peak_bytes(dev)}  # fmt: skip
+    out = {
+        "kind": kind + ("+compile" if compile_ else ""),
+        "precision": precision,
+        "seconds_per_step": seconds,
+        "step_times": times["step"],
+        "images_per_s": batch / seconds,
+        "peak_bytes": _peak_bytes(dev),
+    }
     for name in ("own_forward", "plain_forward"):
         if name in times:
             out[f"{name}_seconds"] = statistics.median(times[name])
@@ -210,8 +219,22 @@ def machine_name(device: torch.device) -> str:
 
 def one_process(kind: str, precision: str, args, compile_: bool = False) -> dict[str, Any]:
     """:func:`measure` in a fresh Python process (its own peak memory, no state from the others)."""
-    cmd = [sys.executable, "-m", "vptlib.bench", "--one", kind, precision, "--batch", str(args.batch),
-           "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "vptlib.bench",
+        "--one",
+        kind,
+        precision,
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--device",
+        args.device,
+    ]
     if args.tiny:
         cmd.append("--tiny")
     if compile_:

@@ -14,8 +14,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from ..methods import METHODS as REGISTRY
-from ..profile import Profile, as_profile
+from vptlib.methods import METHODS as REGISTRY
+from vptlib.study.profile import Profile, as_profile
+
 from .timing import SAME_COST
 
 NOISY = "noisy: rerun"
@@ -55,16 +56,23 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
             plain = res.get(f"{m}/{prec}", {}).get("plain_forward_rounds")
             if plain or (f"{m}/{prec}" in res and f"forward/{prec}" in res):
                 over = _ratio(rounds(r, f"{m}/{prec}"), plain or rounds(r, f"forward/{prec}"))
-                out.append((f"{m}: {prec} step <= 2.3x a no-grad forward", _shown(over),
-                            verdict(over, lambda v: v <= 2.3)))  # fmt: skip
+                out.append(
+                    (f"{m}: {prec} step <= 2.3x a no-grad forward", _shown(over), verdict(over, lambda v: v <= 2.3))
+                )
             own = r["results"].get(f"{m}/{prec}", {}).get("own_forward_rounds")
             if own:  # the same step against the prompted model's own forward: its extra tokens cancel
                 over = _ratio(rounds(r, f"{m}/{prec}"), own)
-                out.append((f"{m}: {prec} step <= 2.3x its own no-grad forward (diagnostic)", _shown(over),
-                            verdict(over, lambda v: v <= 2.3)))  # fmt: skip
+                out.append(
+                    (
+                        f"{m}: {prec} step <= 2.3x its own no-grad forward (diagnostic)",
+                        _shown(over),
+                        verdict(over, lambda v: v <= 2.3),
+                    )
+                )
         mem = res[f"{m}/fp32"]["peak_bytes"] / res["full/fp32"]["peak_bytes"]
-        out.append((f"{m}: peak memory <= 0.8x full fine-tuning (AdamW)", f"{mem:.2f}x",
-                    "PASS" if mem <= 0.8 else "FAIL"))  # fmt: skip
+        out.append(
+            (f"{m}: peak memory <= 0.8x full fine-tuning (AdamW)", f"{mem:.2f}x", "PASS" if mem <= 0.8 else "FAIL")
+        )
     # 15 epochs of head steps on cached features against one extraction pass of the backbone.
     lp = [1 + 15 * h / f for h, f in zip(rounds(r, "linear/fp32"), rounds(r, "forward/fp32"), strict=True)]
     out.append(("linear probe, 15 epochs <= 1.2x one extraction pass", _shown(lp), verdict(lp, lambda v: v <= 1.2)))
@@ -74,8 +82,13 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     data = r.get("data_rounds") or [r["data_images_per_s"]]
     per_s = [r["batch"] / s for s in rounds(r, fwd)]
     ratio = [d / f for d, f in zip(data, per_s, strict=True)] if len(data) == len(per_s) else [data[0] / per_s[0]]
-    out.append((f"data pipeline >= 5x frozen {label} forward images/s", _shown(ratio, digits=1),
-                verdict(ratio, lambda v: v >= 5)))  # fmt: skip
+    out.append(
+        (
+            f"data pipeline >= 5x frozen {label} forward images/s",
+            _shown(ratio, digits=1),
+            verdict(ratio, lambda v: v >= 5),
+        )
+    )
     return out
 
 
@@ -89,7 +102,7 @@ def _bf16_speedup(r: dict[str, Any], m: str) -> tuple[str, str, str]:
 
 def grid_runs(profile: Profile, method: str) -> int:
     """Runs of ``method`` in the book: its grid with one seed, then the other seeds (the chosen point is reused)."""
-    from ..tuning import grid_points
+    from vptlib.study.tuning import grid_points
 
     seeds = len(profile.seeds) if REGISTRY[method].trains else 1
     return max(1, len(grid_points(profile, method))) + seeds - 1
@@ -102,12 +115,14 @@ KAGGLE_IMAGES = {"train": 5712, "test": 1311}
 
 def split_sizes(profile: Profile | dict[str, Any]) -> tuple[int, int, int]:
     """(train, validation, test) images that ``profile``'s ``source.prepare`` asks for."""
-    from ..classes import CLASSES
-    from ..prepare import PrepareOptions
+    from vptlib.data.classes import CLASSES
+    from vptlib.data.prepare import PrepareOptions
 
     profile = as_profile(profile)
-    prep = {**{k: getattr(PrepareOptions, k) for k in ("train_per_class", "test_per_class", "val_fraction")},
-            **profile.source.get("prepare", {})}  # fmt: skip
+    prep = {
+        **{k: getattr(PrepareOptions, k) for k in ("train_per_class", "test_per_class", "val_fraction")},
+        **profile.source.get("prepare", {}),
+    }
 
     def images(key: str, split: str) -> int:
         k = prep[key]
@@ -128,7 +143,7 @@ def study_cost(r: dict[str, Any], profile: Profile | dict[str, Any]) -> dict:
     add their points (one seed each); sweeps add their points with the training set cut to
     ``k`` images per class. Data preparation, model loading and the book build are not included.
     """
-    from ..classes import CLASSES
+    from vptlib.data.classes import CLASSES
 
     profile = as_profile(profile)
     train_images, val_images, test_images = split_sizes(profile)
@@ -152,7 +167,7 @@ def study_cost(r: dict[str, Any], profile: Profile | dict[str, Any]) -> dict:
         n = grid_runs(profile, method)
         cfg = profile.run_config(method).resolved()
         rows.append({"what": method, "runs": n, "seconds": n * one(method, cfg.epochs, train_images)})
-    from ..sweep import grid
+    from vptlib.study.sweep import grid
 
     for name in profile.sweeps:
         total = 0.0
@@ -161,8 +176,13 @@ def study_cost(r: dict[str, Any], profile: Profile | dict[str, Any]) -> dict:
             k = axes.get("train_per_class")
             total += one(cfg.method, cfg.epochs, train_images if k is None else min(train_images, len(CLASSES) * k))
         rows.append({"what": f"sweep {name}", "runs": len(points), "seconds": total})
-    return {"profile": profile.profile, "images": [train_images, val_images, test_images], "precision": prec,
-            "rows": rows, "total_seconds": sum(x["seconds"] for x in rows)}  # fmt: skip
+    return {
+        "profile": profile.profile,
+        "images": [train_images, val_images, test_images],
+        "precision": prec,
+        "rows": rows,
+        "total_seconds": sum(x["seconds"] for x in rows),
+    }
 
 
 def accuracy_check(device: str = "auto", seeds: tuple[int, ...] = (0, 1)) -> dict[str, Any]:
@@ -174,10 +194,11 @@ def accuracy_check(device: str = "auto", seeds: tuple[int, ...] = (0, 1)) -> dic
     seed, whichever is larger: with the smoke profile's 80 test images one image is 1.25
     points, so a 1-point bar alone would fail on a single changed prediction.
     """
-    from ..book import REPO, prepare_data
-    from ..engine import run
-    from ..pretrain import pretrain_tiny
-    from ..profile import load
+    from vptlib import REPO
+    from vptlib.runs.engine import run
+    from vptlib.study.book import prepare_data
+    from vptlib.study.pretrain import pretrain_tiny
+    from vptlib.study.profile import load
 
     path = REPO / "profiles" / "smoke.yaml"
     profile = load(path)
@@ -198,6 +219,14 @@ def accuracy_check(device: str = "auto", seeds: tuple[int, ...] = (0, 1)) -> dic
             accs[prec] = 100 * sum(vals) / len(vals)
         diff = accs["bf16"] - accs["fp32"]
         tolerance = max(1.0, 100 / n_test) if n_test else 1.0
-        rows.append({"method": method, "fp32": accs["fp32"], "bf16": accs["bf16"], "diff": diff,
-                     "tolerance": tolerance, "ok": abs(diff) <= tolerance + 1e-9})  # fmt: skip
+        rows.append(
+            {
+                "method": method,
+                "fp32": accs["fp32"],
+                "bf16": accs["bf16"],
+                "diff": diff,
+                "tolerance": tolerance,
+                "ok": abs(diff) <= tolerance + 1e-9,
+            }
+        )
     return {"seeds": list(seeds), "rows": rows, "passed": all(r["ok"] for r in rows)}

@@ -1,8 +1,27 @@
 """The methods, behind one entry point: ``build(method, clip, num_classes, **options)``.
 
 Each method lives in its own module with its ``Options`` dataclass and recommended
-training settings (``DEFAULTS``) beside it. ``build`` checks the options against the
-method's dataclass, so an option that does not apply is an error, not a silent no-op.
+training settings (``DEFAULTS``) beside it, and returns a
+:class:`~vptlib.methods.base.Classifier` (the contract). ``build`` checks the options
+against the method's dataclass, so an option that does not apply is an error, not a
+silent no-op.
+
+Adding a method (the checklist; ``tests/methods/test_contract.py`` checks the result):
+
+1. Write ``methods/<name>.py``: ``Options`` (a dataclass; subclass
+   :class:`~vptlib.methods.base.TextOptions` if it reads the class texts; give each
+   field a default, and :func:`~vptlib.methods.base.flag` for a command-line flag),
+   ``DEFAULTS`` (the paper's epochs, learning rate, optimiser and weight decay; epochs 0
+   if nothing trains), a :class:`~vptlib.methods.base.Classifier` subclass (its
+   ``requires_grad`` parameters are what it trains; set the capabilities that apply,
+   override the hooks it needs; wrap another method with
+   :class:`~vptlib.methods.base.Wrapper`), and ``build(clip, num_classes, opts)``.
+2. Add one line to :data:`METHODS` below, where it belongs in report order.
+3. Say in ``book/methods.md`` what it trains and which paper's recipe it follows, and
+   give it a tuning grid in the profiles if the paper tunes it.
+
+Nothing else names a method: the CLI's flags, ``make run``, the book's table of contents,
+the report's rows, the sweeps and the bench all read this registry.
 """
 
 from __future__ import annotations
@@ -12,40 +31,52 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..classes import CLASSES
+from vptlib.data.classes import CLASSES
+
 from . import clip_lora, flyp, full, linear, text_ce, vision_lora, visual_prompt, wise_ft, zero_shot
-from .base import Classifier, TrainDefaults, count_parameters
+from .base import Classifier, TextOptions, TrainDefaults, count_parameters
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A method as the rest of vptlib sees it; nothing outside ``methods/`` names a method."""
+    """A method as the rest of vptlib sees it; nothing outside ``methods/`` names a method.
+
+    What it needs before it is built is read from what its module declares, never stated twice.
+    """
 
     build: Callable[..., Classifier]  # (clip, num_classes, options) -> Classifier
     options: type  # the method's Options dataclass: its fields are its CLI flags and profile keys
     defaults: TrainDefaults  # recommended epochs, lr, optimizer, weight decay
     title: str  # how reports name it
-    uses_text: bool = False  # needs the tokenizer and the class names
-    trains: bool = True  # False: nothing is optimised (zero-shot), so it runs once, with 0 epochs
+
+    @property
+    def uses_text(self) -> bool:
+        """Needs the tokenizer and the class names: its Options are :class:`TextOptions`."""
+        return issubclass(self.options, TextOptions)
+
+    @property
+    def trains(self) -> bool:
+        """False when nothing is optimised (zero-shot: ``DEFAULTS.epochs == 0``), so it runs once."""
+        return self.defaults.epochs > 0
 
 
-def _spec(module: Any, title: str, build: Callable[..., Classifier] | None = None, **kw: Any) -> MethodSpec:
-    return MethodSpec(build or module.build, module.Options, module.DEFAULTS, title, **kw)
+def _spec(module: Any, title: str, build: Callable[..., Classifier] | None = None) -> MethodSpec:
+    return MethodSpec(build or module.build, module.Options, module.DEFAULTS, title)
 
 
 # The one list of methods, in report order: the CLI, the report, the bench, the sweeps and
 # the build read it from here (tests check that the Makefile and _toc.yml list the same).
 METHODS: dict[str, MethodSpec] = {
-    "zero_shot": _spec(zero_shot, "Zero-shot CLIP", uses_text=True, trains=False),
+    "zero_shot": _spec(zero_shot, "Zero-shot CLIP"),
     "linear": _spec(linear, "Linear probe"),
     "vpt_shallow": _spec(visual_prompt, "VPT-shallow", visual_prompt.build_shallow),
     "vpt_deep": _spec(visual_prompt, "VPT-deep", visual_prompt.build_deep),
     "vision_lora": _spec(vision_lora, "Vision LoRA + linear head"),
-    "clip_lora": _spec(clip_lora, "CLIP-LoRA", uses_text=True),
+    "clip_lora": _spec(clip_lora, "CLIP-LoRA"),
     "full": _spec(full, "Full fine-tuning"),
-    "wise_ft": _spec(wise_ft, "WiSE-FT", uses_text=True),
-    "flyp": _spec(flyp, "FLYP", uses_text=True),
-    "text_ce": _spec(text_ce, "Cross-entropy on class texts (FLYP's ablation)", uses_text=True),
+    "wise_ft": _spec(wise_ft, "WiSE-FT"),
+    "flyp": _spec(flyp, "FLYP"),
+    "text_ce": _spec(text_ce, "Cross-entropy on class texts (FLYP's ablation)"),
 }
 
 
@@ -77,7 +108,7 @@ def command_line_options() -> dict[str, tuple[str, type, str]]:
 
 
 def build(method: str, clip: Any, num_classes: int, **options: Any) -> Classifier:
-    """Build ``method`` on ``clip`` (a :class:`~vptlib.backbone.Clip`, or a bare
+    """Build ``method`` on ``clip`` (a :class:`~vptlib.models.backbone.Clip`, or a bare
     ``CLIPModel`` for the image-only methods) for ``num_classes`` classes.
 
     The returned module's ``requires_grad`` parameters are exactly what the method

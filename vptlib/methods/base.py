@@ -31,15 +31,46 @@ class TrainDefaults:
     weight_decay: float = 0.0
 
 
-class Classifier(nn.Module):
-    """Base class: ``forward(pixel_values) -> (B, num_classes)`` logits."""
+@dataclass
+class TextOptions:
+    """The class texts of a method that reads CLIP's text tower; a method whose ``Options``
+    subclass this is a text method (``MethodSpec.uses_text``). Every field defaults to the
+    study's own: the four classes, :data:`~vptlib.methods.text.TEMPLATES` and
+    :data:`~vptlib.methods.text.SYNONYMS`."""
 
-    method: str = ""
-    uses_feature_cache: bool = False  # True: the engine trains ``head`` on cached frozen features
+    class_names: tuple[str, ...] | None = None  # defaults to the data's classes
+    templates: tuple[str, ...] | None = None  # format strings with one "{}" for the class phrase
+    synonyms: dict | None = None  # {class: (phrase, ...)} overriding the built-in synonyms
+
+
+# The engine's hooks: the methods of :class:`Classifier` a method may override, each called
+# at one point of a run. A :class:`Wrapper` forwards every one of them to the method it
+# wraps. ``trainable_state`` is not a hook: its names are the module's own.
+HOOKS = ("loss", "param_groups", "on_epoch_start", "on_step_end", "fit_features", "finalize", "features", "describe")
+# What the engine may rely on, as attributes (a class default, or set in ``__init__`` when
+# an option decides it). Tests check each against the method's behaviour.
+CAPABILITIES = ("uses_feature_cache", "batch_loss_is_global", "unused_params_possible", "text_prompts")
+
+
+class Classifier(nn.Module):
+    """The method contract: ``forward(pixel_values) -> (B, num_classes)`` logits, the
+    capabilities below, and the hooks in :data:`HOOKS` (each with a default here).
+
+    Its parameters with ``requires_grad`` are exactly the ones its method trains. A method
+    with ``uses_feature_cache`` also has ``features(pixels) -> (B, D)``, frozen, and a
+    trainable ``head: nn.Module`` on them, so that ``forward(x) == head(features(x))``.
+    ``tests/methods/test_contract.py`` checks every registered method against this.
+    """
+
+    head: nn.Module  # declared, not defaulted: a class attribute would shadow nn.Module's registration
+
+    # True: the engine trains ``head`` on cached frozen ``features``.
+    uses_feature_cache: bool = False
     # True: ``loss`` is the whole batch's loss on every data-parallel process (in-batch
     # contrastive losses gather the batch); False: the mean over this process's share.
     batch_loss_is_global: bool = False
     unused_params_possible: bool = False  # some trainable tensors may get no gradient in a step (DDP must know)
+    text_prompts: dict[str, list[str]] | None = None  # a text method's class prompts, recorded in config.json
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), labels)
@@ -53,10 +84,6 @@ class Classifier(nn.Module):
 
     def on_step_end(self) -> None:
         """Hook after each optimizer step (FLYP clips its temperature here)."""
-
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        """Every tensor this method trains, by name: what a checkpoint holds."""
-        return {n: p for n, p in self.named_parameters() if p.requires_grad}
 
     def fit_features(self, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict | None:
         """Hook for methods fitted in closed form on cached features (the L-BFGS linear probe).
@@ -74,9 +101,44 @@ class Classifier(nn.Module):
         """
         return {}
 
+    def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The frozen ``(B, D)`` features ``head`` reads; only for ``uses_feature_cache``."""
+        raise NotImplementedError(f"{type(self).__name__} trains on pixels, not on cached features")
+
     def describe(self) -> str:
         """One line for reports: what this method trains."""
         return ""
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Every tensor this method trains, by name: what a checkpoint holds."""
+        return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
+
+class Wrapper(Classifier):
+    """A method built around another (WiSE-FT around fine-tuning): ``forward``, every hook in
+    :data:`HOOKS` and every capability go to ``inner`` unless the wrapper defines its own,
+    so a hook added to the contract later is forwarded without a line here."""
+
+    def __init__(self, inner: Classifier):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.inner(pixel_values)
+
+
+def _forward_hook(name: str) -> Callable[..., Any]:
+    def hook(self: Wrapper, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.inner, name)(*args, **kwargs)
+
+    hook.__name__, hook.__doc__ = name, f"``inner.{name}``"
+    return hook
+
+
+for _name in HOOKS:
+    setattr(Wrapper, _name, _forward_hook(_name))
+for _name in CAPABILITIES:
+    setattr(Wrapper, _name, property(lambda self, n=_name: getattr(self.inner, n)))
 
 
 def linear_head(in_features: int, num_classes: int) -> nn.Linear:
@@ -96,7 +158,7 @@ def linear_head(in_features: int, num_classes: int) -> nn.Linear:
 
 
 def vision_model(clip) -> nn.Module:
-    """The vision tower of a :class:`~vptlib.backbone.Clip` bundle or of a bare ``CLIPModel``."""
+    """The vision tower of a :class:`~vptlib.models.backbone.Clip` bundle or of a bare ``CLIPModel``."""
     return clip.vision_model if hasattr(clip, "vision_model") else clip.model.vision_model
 
 

@@ -20,25 +20,20 @@ import torch
 import torch.nn.functional as F
 
 from . import vision_lora
-from .base import Classifier, TrainDefaults
-from .text import TEMPLATES, class_prompts, tokenize
+from .base import Classifier, TextOptions, TrainDefaults
+from .text import TEMPLATES, ClassTokens, class_prompts
 from .vision_lora import adapt, check
 
 DEFAULTS = TrainDefaults(epochs=20, lr=2e-4, optimizer="adamw", weight_decay=0.01)
 
 
 @dataclass
-class Options(vision_lora.Options):
-    """Vision LoRA's rank, alpha, dropout and targets (here in both encoders), plus the class texts."""
-
-    class_names: tuple[str, ...] | None = None
-    templates: tuple[str, ...] | None = None  # default: TEMPLATES[0], one prompt per class
-    synonyms: dict | None = None
+class Options(vision_lora.Options, TextOptions):
+    """Vision LoRA's rank, alpha, dropout and targets (here in both encoders), plus the class
+    texts (default template: ``TEMPLATES[0]``, one prompt per class)."""
 
 
 class CLIPLoRA(Classifier):
-    method = "clip_lora"
-
     def __init__(self, clip, num_classes: int, opts: Options):
         super().__init__()
         self.clip = copy.deepcopy(clip.model).requires_grad_(False)
@@ -46,13 +41,11 @@ class CLIPLoRA(Classifier):
         self.register_buffer("logit_scale", self.clip.logit_scale.detach().exp().clone())
         every = class_prompts(opts.class_names, opts.templates or TEMPLATES[:1], opts.synonyms)
         self.text_prompts = {c: ps[:1] for c, ps in every.items()}  # one text per class
-        tokens, _ = tokenize(clip.tokenizer, self.text_prompts)
-        for k, v in tokens.items():
-            self.register_buffer(f"tok_{k}", v, persistent=False)
+        self.tokens = ClassTokens(clip.tokenizer, self.text_prompts)
         self.rank = opts.rank
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        text = self.clip.get_text_features(input_ids=self.tok_input_ids, attention_mask=self.tok_attention_mask)
+        text = self.clip.get_text_features(**self.tokens.batch())
         img = self.clip.get_image_features(pixel_values=pixel_values)
         text = F.normalize(text.pooler_output.float(), dim=-1)
         img = F.normalize(img.pooler_output.float(), dim=-1)

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .base import TrainDefaults
+from .base import TextOptions, TrainDefaults
 from .text_ce import TextCE
 
 DEFAULTS = TrainDefaults(epochs=20, lr=1e-5, optimizer="adamw", weight_decay=0.1)
@@ -31,15 +31,12 @@ MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clips the temperature so logits are sc
 
 
 @dataclass
-class Options:
-    class_names: tuple[str, ...] | None = None
-    templates: tuple[str, ...] | None = None  # caption templates, one "{}" for the class phrase
-    synonyms: dict | None = None  # {class: (phrase, ...)}
+class Options(TextOptions):
+    """The class texts; each caption is one template with one synonym of its class."""
 
 
 class FLYP(TextCE):
-    method = "flyp"
-    batch_loss_is_global = True  # the loss of the whole batch, on every process (see vptlib.engine)
+    batch_loss_is_global = True  # the loss of the whole batch, on every process (see vptlib.runs.engine)
 
     def __init__(self, clip, num_classes: int, opts: Options):
         super().__init__(clip, num_classes, opts)
@@ -59,13 +56,12 @@ class FLYP(TextCE):
         """One caption per image: a random prompt of its class, from a generator seeded per epoch."""
         if self._captions is None:  # the engine reseeds torch per (seed, epoch): same captions on resume
             self._captions = torch.Generator().manual_seed(torch.initial_seed())
-        owner = self.owner.cpu()
+        owner = self.tokens.owner.cpu()
         picks = []
         for c in labels.cpu().tolist():
             choices = torch.nonzero(owner == c).flatten()
             picks.append(int(choices[torch.randint(len(choices), (1,), generator=self._captions)]))
-        idx = torch.tensor(picks, device=self.tok_input_ids.device)
-        return {"input_ids": self.tok_input_ids[idx], "attention_mask": self.tok_attention_mask[idx]}
+        return self.tokens.batch(torch.tensor(picks, device=self.tokens.input_ids.device))
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if not self.training or self._features is None:

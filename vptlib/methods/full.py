@@ -25,8 +25,6 @@ class Options:
 
 
 class FullFinetune(Classifier):
-    method = "full"
-
     def __init__(self, vision, num_classes: int, opts: Options):
         super().__init__()
         self.vision = copy.deepcopy(vision).requires_grad_(True)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vptlib.selection import best_index
+
 from .base import Classifier, TrainDefaults, flag, linear_head, vision_model
 
 DEFAULTS = TrainDefaults(epochs=50, lr=1e-3, optimizer="adamw", weight_decay=1e-4)  # for solver="sgd"
@@ -28,15 +30,18 @@ C_GRID = tuple(float(c) for c in np.logspace(-6, 6, 25))  # inverse L2 strength,
 
 @dataclass
 class Options:
-    solver: str = flag("lbfgs", "--solver", "linear: lbfgs (CLIP's protocol: logistic regression on cached "
-                       "features, C chosen on validation; default) | sgd (the head trains for --epochs)")  # fmt: skip
-    through_backbone: bool = flag(False, "--through-backbone", "linear, sgd only: train on augmented images "
-                                  "through the frozen backbone")  # fmt: skip
+    solver: str = flag(
+        "lbfgs",
+        "--solver",
+        "linear: lbfgs (CLIP's protocol: logistic regression on cached "
+        "features, C chosen on validation; default) | sgd (the head trains for --epochs)",
+    )
+    through_backbone: bool = flag(
+        False, "--through-backbone", "linear, sgd only: train on augmented images through the frozen backbone"
+    )
 
 
 class LinearProbe(Classifier):
-    method = "linear"
-
     def __init__(self, vision, num_classes: int, opts: Options):
         super().__init__()
         self.vision = copy.deepcopy(vision).requires_grad_(False)
@@ -74,9 +79,15 @@ class LinearProbe(Classifier):
         curve = []
         for c in C_GRID if len(yv) else ():
             p = _proba(fit(c), xv, classes)
-            curve.append({"C": c, "val_acc": float((p.argmax(1) == yv).mean()),
-                          "val_loss": float(log_loss(yv, p, labels=classes))})  # fmt: skip
-        best = max(curve, key=lambda r: (r["val_acc"], -r["val_loss"], -r["C"]))["C"] if curve else 1.0
+            curve.append(
+                {
+                    "C": c,
+                    "val_acc": float((p.argmax(1) == yv).mean()),
+                    "val_loss": float(log_loss(yv, p, labels=classes)),
+                }
+            )
+        # Ties: the smaller C, the stronger regularisation.
+        best = curve[best_index(curve, tiebreak=lambda r: r["C"])]["C"] if curve else 1.0
         clf = fit(best)
         w = np.zeros((len(classes), xt.shape[1]))
         b = np.full(len(classes), -1e4)  # a class absent from training is never predicted
@@ -87,8 +98,11 @@ class LinearProbe(Classifier):
             w[clf.classes_], b[clf.classes_] = clf.coef_, clf.intercept_
         self.head.weight.copy_(torch.as_tensor(w, dtype=self.head.weight.dtype))
         self.head.bias.copy_(torch.as_tensor(b, dtype=self.head.bias.dtype))
-        return {"linear_probe_C": best, "linear_probe_curve": curve,
-                "selected_by": "validation accuracy over C (ties: lower validation loss, then smaller C)"}  # fmt: skip
+        return {
+            "linear_probe_C": best,
+            "linear_probe_curve": curve,
+            "selected_by": "validation accuracy over C (ties: lower validation loss, then smaller C)",
+        }
 
     def describe(self) -> str:
         how = "L2 logistic regression (L-BFGS, C chosen on validation)" if self.solver == "lbfgs" else "an SGD head"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 TEMPLATES: tuple[str, ...] = (
     "a brain MRI showing {}.",
@@ -46,3 +47,24 @@ def class_embeddings(model, tokens: dict[str, torch.Tensor], owner: torch.Tensor
     emb = F.normalize(model.get_text_features(**tokens).pooler_output.float(), dim=-1)
     summed = torch.zeros(num_classes, emb.shape[1], device=emb.device).index_add_(0, owner.to(emb.device), emb)
     return F.normalize(summed, dim=-1)
+
+
+class ClassTokens(nn.Module):
+    """The tokenized class prompts, as buffers that move with the model and are never saved.
+
+    ``input_ids`` and ``attention_mask`` are ``(T, L)`` for the ``T`` prompts; ``owner`` is
+    ``(T,)``, the class index of each prompt.
+    """
+
+    def __init__(self, tokenizer, prompts: dict[str, list[str]]):
+        super().__init__()
+        tokens, owner = tokenize(tokenizer, prompts)
+        self.register_buffer("input_ids", tokens["input_ids"], persistent=False)
+        self.register_buffer("attention_mask", tokens["attention_mask"], persistent=False)
+        self.register_buffer("owner", owner, persistent=False)
+
+    def batch(self, rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The text tower's keyword arguments for every prompt, or for the prompts ``rows``."""
+        if rows is None:
+            return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        return {"input_ids": self.input_ids[rows], "attention_mask": self.attention_mask[rows]}

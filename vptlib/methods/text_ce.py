@@ -17,36 +17,28 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import Classifier, TrainDefaults
-from .text import class_embeddings, class_prompts, tokenize
+from .base import Classifier, TextOptions, TrainDefaults
+from .text import ClassTokens, class_embeddings, class_prompts
 
 DEFAULTS = TrainDefaults(epochs=20, lr=1e-5, optimizer="adamw", weight_decay=0.1)
 
 
 @dataclass
-class Options:
-    class_names: tuple[str, ...] | None = None
-    templates: tuple[str, ...] | None = None
-    synonyms: dict | None = None
+class Options(TextOptions):
+    pass
 
 
 class TextCE(Classifier):
-    method = "text_ce"
-
     def __init__(self, clip, num_classes: int, opts: Options):
         super().__init__()
         self.clip = copy.deepcopy(clip.model).requires_grad_(True)
         self.clip.logit_scale.requires_grad_(False)
         self.num_classes = num_classes
         self.text_prompts = class_prompts(opts.class_names, opts.templates, opts.synonyms)
-        tokens, owner = tokenize(clip.tokenizer, self.text_prompts)
-        for k, v in tokens.items():
-            self.register_buffer(f"tok_{k}", v, persistent=False)
-        self.register_buffer("owner", owner, persistent=False)
+        self.tokens = ClassTokens(clip.tokenizer, self.text_prompts)
 
     def class_text(self) -> torch.Tensor:
-        tokens = {"input_ids": self.tok_input_ids, "attention_mask": self.tok_attention_mask}
-        return class_embeddings(self.clip, tokens, self.owner, self.num_classes)
+        return class_embeddings(self.clip, self.tokens.batch(), self.tokens.owner, self.num_classes)
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.clip.get_image_features(pixel_values=pixel_values).pooler_output.float(), dim=-1)

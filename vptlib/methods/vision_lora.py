@@ -28,8 +28,11 @@ class Options:
     """The adapter's settings; CLIP-LoRA's options extend these."""
 
     rank: int = flag(2, "--rank", "LoRA: rank r of the update B @ A (default 2)")
-    alpha: float = flag(1.0, "--lora-alpha", "LoRA: the update is scaled by alpha / r (vision_lora) or "
-                        "alpha / sqrt(r) (clip_lora) (default 1)")  # fmt: skip
+    alpha: float = flag(
+        1.0,
+        "--lora-alpha",
+        "LoRA: the update is scaled by alpha / r (vision_lora) or alpha / sqrt(r) (clip_lora) (default 1)",
+    )
     dropout: float = flag(0.25, "--lora-dropout", "LoRA: dropout on the adapter's input, training only (default 0.25)")
     targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj")  # attention projections adapted
 
@@ -45,16 +48,20 @@ def check(opts) -> None:
 
 def adapt(module: torch.nn.Module, opts, rslora: bool) -> None:
     """Inject LoRA adapters into ``module`` in place; only they train afterwards."""
-    config = LoraConfig(r=opts.rank, lora_alpha=opts.alpha, lora_dropout=opts.dropout,
-                        target_modules=list(opts.targets), bias="none", use_rslora=rslora)  # fmt: skip
+    config = LoraConfig(
+        r=opts.rank,
+        lora_alpha=opts.alpha,
+        lora_dropout=opts.dropout,
+        target_modules=list(opts.targets),
+        bias="none",
+        use_rslora=rslora,
+    )
     inject_adapter_in_model(config, module)
     for name, p in module.named_parameters():
         p.requires_grad_("lora_" in name)
 
 
 class VisionLoRA(Classifier):
-    method = "vision_lora"
-
     def __init__(self, vision, num_classes: int, opts: Options):
         super().__init__()
         self.vision = copy.deepcopy(vision).requires_grad_(False)

@@ -11,20 +11,9 @@ Adapted from KMnP/vpt ``src/models/vit_prompt/vit.py`` to Hugging Face's
    set before every layer after the first, so the sequence stays ``1 + P + N`` long;
 5. ``post_layernorm`` on CLS: equal to ``pooler_output`` when ``P == 0``.
 
-In training, each layer is computed by :func:`layer_rows`, the same function as HF's
-layer with less work around it:
-
-- only the rows whose output is used: the last layer only CLS, and in deep mode no layer
-  the prompt rows that the next layer replaces (about 7% (shallow) and 14% (deep) of a
-  ViT-B/32 step's matmul work, and as much again in the backward);
-- under autocast, each layer norm's output is cast to the low-precision dtype once, not
-  once per projection that reads it;
-- QuickGELU as ``silu(1.702 x) / 1.702`` with a one-kernel backward (:class:`QuickGELU`)
-  instead of autograd's five elementwise passes through ``x * sigmoid(1.702 x)``.
-
-With a frozen backbone, memory-bound elementwise passes like these cost as much as the
-matmuls a frozen layer saves, and decide whether a step stays near twice a forward
-(``make bench`` measures it).
+In training, a layer runs at the rows the next step reads only (:meth:`PromptedVisionEncoder.rows_needed`),
+through :func:`vptlib.models.fast_layer.layer_rows`; in evaluation, HF's whole layer runs
+and the same rows are kept, so both paths compute one algorithm (a test compares them).
 
 Only the prompts and the head train; every weight of the wrapped tower is frozen.
 Trainable parameters with ``C`` classes and width ``D``: shallow ``P*D + D*C + C``;
@@ -39,9 +28,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers.activations import QuickGELUActivation
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.clip.modeling_clip import eager_attention_forward
+
+from vptlib.models.fast_layer import layer_rows
 
 from .base import Classifier, TrainDefaults, flag, linear_head, vision_model
 
@@ -50,8 +38,12 @@ DEFAULTS = TrainDefaults(epochs=50, lr=0.05, optimizer="sgd", weight_decay=1e-4)
 
 @dataclass
 class Options:
-    prompt_tokens: int = flag(5, "--prompt-tokens", "VPT: prompt tokens per layer, at most 4x the model's "
-                              "sequence length (200 for ViT-B/32) (default 5, the official default)")  # fmt: skip
+    prompt_tokens: int = flag(
+        5,
+        "--prompt-tokens",
+        "VPT: prompt tokens per layer, at most 4x the model's "
+        "sequence length (200 for ViT-B/32) (default 5, the official default)",
+    )
     prompt_dropout: float = flag(0.0, "--prompt-dropout", "VPT: dropout on the prompts (default 0.0, official)")
 
 
@@ -61,69 +53,6 @@ def prompt_init_bound(patch_size: int, hidden: int) -> float:
     Uses the *patch* size: 0.039528 for ViT-B/32. The image size would make it 6.3x smaller.
     """
     return math.sqrt(6.0 / (3 * patch_size**2 + hidden))
-
-
-class QuickGELU(torch.autograd.Function):
-    """CLIP's ``x * sigmoid(1.702 x)``, computed as ``silu(1.702 x) / 1.702``.
-
-    The same function; its derivative is ``silu'(1.702 x)``, so the backward is one fused
-    ``silu_backward`` pass over the saved ``1.702 x``. Autograd through HF's
-    ``QuickGELUActivation`` spends five elementwise passes over the MLP's widest tensor
-    (three multiplies, ``sigmoid_backward``, an add), which are memory-bound and were about
-    a fifth of a bf16 VPT step on a CPU.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        z = x * 1.702
-        ctx.save_for_backward(z)
-        return nn.functional.silu(z).mul_(1 / 1.702)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (z,) = ctx.saved_tensors
-        return torch.ops.aten.silu_backward(grad, z)
-
-
-def _low_precision(t: torch.Tensor) -> torch.Tensor:
-    # Autocast casts an fp32 activation at every op that reads it: a layer norm's output
-    # three times (q, k, v). Cast it once; the residual stream itself stays fp32.
-    dev = t.device.type
-    return t.to(torch.get_autocast_dtype(dev)) if torch.is_autocast_enabled(dev) else t
-
-
-def _mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    h = mlp.fc1(_low_precision(x))
-    h = QuickGELU.apply(h) if isinstance(mlp.activation_fn, QuickGELUActivation) else mlp.activation_fn(h)
-    return mlp.fc2(h)
-
-
-def layer_rows(layer: nn.Module, x: torch.Tensor, keep: slice | list[slice]) -> torch.Tensor:
-    """``layer(x)`` at the rows ``keep`` only (a slice, or slices concatenated in order).
-
-    ``layer`` is a pre-LN ``CLIPEncoderLayer``. Keys and values need every row, because
-    every token attends to all of them; the queries, the output projection, the residuals
-    and the MLP act on each row alone, so they run for the kept rows only. The attention
-    kernel is the one the layer's config names (eager or SDPA), called as the layer calls it.
-    Under autocast each layer norm's output is cast once, and QuickGELU runs as
-    :class:`QuickGELU` (another activation runs as the layer's own module).
-    """
-    attn = layer.self_attn
-    keep = [keep] if isinstance(keep, slice) else keep
-
-    def rows(t: torch.Tensor) -> torch.Tensor:
-        return t[:, keep[0]] if len(keep) == 1 else torch.cat([t[:, k] for k in keep], dim=1)
-
-    b, n, _ = x.shape
-    h = _low_precision(layer.layer_norm1(x))
-    q_in = rows(h)
-    q = attn.q_proj(q_in).view(b, q_in.shape[1], -1, attn.head_dim).transpose(1, 2)
-    k = attn.k_proj(h).view(b, n, -1, attn.head_dim).transpose(1, 2)
-    v = attn.v_proj(h).view(b, n, -1, attn.head_dim).transpose(1, 2)
-    kernel = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, eager_attention_forward)
-    out, _ = kernel(attn, q, k, v, None, scaling=attn.scale, dropout=attn.dropout if attn.training else 0.0)
-    x = rows(x) + attn.out_proj(out.reshape(b, q_in.shape[1], -1).contiguous())
-    return x + _mlp(layer.mlp, layer.layer_norm2(x))
 
 
 class PromptedVisionEncoder(nn.Module):
@@ -137,14 +66,19 @@ class PromptedVisionEncoder(nn.Module):
             only the input sequence is prompted (VPT-shallow).
         dropout: dropout on the prompt embeddings (official default 0.0).
 
+    The sequence a layer reads is ``[CLS, prompts, patches]``, addressed by the named
+    slices :attr:`CLS`, :attr:`prompt_slots` and :attr:`patches`.
+
     Attributes:
-        skip_unused_rows: in training, compute each layer with :func:`layer_rows`, only at
-            the rows whose output is used. Evaluation always runs HF's whole layers, so
-            that hooks on them (the attention maps) see every layer's full input. Default
-            True; False runs HF's whole layers in training too (the tests compare the two).
+        skip_unused_rows: in training, compute each layer only at the rows whose output is
+            used (:func:`~vptlib.models.fast_layer.layer_rows`). Evaluation always runs HF's
+            whole layers, so that hooks on them (the attention maps) see every layer's full
+            input. Default True; False runs HF's whole layers in training too (the tests
+            compare the two).
     """
 
     skip_unused_rows: bool = True
+    CLS = slice(0, 1)
 
     def __init__(self, vision_model: nn.Module, num_tokens: int, deep: bool = False, dropout: float = 0.0):
         super().__init__()
@@ -161,41 +95,48 @@ class PromptedVisionEncoder(nn.Module):
         self.deep_prompts = (
             nn.Parameter(torch.empty(layers - 1, num_tokens, hidden).uniform_(-bound, bound)) if deep else None
         )
+        self.prompt_slots = slice(1, 1 + num_tokens)
+        self.patches = slice(1 + num_tokens, None)
 
-    def _expand(self, prompts: torch.Tensor, batch: int) -> torch.Tensor:
+    def layer_prompts(self, layer: int, batch: int) -> torch.Tensor:
+        """``(B, P, D)``: the prompts inserted before ``layer`` (0: the input's)."""
+        prompts = self.prompts if layer == 0 else self.deep_prompts[layer - 1]
         # Expand before dropout so that every image gets its own dropout mask, as in VPT.
         return self.prompt_dropout(prompts.expand(batch, -1, -1))
 
+    def rows_needed(self, layer: int) -> list[slice]:
+        """The rows of ``layer``'s output that the rest of the forward reads."""
+        if layer == len(self.vision.encoder.layers) - 1:
+            return [self.CLS]  # only CLS reaches post_layernorm
+        if self.deep:
+            return [self.CLS, self.patches]  # the prompt rows are replaced before the next layer
+        return [slice(None)]
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` normalised pixels -> ``(B, hidden)`` post-LN CLS feature."""
+        """``(B, 3, H, W)`` normalised pixels -> ``(B, D)`` post-LN CLS feature."""
         v = self.vision
-        x = v.embeddings(pixel_values)  # (B, 1+N, D), position embeddings already added
-        b, p = x.shape[0], self.num_tokens
-        x = torch.cat([x[:, :1], self._expand(self.prompts, b).to(x.dtype), x[:, 1:]], dim=1)
-        x = v.pre_layrnorm(x)
-        skip = self.skip_unused_rows and self.training
-        last = len(v.encoder.layers) - 1
+        x = v.embeddings(pixel_values)  # (B, 1+N, D): CLS and patches, position embeddings added
+        b = x.shape[0]
+        x = torch.cat([x[:, self.CLS], self.layer_prompts(0, b).to(x.dtype), x[:, 1:]], dim=1)  # (B, 1+P+N, D)
+        x = v.pre_layrnorm(x)  # ln_pre normalises the prompts too
         for i, layer in enumerate(v.encoder.layers):
-            deep = self.deep_prompts is not None
-            if deep and i >= 1:
-                # Skipping rows, x holds CLS and patches only: the last layer dropped the prompts.
-                x = torch.cat([x[:, :1], self._expand(self.deep_prompts[i - 1], b).to(x.dtype),
-                               x[:, 1 if skip else 1 + p :]], dim=1)  # fmt: skip
-            if not skip:
-                x = layer(x, None)
-            elif i == last:  # only CLS reaches post_layernorm
-                x = layer_rows(layer, x, slice(0, 1))
-            elif deep:  # the prompt rows' outputs are replaced before the next layer
-                x = layer_rows(layer, x, [slice(0, 1), slice(1 + p, None)])
-            else:
-                x = layer_rows(layer, x, slice(None))
-        return v.post_layernorm(x[:, 0])
+            keep = self.rows_needed(i)
+            x = self._layer(layer, x, keep)  # (B, rows kept, D)
+            if self.deep and i + 1 < len(v.encoder.layers):  # x: [CLS, patches]; fresh prompts after CLS
+                x = torch.cat([x[:, self.CLS], self.layer_prompts(i + 1, b).to(x.dtype), x[:, 1:]], dim=1)
+        return v.post_layernorm(x[:, 0])  # (B, D)
+
+    def _layer(self, layer: nn.Module, x: torch.Tensor, keep: list[slice]) -> torch.Tensor:
+        """One encoder layer's output at the rows ``keep``, concatenated in order."""
+        if self.skip_unused_rows and self.training:
+            return layer_rows(layer, x, keep)  # the same rows, computed only there
+        out = layer(x, None)
+        return out[:, keep[0]] if len(keep) == 1 else torch.cat([out[:, k] for k in keep], dim=1)
 
 
 class VPTClassifier(Classifier):
     def __init__(self, vision, num_classes: int, opts: Options, deep: bool):
         super().__init__()
-        self.method = "vpt_deep" if deep else "vpt_shallow"
         self.encoder = PromptedVisionEncoder(copy.deepcopy(vision), opts.prompt_tokens, deep, opts.prompt_dropout)
         self.head = linear_head(vision.config.hidden_size, num_classes)
 
@@ -221,8 +162,9 @@ def max_prompt_tokens(vision) -> int:
 def _check(opts: Options, vision) -> None:
     limit = max_prompt_tokens(vision)
     if not 0 <= opts.prompt_tokens <= limit:
-        raise ValueError(f"prompt_tokens must be in [0, {limit}] (4x this model's sequence length), "
-                         f"got {opts.prompt_tokens}")  # fmt: skip
+        raise ValueError(
+            f"prompt_tokens must be in [0, {limit}] (4x this model's sequence length), got {opts.prompt_tokens}"
+        )
     if not 0 <= opts.prompt_dropout < 1:
         raise ValueError(f"prompt_dropout must be in [0, 1), got {opts.prompt_dropout}")
 

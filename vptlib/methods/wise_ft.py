@@ -13,6 +13,7 @@ in ``alphas`` and keeps the best one (ties: the smaller alpha, closer to zero-sh
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,8 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vptlib.selection import best_index
+
 from . import flyp
-from .base import Classifier, TrainDefaults, flag
+from .base import TextOptions, TrainDefaults, Wrapper, flag
 from .zero_shot import ZeroShot
 
 DEFAULTS = TrainDefaults(epochs=10, lr=1e-5, optimizer="adamw", weight_decay=0.1)
@@ -29,19 +32,14 @@ ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
 
 
 @dataclass
-class Options:
+class Options(TextOptions):
     base: str = flag("full", "--base", "wise_ft: full | flyp, what is fine-tuned before mixing (default full)")
     alphas: tuple[float, ...] = ALPHAS  # mixing coefficients tried on validation
-    class_names: tuple[str, ...] | None = None
-    templates: tuple[str, ...] | None = None
-    synonyms: dict | None = None
 
 
 class ZeroShotHeadCLIP(ZeroShot):
     """Zero-shot CLIP made trainable: image tower, projection, and a linear head that
     starts as the class-text embeddings times CLIP's temperature (same logits at init)."""
-
-    method = "wise_ft"
 
     def __init__(self, clip, num_classes: int, opts: Options):
         super().__init__(clip, num_classes, opts)
@@ -57,33 +55,20 @@ class ZeroShotHeadCLIP(ZeroShot):
         return self.head(F.normalize(img.float(), dim=-1))
 
 
-class WiseFT(Classifier):
-    method = "wise_ft"
+class WiseFT(Wrapper):
+    """The fine-tuning method it wraps trains as it would alone (every hook is its own);
+    WiSE-FT adds only :meth:`finalize`, the mixing."""
 
     def __init__(self, clip, num_classes: int, opts: Options):
-        super().__init__()
+        texts = TextOptions(opts.class_names, opts.templates, opts.synonyms)
         if opts.base == "full":
-            self.inner = ZeroShotHeadCLIP(clip, num_classes, opts)
+            super().__init__(ZeroShotHeadCLIP(clip, num_classes, opts))
         else:
-            self.inner = flyp.FLYP(clip, num_classes, flyp.Options(opts.class_names, opts.templates, opts.synonyms))
-        self.batch_loss_is_global = getattr(self.inner, "batch_loss_is_global", False)
-        self.text_prompts = self.inner.text_prompts
+            super().__init__(flyp.FLYP(clip, num_classes, flyp.Options(**dataclasses.asdict(texts))))
         self.base, self.alphas = opts.base, tuple(opts.alphas)
         # The zero-shot endpoint: a plain dict, so it is neither trained nor checkpointed.
         self._zero_shot = {k: v.detach().clone() for k, v in self.trainable_state().items()}
         self.alpha = 1.0
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.inner(pixel_values)
-
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.inner.loss(logits, labels)
-
-    def on_epoch_start(self, epoch: int) -> None:
-        self.inner.on_epoch_start(epoch)
-
-    def on_step_end(self) -> None:
-        self.inner.on_step_end()
 
     @torch.no_grad()
     def mix(self, alpha: float, fine_tuned: dict[str, torch.Tensor]) -> None:
@@ -102,10 +87,14 @@ class WiseFT(Classifier):
             val_acc, val_loss = score("val")
             test_acc, _ = score("test")
             curve.append({"alpha": alpha, "val_acc": val_acc, "val_loss": val_loss, "test_acc": test_acc})
-        best = max(curve, key=lambda r: (r["val_acc"], -r["val_loss"], -r["alpha"]))
+        best = curve[best_index(curve, tiebreak=lambda r: r["alpha"])]  # ties: the smaller alpha
         self.mix(best["alpha"], fine_tuned)
-        return {"wise_ft_alpha": best["alpha"], "selected_by": "validation accuracy over alpha",
-                "wise_ft_curve": curve, "note": "test_acc per alpha is for plotting only"}  # fmt: skip
+        return {
+            "wise_ft_alpha": best["alpha"],
+            "selected_by": "validation accuracy over alpha",
+            "wise_ft_curve": curve,
+            "note": "test_acc per alpha is for plotting only",
+        }
 
     def describe(self) -> str:
         what = "image tower and projection under a zero-shot head" if self.base == "full" else "both encoders (FLYP)"

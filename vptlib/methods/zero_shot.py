@@ -11,22 +11,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import Classifier, TrainDefaults
+from .base import Classifier, TextOptions, TrainDefaults
 from .text import class_embeddings, class_prompts, tokenize
 
 DEFAULTS = TrainDefaults(epochs=0, lr=1.0)
 
 
 @dataclass
-class Options:
-    class_names: tuple[str, ...] | None = None  # defaults to the study's four classes
-    templates: tuple[str, ...] | None = None  # format strings with one "{}" for the class phrase
-    synonyms: dict | None = None  # {class: (phrase, ...)} overriding the built-in synonyms
+class Options(TextOptions):
+    pass
 
 
 class ZeroShot(Classifier):
-    method = "zero_shot"
-
     def __init__(self, clip, num_classes: int, opts: Options):
         super().__init__()
         model = clip.model

@@ -1,7 +1,7 @@
 """Tables and figures for the book, one module per page. Notebooks call these; the logic
 lives (and is tested) here.
 
-Everything reads run records (:mod:`vptlib.records`) and the data manifest, never
+Everything reads run records (:mod:`vptlib.runs.records`) and the data manifest, never
 notebook outputs, so a page can always be regenerated from ``runs/`` and ``data/``.
 Shared loading (which runs make each method's row) is in :mod:`.loading`.
 """
@@ -32,7 +32,6 @@ from .experiment import (
 )
 from .loading import (
     EARLIER_REPORT,
-    METHOD_ORDER,
     STATIC_ENV,
     TITLES,
     latest_group,
@@ -40,8 +39,10 @@ from .loading import (
     latest_run,
     latest_runs,
     manifest,
+    method_order,
     seed_correct,
     short_commit,
+    titles,
 )
 from .reproducibility import (
     benchmark_markdown,
@@ -71,9 +72,10 @@ __all__ = [
     "ATTENTION_METHODS",
     "COMPARISON_RULE",
     "EARLIER_REPORT",
-    "METHOD_ORDER",
     "STATIC_ENV",
     "TITLES",
+    "method_order",
+    "titles",
     "attention_maps",
     "benchmark_markdown",
     "class_distribution",

@@ -1,4 +1,4 @@
-"""The Attention page: where each method's CLS token looks (maps computed by :mod:`vptlib.attention`)."""
+"""The Attention page: where each method's CLS token looks (maps computed by :mod:`vptlib.models.attention`)."""
 
 from __future__ import annotations
 
@@ -6,20 +6,59 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
-from ..classes import DISPLAY_NAMES
+from vptlib.data.classes import DISPLAY_NAMES
+from vptlib.data.dataset import Preprocess, load_data, normalize
+from vptlib.models.attention import cls_attention
+from vptlib.models.backbone import load_clip
+from vptlib.runs import records
+from vptlib.runs.records import load_run
+
 from .loading import TITLES, latest_runs
 
 ATTENTION_METHODS = ("linear", "vpt_shallow", "vpt_deep", "full")
 
 
-def attention_maps(runs: str | Path, profile: str, data_root: str | Path, methods=ATTENTION_METHODS,
-                   per_class: int = 2) -> dict:  # fmt: skip
+def attention_maps(
+    runs: str | Path, profile: str, data_root: str | Path, methods=ATTENTION_METHODS, per_class: int = 2
+) -> dict:
     """Last-layer CLS attention of each method's first-seed run on the same test images."""
-    from ..attention import maps_for_runs
-
     found = {m: d for m, d in latest_runs(runs, profile).items() if m in methods}
     return maps_for_runs(found, data_root, per_class)
+
+
+def _attention_inputs(data_root: str | Path, run_dir: Path, per_class: int):
+    cfg = records.read_run(run_dir)["config"]
+    clip = load_clip(cfg["model"], revision=cfg.get("revision"))
+    data = load_data(data_root, Preprocess.from_processor(clip.processor))
+    labels = data.test.labels
+    idx = torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(len(data.classes))])
+    return clip, data, idx, normalize(data.test.pixels[idx], data.prep)
+
+
+def maps_for_runs(found: dict[str, Path], data_root: str | Path, per_class: int = 2) -> dict:
+    """Last-layer CLS attention of each run in ``found`` (method -> run dir) on the same test images.
+
+    The first ``per_class`` test images of each class; ``prompts`` holds the share of CLS
+    attention that goes to prompt tokens, per layer.
+    """
+    if not found:
+        return {}
+    clip, data, idx, x = _attention_inputs(data_root, next(iter(found.values())), per_class)
+    out = {
+        "images": data.test.pixels[idx],
+        "labels": [data.classes[int(i)] for i in data.test.labels[idx]],
+        "paths": [data.test.paths[int(i)] for i in idx],
+        "maps": {},
+        "prompts": {},
+    }
+    for method, run_dir in found.items():
+        model, _ = load_run(run_dir, clip=clip)
+        att = cls_attention(model, x)
+        out["maps"][method] = att.to_patches[-1]
+        out["prompts"][method] = att.to_prompts  # (layers, images)
+    return out
 
 
 def plot_attention(maps: dict):
@@ -39,8 +78,13 @@ def plot_attention(maps: dict):
         for j, m in enumerate(methods, start=1):
             a = maps["maps"][m][i]
             axes[i, j].imshow(img, cmap="gray")
-            axes[i, j].imshow(a / a.max(), cmap="inferno", alpha=0.55, extent=(0, img.shape[1], img.shape[0], 0),
-                              interpolation="bilinear")  # fmt: skip
+            axes[i, j].imshow(
+                a / a.max(),
+                cmap="inferno",
+                alpha=0.55,
+                extent=(0, img.shape[1], img.shape[0], 0),
+                interpolation="bilinear",
+            )
     for j, title in enumerate(["image", *[TITLES[m] for m in methods]]):
         axes[0, j].set_title(title, fontsize=8)
     for ax in axes.flat:

@@ -13,8 +13,12 @@ def _sweep_stats(df: pd.DataFrame, axis: str) -> pd.DataFrame:
     ok = df[df.error.fillna("") == ""].copy() if "error" in df else df.copy()
     ok["test_acc"] = ok.test_acc.astype(float) * 100
     g = ok.groupby(["method", axis])
-    out = g.agg(mean=("test_acc", "mean"), std=("test_acc", "std"), seeds=("test_acc", "size"),
-                params=("trainable_params", "first")).reset_index()  # fmt: skip
+    out = g.agg(
+        mean=("test_acc", "mean"),
+        std=("test_acc", "std"),
+        seeds=("test_acc", "size"),
+        params=("trainable_params", "first"),
+    ).reset_index()
     out["std"] = out["std"].fillna(0.0)
     return out
 
@@ -41,8 +45,13 @@ def _sweep_plot(points: pd.DataFrame, x: str, xlabel: str, log_base: float, labe
     sns.lineplot(points, x=x, y="test accuracy (%)", hue="method", errorbar="sd", marker="o", ax=ax)
     if label_points:
         for (_, value), g in points.groupby(["method", label_points]):
-            ax.annotate(f"P={int(value)}", (g[x].iloc[0], g["test accuracy (%)"].mean()), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")  # fmt: skip
+            ax.annotate(
+                f"P={int(value)}",
+                (g[x].iloc[0], g["test accuracy (%)"].mean()),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
     ax.set_xscale("log", base=log_base)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%): seed mean, band ± 1 sd")

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..classes import DISPLAY_NAMES
+from vptlib.data.classes import DISPLAY_NAMES
+
 from .loading import manifest
 
 
@@ -45,11 +46,16 @@ def class_distribution(data_root: str | Path):
 def size_table(data_root: str | Path) -> pd.DataFrame:
     df = manifest(data_root)
     g = df.groupby("label")
-    return pd.DataFrame({
-        "images": g.size(), "median width": g.width.median(), "median height": g.height.median(),
-        "share square": g.aspect.apply(lambda a: float(np.mean(np.isclose(a, 1.0, atol=0.02)))).round(3),
-        "aspect min": g.aspect.min().round(3), "aspect max": g.aspect.max().round(3),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "images": g.size(),
+            "median width": g.width.median(),
+            "median height": g.height.median(),
+            "share square": g.aspect.apply(lambda a: float(np.mean(np.isclose(a, 1.0, atol=0.02)))).round(3),
+            "aspect min": g.aspect.min().round(3),
+            "aspect max": g.aspect.max().round(3),
+        }
+    )
 
 
 def plot_sizes(data_root: str | Path):
@@ -86,20 +92,22 @@ def skipped_table(data_root: str | Path) -> pd.DataFrame:
 
 
 def shape_floor_markdown(data_root: str | Path) -> str:
-    from ..leakage import shape_floor
+    from vptlib.study.leakage import shape_floor
 
     r = shape_floor(manifest(data_root))
-    return (f"A classifier that sees only each image's original width, height and aspect ratio "
-            f"(gradient-boosted trees, trained on train + validation) reaches **{100 * r['accuracy']:.1f}%** test "
-            f"accuracy (95% CI {100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f}%, {r['test_images']} images); "
-            f"always answering the most common class gives {100 * r['majority_rate']:.1f}%. A model that does "
-            f"not clearly beat the first number may be reading image shape rather than anatomy.")  # fmt: skip
+    return (
+        f"A classifier that sees only each image's original width, height and aspect ratio "
+        f"(gradient-boosted trees, trained on train + validation) reaches **{100 * r['accuracy']:.1f}%** test "
+        f"accuracy (95% CI {100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f}%, {r['test_images']} images); "
+        f"always answering the most common class gives {100 * r['majority_rate']:.1f}%. A model that does "
+        f"not clearly beat the first number may be reading image shape rather than anatomy."
+    )
 
 
 def origin_markdown(data_root: str | Path) -> str:
     """Where the prepared images came from: the fetched dataset's version, file counts and
     file-list hash (``source.json`` of ``vptlib data fetch``, kept in the prepared set)."""
-    from ..sets import set_info
+    from vptlib.data.sets import set_info
 
     info = set_info(data_root) or {}
     origin = info.get("origin")

@@ -12,8 +12,9 @@ import pandas as pd
 import seaborn as sns
 from PIL import Image
 
-from .. import records
-from ..classes import DISPLAY_NAMES
+from vptlib.data.classes import DISPLAY_NAMES
+from vptlib.runs import records
+
 from .loading import STATIC_ENV, TITLES, _bytes, _changed, _predictions
 
 
@@ -22,14 +23,20 @@ def summary(run_dir: str | Path) -> pd.DataFrame:
     r = records.read_run(run_dir)
     c, m = r["config"], r["metrics"]
     rows = [
-        ("method", TITLES.get(c["method"], c["method"])), ("trains", c["trains"]),
-        ("trainable parameters", f"{m['trainable_params']:,}"), ("total parameters", f"{m['total_params']:,}"),
+        ("method", TITLES.get(c["method"], c["method"])),
+        ("trains", c["trains"]),
+        ("trainable parameters", f"{m['trainable_params']:,}"),
+        ("total parameters", f"{m['total_params']:,}"),
         ("trainable share", f"{m['trainable_params'] / m['total_params']:.4%}"),
-        ("checkpoint size", _bytes(m["checkpoint_bytes"])), ("settings", _changed(c)),
-        ("selected epoch (by validation)", str(m["best_epoch"])), ("run id", Path(run_dir).name),
-        ("precision", m["precision"]), ("attention kernel", str(c.get("attention"))),
-        ("device", m["device"]), ("model", c["model"]),
-    ]  # fmt: skip
+        ("checkpoint size", _bytes(m["checkpoint_bytes"])),
+        ("settings", _changed(c)),
+        ("selected epoch (by validation)", str(m["best_epoch"])),
+        ("run id", Path(run_dir).name),
+        ("precision", m["precision"]),
+        ("attention kernel", str(c.get("attention"))),
+        ("device", m["device"]),
+        ("model", c["model"]),
+    ]
     return pd.DataFrame(rows, columns=["", "value"]).set_index("")
 
 
@@ -72,16 +79,26 @@ def plot_history(run_dir: str | Path):
 
 def seed_table(results: list) -> pd.DataFrame:
     """One row per seed of an experiment: its run, selected epoch and accuracies."""
-    rows = [{"seed": json.loads((r.run_dir / records.CONFIG).read_text())["seed"], "run id": r.run_dir.name,
-             "selected epoch": r.metrics["best_epoch"],
-             "val acc (%)": 100 * r.metrics["val"]["accuracy"] if r.metrics["val"] else np.nan,
-             "test acc (%)": 100 * r.metrics["test"]["accuracy"], "test ECE": r.metrics["test"]["ece"]}
-            for r in results]  # fmt: skip
+    rows = [
+        {
+            "seed": json.loads((r.run_dir / records.CONFIG).read_text())["seed"],
+            "run id": r.run_dir.name,
+            "selected epoch": r.metrics["best_epoch"],
+            "val acc (%)": 100 * r.metrics["val"]["accuracy"] if r.metrics["val"] else np.nan,
+            "test acc (%)": 100 * r.metrics["test"]["accuracy"],
+            "test ECE": r.metrics["test"]["ece"],
+        }
+        for r in results
+    ]
     df = pd.DataFrame(rows).set_index("seed").round(3)
     if len(df) > 1:
-        df.loc["mean ± std"] = ["", "", f"{df['val acc (%)'].mean():.2f} ± {df['val acc (%)'].std():.2f}",
-                               f"{df['test acc (%)'].mean():.2f} ± {df['test acc (%)'].std():.2f}",
-                               f"{df['test ECE'].mean():.3f}"]  # fmt: skip
+        df.loc["mean ± std"] = [
+            "",
+            "",
+            f"{df['val acc (%)'].mean():.2f} ± {df['val acc (%)'].std():.2f}",
+            f"{df['test acc (%)'].mean():.2f} ± {df['test acc (%)'].std():.2f}",
+            f"{df['test ECE'].mean():.3f}",
+        ]
     return df
 
 
@@ -90,8 +107,16 @@ def plot_confusion(run_dir: str | Path):
     cm = np.array(r["metrics"]["test"]["confusion_matrix"])
     names = [DISPLAY_NAMES.get(c, c) for c in r["config"]["classes"]]
     fig, ax = plt.subplots(figsize=(4.6, 3.8))
-    sns.heatmap(pd.DataFrame(cm, index=names, columns=names), annot=True, fmt="d", cmap="Blues", cbar=False,
-                square=True, linewidths=0.5, ax=ax)  # fmt: skip
+    sns.heatmap(
+        pd.DataFrame(cm, index=names, columns=names),
+        annot=True,
+        fmt="d",
+        cmap="Blues",
+        cbar=False,
+        square=True,
+        linewidths=0.5,
+        ax=ax,
+    )
     ax.set_xticklabels(ax.get_xticklabels(), rotation=30, ha="right")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -110,10 +135,15 @@ def per_class_table(run_dir: str | Path) -> pd.DataFrame:
 
 def timing_table(run_dir: str | Path) -> pd.DataFrame:
     m = records.read_run(run_dir)["metrics"]
-    return pd.DataFrame({"seconds per epoch": [round(m["seconds_per_epoch"], 2)],
-                         "training images per second": [round(m["images_per_second"], 1)],
-                         "epochs run": [m["epochs_run"]], "device": [m["device"]],
-                         "precision": [m["precision"]]})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "seconds per epoch": [round(m["seconds_per_epoch"], 2)],
+            "training images per second": [round(m["images_per_second"], 1)],
+            "epochs run": [m["epochs_run"]],
+            "device": [m["device"]],
+            "precision": [m["precision"]],
+        }
+    )
 
 
 def misclassified(run_dir: str | Path, data_root: str | Path, n: int = 8):
@@ -130,8 +160,10 @@ def misclassified(run_dir: str | Path, data_root: str | Path, n: int = 8):
     for ax, (_, r) in zip(axes.ravel(), wrong.iterrows(), strict=False):
         ax.imshow(Image.open(Path(data_root) / r.path).convert("L"), cmap="gray")
         conf = r[f"prob_{r.pred}"]
-        ax.set_title(f"true {DISPLAY_NAMES.get(r.true, r.true)}\npred {DISPLAY_NAMES.get(r.pred, r.pred)} ({conf:.2f})",
-                     fontsize=8)  # fmt: skip
+        ax.set_title(
+            f"true {DISPLAY_NAMES.get(r.true, r.true)}\npred {DISPLAY_NAMES.get(r.pred, r.pred)} ({conf:.2f})",
+            fontsize=8,
+        )
     fig.tight_layout()
     return fig
 
@@ -182,13 +214,19 @@ def misclassified_from(rows: pd.DataFrame, data_root: str | Path):
 
 
 def tuning_table(tuned) -> pd.DataFrame:
-    """The tuning grid of one method (:class:`vptlib.tuning.Tuned`): each point's validation
+    """The tuning grid of one method (:class:`vptlib.study.tuning.Tuned`): each point's validation
     accuracy and loss, and which one was chosen. Test accuracy is not shown: the points
     that were not chosen never saw test."""
     grid = tuned.grid
     if grid is None or grid.empty:
-        return pd.DataFrame({"tuning": ["no grid for this method in the profile (or every axis fixed by an override): "
-                                        "it ran with its profile settings"]})  # fmt: skip
+        return pd.DataFrame(
+            {
+                "tuning": [
+                    "no grid for this method in the profile (or every axis fixed by an override): "
+                    "it ran with its profile settings"
+                ]
+            }
+        )
     out = grid[[*tuned.axes, "val_acc", "val_loss", "run_id"]].copy()
     out["val_acc"] = (100 * out["val_acc"]).round(2)
     out["val_loss"] = out["val_loss"].round(4)

@@ -3,32 +3,59 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .. import records
-from ..classes import DISPLAY_NAMES
-from ..methods import METHODS
+from vptlib.data.classes import DISPLAY_NAMES
+from vptlib.methods import METHODS
+from vptlib.runs import records
 
 # One theme for every statistical figure of the book, set once here.
 sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=0.9)
 
 
-METHOD_ORDER = tuple(METHODS)
+def method_order() -> tuple[str, ...]:
+    """The registry's methods in report order, read when asked: a method registered later is in it."""
+    return tuple(METHODS)
 
 
-TITLES = {m: s.title for m, s in METHODS.items()}
+def titles() -> dict[str, str]:
+    """How the report names each registered method, read when asked."""
+    return {m: s.title for m, s in METHODS.items()}
+
+
+class _Titles(Mapping):
+    """:func:`titles` as a mapping that reads the registry at every look-up."""
+
+    def __getitem__(self, method: str) -> str:
+        return METHODS[method].title
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(METHODS)
+
+    def __len__(self) -> int:
+        return len(METHODS)
+
+
+TITLES: Mapping[str, str] = _Titles()
 # The earlier student report's test accuracies (STUDY.md section 5). A comparison column
 # only: they come from an implementation with known bugs and test-set selection.
 # Its "contrastive CLIP" used CLIP's in-batch loss (arange targets) with one text per class,
 # the closest of our rows to FLYP (see the Discussion page).
 
 
-EARLIER_REPORT = {"zero_shot": 29.69, "linear": 90.00, "vpt_shallow": 87.81, "vpt_deep": 84.69, "full": 89.69,
-                  "flyp": 57.50}  # fmt: skip
+EARLIER_REPORT = {
+    "zero_shot": 29.69,
+    "linear": 90.00,
+    "vpt_shallow": 87.81,
+    "vpt_deep": 84.69,
+    "full": 89.69,
+    "flyp": 57.50,
+}
 
 
 STATIC_ENV = "VPTLIB_STATIC"
@@ -40,14 +67,16 @@ pd.set_option(
 
 
 def latest_run(runs: str | Path, profile: str, method: str) -> Path | None:
-    """The newest finished run of ``method``, by creation (:func:`vptlib.records.run_order`)."""
-    done = [p for p in records.run_dirs(Path(runs) / profile / method) if (p / records.METRICS).is_file()]
+    """The newest finished run of ``method``, by creation (:func:`vptlib.runs.records.run_order`)."""
+    done = [
+        p for p in records.run_dirs(records.method_folder(runs, profile, method)) if (p / records.METRICS).is_file()
+    ]
     return done[-1] if done else None
 
 
 def latest_group(runs: str | Path, profile: str, method: str) -> list[Path]:
     """The runs (one per seed) behind ``method``'s row: its ``group.json``, else its newest run."""
-    root = Path(runs) / profile / method
+    root = records.method_folder(runs, profile, method)
     group = root / records.GROUP
     if group.is_file():
         dirs = [root / name for name in json.loads(group.read_text())["runs"]]
@@ -58,7 +87,7 @@ def latest_group(runs: str | Path, profile: str, method: str) -> list[Path]:
 
 
 def latest_groups(runs: str | Path, profile: str) -> dict[str, list[Path]]:
-    found = {m: latest_group(runs, profile, m) for m in METHOD_ORDER}
+    found = {m: latest_group(runs, profile, m) for m in method_order()}
     return {m: g for m, g in found.items() if g}
 
 
@@ -114,6 +143,9 @@ def short_commit(commit: str) -> str:
 
 def _changed(cfg: dict) -> str:
     keys = ("epochs", "lr", "optimizer", "batch_size", "precision", "seed")
-    opts = ", ".join(f"{k}={v}" for k, v in sorted(cfg.get("method_options", {}).items())
-                     if k not in ("class_names", "templates", "synonyms"))  # fmt: skip
+    opts = ", ".join(
+        f"{k}={v}"
+        for k, v in sorted(cfg.get("method_options", {}).items())
+        if k not in ("class_names", "templates", "synonyms")
+    )
     return ", ".join([f"{k}={cfg[k]}" for k in keys] + ([opts] if opts else []))

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import records
-from ..book import REPO
+from vptlib import REPO
+from vptlib.runs import provenance as run_provenance
+from vptlib.runs import records
+
 from .loading import TITLES, latest_runs, short_commit
 
 
@@ -18,25 +20,45 @@ def provenance(runs: str | Path, profile: str) -> pd.DataFrame:
         c = json.loads((Path(run_dir) / records.CONFIG).read_text())
         source = c.get("model_source") or {}  # runs recorded before the model's source was
         weights = ", ".join(f"{name} sha256 {sha}" for name, sha in (source.get("weights") or {}).items())
-        rows.append({"method": TITLES[method], "run id": run_dir.name, "git commit": short_commit(c["git_commit"]),
-                     "model": c["model"], "model commit": source.get("commit") or "not recorded",
-                     "weights": weights or "not recorded", "model fingerprint": c["model_fingerprint"],
-                     "manifest hash": c["manifest_hash"], "device": c["device"],
-                     "torch": c["versions"]["torch"], "transformers": c["versions"]["transformers"]})  # fmt: skip
+        rows.append(
+            {
+                "method": TITLES[method],
+                "run id": run_dir.name,
+                "git commit": short_commit(c["git_commit"]),
+                "model": c["model"],
+                "model commit": source.get("commit") or "not recorded",
+                "weights": weights or "not recorded",
+                "model fingerprint": c["model_fingerprint"],
+                "manifest hash": c["manifest_hash"],
+                "device": c["device"],
+                "torch": c["versions"]["torch"],
+                "transformers": c["versions"]["transformers"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
-_FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "weight_decay": "--weight-decay",
-          "optimizer": "--optimizer", "schedule": "--schedule", "warmup": "--warmup", "seed": "--seed",
-          "precision": "--precision", "grad_clip": "--grad-clip", "early_stopping": "--early-stopping",
-          "train_per_class": "--train-per-class"}  # fmt: skip
+_FLAGS = {
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "weight_decay": "--weight-decay",
+    "optimizer": "--optimizer",
+    "schedule": "--schedule",
+    "warmup": "--warmup",
+    "seed": "--seed",
+    "precision": "--precision",
+    "grad_clip": "--grad-clip",
+    "early_stopping": "--early-stopping",
+    "train_per_class": "--train-per-class",
+}
 
 
 def run_command(config: dict) -> str:
     """The `vptlib run` command line that repeats a recorded run."""
     parts = ["vptlib run", f"--method {config['method']}", f"--data {config['data']}", f"--model {config['model']}"]
     parts += [f"{flag} {config[k]}" for k, flag in _FLAGS.items() if config.get(k) is not None]
-    from ..methods import command_line_options  # the flags `vptlib run` defines, so the command always parses
+    from vptlib.methods import command_line_options
 
     opts = config.get("method_options", {})
     for k, (flag, typ, _) in command_line_options().items():
@@ -60,15 +82,19 @@ def run_commands_markdown(runs: str | Path, profile: str) -> str:
 
 
 def commands_markdown(profile: str) -> str:
-    return "\n".join([
-        "```bash", f"make book PROFILE={profile}",
-        f'make run PROFILE={profile} NB=vpt_deep ARGS="-p prompt_tokens 10 -p lr 0.5"',
-        f"make book PROFILE={profile}   # re-executes only that page, the results and this page", "```",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "```bash",
+            f"make book PROFILE={profile}",
+            f'make run PROFILE={profile} NB=vpt_deep ARGS="-p prompt_tokens 10 -p lr 0.5"',
+            f"make book PROFILE={profile}   # re-executes only that page, the results and this page",
+            "```",
+        ]
+    )
 
 
 def environment_table() -> pd.DataFrame:
-    v = records.versions()
+    v = run_provenance.versions()
     import torch
 
     v["CUDA available"] = str(torch.cuda.is_available())

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .. import records
-from ..metrics import expected_calibration_error, holm, paired_difference, reliability, wilson_ci
+from vptlib.runs import ledger, records
+from vptlib.runs.metrics import expected_calibration_error, holm, paired_difference, reliability, wilson_ci
+
 from .loading import (
     EARLIER_REPORT,
-    METHOD_ORDER,
     TITLES,
     _bytes,
     _changed,
@@ -21,6 +21,7 @@ from .loading import (
     _test_arrays,
     latest_groups,
     latest_runs,
+    method_order,
     seed_correct,
 )
 
@@ -35,28 +36,33 @@ def results_table(runs: str | Path, profile: str) -> pd.DataFrame:
         # test images are resampled; each image counts the share of seeds that get it right
         correct = seed_correct(group)
         lo, hi = wilson_ci(float(correct.mean()), correct.shape[1])
-        rows.append({
-            "method": TITLES[method], "seeds": len(group),
-            "test acc (%)": 100 * accs.mean(),
-            "± std": f"{100 * accs.std(ddof=1):.2f}" if len(accs) > 1 else "– (1 run)",
-            "95% CI": f"{100 * lo:.1f}-{100 * hi:.1f}",
-            "per seed (%)": ", ".join(f"{100 * a:.1f}" for a in accs),
-            "balanced acc (%)": 100 * np.mean([m["test"]["balanced_accuracy"] for m in metrics]),
-            "macro-F1": np.mean([m["test"]["macro_f1"] for m in metrics]),
-            "ECE": np.mean([m["test"]["ece"] for m in metrics]),
-            "train acc (%)": 100 * np.mean([m["train_accuracy"] for m in metrics]),
-            "trainable params": first["metrics"]["trainable_params"],
-            "checkpoint": _bytes(first["metrics"]["checkpoint_bytes"]),
-            "s / epoch": np.mean([m["seconds_per_epoch"] for m in metrics]),
-            "selected epoch": ", ".join(str(m["best_epoch"]) for m in metrics),
-            "earlier report acc (%, not reproduced)": EARLIER_REPORT.get(method, "–"),
-            "settings": _changed(first["config"]), "run id": ", ".join(d.name for d in group),
-        })  # fmt: skip
+        rows.append(
+            {
+                "method": TITLES[method],
+                "seeds": len(group),
+                "test acc (%)": 100 * accs.mean(),
+                "± std": f"{100 * accs.std(ddof=1):.2f}" if len(accs) > 1 else "– (1 run)",
+                "95% CI": f"{100 * lo:.1f}-{100 * hi:.1f}",
+                "per seed (%)": ", ".join(f"{100 * a:.1f}" for a in accs),
+                "balanced acc (%)": 100 * np.mean([m["test"]["balanced_accuracy"] for m in metrics]),
+                "macro-F1": np.mean([m["test"]["macro_f1"] for m in metrics]),
+                "ECE": np.mean([m["test"]["ece"] for m in metrics]),
+                "train acc (%)": 100 * np.mean([m["train_accuracy"] for m in metrics]),
+                "trainable params": first["metrics"]["trainable_params"],
+                "checkpoint": _bytes(first["metrics"]["checkpoint_bytes"]),
+                "s / epoch": np.mean([m["seconds_per_epoch"] for m in metrics]),
+                "selected epoch": ", ".join(str(m["best_epoch"]) for m in metrics),
+                "earlier report acc (%, not reproduced)": EARLIER_REPORT.get(method, "–"),
+                "settings": _changed(first["config"]),
+                "run id": ", ".join(d.name for d in group),
+            }
+        )
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    return df.round({"test acc (%)": 2, "train acc (%)": 2, "balanced acc (%)": 2, "macro-F1": 3,
-                     "ECE": 3, "s / epoch": 2})  # fmt: skip
+    return df.round(
+        {"test acc (%)": 2, "train acc (%)": 2, "balanced acc (%)": 2, "macro-F1": 3, "ECE": 3, "s / epoch": 2}
+    )
 
 
 COMPARISON_RULE = (
@@ -82,10 +88,15 @@ def significance_table(runs: str | Path, profile: str, reference: str = "vpt_sha
         if method == reference:
             continue
         d = paired_difference(per_seed[method], per_seed[reference])
-        rows.append({
-            "reference": TITLES[reference], "vs": TITLES[method], "difference (points)": round(100 * d["diff"], 2),
-            "paired 95% CI": f"{100 * d['ci_low']:.1f} to {100 * d['ci_high']:.1f}", "p": d["p_value"],
-        })  # fmt: skip
+        rows.append(
+            {
+                "reference": TITLES[reference],
+                "vs": TITLES[method],
+                "difference (points)": round(100 * d["diff"], 2),
+                "paired 95% CI": f"{100 * d['ci_low']:.1f} to {100 * d['ci_high']:.1f}",
+                "p": d["p_value"],
+            }
+        )
     table = pd.DataFrame(rows)
     if table.empty:
         return table
@@ -117,19 +128,21 @@ def significance_sentence(table: pd.DataFrame) -> str:
     if worse:
         parts.append(f"Significantly less accurate: {', '.join(worse)}.")
     if same:
-        parts.append(f"Not distinguishable from it on this test set: {', '.join(same)}; the table's ranking among "
-                     "these should not be read as real.")  # fmt: skip
+        parts.append(
+            f"Not distinguishable from it on this test set: {', '.join(same)}; the table's ranking among "
+            "these should not be read as real."
+        )
     return " ".join(parts)
 
 
 def test_looks(runs: str | Path, profile: str) -> pd.DataFrame:
     """Per method: how many distinct settings (seeds aside) were evaluated on test, from the ledger."""
-    ledger = pd.DataFrame(records.read_ledger(Path(runs) / profile))
-    if ledger.empty:
+    looks = pd.DataFrame(ledger.read_ledger(Path(runs) / profile))
+    if looks.empty:
         return pd.DataFrame(columns=["settings evaluated on test", "test evaluations"])
-    g = ledger.groupby("method")
+    g = looks.groupby("method")
     out = pd.DataFrame({"settings evaluated on test": g.settings.nunique(), "test evaluations": g.size()})
-    out = out.reindex([m for m in METHOD_ORDER if m in out.index])
+    out = out.reindex([m for m in method_order() if m in out.index])
     out.index = [TITLES.get(m, m) for m in out.index]
     return out
 
@@ -143,8 +156,9 @@ def key_findings_html(results: pd.DataFrame, table: pd.DataFrame) -> str:
     for line in key_findings(results, table).splitlines():
         text = html.escape(line.removeprefix("- "))
         items.append("<li>" + re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text) + "</li>")
-    return ('<div class="admonition tip"><p class="admonition-title">Key findings</p><ul>'
-            + "".join(items) + "</ul></div>")  # fmt: skip
+    return (
+        '<div class="admonition tip"><p class="admonition-title">Key findings</p><ul>' + "".join(items) + "</ul></div>"
+    )
 
 
 def key_findings(results: pd.DataFrame, table: pd.DataFrame) -> str:
@@ -162,8 +176,11 @@ def key_findings(results: pd.DataFrame, table: pd.DataFrame) -> str:
     if not table.empty:
         better, worse, _ = _signed(table)
         survived = [f"{m} (better)" for m in better] + [f"{m} (worse)" for m in worse]
-        lines.append("- **Differences from the reference that survive the Holm correction:** "
-                     + (", ".join(survived) if survived else "none") + ".")  # fmt: skip
+        lines.append(
+            "- **Differences from the reference that survive the Holm correction:** "
+            + (", ".join(survived) if survived else "none")
+            + "."
+        )
     return "\n".join(lines)
 
 
@@ -173,8 +190,15 @@ def plot_accuracy(table: pd.DataFrame):
     t[["lo", "hi"]] = [[float(v) for v in ci.split("-")] for ci in t["95% CI"]]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(t) + 1.2))
     sns.barplot(t, y="method", x="test acc (%)", hue="method", legend=False, ax=ax, orient="h")
-    ax.errorbar(t["test acc (%)"], range(len(t)), xerr=[t["test acc (%)"] - t.lo, t.hi - t["test acc (%)"]],
-                fmt="none", ecolor="black", capsize=3, lw=1)  # fmt: skip
+    ax.errorbar(
+        t["test acc (%)"],
+        range(len(t)),
+        xerr=[t["test acc (%)"] - t.lo, t.hi - t["test acc (%)"]],
+        fmt="none",
+        ecolor="black",
+        capsize=3,
+        lw=1,
+    )
     ax.set_xlim(0, 100)
     ax.set_xlabel("test accuracy (%), seed mean with 95% CI")
     ax.set_ylabel("")
@@ -219,8 +243,14 @@ def plot_reliability(runs: str | Path, profile: str):
     runs_ = latest_runs(runs, profile)
     n = max(1, len(runs_))
     cols = min(4, n)
-    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(2.6 * cols, 2.6 * ((n + cols - 1) // cols)),
-                             squeeze=False, sharex=True, sharey=True)  # fmt: skip
+    fig, axes = plt.subplots(
+        (n + cols - 1) // cols,
+        cols,
+        figsize=(2.6 * cols, 2.6 * ((n + cols - 1) // cols)),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+    )
     for ax, (method, run_dir) in zip(axes.flat, runs_.items(), strict=False):
         labels, probs, _ = _test_arrays(run_dir)
         rel = reliability(probs, labels)
@@ -241,7 +271,7 @@ def plot_reliability(runs: str | Path, profile: str):
 
 def dedup_table(runs: str | Path, profile: str, data_root: str | Path) -> pd.DataFrame:
     """Each method's test accuracy on the raw and on the de-duplicated test set (first seed)."""
-    from ..leakage import dedup_accuracy
+    from vptlib.study.leakage import dedup_accuracy
 
     preds = {TITLES[m]: _predictions(d) for m, d in latest_runs(runs, profile).items()}
     if not preds:

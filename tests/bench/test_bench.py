@@ -1,0 +1,273 @@
+"""The benchmark's measurements and its target verdicts (timings themselves live in `make bench`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from vptlib import bench
+
+
+def test_measure_one_configuration_in_process():
+    for kind in ("forward", "vpt_deep", "linear"):
+        r = bench.measure(kind, "fp32", batch=4, steps=1, warmup=0, tiny=True, device="cpu")
+        assert r["seconds_per_step"] > 0 and r["images_per_s"] > 0 and r["peak_bytes"] > 0
+        assert ("own_forward_seconds" in r) == ("plain_forward_seconds" in r) == (kind == "vpt_deep")
+
+
+def test_warm_up_lasts_until_two_calls_agree():
+    import time
+
+    import torch
+
+    from vptlib.bench.timing import step_times
+
+    durations = iter([0.08, 0.06, 0.02] + [0.02] * 20)  # kernels still being built in the first two calls
+    calls = []
+
+    def fn():
+        calls.append(1)
+        time.sleep(next(durations))
+
+    times = step_times(fn, torch.device("cpu"), steps=3, warmup=1)
+    assert len(times) == 3 and max(times) < 0.05, times  # none of the slow calls was timed
+    assert len(calls) >= 3 + 4  # the slow ones, then two that agree, then the timed ones
+    calls.clear()
+    assert len(step_times(fn, torch.device("cpu"), steps=2, warmup=0)) == 2 and len(calls) == 2
+
+
+def test_interleaved_timing_alternates_the_functions_after_each_warms_up():
+    import torch
+
+    from vptlib.bench.timing import interleaved_times
+
+    order = []
+    times = interleaved_times(
+        {"a": lambda: order.append("a"), "b": lambda: order.append("b")}, torch.device("cpu"), steps=3, warmup=1
+    )
+    assert [len(v) for v in times.values()] == [3, 3]
+    # Warm-ups first (each until two calls agree), then a, b, a, b: a burst of load hits both.
+    assert order[-6:] == ["a", "b"] * 3 and order[:-6] == sorted(order[:-6])
+
+
+def test_plain_forward_shares_the_steps_weights_and_process():
+    import inspect
+
+    import torch
+
+    from vptlib.bench.timing import _model, _step
+
+    clip, size = _model(tiny=True)
+    x, y = torch.randn(2, 3, size, size), torch.arange(2)
+    fns = _step("vpt_deep", clip, x, y, "bf16", torch.device("cpu"), False)
+    assert set(fns) == {"step", "own_forward", "plain_forward"}
+    tower = inspect.getclosurevars(fns["plain_forward"]).nonlocals["vision"]
+    # The prompted model's own frozen tower, cast once: the same weights the step runs through.
+    assert tower is inspect.getclosurevars(fns["own_forward"]).nonlocals["model"].encoder.vision
+    assert all(
+        not p.requires_grad and p.dtype == torch.bfloat16
+        for n, p in tower.named_parameters()
+        if p.dim() == 2 and "embedding" not in n
+    )
+    assert set(_step("forward", clip, x, y, "fp32", torch.device("cpu"), False)) == {"step"}
+
+
+def _fake(fwd=1.0, vpt=2.0, vpt16=1.0, mem_vpt=2.0, mem_full=3.0, data=400.0, fast=True):
+    res = {}
+    for kind in ("forward", *bench.METHODS):
+        for prec in ("fp32", "bf16"):
+            s = {"forward": fwd, "vpt_shallow": vpt, "vpt_deep": vpt, "linear": 0.005}.get(kind, 3.0)
+            if prec == "bf16":
+                s = {"forward": fwd / 2, "vpt_shallow": vpt16, "vpt_deep": vpt16, "linear": 0.005}.get(kind, 1.5)
+            mem = {"vpt_shallow": mem_vpt, "vpt_deep": mem_vpt, "full": mem_full}.get(kind, 1.0)
+            res[f"{kind}/{prec}"] = {
+                "kind": kind,
+                "precision": prec,
+                "seconds_per_step": s,
+                "images_per_s": 32 / s,
+                "peak_bytes": mem * 1e9,
+            }
+    return {
+        "machine": "m",
+        "device": "cpu",
+        "batch": 32,
+        "tiny": False,
+        "torch": "x",
+        "bf16_fast": fast,
+        "results": res,
+        "data_images_per_s": data,
+        "linear_probe": {
+            "images": 384,
+            "cached_s": 13.0,
+            "recompute_s": 180.0,
+            "one_pass_s": 12.0,
+            "cached_over_one_pass": 13 / 12,
+            "recompute_over_one_pass": 15.0,
+        },
+    }
+
+
+def test_target_verdicts():
+    ok = {t: v for t, _, v in bench.targets(_fake())}
+    assert set(ok.values()) == {"PASS"}, ok
+    own = _fake(vpt16=1.2)  # bf16: 2.4x the plain forward, but 2.0x its own (longer) forward
+    own["results"]["vpt_deep/bf16"]["own_forward_rounds"] = [0.6]
+    got = {t: v for t, _, v in bench.targets(own)}
+    assert got["vpt_deep: bf16 step <= 2.3x a no-grad forward"] == "FAIL"
+    assert got["vpt_deep: bf16 step <= 2.3x its own no-grad forward (diagnostic)"] == "PASS"
+    assert "vpt_shallow: bf16 step <= 2.3x its own no-grad forward (diagnostic)" not in got  # not measured
+    # The forward timed in the step's own process replaces the separate one, round by round.
+    same = _fake(vpt16=1.2)
+    same["results"]["vpt_deep/bf16"]["plain_forward_rounds"] = [0.55]
+    got = {t: (m, v) for t, m, v in bench.targets(same)}
+    assert got["vpt_deep: bf16 step <= 2.3x a no-grad forward"] == ("2.18x", "PASS")
+    assert got["vpt_shallow: bf16 step <= 2.3x a no-grad forward"][1] == "FAIL"  # no in-process forward
+    bad = {t: v for t, _, v in bench.targets(_fake(vpt=3.0, vpt16=2.5, mem_vpt=2.9, data=50.0))}
+    assert bad["vpt_deep: fp32 step <= 2.3x a no-grad forward"] == "FAIL"
+    assert bad["vpt_deep: bf16 step >= 1.8x faster than fp32"] == "FAIL"
+    assert bad["vpt_deep: peak memory <= 0.8x full fine-tuning (AdamW)"] == "FAIL"
+    assert bad["data pipeline >= 5x frozen bf16 forward images/s"] == "FAIL"
+    fp32_only = _fake(fast=False)
+    fp32_only["results"] = {k: v for k, v in fp32_only["results"].items() if k.endswith("fp32")}
+    only = {t: (m, v) for t, m, v in bench.targets(fp32_only)}
+    assert only["vpt_deep: bf16 step >= 1.8x faster than fp32"] == ("not measured", "N/A")
+    assert "data pipeline >= 5x frozen fp32 (no bf16 here) forward images/s" in only
+    assert bench.markdown(fp32_only).count("| fp32 |") == 1 + len(bench.METHODS)
+    na = {t: v for t, _, v in bench.targets(_fake(fast=False))}
+    assert na["vpt_shallow: bf16 step >= 1.8x faster than fp32"] == "N/A"
+
+
+def test_markdown_and_plot(tmp_path):
+    r = _fake()
+    md = bench.markdown(r)
+    assert md.count("| PASS |") == 12 and "| forward | fp32 | 1.000 | one round |" in md
+    bench.plot(r, tmp_path / "b.png")
+    assert (tmp_path / "b.png").stat().st_size > 0
+
+
+def test_readme_section_is_written_by_the_benchmark(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{bench.README_START}\nold\n{bench.README_END}\noutro\n")
+    assert bench.update_readme(readme, "| new | table |\n")
+    assert readme.read_text() == f"intro\n{bench.README_START}\n| new | table |\n{bench.README_END}\noutro\n"
+    plain = tmp_path / "OTHER.md"
+    plain.write_text("no markers\n")
+    assert not bench.update_readme(plain, "x") and plain.read_text() == "no markers\n"
+
+
+def test_study_cost_estimate_from_step_times():
+    from vptlib import REPO
+    from vptlib.study.book import load_profile
+
+    r = _fake()
+    profile = load_profile(REPO / "profiles" / "full.yaml")
+    cost = bench.study_cost(r, profile)
+    rows = {x["what"]: x for x in cost["rows"]}
+    assert cost["precision"] == "bf16"  # the fake machine has fast bf16
+    # vpt_deep: its 6-point grid with the first seed (the chosen point is the first seed's run), then 2 seeds
+    assert rows["zero_shot"]["runs"] == 1 and rows["vpt_deep"]["runs"] == 6 + 2 and rows["linear"]["runs"] == 3
+    # vpt_deep, per seed: 50 epochs x 12 steps x 1.0 s (bf16), 50 validation passes over 96 images
+    # and one final pass over 384 + 416 images, at the bf16 forward's 0.5 s per 32 images.
+    per_image = 0.5 / 32
+    assert rows["vpt_deep"]["seconds"] / 8 == pytest.approx(50 * 12 * 1.0 + 50 * 96 * per_image + 800 * per_image)
+    assert rows["sweep fewshot"]["runs"] == 7 * (5 * 3 + 1) and rows["sweep prompts"]["runs"] == 2 * 4 * 3
+    assert cost["total_seconds"] == sum(x["seconds"] for x in cost["rows"])
+    assert "| **total** |" in bench.cost_markdown(cost)
+    assert cost["images"] == [384, 96, 320] and "PROFILE=full` (384 training" in bench.cost_markdown(cost)
+
+
+def test_the_whole_dataset_profile_is_costed_from_its_own_sizes(tmp_path):
+    import json
+
+    from vptlib import REPO
+    from vptlib.bench import cli
+    from vptlib.bench.verdicts import KAGGLE_IMAGES, split_sizes
+    from vptlib.study.book import load_profile
+
+    whole = load_profile(REPO / "profiles" / "kaggle-full.yaml")
+    train, val, test = split_sizes(whole)
+    assert train + val == KAGGLE_IMAGES["train"] and test == KAGGLE_IMAGES["test"] and val == round(0.2 * 5712)
+    full, kaggle = cli.study_costs(_fake())
+    assert (full["profile"], kaggle["profile"]) == ("full", "kaggle-full")
+    # 12x the training images at a fifth of the VPT epochs: about 2.4x the cost of one VPT run.
+    per_run = {c["profile"]: {x["what"]: x["seconds"] / x["runs"] for x in c["rows"]} for c in (full, kaggle)}
+    assert 2 < per_run["kaggle-full"]["vpt_deep"] / per_run["full"]["vpt_deep"] < 3
+    # --render recomputes both estimates from a saved result, and the table shows both.
+    r = {**_fake(), "study_cost": full}
+    (tmp_path / "m.json").write_text(json.dumps(r))
+    cli.main(["--render", str(tmp_path / "m.json")])
+    md = (tmp_path / "m.md").read_text()
+    assert "PROFILE=full`" in md and "PROFILE=kaggle-full` (4,570 training, 1,142 validation and 1,311 test" in md
+
+
+def _with_rounds(r: dict, key: str, values: list[float]) -> None:
+    r["results"][key]["rounds"] = values
+    r["results"][key]["seconds_per_step"] = sorted(values)[len(values) // 2]
+
+
+def test_a_verdict_needs_every_round_to_agree():
+    r = _fake()
+    for key in r["results"]:  # three quiet rounds: every configuration as in _fake
+        _with_rounds(r, key, [r["results"][key]["seconds_per_step"]] * 3)
+    r["data_rounds"] = [400.0] * 3
+    assert {v for _, _, v in bench.targets(r)} == {"PASS"}
+    # A burst of load in round 2 slowed only the bf16 VPT-deep step: the speed-up fails there alone.
+    _with_rounds(r, "vpt_deep/bf16", [1.0, 1.4, 1.0])
+    got = {t: (m, v) for t, m, v in bench.targets(r)}
+    assert got["vpt_deep: bf16 step >= 1.8x faster than fp32"] == ("2.00x (1.43 to 2.00)", bench.NOISY)
+    # A slow round for every configuration alike leaves every per-round ratio, and so the verdict, intact.
+    for key in r["results"]:
+        v = r["results"][key]["rounds"]
+        _with_rounds(r, key, [v[0], 3 * v[1], v[2]])
+    _with_rounds(r, "vpt_deep/bf16", [1.0, 3.0, 1.0])
+    r["data_rounds"] = [400.0, 400.0 / 3, 400.0]
+    assert {v for _, _, v in bench.targets(r)} == {"PASS"}
+    # Slower in every round: FAIL, not noisy.
+    _with_rounds(r, "vpt_deep/bf16", [1.5, 4.5, 1.5])
+    assert dict((t, v) for t, _, v in bench.targets(r))["vpt_deep: bf16 step >= 1.8x faster than fp32"] == "FAIL"
+
+
+def test_verdict_rule():
+    assert bench.verdict([2.0, 2.1], lambda v: v >= 1.8) == "PASS"
+    assert bench.verdict([1.0, 1.7], lambda v: v >= 1.8) == "FAIL"
+    assert bench.verdict([1.7, 1.9], lambda v: v >= 1.8) == bench.NOISY
+
+
+def test_rounds_are_interleaved_and_summarised(monkeypatch):
+    from types import SimpleNamespace
+
+    from vptlib.bench import cli
+
+    calls = []
+
+    def fake(kind, prec, args, compile_=False):
+        calls.append((kind, prec))
+        s = 1.0 + len(calls) / 100
+        return {
+            "kind": kind,
+            "precision": prec,
+            "seconds_per_step": s,
+            "images_per_s": 32 / s,
+            "peak_bytes": len(calls),
+        }
+
+    monkeypatch.setattr(cli, "one_process", fake)
+    args = SimpleNamespace(rounds=3, batch=32)
+    out = cli.measure_rounds([("forward", "fp32", False), ("vpt_deep", "fp32", False)], args)
+    assert calls == [("forward", "fp32"), ("vpt_deep", "fp32")] * 3  # A B A B A B, never A A A B B B
+    assert out["vpt_deep/fp32"]["rounds"] == [1.02, 1.04, 1.06]
+    assert out["vpt_deep/fp32"]["seconds_per_step"] == 1.04 and out["vpt_deep/fp32"]["peak_bytes"] == 6
+
+
+def test_measure_casts_frozen_layers_as_the_engine_does(monkeypatch):
+    seen = []
+    import vptlib.bench.timing as measure
+
+    real = measure.cast_frozen
+    monkeypatch.setattr(measure, "cast_frozen", lambda m, p: seen.append(p) or real(m, p))
+    bench.measure("vpt_shallow", "bf16", batch=2, steps=1, warmup=0, tiny=True, device="cpu")
+    assert seen == ["bf16"]
+    # The frozen forward, the yardstick of the step ratios, is cast too: its backbone is frozen.
+    cast = []
+    monkeypatch.setattr(measure, "cast_frozen", lambda m, p: cast.append(real(m, p)))
+    bench.measure("forward", "bf16", batch=2, steps=1, warmup=0, tiny=True, device="cpu")
+    assert len(cast) == 1 and cast[0] > 0

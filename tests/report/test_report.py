@@ -1,0 +1,253 @@
+"""Report helpers: parameter merging, tables, figures and commands built from run records."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import matplotlib
+import pytest
+import yaml
+
+from vptlib import REPO, report
+from vptlib.methods import option_names
+from vptlib.runs.engine import RunConfig, run, run_config
+from vptlib.study import book, notebooks
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(scope="module")
+def runs(prepared, tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    for method, kw in [("zero_shot", {"epochs": 0}), ("linear", {"epochs": 3}), ("vpt_shallow", {"epochs": 2})]:
+        run(
+            method=method,
+            data=str(prepared),
+            model=str(tiny_model),
+            batch_size=16,
+            device="cpu",
+            out=str(out),
+            profile="t",
+            progress=False,
+            **kw,
+        )
+    return out
+
+
+def test_run_config_merges_profile_method_and_overrides():
+    hp = {"vpt_deep": {"epochs": 8, "lr": 0.01, "optimizer": "adamw", "prompt_tokens": 7}}
+    cfg = run_config("vpt_deep", hp, data="d", lr=0.5, epochs=None, prompt_dropout=None, prompt_tokens=10)
+    assert (cfg.epochs, cfg.lr, cfg.optimizer) == (8, 0.5, "adamw")
+    assert cfg.options == {"prompt_tokens": 10}
+    assert run_config("linear", hp, data="d").options == {}
+
+
+def test_results_table_one_row_per_method_with_run_ids(runs):
+    table = report.results_table(runs, "t")
+    assert list(table.method) == ["Zero-shot CLIP", "Linear probe", "VPT-shallow"]
+    assert table["run id"].str.match(r"\d{8}-\d{6}-\d{6}-[0-9a-f]{8}$").all()
+    assert table["earlier report acc (%, not reproduced)"].tolist() == [29.69, 90.0, 87.81]
+    assert "prompt_tokens=5" in table.set_index("method").loc["VPT-shallow", "settings"]
+
+
+def test_latest_run_wins(runs, prepared, tiny_model):
+    first = report.latest_run(runs, "t", "linear")
+    run(
+        method="linear",
+        data=str(prepared),
+        model=str(tiny_model),
+        epochs=1,
+        device="cpu",
+        out=str(runs),
+        profile="t",
+        progress=False,
+    )
+    second = report.latest_run(runs, "t", "linear")
+    assert second != first and second.name > first.name and first.exists()
+
+
+def test_significance_table_and_sentence(runs):
+    sig = report.significance_table(runs, "t")
+    assert len(sig) == 2 and set(sig.columns) >= {"p", "Holm p", "significant (Holm, 5%)", "paired 95% CI"}
+    assert set(sig["reference"]) == {"VPT-shallow"} and set(sig["vs"]) == {"Zero-shot CLIP", "Linear probe"}
+    assert (sig["Holm p"] >= sig["p"]).all()
+    text = report.significance_sentence(sig)
+    assert text.startswith("Reference: VPT-shallow.")
+    assert report.significance_display(sig).index.names == ["reference", "vs"]
+    box = report.key_findings(report.results_table(runs, "t"), sig)
+    assert "Reference (VPT-shallow)" in box and "Highest mean test accuracy" in box and "Holm" in box
+
+
+def test_figures_show_what_they_claim(runs, prepared):
+    run_dir = report.latest_run(runs, "t", "vpt_shallow")
+    table = report.results_table(runs, "t")
+    cm = report.plot_confusion(run_dir).axes[0]
+    assert sum(int(t.get_text()) for t in cm.texts) == 80  # every test image in one annotated cell
+    assert [t.get_text() for t in cm.get_yticklabels()][0] == "glioma"
+    bars = report.plot_accuracy(table).axes[0]
+    assert [round(p.get_width(), 2) for p in bars.patches] == list(table["test acc (%)"].round(2))
+    assert len(report.plot_val_curves(runs, "t").axes[0].get_lines()) == 1  # the one trained by epochs (VPT)
+    assert len(report.plot_acc_vs_params(table).axes[0].collections) == len(table)
+    assert len(report.plot_history(run_dir).axes) == 2  # loss and accuracy
+    assert len(report.plot_history(report.latest_run(runs, "t", "zero_shot")).axes) >= 1  # a note, not a crash
+    assert len(report.sample_grid(prepared, per_class=2).axes) == 4 * 2
+    for fig in (
+        report.misclassified(run_dir, prepared),
+        report.class_distribution(prepared),
+        report.plot_sizes(prepared),
+    ):
+        assert any(ax.has_data() or ax.images for ax in fig.axes)
+    assert len(report.per_class_table(run_dir)) == 4
+    assert set(report.size_table(prepared).columns) >= {"median width", "share square"}
+
+
+def test_static_explorer_is_a_table(runs, prepared, monkeypatch):
+    monkeypatch.setenv("VPTLIB_STATIC", "1")
+    out = report.prediction_explorer(report.latest_run(runs, "t", "linear"), prepared)
+    assert list(out.columns[:3]) == ["path", "true", "pred"]
+
+
+def test_recorded_command_reproduces_the_run(runs, capsys):
+    from vptlib.cli import main
+
+    run_dir = report.latest_run(runs, "t", "vpt_shallow")
+    cfg = json.loads((run_dir / "config.json").read_text())
+    cmd = report.run_command(cfg)
+    argv = shlex.split(cmd)[2:]
+    assert main(["run", *argv, "--quiet"]) == 0
+    again = report.latest_run(runs, "t", "vpt_shallow")
+    assert again != run_dir
+    a = json.loads((run_dir / "metrics.json").read_text())
+    b = json.loads((again / "metrics.json").read_text())
+    assert a["test"] == b["test"] and a["best_epoch"] == b["best_epoch"]
+
+
+def test_profiles_are_valid_and_notebooks_take_only_the_profile_path():
+    for template in sorted((REPO / "notebooks").glob("*.ipynb")):
+        declared = notebooks.template_parameters(template)
+        extra = {
+            "experiment": {"method", "model", "options"},  # options: any setting, by name
+            "curves": {"model"},
+        }.get(template.stem, set())
+        assert declared == {"profile_path"} | extra, template.name
+    for name in sorted(p.stem for p in (REPO / "profiles").glob("*.yaml")):
+        prof = book.load_profile(REPO / "profiles" / f"{name}.yaml")
+        for method, hp in prof["hparams"].items():
+            run_config(method, prof["hparams"], data="d")  # every key is a known field or option
+            assert method in report.TITLES, method
+            assert set(hp) <= set(RunConfig.__dataclass_fields__) | set(option_names(method))
+
+
+def test_smoke_config_has_banner_and_full_does_not(tmp_path):
+    smoke = yaml.safe_load(book.write_config(REPO / "profiles" / "smoke.yaml", tmp_path / "s.yml").read_text())
+    full = yaml.safe_load(book.write_config(REPO / "profiles" / "full.yaml", tmp_path / "f.yml").read_text())
+    assert "Smoke build" in smoke["html"]["announcement"]
+    assert "announcement" not in full.get("html", {})
+    assert smoke["execute"]["execute_notebooks"] == "off"
+
+
+def test_guard_clears_other_profiles_pages(tmp_path):
+    gen = tmp_path / "generated"
+    book.guard("smoke", gen)
+    (gen / "results.ipynb").write_text("{}")
+    book.guard("smoke", gen)
+    assert (gen / "results.ipynb").exists()
+    book.guard("full", gen)
+    assert not (gen / "results.ipynb").exists() and (gen / "PROFILE").read_text().strip() == "full"
+
+
+def test_parse_params_like_papermill():
+    assert notebooks.parse_params([["lr", "0.5"], ["prompt_tokens", "10"], ["method", "vpt_deep"]]) == {
+        "lr": 0.5,
+        "prompt_tokens": 10,
+        "method": "vpt_deep",
+    }
+
+
+def test_benchmark_markdown(tmp_path):
+    assert "make bench" in report.benchmark_markdown(tmp_path)
+    (tmp_path / "cpu-x-tiny.md").write_text("tiny only")
+    assert "make bench" in report.benchmark_markdown(tmp_path)  # test-model results are never shown
+    (tmp_path / "cpu-x.md").write_text("| a | b |\n")
+    assert report.benchmark_markdown(tmp_path).endswith("| a | b |\n")
+    shipped = report.benchmark_markdown()  # the repository's own benchmarks/results, wherever report lives
+    assert shipped.startswith("From `benchmarks/results/") and "| target | measured | result |" in shipped
+
+
+def test_short_commit_keeps_dirty_mark():
+    assert report.short_commit("0123456789abcdef0123-dirty") == "0123456789ab-dirty"
+    assert report.short_commit("0123456789abcdef0123") == "0123456789ab"
+    assert report.short_commit("unknown") == "unknown"
+
+
+def test_attention_dedup_and_reliability_figures(runs, prepared):
+    maps = report.attention_maps(runs, "t", prepared, per_class=1)
+    assert set(maps["maps"]) == {"linear", "vpt_shallow"}  # zero-shot is not among the compared methods
+    assert maps["maps"]["linear"].shape == (4, 7, 7) and len(maps["labels"]) == 4
+    assert (maps["prompts"]["linear"] == 0).all() and (maps["prompts"]["vpt_shallow"] > 0).all()
+    assert len(report.plot_attention(maps).axes) == 4 * 3
+    assert len(report.plot_prompt_attention(maps).axes[0].get_lines()) >= 1
+    table = report.dedup_table(runs, "t", prepared)
+    assert list(table.index) == ["Zero-shot CLIP", "Linear probe", "VPT-shallow"]
+    assert (table["raw acc (%)"] == table["de-duplicated acc (%)"]).all()  # the phantoms have no duplicates
+    assert len(report.plot_reliability(runs, "t").axes) == 3
+
+
+def test_every_test_evaluation_is_counted(runs, prepared, tiny_model):
+    before = report.test_looks(runs, "t")
+    assert before.loc["Linear probe", "settings evaluated on test"] >= 1
+    n = before.loc["VPT-shallow", "test evaluations"]
+    for seed in (0, 1):  # another setting, two seeds: one more setting, two more evaluations
+        run(
+            method="vpt_shallow",
+            data=str(prepared),
+            model=str(tiny_model),
+            epochs=1,
+            lr=0.02,
+            batch_size=16,
+            device="cpu",
+            out=str(runs),
+            profile="t",
+            seed=seed,
+            progress=False,
+        )
+    after = report.test_looks(runs, "t")
+    assert after.loc["VPT-shallow", "test evaluations"] == n + 2
+    assert (
+        after.loc["VPT-shallow", "settings evaluated on test"]
+        == before.loc["VPT-shallow", "settings evaluated on test"] + 1
+    )
+
+
+def test_concurrent_runs_all_reach_the_ledger(tmp_path):
+    """Sweep workers finish at the same moment: every one waits its turn, none is lost or fails."""
+    import threading
+
+    from vptlib.runs import ledger, records
+
+    cfgs = [RunConfig(method="linear", data=str(tmp_path), seed=i) for i in range(8)]
+    dirs = [records.new_run_dir(tmp_path / "p" / "linear", "0000000" + str(i)) for i in range(8)]
+    threads = [threading.Thread(target=ledger.log_test_look, args=(d, c, 0.5)) for d, c in zip(dirs, cfgs, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    entries = ledger.read_ledger(tmp_path / "p")
+    assert sorted(e["run_id"] for e in entries) == sorted(d.name for d in dirs)
+    assert len({e["settings"] for e in entries}) == 1  # seeds aside, one setting
+
+
+def test_the_methods_page_states_the_statistics_the_code_computes():
+    import inspect
+
+    from vptlib.report.results import COMPARISON_RULE
+    from vptlib.runs.metrics import expected_calibration_error
+
+    page = (Path(__file__).resolve().parents[2] / "book" / "methods.md").read_text()
+    stats = page[page.index("## Seeds and statistics") :]
+    bins = inspect.signature(expected_calibration_error).parameters["bins"].default
+    assert f"({bins} equal-width bins)" in stats
+    assert "Wilson" in stats and "Holm" in stats and "McNemar" not in stats and "percentile" not in stats
+    assert "reference" in stats and "reference" in COMPARISON_RULE and "Holm" in COMPARISON_RULE

@@ -1,0 +1,150 @@
+"""Statistics against known answers: calibration, intervals, seed aggregation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vptlib import report
+from vptlib.runs.metrics import expected_calibration_error
+
+
+def test_ece_known_cases():
+    labels = np.array([0, 1, 0, 1])
+    perfect = np.eye(2)[labels]
+    assert expected_calibration_error(perfect, labels) == pytest.approx(0.0)
+    # Always 90% confident in class 0, right half the time: ECE = 0.9 - 0.5.
+    probs = np.tile([0.9, 0.1], (4, 1))
+    assert expected_calibration_error(probs, labels) == pytest.approx(0.4)
+
+
+def _fake_run(root, method, name, seed, true, pred):
+    d = root / "p" / method / name
+    d.mkdir(parents=True)
+    classes = ["a", "b"]
+    rows = [
+        {
+            "split": "test",
+            "path": f"img{i}.jpg",
+            "true": classes[t],
+            "pred": classes[q],
+            "prob_a": 0.8 if q == 0 else 0.2,
+            "prob_b": 0.2 if q == 0 else 0.8,
+        }
+        for i, (t, q) in enumerate(zip(true, pred, strict=True))
+    ]
+    pd.DataFrame(rows).to_csv(d / "predictions.csv", index=False)
+    acc = float(np.mean(np.array(true) == np.array(pred)))
+    test = {"accuracy": acc, "balanced_accuracy": acc, "macro_f1": acc, "ece": 0.1, "accuracy_ci95": [0, 1]}
+    (d / "metrics.json").write_text(
+        json.dumps(
+            {
+                "test": test,
+                "val": test,
+                "train_accuracy": 1.0,
+                "trainable_params": 10,
+                "total_params": 100,
+                "checkpoint_bytes": 10,
+                "seconds_per_epoch": 1.0,
+                "best_epoch": 1,
+            }
+        )
+    )
+    (d / "config.json").write_text(
+        json.dumps(
+            {
+                "seed": seed,
+                "epochs": 1,
+                "lr": 0.1,
+                "optimizer": "sgd",
+                "batch_size": 4,
+                "precision": "fp32",
+                "method_options": {},
+            }
+        )
+    )
+    return d
+
+
+def test_results_aggregate_seeds_and_vote(tmp_path):
+    true = [0, 1] * 10
+    good = [
+        _fake_run(tmp_path, "linear", f"r{s}", s, true, true[:18] + [1 - t for t in true[18 : 20 - s]] + true[20 - s :])
+        for s in range(3)
+    ]
+    bad = [_fake_run(tmp_path, "vpt_shallow", f"r{s}", s, true, [0] * 20) for s in range(3)]
+    for method, runs in (("linear", good), ("vpt_shallow", bad)):
+        (tmp_path / "p" / method / "group.json").write_text(json.dumps({"runs": [r.name for r in runs]}))
+    table = report.results_table(tmp_path, "p").set_index("method")
+    row = table.loc["Linear probe"]
+    accs = np.array([0.9, 0.95, 1.0])
+    assert row.seeds == 3 and row["test acc (%)"] == pytest.approx(100 * accs.mean())
+    assert float(row["± std"]) == pytest.approx(100 * accs.std(ddof=1), abs=0.01)
+    assert row["per seed (%)"] == "90.0, 95.0, 100.0"
+    sig = report.significance_table(tmp_path, "p")  # the reference is VPT-shallow, fixed in advance
+    assert sig.iloc[0]["reference"] == "VPT-shallow" and sig.iloc[0]["vs"] == "Linear probe"
+    assert sig.iloc[0]["difference (points)"] > 0 and sig.iloc[0]["significant (Holm, 5%)"] == "yes"
+    assert "Significantly more accurate than it after the Holm correction: Linear probe" in (
+        report.significance_sentence(sig)
+    )
+
+
+def _write_group(root: Path, method: str, labels: np.ndarray, correct: np.ndarray) -> None:
+    """Fake runs whose test predictions are right exactly where ``correct`` (seeds x images) says."""
+    names = []
+    for s, row in enumerate(np.atleast_2d(correct)):
+        preds = np.where(row, labels, 1 - labels)
+        names.append(_fake_run(root, method, f"r{s}", s, labels.tolist(), preds.tolist()).name)
+    (root / "p" / method / "group.json").write_text(json.dumps({"runs": names}))
+
+
+def test_identical_errors_do_not_beat_disjoint_errors(tmp_path):
+    """The audit's case: a linear probe at 82.2% on 3 seeds with identical errors against VPT-deep
+    at 80.0% per seed with disjoint errors. The old test (McNemar on the seeds' majority vote, 100%
+    for VPT-deep) called the linear probe's *lower* vote a significant lead."""
+    n = 320
+    labels = np.arange(n) % 2
+    lin = np.ones(n, bool)
+    lin[:57] = False  # 82.2%
+    vpt = np.ones((3, n), bool)
+    for s in range(3):
+        vpt[s, 57 + 64 * s : 57 + 64 * (s + 1)] = False  # 80.0% each, never the same image
+    _write_group(tmp_path, "linear", labels, np.tile(lin, (3, 1)))
+    _write_group(tmp_path, "vpt_deep", labels, vpt)
+    sig = report.significance_table(tmp_path, "p", reference="vpt_deep")
+    row = sig.iloc[0]
+    assert row["vs"] == "Linear probe" and row["difference (points)"] == pytest.approx(2.19, abs=0.01)
+    assert row["significant (Holm, 5%)"] == "no"
+    lo, hi = (float(x) for x in row["paired 95% CI"].split(" to "))
+    assert lo < 0 < hi  # the interval and the p-value agree
+
+
+def test_family_wise_error_of_seven_equal_methods_stays_at_5_percent():
+    """7 methods of equal accuracy (80%, independent errors, 3 seeds, 320 images), 6 comparisons
+    with the reference, Holm-corrected: P(any called significant) <= 5% plus simulation noise
+    (500 simulations: standard error about 1 point)."""
+    from vptlib.runs.metrics import holm, paired_difference
+
+    rng = np.random.default_rng(0)
+    hits = 0
+    for sim in range(500):
+        groups = rng.random((7, 3, 320)) < 0.8
+        p = [paired_difference(groups[k], groups[0], n_boot=500, seed=sim)["p_value"] for k in range(1, 7)]
+        hits += min(holm(p)) < 0.05
+    assert hits / 500 <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / 500)
+
+
+def test_wilson_interval_keeps_coverage_near_99_percent():
+    from vptlib.runs.metrics import wilson_ci
+
+    rng = np.random.default_rng(1)
+    covered = 0
+    for _ in range(2000):
+        k = rng.binomial(320, 0.99)
+        lo, hi = wilson_ci(k / 320, 320)
+        covered += lo <= 0.99 <= hi
+    assert covered / 2000 >= 0.93  # the percentile bootstrap covers about 84% here

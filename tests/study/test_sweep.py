@@ -1,0 +1,105 @@
+"""The sweep runner: grids from profiles, worker pools, reuse, and the failure index."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from vptlib import report
+from vptlib.errors import UserError
+from vptlib.study import book
+from vptlib.study.sweep import grid, run_sweep
+
+
+def _profile(prepared, tiny_model, tmp_path, sweeps) -> dict:
+    return {
+        "profile": "s",
+        "data": str(prepared),
+        "model": str(tiny_model),
+        "runs": str(tmp_path),
+        "seed": 0,
+        "device": "cpu",
+        "precision": "fp32",
+        "batch_size": 16,
+        "hparams": {"linear": {"epochs": 2}, "vpt_shallow": {"epochs": 1}, "zero_shot": {"epochs": 0}},
+        "sweeps": sweeps,
+    }
+
+
+@pytest.mark.parametrize("name", ["smoke", "full", "kaggle-full"])
+def test_profile_sweeps_are_valid_grids(name, prepared):
+    prof = book.load_profile(book.REPO / "profiles" / f"{name}.yaml")
+    prof["data"] = str(prepared)
+    fewshot = grid(prof, "fewshot")
+    shots = prof["sweeps"]["fewshot"]["train_per_class"]
+    seeds = prof["sweeps"]["fewshot"]["seeds"]
+    trained = len(prof["sweeps"]["fewshot"]["methods"]) - 1
+    assert len(fewshot) == len(shots) * (trained * len(seeds) + 1)  # zero-shot: one seed
+    assert {cfg.profile for _, cfg in fewshot} == {f"{name}-fewshot"}  # never mixed with the main table
+    prompts = grid(prof, "prompts")
+    assert {cfg.options["prompt_tokens"] for _, cfg in prompts} == {1, 5, 10, 50}
+    assert prof["seeds"] == ([0, 1] if name == "smoke" else [0, 1, 2])
+
+
+def test_grid_errors_name_the_problem(prepared, tiny_model, tmp_path):
+    prof = _profile(prepared, tiny_model, tmp_path, {"a": {"methods": ["linear"], "colour": [1]}})
+    with pytest.raises(UserError, match="unknown axis colour"):
+        grid(prof, "a")
+    with pytest.raises(UserError, match="has no sweep 'b'"):
+        grid(prof, "b")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sweep_runs_reuses_and_records(prepared, tiny_model, tmp_path, workers):
+    sweeps = {
+        "few": {
+            "methods": ["zero_shot", "linear", "vpt_shallow"],
+            "train_per_class": [2, 4],
+            "seeds": [0, 1],
+            "hparams": {"vpt_shallow": {"epochs": 1}},
+        }
+    }
+    prof = _profile(prepared, tiny_model, tmp_path, sweeps)
+    df = run_sweep(prof, "few", workers=workers, progress=False)
+    assert len(df) == 2 * (1 + 2 * 2) and (df.error.fillna("") == "").all()
+    assert set(df[df.method == "linear"].train_images) == {8, 16}
+    index = pd.read_csv(tmp_path / "s" / "sweeps" / "few.csv", keep_default_na=False, na_values=[""])
+    assert list(index.run_dir) == list(df.run_dir)
+    again = run_sweep(prof, "few", workers=workers, progress=False)  # every point reused
+    assert list(again.run_dir) == list(df.run_dir)
+    table = report.sweep_table(df, "train_per_class")
+    assert table.shape == (3, 2) and "n=2" in table.loc["Linear probe", 4]
+    ax = report.plot_few_shot(df).axes[0]
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == [
+        "Linear probe",
+        "VPT-shallow",
+        "Zero-shot CLIP",
+    ]
+    line = next(x for x in ax.get_lines() if x.get_label() == "Linear probe" or len(x.get_xdata()) == 2)
+    assert list(line.get_xdata()) == [2, 4]  # one point per training size
+
+
+def test_failed_point_is_listed_not_dropped(prepared, tiny_model, tmp_path, capsys):
+    sweeps = {
+        "bad": {
+            "methods": ["linear"],
+            "lr": [0.01, 1e30],
+            "seeds": [0],
+            "hparams": {"linear": {"epochs": 1, "solver": "sgd"}},
+        }
+    }  # SGD can diverge
+    prof = _profile(prepared, tiny_model, tmp_path, sweeps)
+    df = run_sweep(prof, "bad", workers=1, progress=False)
+    assert len(df) == 2
+    assert df.error.fillna("").str.contains("TrainingDiverged|loss").sum() == 1
+    assert "1 of 2 points failed" in capsys.readouterr().out
+
+
+def test_prompt_length_plot(prepared, tiny_model, tmp_path):
+    sweeps = {"p": {"methods": ["vpt_shallow"], "prompt_tokens": [1, 3], "seeds": [0]}}
+    df = run_sweep(_profile(prepared, tiny_model, tmp_path, sweeps), "p", workers=1, progress=False)
+    assert list(df.trainable_params) == [1 * 64 + 260, 3 * 64 + 260]
+    ax = report.plot_prompt_length(pd.DataFrame(df)).axes[0]
+    line = next(x for x in ax.get_lines() if len(x.get_xdata()) == 2)
+    assert list(line.get_xdata()) == [1 * 64 + 260, 3 * 64 + 260]  # at its trainable parameters
+    assert sorted(t.get_text() for t in ax.texts) == ["P=1", "P=3"]  # each point labelled with its length

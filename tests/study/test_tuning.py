@@ -1,0 +1,155 @@
+"""Hyper-parameters chosen on validation: grids in profiles, one seed per point, test only for the chosen."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vptlib import REPO, report
+from vptlib.errors import UserError
+from vptlib.runs import ledger, records
+from vptlib.runs.engine import run
+from vptlib.study import tuning
+from vptlib.study.profile import Profile, load
+
+
+def _profile(prepared, model, tmp_path, grids, seeds=(0, 1)) -> Profile:
+    return Profile(
+        profile="t",
+        model=str(model),
+        data=str(prepared),
+        runs=str(tmp_path / "runs"),
+        seeds=list(seeds),
+        device="cpu",
+        precision="fp32",
+        batch_size=16,
+        hparams={"vpt_shallow": {"epochs": 2, "optimizer": "adamw", "lr": 0.01}},
+        grids=grids,
+    )
+
+
+def _ledger(tmp_path) -> list[dict]:
+    return ledger.read_ledger(tmp_path / "runs" / "t")
+
+
+def test_grid_is_chosen_on_validation_and_losers_never_see_test(prepared, pretrained_tiny, tmp_path):
+    # lr 1e-7 cannot move the zero head in 2 epochs: validation must prefer the other point.
+    prof = _profile(prepared, pretrained_tiny, tmp_path, {"vpt_shallow": {"lr": [1e-7, 0.01]}})
+    done = tuning.run_method(prof, "vpt_shallow", progress=False)
+    grid = done.tuned.grid
+    assert list(grid.lr) == [1e-7, 0.01] and grid.chosen.sum() == 1
+    best = tuning.choose(grid)
+    assert grid.chosen[best] and done.tuned.config.lr == grid.lr[best]
+    assert grid.val_acc[best] > grid.val_acc[1 - best] or grid.val_loss[best] < grid.val_loss[1 - best]
+    root = tmp_path / "runs" / "t" / "vpt_shallow"
+    loser = root / grid.run_id[1 - best]
+    loser_metrics = json.loads((loser / "metrics.json").read_text())
+    assert loser_metrics["test"] is None and loser_metrics["test_evaluated"] is False
+    assert set(pd.read_csv(loser / "predictions.csv").split) == {"val"}
+    # The chosen point's run is the first seed's final run, completed with test.
+    assert done.results[0].run_dir.name == grid.run_id[best]
+    assert [r.metrics["test"] is not None for r in done.results] == [True, True]
+    looks = _ledger(tmp_path)
+    assert sorted(e["run_id"] for e in looks) == sorted(r.run_dir.name for r in done.results)
+    assert grid.run_id[1 - best] not in {e["run_id"] for e in looks}
+    assert (root / tuning.TUNING).is_file()
+    table = report.tuning_table(done.tuned)
+    assert table["chosen"].tolist().count("\u2713 chosen") == 1 and "val acc (%)" in table.columns
+
+
+def test_completed_record_equals_an_ordinary_runs(prepared, pretrained_tiny, tmp_path):
+    prof = _profile(prepared, pretrained_tiny, tmp_path, {"vpt_shallow": {"lr": [0.01, 0.02]}}, seeds=[0])
+    done = tuning.run_method(prof, "vpt_shallow", progress=False)
+    promoted = done.results[0]
+    plain = run(prof.run_config("vpt_shallow", lr=done.tuned.config.lr, out=str(tmp_path / "plain")), progress=False)
+    assert promoted.metrics["test"] == plain.metrics["test"]
+    a = pd.read_csv(promoted.run_dir / "predictions.csv").sort_values(["split", "path"]).reset_index(drop=True)
+    b = pd.read_csv(plain.run_dir / "predictions.csv").sort_values(["split", "path"]).reset_index(drop=True)
+    probs = [c for c in a.columns if c.startswith("prob_")]
+    assert (a[["split", "path", "pred"]] == b[["split", "path", "pred"]]).all().all()
+    np.testing.assert_allclose(a[probs].to_numpy(), b[probs].to_numpy(), atol=1e-6)
+
+
+def test_rerun_reuses_every_point_and_looks_at_test_no_more(prepared, pretrained_tiny, tmp_path):
+    prof = _profile(prepared, pretrained_tiny, tmp_path, {"vpt_shallow": {"lr": [0.01, 0.02]}}, seeds=[0])
+    first = tuning.run_method(prof, "vpt_shallow", progress=False)
+    looks = len(_ledger(tmp_path))
+    again = tuning.run_method(prof, "vpt_shallow", progress=False)
+    assert list(again.tuned.grid.run_id) == list(first.tuned.grid.run_id)
+    assert [r.run_dir for r in again.results] == [r.run_dir for r in first.results]
+    assert len(_ledger(tmp_path)) == looks == 1
+    assert len(records.run_dirs(tmp_path / "runs" / "t" / "vpt_shallow")) == 2
+
+
+def test_an_override_fixes_its_axis():
+    prof = Profile(profile="t", model="m", data="d", grids={"vpt_deep": {"lr": [0.1, 0.5], "weight_decay": [0, 1e-4]}})
+    assert len(tuning.grid_points(prof, "vpt_deep")) == 4
+    assert tuning.grid_points(prof, "vpt_deep", {"lr": 0.3}) == [{"weight_decay": 0}, {"weight_decay": 1e-4}]
+    assert tuning.grid_points(prof, "vpt_deep", {"lr": 0.3, "weight_decay": 0.0}) == []
+    assert tuning.grid_points(prof, "vpt_shallow") == []
+    assert tuning.grid_points(prof, "vpt_deep", {"lr": None}) == tuning.grid_points(prof, "vpt_deep")
+
+
+def test_choice_rule_ties_and_missing_scores():
+    grid = pd.DataFrame({"val_acc": [0.8, 0.9, 0.9, np.nan], "val_loss": [0.1, 0.5, 0.4, 0.0]})
+    assert tuning.choose(grid) == 2  # best accuracy, then the lower loss
+    assert tuning.choose(pd.DataFrame({"val_acc": [0.9, 0.9], "val_loss": [0.3, 0.3]})) == 0  # then the first
+    assert tuning.choose(pd.DataFrame({"val_acc": [np.nan, 0.1], "val_loss": [0.0, 9.0]})) == 1
+
+
+@pytest.mark.parametrize(
+    ("grids", "message"),
+    [
+        ({"zero_shot": {"lr": [0.1]}}, "not a method that trains"),
+        ({"vpt_deep": {"colour": [1]}}, "'colour' is not a tunable field or option of vpt_deep"),
+        ({"vpt_deep": {"lr": []}}, "must be a non-empty list"),
+        ({"vpt_deep": {"lr": 0.1}}, "must be a non-empty list"),
+        ({"linear": {"prompt_tokens": [1]}}, "not a tunable field or option of linear"),
+        ({"vpt_deep": [0.1]}, "must map axes"),
+    ],
+)
+def test_bad_grids_are_one_line(tmp_path, grids, message):
+    import yaml
+
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"profile": "p", "model": "m", "data": "d", "grids": grids}))
+    with pytest.raises(UserError, match=message):
+        load(path)
+
+
+@pytest.mark.parametrize("name", ["smoke", "full", "kaggle-full"])
+def test_shipped_profiles_tune_every_trained_method_but_the_closed_form_probe(name):
+    from vptlib import REPO
+    from vptlib.methods import METHODS
+
+    prof = load(REPO / "profiles" / f"{name}.yaml")
+    tuned = set(prof.grids)
+    assert tuned == {m for m, s in METHODS.items() if s.trains} - {"linear"}  # the probe picks C on validation
+    if name == "smoke":
+        assert all(len(tuning.grid_points(prof, m)) == 2 for m in tuned)  # exercises the pipeline, cheaply
+
+
+def test_dry_run_cuts_every_run_and_marks_every_page(monkeypatch, tmp_path):
+    from vptlib.study import book
+
+    full = load(REPO / "profiles" / "full.yaml")
+    monkeypatch.setenv("VPTLIB_DRY_RUN", "1")
+    dry = load(REPO / "profiles" / "full.yaml")
+    assert dry.dry_run and dry.profile == "full-dry-run" and dry.seeds == full.seeds[:1]
+    assert dry.data == full.data and dry.model == full.model  # the real model and data
+    for method in full.hparams:
+        cfg = dry.run_config(method).resolved()
+        trains = method != "zero_shot"
+        assert cfg.epochs == (1 if trains else 0), method
+        assert len(tuning.grid_points(dry, method)) == (1 if method in full.grids else 0)
+    for name, sweep in dry.sweeps.items():
+        assert sweep["seeds"] == full.sweeps[name]["seeds"][:1]
+        assert all(len(v) == 1 for k, v in sweep.items() if k not in ("methods", "hparams", "seeds"))
+        assert all(hp["epochs"] == 1 for m, hp in sweep["hparams"].items() if m != "zero_shot")
+    banner = book.write_config(REPO / "profiles" / "full.yaml", tmp_path / "c.yml").read_text()
+    assert "Dry run" in banner
+    monkeypatch.setenv("VPTLIB_DRY_RUN", "0")
+    assert load(REPO / "profiles" / "full.yaml") == full

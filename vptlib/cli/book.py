@@ -1,0 +1,116 @@
+"""``vptlib book`` (the steps behind ``make book`` and ``make run``) and ``vptlib sweep``."""
+
+from __future__ import annotations
+
+import argparse
+
+from vptlib.errors import UserError
+
+
+def _book(a: argparse.Namespace) -> None:
+    from vptlib.methods import METHODS
+    from vptlib.study import book, notebooks, rerun
+
+    if a.book_command == "preflight":
+        book.preflight(a.profile, a.data, a.model)
+        print(f"preflight ok: {a.profile}")
+    elif a.book_command == "data":
+        book.prepare_data(a.profile, a.data)
+    elif a.book_command == "execute":
+        params = notebooks.parse_params(a.p or [])
+        if a.model:
+            params["model"] = a.model
+        method = params.get("method")
+        title = METHODS[method].title if method in METHODS else None if a.title_from_method else a.title
+        notebooks.execute(a.template, a.output, a.profile, params, title)
+    elif a.book_command == "config":
+        book.write_config(a.profile, a.out)
+        if a.toc:
+            book.write_toc(a.toc)
+    elif a.book_command == "guard":
+        from vptlib.study.profile import load
+
+        book.guard(load(a.profile).profile, a.dir)  # the profile's own name: a dry run is another build
+    elif a.book_command == "rerun":
+        rerun.rerun(a.profile_name, a.method, a.args, a.dir, a.model or None)
+
+
+def _profile_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", required=True, help="profiles/NAME.yaml")
+
+
+def add_book_parser(sub) -> None:
+    b = sub.add_parser(
+        "book",
+        help="build steps used by make book / make run",
+        description="Steps of the report build; `make book` calls them in order.",
+    )
+    bsub = b.add_subparsers(dest="book_command", required=True, metavar="STEP")
+    pf = bsub.add_parser("preflight", help="check that model and data can be had, fast")
+    _profile_option(pf)
+    pf.add_argument("--data", default=None, help="local Kaggle folder (Training/, Testing/)")
+    pf.add_argument("--model", default=None, help="local model folder or hub id, overriding the profile")
+    da = bsub.add_parser("data", help="create the profile's prepared data folder")
+    _profile_option(da)
+    da.add_argument("--data", default=None, help="local Kaggle folder instead of downloading")
+    ex = bsub.add_parser("execute", help="run a template notebook with papermill")
+    ex.add_argument("template", help="notebooks/NAME.ipynb")
+    ex.add_argument("output", help="where the executed notebook goes")
+    _profile_option(ex)
+    ex.add_argument("-p", nargs=2, action="append", metavar=("KEY", "VALUE"), help="a parameter, as papermill -p")
+    ex.add_argument("--model", default=None, help="override the profile's model")
+    ex.add_argument("--title", default=None, help="page title")
+    ex.add_argument("--title-from-method", action="store_true", help="title the page after the method parameter")
+    co = bsub.add_parser("config", help="write the Jupyter Book config for a profile")
+    _profile_option(co)
+    co.add_argument("--out", required=True, help="output YAML")
+    co.add_argument("--toc", default=None, help="also write the table of contents, one page per registered method")
+    gu = bsub.add_parser("guard", help="clear generated pages of another profile")
+    _profile_option(gu)
+    gu.add_argument("--dir", required=True, help="generated pages folder")
+    rr = bsub.add_parser(
+        "rerun",
+        help="make run: re-execute one experiment page with new parameters",
+        description="Validate the profile, the method and every -p name first; refuse (never "
+        "clear) a generated folder of another profile; then execute.",
+    )
+    rr.add_argument("--profile-name", required=True, help="a profile name from profiles/")
+    rr.add_argument("--method", required=True, help="the experiment's method")
+    rr.add_argument("--args", default="", help='papermill parameters as one string: "-p lr 0.5 -p epochs 3"')
+    rr.add_argument("--dir", required=True, help="generated pages folder")
+    rr.add_argument("--model", default=None, help="override the profile's model")
+    b.set_defaults(func=_book)
+
+
+def _sweep(a: argparse.Namespace) -> None:
+    import dataclasses
+
+    from vptlib.study.profile import load
+    from vptlib.study.sweep import run_sweep
+
+    profile = load(a.profile)
+    if a.model:
+        profile = dataclasses.replace(profile, model=a.model)
+    df = run_sweep(profile, a.name, workers=a.workers, progress=not a.quiet)
+    done = df[df.error.fillna("") == ""]
+    print(
+        f"sweep {a.name}: {len(done)} of {len(df)} points finished; index in "
+        f"{profile.runs}/{profile.profile}/sweeps/{a.name}.csv"
+    )
+    if len(done) < len(df):
+        raise UserError(f"{len(df) - len(done)} points failed (listed above); rerun to retry only those")
+
+
+def add_sweep_parser(sub) -> None:
+    s = sub.add_parser(
+        "sweep",
+        help="run a profile's named grid of runs (make sweep)",
+        description="Run every point of a profile's sweep as an independent run, over the "
+        "visible GPUs or CPU workers. Finished points are reused.",
+    )
+    _profile_option(s)
+    s.add_argument("--name", required=True, help="the sweep's name under `sweeps:` in the profile")
+    s.add_argument("--workers", type=int, default=None, help="parallel jobs (default: one per GPU, else per 2 cores)")
+    s.add_argument("--model", default=None, help="override the profile's model")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_sweep)

@@ -1,0 +1,179 @@
+"""``vptlib data fetch``: the Kaggle Brain Tumor MRI Dataset at a pinned version, downloaded
+with kagglehub when a network allows, or unpacked from a zip downloaded by hand.
+
+The folder it writes holds ``Training/`` and ``Testing/`` as Kaggle's archive has them, plus
+``source.json``: the kagglehub handle and version, the file count per split, and one sha256
+over every file's path, size and bytes (:func:`file_list_sha256`). ``prepare`` copies that
+record into the prepared set, and the Dataset page shows it. kagglehub downloads a public
+dataset without credentials; where Kaggle asks for them the error says how to give them.
+Whether Kaggle is reachable is decided by one short request to the endpoint kagglehub uses
+(``KAGGLE_API_ENVIRONMENT``), through ``HTTPS_PROXY``/``NO_PROXY`` as every request is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from vptlib.errors import UserError
+from vptlib.network import proxy_note
+
+KAGGLE_DATASET = "masoudnickparvar/brain-tumor-mri-dataset"
+# Version 1 is the dataset the study describes: 7,023 JPEGs, 5,712 in Training/ and 1,311 in
+# Testing/. A later version (2, February 2026) holds other images and is another dataset.
+KAGGLE_VERSION = 1
+KAGGLE_HANDLE = f"{KAGGLE_DATASET}/versions/{KAGGLE_VERSION}"
+EXPECTED_FILES = {"Training": 5712, "Testing": 1311}
+SOURCE_FILE = "source.json"
+TIMEOUT_S = 5.0
+_SPLITS = ("Training", "Testing")
+
+
+def manual_instructions(dest: Path, handle: str = KAGGLE_HANDLE) -> str:
+    owner_slug, _, version = handle.partition("/versions/")
+    return (
+        f"Download https://www.kaggle.com/datasets/{owner_slug}/versions/{version or KAGGLE_VERSION} by hand "
+        f"(a zip with Training/ and Testing/), then run:\n"
+        f"  vptlib data fetch --archive /path/to/archive.zip --dest {dest}\n"
+        f"  vptlib data prepare --source {dest} --out data/brain-mri"
+    )
+
+
+def api_endpoint() -> str:
+    """The endpoint kagglehub's client sends its requests to."""
+    try:
+        from kagglesdk.kaggle_env import get_endpoint, get_env
+
+        return get_endpoint(get_env())
+    except Exception:  # noqa: BLE001 - an unknown KAGGLE_API_ENVIRONMENT: kagglehub fails the same way later
+        return "https://api.kaggle.com"
+
+
+def unreachable(url: str, timeout: float = TIMEOUT_S) -> str | None:
+    """Why ``url`` cannot be reached (one short request, proxies honoured), or None when it answers."""
+    import requests
+
+    try:
+        requests.head(url, timeout=timeout, allow_redirects=False)
+    except requests.RequestException as exc:
+        return type(exc).__name__
+    return None
+
+
+def fetch(
+    dest: str | Path = "data/kaggle-brain-mri", handle: str = KAGGLE_HANDLE, archive: str | Path | None = None
+) -> Path:
+    """The dataset in ``dest`` (kept if already there); a :class:`UserError` when it cannot be had."""
+    dest = Path(dest)
+    if all((dest / s).is_dir() for s in _SPLITS):
+        return dest
+    if archive is not None:
+        return _unpack(Path(archive), dest, {"handle": f"manual: {Path(archive).name}"})
+    if os.environ.get("VPTLIB_OFFLINE") == "1":
+        raise UserError("VPTLIB_OFFLINE=1: no download is tried. " + manual_instructions(dest, handle))
+    url = api_endpoint()
+    why = unreachable(url)
+    if why:
+        raise UserError(
+            f"Kaggle's API {url} did not answer{proxy_note(url)} within {TIMEOUT_S:.0f} s ({why}); if it is "
+            f"reachable only through a proxy, set HTTPS_PROXY. " + manual_instructions(dest, handle)
+        )
+    try:
+        import kagglehub
+
+        path = Path(kagglehub.dataset_download(handle))
+    except Exception as exc:  # noqa: BLE001 - kagglehub raises many types; the user needs the message only
+        raise UserError(
+            f"kagglehub could not download {handle} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160] if str(exc) else ''}). {_credentials_hint(exc)}"
+            + manual_instructions(dest, handle)
+        ) from None
+    root = find_root(path)
+    if root is None:
+        raise UserError(
+            f"downloaded {path} has no Training/ and Testing/ folders. " + manual_instructions(dest, handle)
+        )
+    return _copy(
+        root,
+        dest,
+        {
+            "handle": handle,
+            "version": int(handle.rpartition("/")[2]) if "/versions/" in handle else None,
+            "endpoint": url,
+        },
+    )
+
+
+def _credentials_hint(exc: Exception) -> str:
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status in (401, 403):
+        return (
+            "Kaggle asked for credentials: create an API token at https://www.kaggle.com/settings (API, Create "
+            "New Token), save it as ~/.kaggle/kaggle.json or set KAGGLE_USERNAME and KAGGLE_KEY, then run the "
+            "same command again. "
+        )
+    return ""
+
+
+def find_root(path: Path) -> Path | None:
+    """The folder holding both ``Training/`` and ``Testing/`` at or below ``path``."""
+    if all((path / s).is_dir() for s in _SPLITS):
+        return path
+    return next((p.parent for p in sorted(path.rglob("Training")) if (p.parent / "Testing").is_dir()), None)
+
+
+def _unpack(archive: Path, dest: Path, origin: dict[str, Any]) -> Path:
+    import tempfile
+
+    if not zipfile.is_zipfile(archive):
+        raise UserError(f"--archive {archive} is not a zip file (Kaggle's download is one)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.unzip-") as t:
+        tmp = Path(t)
+        with zipfile.ZipFile(archive) as z:
+            for member in z.namelist():  # a zip may name ../ paths: nothing is written outside tmp
+                if not (tmp / member).resolve().is_relative_to(tmp.resolve()):
+                    raise UserError(f"--archive {archive} holds {member!r}, a path outside its folder; refusing it")
+            z.extractall(tmp)
+        root = find_root(tmp)
+        if root is None:
+            raise UserError(f"--archive {archive} has no Training/ and Testing/ folders. " + manual_instructions(dest))
+        return _copy(root, dest, origin)
+
+
+def _copy(root: Path, dest: Path, origin: dict[str, Any]) -> Path:
+    from vptlib.atomic import atomic_dir
+
+    with atomic_dir(dest) as tmp:  # a killed copy leaves no partial dataset behind
+        for split in _SPLITS:
+            shutil.copytree(root / split, tmp / split)
+        counts = {s: sum(1 for p in (tmp / s).rglob("*") if p.is_file()) for s in _SPLITS}
+        record = {**origin, "files": counts, "file_list_sha256": file_list_sha256(tmp)}
+        (tmp / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    if origin.get("handle") == KAGGLE_HANDLE and counts != EXPECTED_FILES:
+        print(f"warning: {KAGGLE_HANDLE} should hold {EXPECTED_FILES} files, {dest} holds {counts}")
+    return dest
+
+
+def file_list_sha256(root: Path) -> str:
+    """One sha256 over every file under ``Training/`` and ``Testing/``: path, size and bytes."""
+    h = hashlib.sha256()
+    files = sorted(p for s in _SPLITS for p in (root / s).rglob("*") if p.is_file())
+    for p in files:
+        h.update(os.fsencode(p.relative_to(root).as_posix()) + b"\0" + str(p.stat().st_size).encode() + b"\0")
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def read_origin(source: Path) -> dict[str, Any] | None:
+    """``source.json`` of a fetched dataset folder, or None (phantoms, a folder copied by hand)."""
+    try:
+        info = json.loads((Path(source) / SOURCE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None

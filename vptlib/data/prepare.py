@@ -1,0 +1,141 @@
+"""``vptlib data prepare``: turn a class-folder tree into the study's stratified subset
+(drawn by :mod:`.draw`) and write it as one atomic set (:mod:`.sets`).
+
+Input layouts:
+
+* split-level (Kaggle, SARTAJ): ``Training/<class>/`` and ``Testing/<class>/``;
+* flat: ``<class>/`` only; the test split is then drawn from the same pool.
+
+Sampling is deterministic for a seed and stratified: every class contributes
+``train_per_class`` training and ``test_per_class`` test images, and a validation
+split (``val_fraction`` of each class's training images) is carved from training.
+Files are inspected in a seeded random order and the first usable ones are taken, so
+an unreadable file is reported and replaced by the next one in that order.
+
+Output in ``out/``: ``images/<split>/<class>/`` copies (or symlinks), ``manifest.csv``
+(one row per chosen image, plus one ``split=skipped`` row per unusable file with the
+reason) and ``duplicates.csv`` (every exact or near-duplicate pair among the chosen).
+
+Those three are one *set*, swapped in as a unit. A set lives in ``out/.sets/<id>/``
+with a marker file (:data:`SET_MARKER`) naming the tool, the classes and the
+manifest's sha256; ``out/current`` is a symlink to the live set, and ``out/images``,
+``out/manifest.csv`` and ``out/duplicates.csv`` are fixed symlinks through
+``current``. A new set is written beside the old one and committed by one atomic
+rename of ``current``, so a kill at any instant leaves either the old complete set or
+the new one. ``prepare`` deletes or replaces only what it can prove it wrote (sets
+with its marker); anything else in ``out/`` under those names stops it, before any
+change. It never writes inside ``--source`` nor reads a source file that lies inside
+``--out`` (also through symlinks), and one ``--out`` is prepared by one process at a
+time (:mod:`vptlib.locks`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from vptlib import locks
+from vptlib.errors import UserError
+
+from .draw import SPLITS, PrepareOptions, Row, check_seed, draw, mark_duplicates
+from .manifest import MANIFEST_FIELDS
+from .sets import MANIFEST, check_apart, check_ownership, commit, write_set
+
+
+def _csv(rows: list[dict[str, str]], fields: tuple[str, ...]) -> bytes:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue().encode("utf-8")
+
+
+@dataclass
+class PrepareResult:
+    manifest: Path
+    chosen: int
+    skipped: int
+    duplicate_pairs: int
+    cross_split_pairs: int
+    excluded: int
+    table: str
+
+
+def prepare(opts: PrepareOptions) -> PrepareResult:
+    """Sample, copy, hash and report; returns a summary with a printable table.
+
+    Every check runs before anything in ``--out`` is changed.
+    """
+    if not 0 <= opts.val_fraction < 1:
+        raise UserError("--val-fraction must be in [0, 1)")
+    check_seed(opts.seed)
+    opts.source = Path(opts.source).resolve()
+    opts.out = Path(opts.out).resolve()
+    check_apart(opts.source, opts.out)
+    if opts.out.exists() and not opts.out.is_dir():
+        raise UserError(f"--out {opts.out} exists and is not a folder")
+    if opts.out.is_dir():
+        check_ownership(opts.out)  # early, before minutes of hashing; again under the lock
+    chosen, skipped = draw(opts)
+    inside = next((r.source for r in chosen if (opts.source / r.source).resolve().is_relative_to(opts.out)), None)
+    if inside:
+        raise UserError(f"--source file {inside} is a link into --out {opts.out}; prepare would replace its own input")
+    pairs = mark_duplicates(chosen, opts.drop_test_duplicates)
+    manifest = _csv([r.as_dict() for r in chosen + skipped], MANIFEST_FIELDS)
+    dup_rows = [
+        {"a": a.path, "b": b.path, "a_split": a.split, "b_split": b.split, "kind": k, "distance": str(d)}
+        for a, b, k, d in pairs
+    ]
+    split_of = {r.path: r.split for r in chosen}
+    dup_rows += [
+        {
+            "a": r.duplicate_of,
+            "b": r.source,
+            "a_split": split_of.get(r.duplicate_of, ""),
+            "b_split": "skipped",
+            "kind": r.duplicate_kind,
+            "distance": str(r.dup_distance),
+        }
+        for r in skipped
+        if r.duplicate_kind
+    ]
+    duplicates = _csv(dup_rows, ("a", "b", "a_split", "b_split", "kind", "distance"))
+    opts.out.mkdir(parents=True, exist_ok=True)
+    with locks.exclusive(opts.out, f"--out {opts.out}"):
+        check_ownership(opts.out)
+        files = [(row.path, (opts.source / row.source).resolve()) for row in chosen]
+        commit(opts.out, write_set(opts.out, files, opts.classes.names, opts.source, opts.link, manifest, duplicates))
+    cross = sum(a.split != b.split for a, b, _, _ in pairs)
+    excluded = sum(bool(r.excluded) for r in chosen)
+    return PrepareResult(
+        opts.out / MANIFEST,
+        len(chosen),
+        len(skipped),
+        len(pairs),
+        cross,
+        excluded,
+        summary_table(chosen, skipped, pairs, opts.classes.names),
+    )
+
+
+def summary_table(chosen: list[Row], skipped: list[Row], pairs, names: tuple[str, ...]) -> str:
+    counts = Counter((r.cls, r.split) for r in chosen if not r.excluded)
+    lines = [f"{'class':<14}" + "".join(f"{s:>8}" for s in SPLITS) + f"{'skipped':>9}"]
+    skip_counts = Counter(r.cls for r in skipped)
+    for name in names:
+        lines.append(f"{name:<14}" + "".join(f"{counts[name, s]:>8}" for s in SPLITS) + f"{skip_counts[name]:>9}")
+    lines.append(
+        f"{'total':<14}" + "".join(f"{sum(counts[n, s] for n in names):>8}" for s in SPLITS) + f"{len(skipped):>9}"
+    )
+    kinds = Counter((k, "cross-split" if a.split != b.split else "within-split") for a, b, k, _ in pairs)
+    if pairs:
+        lines.append("duplicates: " + ", ".join(f"{n} {k} {w}" for (k, w), n in sorted(kinds.items())))
+    else:
+        lines.append("duplicates: none found")
+    reasons = Counter(r.note.split(" (")[0] for r in skipped)
+    for reason, n in sorted(reasons.items()):
+        lines.append(f"skipped {n}: {reason}")
+    return "\n".join(lines)

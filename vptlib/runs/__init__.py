@@ -1,0 +1,1 @@
+"""One run: its configuration, staging, training, evaluation, and the record it leaves."""

@@ -1,0 +1,127 @@
+"""What determines a run: :class:`RunConfig`, how a profile's settings become one, and
+its validation (every bad value is one :class:`~vptlib.errors.UserError` naming it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vptlib.errors import UserError
+from vptlib.methods import METHODS, option_names, spec
+from vptlib.models.hub import DEFAULT_MODEL
+from vptlib.seeds import SEED_RANGE, is_seed
+
+from .devices import PRECISIONS
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines a run. ``None`` means "the method's default"."""
+
+    method: str
+    data: str  # a folder written by `vptlib data prepare`
+    model: str = DEFAULT_MODEL  # hub id or local folder
+    # a hub id's revision (a commit sha); None: vptlib.models.hub.PINNED's for the id, else main.
+    # The commit actually loaded is recorded beside it (model_source in config.json).
+    revision: str | None = None
+    epochs: int | None = None
+    batch_size: int = 32
+    lr: float | None = None  # head / prompt learning rate (the backbone's is scaled, see `full`)
+    weight_decay: float | None = None
+    optimizer: str | None = None  # "sgd" (momentum 0.9) or "adamw"
+    schedule: str = "cosine"  # "cosine" or "constant", stepped per batch
+    warmup: int = 0  # epochs of linear warm-up
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | mps (under accelerate launch: the process's device)
+    # auto (bf16 where fast, fp16 on fp16-only GPUs, else fp32) | fp32 | bf16 | fp16 (autocast;
+    # fp16 with a gradient scaler); recorded resolved, see vptlib.runs.devices
+    precision: str = "auto"
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    early_stopping: int = 0  # patience in epochs without a better val accuracy; 0 disables
+    augment: bool = True  # batch augmentation for methods trained on images
+    test_curves: bool = False  # also evaluate test each epoch, for plots only (never for selection)
+    # False for the points of a tuning grid: the run is chosen among others on validation and
+    # must not look at test. Not part of the identity, so the chosen point's run becomes the
+    # final run of its seed, and its test split is evaluated then (vptlib.study.tuning).
+    evaluate_test: bool = True
+    train_per_class: int | None = None  # few-shot: at most this many training images per class
+    compile: bool = False  # torch.compile the model (opt-in; measured by `make bench`)
+    profile: str = "default"  # runs/<profile>/...
+    out: str = "runs"
+    options: dict[str, Any] = field(default_factory=dict)  # method options, e.g. prompt_tokens
+
+    def resolved(self) -> RunConfig:
+        d = spec(self.method).defaults if self.method in METHODS else None
+        if d is None:
+            return self
+        return dataclasses.replace(
+            self,
+            epochs=d.epochs if self.epochs is None else self.epochs,
+            lr=d.lr if self.lr is None else self.lr,
+            weight_decay=d.weight_decay if self.weight_decay is None else self.weight_decay,
+            optimizer=d.optimizer if self.optimizer is None else self.optimizer,
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define the experiment (not where it is written)."""
+        d = dataclasses.asdict(self)
+        d.pop("out")
+        d.pop("evaluate_test")
+        d["data"] = str(Path(self.data).resolve())
+        return d
+
+
+def run_config(method: str, hparams: dict | None = None, **fields: Any) -> RunConfig:
+    """A RunConfig from a profile's shared fields, its per-method ``hparams`` and overrides.
+
+    ``None`` values are ignored, so a notebook can pass every parameter it has.
+    Method options (``prompt_tokens``, ...) may appear at any level.
+    """
+    merged = {**(hparams or {}).get(method, {}), **{k: v for k, v in fields.items() if v is not None}}
+    known = set(RunConfig.__dataclass_fields__)
+    options = {**merged.pop("options", {}), **{k: merged.pop(k) for k in list(merged) if k not in known}}
+    return RunConfig(method=method, options=options, **merged)
+
+
+def override_names(method: str) -> list[str]:
+    """Every name a profile, a notebook's ``options`` or ``make run`` may set for ``method``:
+    the run's own settings, then the method's options."""
+    own = [f for f in RunConfig.__dataclass_fields__ if f not in ("method", "options")]
+    return own + option_names(method)
+
+
+def validate(cfg: RunConfig) -> None:
+    """Raise a :class:`UserError` naming the first bad parameter."""
+    if cfg.method not in METHODS:
+        raise UserError(f"unknown method {cfg.method!r}; choose one of: {', '.join(METHODS)}")
+    checks = [
+        (cfg.epochs >= 0, f"--epochs must be >= 0, got {cfg.epochs}"),
+        (1 <= cfg.batch_size <= 65536, f"--batch-size must be in [1, 65536], got {cfg.batch_size}"),
+        (is_seed(cfg.seed), f"--seed must be an integer in {SEED_RANGE}, got {cfg.seed}"),
+        (cfg.lr > 0 and math.isfinite(cfg.lr), f"--lr must be a positive number, got {cfg.lr}"),
+        (cfg.weight_decay >= 0, f"--weight-decay must be >= 0, got {cfg.weight_decay}"),
+        (cfg.optimizer in ("sgd", "adamw"), f"--optimizer must be sgd or adamw, got {cfg.optimizer!r}"),
+        (cfg.schedule in ("cosine", "constant"), f"--schedule must be cosine or constant, got {cfg.schedule!r}"),
+        (cfg.warmup >= 0, f"--warmup must be >= 0, got {cfg.warmup}"),
+        (cfg.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}"),
+        (
+            cfg.train_per_class is None or cfg.train_per_class >= 1,
+            f"--train-per-class must be >= 1, got {cfg.train_per_class}",
+        ),
+        (cfg.grad_clip >= 0, f"--grad-clip must be >= 0, got {cfg.grad_clip}"),
+        (cfg.early_stopping >= 0, f"--early-stopping must be >= 0, got {cfg.early_stopping}"),
+        (spec(cfg.method).trains or cfg.epochs == 0, f"{cfg.method} trains nothing: use --epochs 0"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise UserError(msg)
+    unknown = sorted(set(cfg.options) - set(option_names(cfg.method)))
+    if unknown:
+        valid = ", ".join(option_names(cfg.method)) or "none"
+        raise UserError(f"option(s) {', '.join(unknown)} do not apply to {cfg.method}; valid: {valid}")
+    if not Path(cfg.data).is_dir():
+        raise UserError(f"--data {cfg.data} does not exist: run `vptlib data prepare` first")

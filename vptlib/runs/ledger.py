@@ -1,0 +1,43 @@
+"""The test ledger: one line per evaluation on the test split, ``<runs>/<profile>/test-ledger.jsonl``."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from vptlib import atomic, locks
+
+from .provenance import settings_hash
+
+LEDGER = "test-ledger.jsonl"
+
+
+def log_test_look(run_dir: Path, cfg, accuracy: float) -> None:
+    """Append one line per finished run to ``<runs>/<profile>/test-ledger.jsonl``.
+
+    Every evaluation on the test split is counted, so a reader sees how many settings of
+    a method were looked at on test before the one reported (one is the honest number).
+    The ledger is rewritten whole (atomically) under the profile's lock.
+    """
+    root = run_dir.parent.parent
+    entry = {
+        "method": cfg.method,
+        "run_id": run_dir.name,
+        "seed": cfg.seed,
+        "settings": settings_hash(cfg),
+        "test_accuracy": accuracy,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    with locks.exclusive(root, f"the test ledger of {root}", wait=True):  # sweep workers queue here
+        path = root / LEDGER
+        old = path.read_text() if path.is_file() else ""
+        atomic.write_text(path, old + json.dumps(entry, sort_keys=True) + "\n")
+
+
+def read_ledger(root: Path) -> list[dict[str, Any]]:
+    path = Path(root) / LEDGER
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,126 @@
+"""Classification metrics, calibration, intervals and the paired comparison of two methods.
+
+scikit-learn does the standard metrics; the rest is short enough to read here.
+With 320 test images one image is 0.31 points and the 95% interval around 90% is
+about +-3.3 points, so every accuracy is reported with a Wilson interval
+(:func:`wilson_ci`), and method comparisons are paired on the same test images and
+seeds (:func:`paired_difference`), Holm-corrected (:func:`holm`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
+from sklearn.metrics import precision_recall_fscore_support as prfs
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Top-label ECE with equal-width confidence bins (Guo et al. 2017)."""
+    conf = probs.max(1)
+    correct = probs.argmax(1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(ece)
+
+
+def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> dict[str, list[float]]:
+    """Per-bin mean confidence, accuracy and count, for a reliability diagram."""
+    conf, correct = probs.max(1), probs.argmax(1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    out: dict[str, list[float]] = {"confidence": [], "accuracy": [], "count": []}
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        m = (conf > lo) & (conf <= hi)
+        out["confidence"].append(float(conf[m].mean()) if m.any() else float("nan"))
+        out["accuracy"].append(float(correct[m].mean()) if m.any() else float("nan"))
+        out["count"].append(int(m.sum()))
+    return out
+
+
+def wilson_ci(correct: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of an accuracy ``correct`` (a proportion) over ``n`` test images.
+
+    It keeps its coverage near 0% and 100% accuracy, where the percentile bootstrap of a
+    0/1 vector collapses (it covers about 84% at 99% accuracy on 320 images).
+    """
+    if n <= 0:
+        return float("nan"), float("nan")
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + level / 2))
+    p = float(correct)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def paired_difference(
+    correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """Mean accuracy of a minus b over their seeds, on the same test images.
+
+    ``correct_a`` is ``(seeds_a, images)`` 0/1, ``correct_b`` ``(seeds_b, images)``. The
+    difference is that of the seed-mean accuracies, the quantity the results table
+    reports. Its 95% interval is a paired bootstrap that resamples the test images (the
+    same ones for both methods) and, independently, each method's seeds; the two-sided
+    p-value is read off the same bootstrap distribution, so p < 0.05 exactly when the
+    interval excludes zero (up to ties at zero).
+    """
+    a, b = np.atleast_2d(np.asarray(correct_a, np.float64)), np.atleast_2d(np.asarray(correct_b, np.float64))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError("a paired comparison needs predictions on the same test images")
+    rng = np.random.default_rng(seed)
+    n = a.shape[1]
+    imgs = rng.integers(0, n, (n_boot, n))
+    sa = rng.integers(0, len(a), (n_boot, len(a)))
+    sb = rng.integers(0, len(b), (n_boot, len(b)))
+    # per resample: each seed's accuracy on the resampled images, averaged over the resampled seeds
+    acc_a = np.take_along_axis(a[:, imgs].mean(2).T, sa, axis=1).mean(1)
+    acc_b = np.take_along_axis(b[:, imgs].mean(2).T, sb, axis=1).mean(1)
+    diffs = acc_a - acc_b
+    p = float(min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())))
+    return {
+        "diff": float(a.mean() - b.mean()),
+        "ci_low": float(np.quantile(diffs, 0.025)),
+        "ci_high": float(np.quantile(diffs, 0.975)),
+        "p_value": p,
+    }
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values: the family-wise error stays at the level used."""
+    p = np.asarray(p_values, np.float64)
+    order = np.argsort(p)
+    adjusted = np.empty_like(p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def classification_report(labels: np.ndarray, probs: np.ndarray, classes: tuple[str, ...]) -> dict[str, Any]:
+    """Everything ``metrics.json`` holds about predictions on one split."""
+    labels = np.asarray(labels)
+    pred = probs.argmax(1)
+    k = list(range(len(classes)))
+    p, r, f, s = prfs(labels, pred, labels=k, zero_division=0)
+    lo, hi = wilson_ci(float((pred == labels).mean()), len(labels))
+    return {
+        "n": int(len(labels)),
+        "accuracy": float(accuracy_score(labels, pred)),
+        "accuracy_ci95": [lo, hi],
+        "balanced_accuracy": float(balanced_accuracy_score(labels, pred)),
+        "macro_f1": float(f1_score(labels, pred, labels=k, average="macro", zero_division=0)),
+        "per_class": {
+            c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, c in enumerate(classes)
+        },
+        "confusion_matrix": confusion_matrix(labels, pred, labels=k).tolist(),
+        "ece": expected_calibration_error(probs, labels),
+    }

@@ -1,0 +1,197 @@
+"""Writing a run's record: ``config.json`` when it starts, the result files when it ends.
+
+Reading records, run ids and the test ledger live in :mod:`vptlib.runs.records`; this module
+writes what the engine produced. Every file is written atomically, by the main process.
+A grid point trained with ``evaluate_test=False`` records no test metrics; when it is
+chosen, :func:`add_test` evaluates its saved checkpoint on test and completes the record,
+so it becomes the final run of its seed without training again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from vptlib import atomic
+from vptlib.data.dataset import Data, Preprocess, load_data
+from vptlib.methods import Classifier, count_parameters
+from vptlib.models.backbone import model_signature
+
+from . import ledger, provenance, records
+from .config import RunConfig
+from .evaluation import accuracy, evaluate
+from .metrics import classification_report
+from .staging import StagedRun
+
+
+def write_config(
+    run_dir: Path,
+    cfg: RunConfig,
+    model: Classifier,
+    data: Data,
+    prep: Preprocess,
+    *,
+    identity: dict[str, Any],
+    attention: str | None,
+    device: torch.device,
+    processes: int,
+) -> None:
+    """``config.json``: everything that determined the run, written once when it starts.
+
+    ``identity`` holds ``config_hash``, ``code_hash``, ``model_fingerprint`` and ``model_source``
+    (repo, revision, resolved commit, each weights file's sha256: :meth:`vptlib.models.hub.ModelSource.record`).
+    """
+    trainable_n, total_n = count_parameters(model)
+    atomic.write_json(
+        run_dir / records.CONFIG,
+        {
+            **dataclasses.asdict(cfg),
+            **identity,
+            "run_id": run_dir.name,
+            "method_options": model.options,
+            "classes": list(data.classes),
+            "model_signature": model_signature(cfg.model),
+            "manifest_hash": data.manifest_hash,
+            "attention": attention,
+            "preprocess": dataclasses.asdict(prep),
+            "git_commit": provenance.git_commit(),
+            "versions": provenance.versions(),
+            "device": provenance.device_description(device),
+            "processes": processes,
+            "text_prompts": model.text_prompts,
+            "trains": model.describe(),
+            "trainable_params": trainable_n,
+            "total_params": total_n,
+            "splits": {s: len(getattr(data, s)) for s in ("train", "val", "test")},
+        },
+    )
+
+
+@dataclass
+class Outcome:
+    """What training produced, for :func:`write_result`."""
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    extra: dict[str, Any]  # method-specific metrics (the chosen WiSE-FT alpha, the probe's C, ...)
+    started: float  # time.perf_counter() when the run began
+
+
+def _rows(split: str, data: Data, labels: np.ndarray, probs: np.ndarray) -> list[dict[str, Any]]:
+    return [
+        {
+            "split": split,
+            "path": path,
+            "true": data.classes[y],
+            "pred": data.classes[int(p.argmax())],
+            **{f"prob_{c}": float(p[i]) for i, c in enumerate(data.classes)},
+        }
+        for path, y, p in zip(getattr(data, split).paths, labels, probs, strict=True)
+    ]
+
+
+def write_result(
+    run_dir: Path,
+    cfg: RunConfig,
+    model: Classifier,
+    inputs: StagedRun,
+    data: Data,
+    outcome: Outcome,
+    device: torch.device,
+    processes: int,
+    main: bool,
+) -> dict[str, Any]:
+    """Evaluate the selected checkpoint and write weights, predictions, history and metrics.
+
+    Returns the metrics (every process computes them; only ``main`` writes).
+    """
+    results, rows, losses = {}, [], {}
+    for split in ("val", "test") if cfg.evaluate_test else ("val",):
+        losses[split], probs = evaluate(inputs, split, cfg)
+        labels = inputs.splits[split][1].cpu().numpy()
+        if len(labels):
+            results[split] = classification_report(labels, probs, data.classes)
+        rows += _rows(split, data, labels, probs)
+    _, train_probs = evaluate(inputs, "train", cfg)
+    hist = pd.DataFrame(outcome.history)
+    trainable_n, total_n = count_parameters(model)
+    metrics = {
+        "method": cfg.method,
+        "test": results.get("test"),
+        "val": results.get("val"),
+        "test_evaluated": cfg.evaluate_test,
+        "val_loss": losses["val"],
+        "train_accuracy": accuracy(train_probs, inputs.splits["train"][1]),
+        "best_epoch": outcome.best_epoch,
+        "selected_by": "validation accuracy (ties: lower validation loss)",
+        "epochs_run": len(hist),
+        "stopped_early": bool(len(hist) < cfg.epochs),
+        "trainable_params": trainable_n,
+        "total_params": total_n,
+        "checkpoint_bytes": 0,
+        "seconds_per_epoch": float(hist["train_seconds"].mean()) if len(hist) else 0.0,
+        "images_per_second": float(hist["images_per_s"].mean()) if len(hist) else 0.0,
+        "precision": cfg.precision,
+        "device": provenance.device_description(device),
+        "processes": processes,
+        "train_images": len(inputs.splits["train"][1]),
+        **outcome.extra,
+    }
+    if main:  # the record is written once, by one process
+        metrics["checkpoint_bytes"] = records.save_weights(run_dir / records.WEIGHTS, model.trainable_state())
+        atomic.write_bytes(run_dir / records.PREDICTIONS, pd.DataFrame(rows).to_csv(index=False).encode())
+        if len(hist):
+            atomic.write_bytes(run_dir / records.HISTORY, hist.to_csv(index=False).encode())
+        metrics["seconds"] = _cost(outcome, hist, inputs)
+        atomic.write_json(run_dir / records.METRICS, metrics)
+        (run_dir / records.STATE).unlink(missing_ok=True)
+        if results.get("test"):
+            ledger.log_test_look(run_dir, cfg, results["test"]["accuracy"])
+    return metrics
+
+
+def _cost(outcome: Outcome, hist: pd.DataFrame, inputs: StagedRun) -> dict[str, float]:
+    """Where the run's wall time went; ``overhead`` is everything but training and evaluation
+    (loading, building, staging, checkpoints, writing the record)."""
+    total = time.perf_counter() - outcome.started
+    training = (float(hist["train_seconds"].sum()) if len(hist) else 0.0) + outcome.extra.get("fit_seconds", 0.0)
+    return {
+        "total": total,
+        "training": training,
+        "evaluation": inputs.eval_seconds,
+        "overhead": max(0.0, total - training - inputs.eval_seconds),
+    }
+
+
+def add_test(run_dir: Path, cfg: RunConfig, clip: Any = None, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Evaluate a finished validation-only run on test, as the engine would have, and complete its record.
+
+    The saved checkpoint goes through the run's own predictor (its precision, preprocessing
+    and batch size; :func:`vptlib.runs.predict.load_predictor`), which reproduces the engine's
+    probabilities, so the completed record equals one written by an ordinary run.
+    """
+    from .predict import load_predictor
+
+    metrics = json.loads((run_dir / records.METRICS).read_text())
+    predictor = load_predictor(run_dir, clip=clip, device=device)
+    data = load_data(cfg.data, predictor.prep)  # the test split: whole, also for a few-shot run
+    probs = predictor.probabilities(data.test.pixels)
+    labels = data.test.labels.numpy()
+    if len(labels):
+        metrics["test"] = classification_report(labels, probs, data.classes)
+    metrics["test_evaluated"] = True
+    old = pd.read_csv(run_dir / records.PREDICTIONS, keep_default_na=False)
+    rows = pd.concat([old, pd.DataFrame(_rows("test", data, labels, probs))], ignore_index=True)
+    atomic.write_bytes(run_dir / records.PREDICTIONS, rows.to_csv(index=False).encode())
+    atomic.write_json(run_dir / records.METRICS, metrics)
+    if metrics["test"]:
+        ledger.log_test_look(run_dir, cfg, metrics["test"]["accuracy"])
+    return metrics

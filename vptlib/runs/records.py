@@ -1,0 +1,195 @@
+"""Run records: ``runs/<profile>/<method>/<run-id>/``.
+
+=====================  ==========================================================
+``config.json``        every parameter, model id + fingerprint, manifest hash, git
+                       commit, library versions, device, prompts (text methods)
+``history.csv``        one row per epoch (train/val/test loss and accuracy, time)
+``state.pt``           resume state after the last completed epoch (tensors only,
+                       loaded with ``weights_only=True``); deleted when the run ends
+``trainable.safetensors``  only the trained tensors of the selected epoch
+``predictions.csv``    val and test predictions with class probabilities
+``metrics.json``       written last: its presence marks a finished run
+=====================  ==========================================================
+
+``runs/<profile>/<method>/group.json`` names the runs (one per seed) that the
+results page aggregates for that method; it is rewritten when the page reruns.
+
+Every file is written atomically. A run id is ``<UTC time to the microsecond>-<config
+hash>``: unique, so a rerun never overwrites an earlier record, and sorting ids sorts
+runs by creation, also within one second and when the clock steps back (a new id is
+always after the newest one in its folder). The config hash never decides the order.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+from vptlib import atomic
+from vptlib.errors import UserError
+
+CONFIG, METRICS, HISTORY, STATE, WEIGHTS, PREDICTIONS, GROUP = (
+    "config.json",
+    "metrics.json",
+    "history.csv",
+    "state.pt",
+    "trainable.safetensors",
+    "predictions.csv",
+    "group.json",
+)
+
+
+def profile_folder(runs: str | Path, profile: str) -> Path:
+    """``<runs>/<profile>/``: a build's runs, its test ledger and its sweeps."""
+    return Path(runs) / profile
+
+
+def method_folder(runs: str | Path, profile: str, method: str) -> Path:
+    """``<runs>/<profile>/<method>/``: one method's run folders, its ``group.json`` and tuning grid."""
+    return profile_folder(runs, profile) / method
+
+
+_STAMP = "%Y%m%d-%H%M%S-%f"
+# This version's ids (time to the microsecond) and earlier ones (to the second, a tie
+# counter after the hash): both sort by creation with :func:`run_order`.
+_RUN_ID = re.compile(r"^(\d{8}-\d{6})(?:-(\d{6}))?-[0-9a-f]{8}(?:-(\d+))?$")
+
+
+def run_order(path: Path) -> tuple[str, int, int]:
+    """Sort key of a run folder: creation time, then the tie counter; never the config hash."""
+    m = _RUN_ID.match(path.name)
+    if not m:
+        return ("", -1, -1)
+    return (m.group(1), int(m.group(2) or -1), int(m.group(3) or 0))
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """Run folders under ``root``, oldest first."""
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.is_dir() and _RUN_ID.match(p.name)), key=run_order)
+
+
+def new_run_dir(root: Path, chash: str) -> Path:
+    """A new, empty run folder whose id sorts after every run already in ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    when = datetime.now(timezone.utc).replace(tzinfo=None)
+    existing = run_dirs(root)
+    if existing:
+        sec, micro, _ = run_order(existing[-1])
+        newest = datetime.strptime(f"{sec}-{max(micro, 0):06d}", _STAMP)
+        when = max(when, newest + timedelta(microseconds=1))
+    for _ in range(10_000):
+        path = root / f"{when.strftime(_STAMP)}-{chash}"
+        try:
+            path.mkdir(exist_ok=False)
+            return path
+        except FileExistsError:  # another process took this microsecond: take the next one
+            when += timedelta(microseconds=1)
+    raise RuntimeError(f"could not allocate a run directory under {root}")
+
+
+def find_run(root: Path, chash: str, finished: bool, code: str | None = None) -> Path | None:
+    """The newest run with this configuration hash: unfinished (to resume) or finished (to reuse).
+
+    A finished run is reused only when ``code`` matches the code hash it was made with.
+    """
+    for path in reversed(run_dirs(root)):
+        cfg = path / CONFIG
+        if not cfg.is_file() or (path / METRICS).exists() != finished:
+            continue
+        try:
+            meta = json.loads(cfg.read_text())
+        except json.JSONDecodeError:
+            continue
+        if meta.get("config_hash") == chash and (code is None or meta.get("code_hash") == code):
+            return path
+    return None
+
+
+def find_resumable(root: Path, chash: str) -> Path | None:
+    """The newest unfinished run with the same configuration hash, if any."""
+    return find_run(root, chash, finished=False)
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    atomic.atomic_write(path, lambda p: torch.save(state, p))
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """The resume state; a damaged file is a :class:`UserError`, never a traceback or a pickle."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, empty, random bytes, or objects weights_only refuses
+        why = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"{path} is damaged and cannot be resumed ({why}); delete it to restart this run from "
+            f"its first epoch, or start a new run without --resume"
+        ) from None
+    keys = {"epoch", "trainable", "optimizer", "scheduler", "history", "stale", "best", "best_state"}
+    if not isinstance(state, dict) or not keys <= set(state):
+        raise UserError(f"{path} is not a vptlib resume state; delete it to restart this run from its first epoch")
+    return state
+
+
+def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> int:
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    atomic.atomic_write(path, lambda p: save_file(cpu, str(p)))
+    return path.stat().st_size
+
+
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    out = {"dir": run_dir, "config": json.loads((run_dir / CONFIG).read_text())}
+    if (run_dir / METRICS).is_file():
+        out["metrics"] = json.loads((run_dir / METRICS).read_text())
+    return out
+
+
+def load_run(run_dir: str | Path, clip=None, device: str | torch.device = "cpu"):
+    """Rebuild a finished run's classifier with its trained tensors, in fp32.
+
+    ``clip`` defaults to loading ``config["model"]``; pass an already loaded bundle to
+    save time. Returns ``(classifier, config)``. To predict as the run did (its
+    precision, preprocessing and class names), use :func:`vptlib.runs.predict.load_predictor`.
+    """
+    from vptlib.methods import build
+    from vptlib.models.backbone import load_clip
+
+    run_dir = Path(run_dir)
+    cfg = json.loads((run_dir / CONFIG).read_text())
+    clip = clip or load_clip(cfg["model"], revision=cfg.get("revision"))
+    options = dict(cfg["method_options"])
+    for key in ("class_names", "templates"):
+        if options.get(key) is not None:
+            options[key] = tuple(options[key])
+    model = build(cfg["method"], clip, len(cfg["classes"]), **options)
+    weights = load_file(str(run_dir / WEIGHTS))
+    expected = set(model.trainable_state())
+    if set(weights) != expected:
+        raise ValueError(f"{run_dir / WEIGHTS} does not match {cfg['method']}'s trainable tensors")
+    model.load_state_dict(weights, strict=False)
+    return model.to(device).eval(), cfg
+
+
+@dataclass
+class RunResult:
+    """A finished run: its folder, metrics and history (and its classifier, when kept)."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    history: pd.DataFrame
+    model: Any = None  # the selected checkpoint, when run(keep_model=True)
+
+
+def read_history(run_dir: Path) -> pd.DataFrame:
+    path = run_dir / HISTORY
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame()

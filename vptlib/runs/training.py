@@ -1,0 +1,227 @@
+"""The training loop of one run: epochs, the optimiser and schedule, selection on validation,
+and the state saved after every epoch so that a killed run resumes where it stopped.
+
+:func:`fit` is what :func:`vptlib.runs.engine.run` calls once the run is staged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from vptlib import atomic
+from vptlib.errors import TrainingDiverged, UserError
+from vptlib.methods import Classifier
+from vptlib.selection import improves
+
+from . import records
+from .config import RunConfig
+from .devices import autocast, generator, grad_scaler
+from .evaluation import accuracy, evaluate
+from .parallel import Dist
+from .staging import StagedRun
+
+
+@dataclass
+class State:
+    """Where training stands: saved after every epoch, so a killed run resumes from it."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, float] = field(default_factory=lambda: {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf})
+    best_state: dict[str, torch.Tensor] | None = None  # the trainable tensors of the best epoch
+    epoch: int = 0  # epochs completed
+    stale: int = 0  # epochs since the best one
+
+    def consider(self, epoch: int, val_acc: float, val_loss: float, has_val: bool, model: Classifier) -> None:
+        """Keep this epoch if it beats the best on validation (:mod:`vptlib.selection`)."""
+        if not has_val or improves(val_acc, val_loss, self.best["val_acc"], self.best["val_loss"]):
+            self.best = {"epoch": epoch + 1, "val_acc": val_acc, "val_loss": val_loss}
+            self.best_state = {k: v.detach().clone().cpu() for k, v in model.trainable_state().items()}
+            self.stale = 0
+        else:
+            self.stale += 1
+
+
+def fit(cfg: RunConfig, inputs: StagedRun, run_dir: Path, dist: Dist, progress: bool) -> State:
+    """Train ``cfg.epochs`` epochs (from a saved state when one exists), selecting on validation."""
+    model, state = inputs.model, State()
+    if cfg.epochs == 0:
+        return state
+    _check_initial_loss(inputs, cfg)
+    opt = make_optimizer(model, cfg)
+    sched = make_scheduler(opt, cfg, math.ceil(len(inputs.splits["train"][1]) / cfg.batch_size))
+    scaler = grad_scaler(inputs.device, cfg.precision)
+    if (run_dir / records.STATE).is_file():
+        state = _restore(run_dir, model, opt, sched, scaler)
+        if progress:
+            print(f"resuming {run_dir} after epoch {state.epoch}")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    bar = tqdm(range(state.epoch, cfg.epochs), desc=f"{cfg.method}", disable=not progress)
+    for epoch in bar:
+        if cfg.early_stopping and state.stale >= cfg.early_stopping:
+            break
+        model.on_epoch_start(epoch)
+        try:
+            row = _epoch(inputs, opt, sched, scaler, cfg, epoch, trainable, progress, dist)
+        except TrainingDiverged as exc:
+            _keep_best(exc, state, run_dir, dist)
+        state.consider(epoch, row["val_acc"], row["val_loss"], len(inputs.splits["val"][1]) > 0, model)
+        state.history.append({**row, "selected_so_far": state.best["epoch"]})
+        state.epoch = epoch + 1
+        bar.set_postfix(val_acc=f"{row['val_acc']:.3f}", best=state.best["epoch"])
+        if dist.main:
+            _save_progress(run_dir, state, model, opt, sched, scaler)
+    return state
+
+
+def _epoch(
+    inputs: StagedRun, opt, sched, scaler, cfg: RunConfig, epoch: int, trainable: list, progress: bool, dist: Dist
+) -> dict[str, float]:
+    """One epoch of training, then validation (and test, for curves only): one history row."""
+    t0 = time.perf_counter()
+    train_loss, train_acc = _train_epoch(inputs, opt, sched, scaler, cfg, epoch, trainable, progress, dist)
+    train_s = time.perf_counter() - t0
+    val_loss, val_probs = evaluate(inputs, "val", cfg)
+    test_loss, test_acc = float("nan"), float("nan")
+    if cfg.test_curves and cfg.evaluate_test:
+        test_loss, test_probs = evaluate(inputs, "test", cfg)
+        test_acc = accuracy(test_probs, inputs.splits["test"][1])
+    return {
+        "epoch": epoch + 1,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "val_loss": val_loss,
+        "val_acc": accuracy(val_probs, inputs.splits["val"][1]),
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+        "lr": opt.param_groups[-1]["lr"],
+        "seconds": time.perf_counter() - t0,
+        "train_seconds": train_s,
+        "images_per_s": len(inputs.splits["train"][1]) / train_s,
+    }
+
+
+def _keep_best(exc: TrainingDiverged, state: State, run_dir: Path, dist: Dist) -> None:
+    """A diverged run keeps what its completed epochs achieved, then stops with the reason."""
+    if state.best_state is not None and dist.main:
+        records.save_weights(run_dir / records.WEIGHTS, state.best_state)
+        raise TrainingDiverged(
+            f"{exc}; the weights of epoch {state.best['epoch']} (best on validation) are in {run_dir / records.WEIGHTS}"
+        ) from None
+    raise exc
+
+
+def _save_progress(run_dir: Path, state: State, model: Classifier, opt, sched, scaler) -> None:
+    atomic.write_bytes(run_dir / records.HISTORY, pd.DataFrame(state.history).to_csv(index=False).encode())
+    records.save_state(
+        run_dir / records.STATE,
+        {
+            "epoch": state.epoch,
+            "trainable": {k: v.detach().cpu() for k, v in model.trainable_state().items()},
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "scaler": scaler.state_dict(),
+            "history": state.history,
+            "stale": state.stale,
+            "best": state.best,
+            "best_state": state.best_state,
+        },
+    )
+
+
+def _restore(run_dir: Path, model: Classifier, opt, sched, scaler) -> State:
+    st = records.load_state(run_dir / records.STATE)
+    model.load_state_dict(st["trainable"], strict=False)
+    opt.load_state_dict(st["optimizer"])
+    sched.load_state_dict(st["scheduler"])
+    if st.get("scaler"):
+        scaler.load_state_dict(st["scaler"])
+    return State(st["history"], st["best"], st["best_state"], st["epoch"], st["stale"])
+
+
+def make_optimizer(model: Classifier, cfg: RunConfig) -> torch.optim.Optimizer:
+    groups = model.param_groups(cfg.lr)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(opt, cfg: RunConfig, steps_per_epoch: int):
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm = min(cfg.warmup * steps_per_epoch, total - 1)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _check_initial_loss(inputs: StagedRun, cfg: RunConfig) -> None:
+    x, y = inputs.splits["train"]
+    inputs.model.eval()
+    with torch.no_grad(), autocast(inputs.device, cfg.precision):
+        loss = inputs.model.loss(inputs.logits(x[: cfg.batch_size], train=False).float(), y[: cfg.batch_size])
+    if not torch.isfinite(loss):
+        raise UserError(
+            f"the loss is {loss.item()} before any training: check the data, the model "
+            f"weights and --precision; refusing to start"
+        )
+
+
+def _train_epoch(
+    inputs: StagedRun, opt, sched, scaler, cfg: RunConfig, epoch: int, trainable: list, progress: bool, dist: Dist
+):
+    x, y = inputs.splits["train"]
+    model = inputs.model
+    model.train()
+    torch.manual_seed(int(generator(cfg.seed, epoch, 1).initial_seed()))  # dropout draws
+    order = torch.randperm(len(y), generator=generator(cfg.seed, epoch, 0)).to(y.device)
+    aug_gen = generator(cfg.seed, epoch, 2)
+    total_loss, correct, seen = 0.0, 0, 0
+    steps = math.ceil(len(y) / cfg.batch_size)
+    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
+    for step in bar:
+        idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        xb = x[idx]
+        if inputs.augment is not None:  # the whole batch, as in one process, then this process's share
+            xb = inputs.augment(xb, aug_gen)
+        mine = slice(dist.rank, None, dist.world)
+        xb, yb = xb[mine], y[idx][mine]
+        with autocast(inputs.device, cfg.precision):
+            logits = inputs.logits(xb, train=True)
+        loss = model.loss(logits.float(), yb)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: lower --lr "
+                f"(now {cfg.lr}) or keep --grad-clip on; completed epochs are saved"
+            )
+        opt.zero_grad(set_to_none=True)
+        # DDP averages gradients over processes; this weight makes that average the
+        # gradient of the whole batch's mean loss, also when the last batch splits unevenly.
+        # Under fp16 the scaler multiplies the loss so small gradients survive, then unscales
+        # before clipping and skips the step when a gradient overflowed; elsewhere it is a no-op.
+        weight = 1.0 if model.batch_loss_is_global else len(yb) * dist.world / len(idx)
+        scaler.scale(loss * weight).backward()
+        if cfg.grad_clip > 0:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_([p for p in trainable if p.grad is not None], cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        model.on_step_end()
+        sched.step()
+        total_loss += loss.item() * len(yb)
+        correct += int((logits.argmax(1) == yb).sum())
+        seen += len(yb)
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+    total_loss, correct, seen = dist.total(total_loss, correct, seen)
+    return total_loss / seen, correct / seen

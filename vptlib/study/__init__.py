@@ -1,0 +1,1 @@
+"""The study: profiles, tuning grids, sweeps, the book's build, leakage and statistics."""

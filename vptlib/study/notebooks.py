@@ -1,0 +1,114 @@
+"""Executing a template notebook: its declared parameters checked, papermill run into the
+output atomically, the page titled and its injected-parameters cell hidden."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vptlib import atomic
+from vptlib.errors import UserError
+
+from .book import load_profile
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def template_parameters(template: str | Path) -> set[str]:
+    """The names a template's ``parameters`` cell defines: the only ones papermill may set."""
+    import papermill as pm
+
+    return set(pm.inspect_notebook(str(template)))
+
+
+def check_params(template: str | Path, params: dict[str, Any]) -> None:
+    """Refuse a parameter the template does not declare, before anything runs.
+
+    papermill writes each name into the notebook as code, so an unchecked name is code
+    injection (``-p 'import os; os.system(...)#' 1``); values are written as literals.
+    """
+    known = template_parameters(template)
+    for name in params:
+        if not _IDENTIFIER.match(name) or name not in known:
+            raise UserError(f"unknown parameter {name!r} for {Path(template).name}; known: {', '.join(sorted(known))}")
+    method = params.get("method")
+    if method is not None:
+        from vptlib.methods import METHODS
+
+        if method not in METHODS:
+            raise UserError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+
+
+def parse_params(pairs: list[list[str]]) -> dict[str, Any]:
+    """``-p KEY VALUE`` pairs, values parsed as YAML scalars like papermill does."""
+    try:
+        return {k: yaml.safe_load(v) for k, v in pairs}
+    except yaml.YAMLError as exc:
+        raise UserError(f"a -p value is not a YAML scalar: {str(exc).splitlines()[0]}") from None
+
+
+def execute(
+    template: str | Path, output: str | Path, profile_path: str | Path, params: dict[str, Any], title: str | None = None
+) -> Path:
+    """Run a template notebook with papermill into ``output``, atomically, and title its page."""
+    import nbformat
+    import papermill as pm
+
+    output = Path(output)
+    check_params(template, params)
+    load_profile(profile_path)  # a bad profile is one line here, not a failed notebook
+    # Every template takes the profile's path and reads the profile itself (vptlib.study.profile).
+    parameters = {"profile_path": str(profile_path), **params}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    print(f"executing {output} ({', '.join(f'{k}={v}' for k, v in params.items())})", flush=True)
+    env_before = os.environ.get("VPTLIB_STATIC")
+    os.environ["VPTLIB_STATIC"] = "1"
+
+    def write(tmp: Path) -> None:
+        # Relative paths in profiles (data/, runs/, models/) are relative to where make runs.
+        try:
+            with warnings.catch_warnings():
+                # The temporary name ends in .tmp (so no glob of the book picks it up); papermill
+                # would warn about that once per page.
+                warnings.filterwarnings("ignore", message="The specified file .* does not end in one of")
+                pm.execute_notebook(
+                    str(template),
+                    str(tmp),
+                    parameters=parameters,
+                    cwd=os.getcwd(),
+                    kernel_name="python3",
+                    progress_bar=False,
+                    report_mode=False,
+                )
+        except pm.PapermillExecutionError as exc:
+            failed = output.with_suffix(".failed.ipynb")
+            shutil.copyfile(tmp, failed)
+            raise UserError(f"{template} failed for {params}: {exc.ename}: {exc.evalue} (see {failed})") from None
+        nb = nbformat.read(tmp, as_version=4)
+        # Progress bars rendered as ipywidgets leave widget state behind, which makes
+        # myst-nb load widget JavaScript from a CDN; the static report needs none.
+        nb.metadata.pop("widgets", None)
+        for cell in nb.cells:  # papermill's injected parameters: not part of the report
+            tags = cell.metadata.setdefault("tags", [])
+            if "injected-parameters" in tags and "remove-cell" not in tags:
+                tags.append("remove-cell")
+        if title:
+            first = next(c for c in nb.cells if c.cell_type == "markdown")
+            lines = first.source.splitlines()
+            first.source = "\n".join([f"# {title}", *lines[1:]])
+        nbformat.write(nb, str(tmp))
+
+    try:
+        atomic.atomic_write(output, write)  # group-readable like any file, and whole or not at all
+    finally:
+        if env_before is None:
+            os.environ.pop("VPTLIB_STATIC", None)
+        else:
+            os.environ["VPTLIB_STATIC"] = env_before
+    return output

@@ -1,0 +1,253 @@
+"""A build profile (``profiles/NAME.yaml``): the parameters every notebook of one book shares.
+
+:func:`load` reads and validates it: invalid YAML, an unknown key or a value of the
+wrong type is one :class:`~vptlib.errors.UserError` line naming the key, before
+anything runs. :class:`Profile` documents each key where it is defined.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from vptlib import REPO
+from vptlib.errors import UserError
+from vptlib.seeds import SEED_RANGE, is_seed
+
+if TYPE_CHECKING:
+    from vptlib.runs.config import RunConfig
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass
+class Profile:
+    profile: str  # the build's name: runs go to <runs>/<profile>/, pages are stamped with it
+    model: str  # hub id or local folder of a CLIPModel
+    data: str  # the prepared data folder (`vptlib data prepare --out`)
+    revision: str | None = None  # the hub id's commit sha (vptlib.models.hub); unused for a local folder
+    banner: str = "none"  # "smoke": every page says its numbers test the pipeline only
+    dry_run: bool = False  # set by VPTLIB_DRY_RUN (make book DRY_RUN=1), never in a file: see dry_run()
+    runs: str = "runs"  # root of the run records
+    seed: int = 0  # the seed of single runs (sweeps have their own seeds)
+    seeds: list[int] = field(default_factory=lambda: [0])  # every trained method runs once per seed
+    device: str = "auto"  # auto | cpu | cuda | mps
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (see vptlib.runs.devices)
+    batch_size: int = 32
+    reference: str = "vpt_shallow"  # the method every other is compared with, fixed before any result
+    hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method: RunConfig fields, options
+    # per method: axes (RunConfig fields or method options) -> values, tried with the first
+    # seed and chosen on validation before every seed runs (vptlib.study.tuning)
+    grids: dict[str, dict[str, list]] = field(default_factory=dict)
+    sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)  # named grids for `make sweep` and Curves
+    source: dict[str, Any] = field(default_factory=dict)  # how to obtain the data (phantoms | kaggle, prepare)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def with_model(self, model: str | None) -> Profile:
+        """This profile with another model (``make book MODEL=``): the pinned revision was the
+        profile model's, so the other one takes its own default (:mod:`vptlib.models.hub`)."""
+        return self if not model or model == self.model else dataclasses.replace(self, model=model, revision=None)
+
+    def run_config(self, method: str, **overrides: Any) -> RunConfig:
+        """The run of ``method`` under this profile: shared fields, then ``hparams[method]``,
+        then ``overrides`` (``None`` values ignored, so a notebook may pass all it has)."""
+        from vptlib.runs.config import run_config
+
+        # The profile's revision belongs to the profile's model: another --model gets its own default.
+        model = overrides.get("model") or self.model
+        revision = self.revision if model == self.model else None
+        shared = {
+            "data": self.data,
+            "model": self.model,
+            "revision": revision,
+            "profile": self.profile,
+            "out": self.runs,
+            "seed": self.seed,
+            "device": self.device,
+            "precision": self.precision,
+            "batch_size": self.batch_size,
+        }
+        return run_config(method, self.hparams, **{**shared, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def as_profile(value: Profile | dict[str, Any]) -> Profile:
+    """A :class:`Profile` from itself or from a dict of its fields (tests, notebooks)."""
+    return value if isinstance(value, Profile) else Profile(**value)
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "profile": (str,),
+    "model": (str,),
+    "revision": (str,),
+    "data": (str,),
+    "banner": (str,),
+    "runs": (str,),
+    "seed": (int,),
+    "seeds": (list,),
+    "device": (str,),
+    "precision": (str,),
+    "batch_size": (int,),
+    "reference": (str,),
+    "hparams": (dict,),
+    "grids": (dict,),
+    "sweeps": (dict,),
+    "source": (dict,),
+}
+
+
+def load(path: str | Path, check_methods: bool = True) -> Profile:
+    """Read and validate a profile; a :class:`UserError` names the first problem.
+
+    ``check_methods=False`` skips the checks that import torch and the method registry
+    (the Makefile's quick look-up of one key).
+    """
+    path = Path(path)
+    if not path.is_file():
+        here = REPO / "profiles"
+        choices = ", ".join(p.stem for p in sorted(here.glob("*.yaml")))
+        raise UserError(f"profile {path} not found; choose PROFILE= one of: {choices}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise UserError(f"profile {path} is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"profile {path} must be a mapping of keys to values, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(_TYPES))
+    if unknown:
+        raise UserError(f"profile {path}: unknown key(s) {', '.join(map(str, unknown))}; known: {', '.join(_TYPES)}")
+    missing = [k for k in ("profile", "model", "data") if k not in raw]
+    if missing:
+        raise UserError(f"profile {path}: missing key(s) {', '.join(missing)}")
+    for key, value in raw.items():
+        types = _TYPES[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            want = " or ".join(t.__name__ for t in types)
+            raise UserError(f"profile {path}: {key} must be a {want}, got {value!r}")
+    prof = Profile(**raw)
+    if check_methods:
+        _check(prof, path)
+    return dry_run(prof) if os.environ.get(DRY_RUN_ENV, "") not in ("", "0") else prof
+
+
+DRY_RUN_ENV = "VPTLIB_DRY_RUN"
+
+
+def dry_run(p: Profile) -> Profile:
+    """The same study as a rehearsal: every run cut to one epoch, one seed and the first
+    point of every grid and sweep axis, written under ``<runs>/<profile>-dry-run/``.
+
+    It runs every page and every code path on the real model and data (a tuning grid
+    of one point still trains without test and is completed afterwards), so what would
+    break hours into a full build breaks in minutes; its numbers mean nothing, and
+    every page says so.
+    """
+    from vptlib.methods import METHODS
+
+    def cut(method: str, hp: dict[str, Any]) -> dict[str, Any]:
+        return {**hp, "epochs": 1} if method in METHODS and METHODS[method].trains else dict(hp)
+
+    sweeps = {}
+    for name, sweep in p.sweeps.items():
+        sw = {k: (v[:1] if isinstance(v, list) and k != "methods" else v) for k, v in sweep.items()}
+        sw["hparams"] = {m: cut(m, sweep.get("hparams", {}).get(m, {})) for m in sweep["methods"]}
+        sweeps[name] = sw
+    return dataclasses.replace(
+        p,
+        profile=f"{p.profile}-dry-run",
+        dry_run=True,
+        seeds=p.seeds[:1],
+        hparams={m: cut(m, hp) for m, hp in p.hparams.items()},
+        grids={m: {axis: values[:1] for axis, values in axes.items()} for m, axes in p.grids.items()},
+        sweeps=sweeps,
+    )
+
+
+def _check(p: Profile, path: Path) -> None:
+    from vptlib.methods import METHODS
+    from vptlib.runs.devices import PRECISIONS
+
+    def bad(msg: str) -> UserError:
+        return UserError(f"profile {path}: {msg}")
+
+    if not NAME.match(p.profile):
+        raise bad(f"profile must be a plain name (letters, digits, _ . -), got {p.profile!r}")
+    if not p.seeds or not all(is_seed(s) for s in p.seeds):
+        raise bad(f"seeds must be a non-empty list of integers in {SEED_RANGE}, got {p.seeds!r}")
+    if not is_seed(p.seed):
+        raise bad(f"seed must be in {SEED_RANGE}, got {p.seed}")
+    if p.revision is not None and not SHA.match(p.revision):
+        raise bad(f"revision must be a full 40-character commit sha (a branch moves), got {p.revision!r}")
+    if p.precision not in PRECISIONS:
+        raise bad(f"precision must be one of {', '.join(PRECISIONS)}, got {p.precision!r}")
+    if not 1 <= p.batch_size <= 65536:
+        raise bad(f"batch_size must be in [1, 65536], got {p.batch_size}")
+    if p.reference not in METHODS:
+        raise bad(f"reference: unknown method {p.reference!r}; methods: {', '.join(METHODS)}")
+    for method, hp in p.hparams.items():
+        if method not in METHODS:
+            raise bad(f"hparams: unknown method {method!r}; methods: {', '.join(METHODS)}")
+        if not isinstance(hp, dict):
+            raise bad(f"hparams.{method} must be a mapping, got {hp!r}")
+    for method, axes in p.grids.items():
+        _check_grid(method, axes, bad)
+    for name, sweep in p.sweeps.items():
+        if not isinstance(sweep, dict) or not isinstance(sweep.get("methods"), list):
+            raise bad(f"sweeps.{name} must be a mapping with a list of methods")
+        unknown = [m for m in sweep["methods"] if m not in METHODS]
+        if unknown:
+            raise bad(f"sweeps.{name}: unknown method(s) {', '.join(map(str, unknown))}")
+
+
+# Axes a tuning grid may span besides the method's own options.
+GRID_FIELDS = ("lr", "weight_decay", "epochs", "optimizer", "warmup", "schedule", "batch_size")
+
+
+def _check_grid(method: str, axes: Any, bad) -> None:
+    from vptlib.methods import METHODS, option_names
+
+    if method not in METHODS or not METHODS[method].trains:
+        trained = ", ".join(m for m, s in METHODS.items() if s.trains)
+        raise bad(f"grids: {method!r} is not a method that trains; methods: {trained}")
+    if not isinstance(axes, dict):
+        raise bad(f"grids.{method} must map axes to lists of values, got {axes!r}")
+    allowed = (*GRID_FIELDS, *option_names(method))
+    for axis, values in axes.items():
+        if axis not in allowed:
+            raise bad(
+                f"grids.{method}: {axis!r} is not a tunable field or option of {method}; axes: {', '.join(allowed)}"
+            )
+        if not isinstance(values, list) or not values:
+            raise bad(f"grids.{method}.{axis} must be a non-empty list of values, got {values!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vptlib.study.profile PATH KEY``: print one key of a profile (the Makefile's look-up)."""
+    import sys
+
+    args = argv if argv is not None else sys.argv[1:]
+    try:
+        path, key = args
+        value = getattr(load(path, check_methods=False), key)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (AttributeError, TypeError, ValueError):
+        print(f"error: usage: python -m vptlib.study.profile PATH KEY (a key of {', '.join(_TYPES)})", file=sys.stderr)
+        return 2
+    print(value)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

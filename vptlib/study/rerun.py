@@ -1,0 +1,87 @@
+"""A notebook's parameters, and ``make run``: one experiment page re-executed with new settings.
+
+papermill sets only the names a template's ``parameters`` cell declares. The experiment
+template declares ``profile_path``, ``method``, ``model`` and ``options``: a mapping of
+overrides by name, either a training setting of :class:`~vptlib.runs.config.RunConfig`
+(``epochs``, ``lr``, ...) or one of the method's own options (``prompt_tokens``,
+``rank``, ...). ``make run NB=vision_lora ARGS="-p rank 4"`` gathers every ``-p`` name
+that is not a template parameter into ``options``, so any method's options can be set
+without the template naming them.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+from vptlib import REPO
+from vptlib.errors import UserError
+
+from .book import guard, load_profile
+from .notebooks import check_params, execute, parse_params, template_parameters
+
+EXPERIMENT = REPO / "notebooks" / "experiment.ipynb"
+OPTIONS = "options"  # the experiment template's mapping of overrides
+
+
+def parse_args_string(args: str) -> dict[str, Any]:
+    """``make run``'s ``ARGS="-p lr 0.5 -p prompt_tokens 10"``, split as a shell would, never run by one."""
+    try:
+        words = shlex.split(args)
+    except ValueError as exc:
+        raise UserError(f"ARGS={args!r}: {exc}") from None
+    pairs = []
+    while words:
+        if len(words) < 3 or words[0] not in ("-p", "--parameters"):
+            raise UserError(f"ARGS={args!r}: expected pairs like -p NAME VALUE")
+        pairs.append([words[1], words[2]])
+        words = words[3:]
+    return parse_params(pairs)
+
+
+def experiment_params(method: str, given: dict[str, Any], model: str | None = None) -> dict[str, Any]:
+    """The experiment template's parameters for ``make run``: the template's own names as
+    they are, every other name an override in ``options`` (checked against the method now,
+    so a misspelt option fails before anything runs)."""
+    from vptlib.runs.config import override_names
+
+    declared = template_parameters(EXPERIMENT)
+    params: dict[str, Any] = {"method": method}
+    options = dict(given.pop(OPTIONS, None) or {})
+    for name, value in given.items():
+        if name in declared:
+            params[name] = value
+        else:
+            options[name] = value
+    check_params(EXPERIMENT, params)
+    known = override_names(params["method"])
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        names = ", ".join(repr(u) for u in unknown)
+        raise UserError(
+            f"unknown parameter {names}: not a setting of a run or of {params['method']}; known: "
+            f"{', '.join(sorted(declared - {OPTIONS, 'profile_path'}))}, {', '.join(known)}"
+        )
+    if model:
+        params["model"] = model
+    if options:
+        params[OPTIONS] = options
+    return params
+
+
+def rerun(profile_name: str, method: str, args: str, generated: str | Path, model: str | None = None) -> Path:
+    """``make run``: validate everything, check the build's profile, then execute one experiment page."""
+    if not re.match(r"^[A-Za-z0-9_.-]+$", profile_name or ""):
+        raise UserError(f"PROFILE={profile_name!r}: a profile name from profiles/")
+    profile_path = REPO / "profiles" / f"{profile_name}.yaml"
+    load_profile(profile_path)
+    params = experiment_params(method, parse_args_string(args), model)
+    from vptlib.methods import METHODS
+
+    from .profile import load
+
+    guard(load(profile_path).profile, generated, clear=False)
+    page = Path(generated) / "experiments" / f"{params['method']}.ipynb"
+    return execute(EXPERIMENT, page, profile_path, params, METHODS[params["method"]].title)

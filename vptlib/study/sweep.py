@@ -1,0 +1,145 @@
+"""Grids of independent runs: ``vptlib sweep`` / ``make sweep``, and the book's curve pages.
+
+A sweep is a named grid in a profile (``sweeps:``), e.g. methods x seeds x prompt
+lengths or training images per class. Each point is one ordinary ``vptlib run`` with
+its own run record, so a sweep needs no code path of its own for training: jobs go to
+a pool of worker processes, one per visible GPU (each pinned with
+``CUDA_VISIBLE_DEVICES``) or, without a GPU, CPU workers sharing the cores. A point
+already finished by the same code is reused, and an interrupted one resumes, so a
+killed sweep continues where it stopped. The index of the sweep is written to
+``runs/<profile>/sweeps/<name>.csv`` atomically; a failed point is listed there with
+its error rather than dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+from vptlib import atomic
+from vptlib.errors import UserError
+from vptlib.methods import option_names, spec
+from vptlib.runs import records
+from vptlib.runs.engine import RunConfig, run, validate
+
+from .profile import Profile, as_profile
+
+# Axes a sweep may span, beyond methods and seeds: RunConfig fields or method options. An
+# option axis applies to the methods that have that option (prompt_tokens: the VPTs).
+FIELD_AXES = ("train_per_class", "lr", "epochs")
+
+
+def grid(profile: Profile | dict[str, Any], name: str, check: bool = True) -> list[tuple[dict[str, Any], RunConfig]]:
+    """The points of sweep ``name`` in ``profile``: (axis values, RunConfig) pairs.
+
+    Runs go under ``<runs>/<profile>-<name>/`` so they never mix with the main table's.
+    A method that trains nothing runs once per point, for the first seed only.
+    """
+    profile = as_profile(profile)
+    if name not in profile.sweeps:
+        raise UserError(
+            f"profile {profile.profile} has no sweep {name!r}; it has: {', '.join(profile.sweeps) or 'none'}"
+        )
+    sweep = dict(profile.sweeps[name])
+    methods, seeds = sweep.pop("methods"), sweep.pop("seeds", [profile.seed])
+    budgets = sweep.pop("hparams", {})  # per-method budgets for this sweep
+    options = {o for m in methods for o in option_names(m)}
+    unknown = sorted(set(sweep) - set(FIELD_AXES) - options)
+    if unknown:
+        raise UserError(
+            f"sweep {name}: unknown axis {', '.join(unknown)}; axes: {', '.join([*FIELD_AXES, *sorted(options)])}"
+        )
+    points = []
+    for method in methods:
+        axes = {k: list(v) for k, v in sweep.items() if k in FIELD_AXES or k in option_names(method)}
+        for values in itertools.product(*axes.values()):
+            point = dict(zip(axes, values, strict=True))
+            for seed in seeds if spec(method).trains else seeds[:1]:
+                cfg = profile.run_config(
+                    method, **budgets.get(method, {}), **point, seed=seed, profile=f"{profile.profile}-{name}"
+                )
+                points.append(({"method": method, "seed": seed, **point}, cfg.resolved()))
+    for _, cfg in points if check else ():
+        validate(cfg)
+    return points
+
+
+def _worker_init(devices, threads: int) -> None:
+    if devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _job(cfg: RunConfig) -> dict[str, Any]:
+    try:
+        res = run(cfg, resume=True, reuse=True, progress=False)
+    except (UserError, RuntimeError) as exc:  # recorded in the index, never silently dropped
+        return {"run_dir": "", "error": f"{type(exc).__name__}: {exc}"}
+    m = res.metrics
+    return {
+        "run_dir": str(res.run_dir),
+        "error": "",
+        "test_acc": m["test"]["accuracy"] if m["test"] else None,
+        "val_acc": m["val"]["accuracy"] if m["val"] else None,
+        "trainable_params": m["trainable_params"],
+        "train_images": m["train_images"],
+        "seconds_per_epoch": m["seconds_per_epoch"],
+    }
+
+
+def workers_for_machine() -> tuple[int, list[int] | None, int]:
+    """(workers, GPU ids or None, torch threads per worker)."""
+    import torch
+
+    if torch.cuda.is_available():
+        gpus = list(range(torch.cuda.device_count()))
+        return len(gpus), gpus, max(1, (os.cpu_count() or 1) // len(gpus))
+    cores = os.cpu_count() or 1
+    workers = max(1, min(4, cores // 2)) if cores > 2 else cores
+    return workers, None, max(1, cores // workers)
+
+
+def run_sweep(
+    profile: Profile | dict[str, Any], name: str, workers: int | None = None, progress: bool = True
+) -> pd.DataFrame:
+    """Run (or reuse) every point of sweep ``name``; returns and writes its index."""
+    profile = as_profile(profile)
+    points = grid(profile, name)
+    n, gpus, threads = workers_for_machine()
+    n = min(workers or n, len(points)) or 1
+    rows: list[dict[str, Any]] = [dict(axes) for axes, _ in points]
+    bar = tqdm(total=len(points), desc=f"sweep {name} ({n} worker{'s' if n > 1 else ''})", disable=not progress)
+    if n == 1 and not gpus:
+        for row, (_, cfg) in zip(rows, points, strict=True):
+            row.update(_job(cfg))
+            bar.update()
+    else:
+        ctx = mp.get_context("spawn")  # CUDA and fork do not mix
+        queue = None
+        if gpus:
+            queue = ctx.Manager().Queue()
+            for g in gpus[:n]:
+                queue.put(g)
+        with ProcessPoolExecutor(n, mp_context=ctx, initializer=_worker_init, initargs=(queue, threads)) as pool:
+            futures = {pool.submit(_job, cfg): i for i, (_, cfg) in enumerate(points)}
+            for fut in as_completed(futures):
+                rows[futures[fut]].update(fut.result())
+                bar.update()
+    bar.close()
+    df = pd.DataFrame(rows)
+    out = records.profile_folder(profile.runs, profile.profile) / "sweeps" / f"{name}.csv"
+    atomic.write_bytes(out, df.to_csv(index=False).encode())
+    failed = df[df.error != ""]
+    if len(failed):
+        print(f"{len(failed)} of {len(df)} points failed; see {out}:")
+        for _, r in failed.iterrows():
+            print(f"  {r.method} seed {r.seed}: {r.error}")
+    return df
