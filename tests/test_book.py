@@ -274,11 +274,11 @@ def test_make_run_reexecutes_only_that_notebook(repo, built):
     assert looks and looks.groups() == ("2", "4"), looks  # two settings seen on test, in four runs
     root = repo / "runs" / "smoke" / "vpt_shallow"
     runs = sorted(p for p in root.iterdir() if p.is_dir())
-    # Twice: a 2-point lr grid with seed 0 (the chosen point is seed 0's final run), then seed 1.
-    assert len(runs) == 6  # the earlier run records are kept
+    # Twice: a 2-point lr grid with the tuning seed, then seeds 0 and 1 afresh.
+    assert len(runs) == 8  # the earlier run records are kept
     group = json.loads((root / "group.json").read_text())["runs"]
-    assert set(group) <= {r.name for r in runs[3:]} and runs[-1].name in group
-    assert all(r in page for r in group) and not any(r.name in page for r in runs[:3])
+    assert set(group) <= {r.name for r in runs[4:]} and runs[-1].name in group
+    assert all(r in page for r in group) and not any(r.name in page for r in runs[:4])
 
 
 def test_make_sweep_reuses_the_books_points(repo, built):

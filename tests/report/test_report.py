@@ -242,7 +242,7 @@ def test_concurrent_runs_all_reach_the_ledger(tmp_path):
 def test_the_methods_page_states_the_statistics_the_code_computes():
     import inspect
 
-    from vptlib.report.results import COMPARISON_RULE
+    from vptlib.report.comparison import COMPARISON_RULE
     from vptlib.runs.metrics import expected_calibration_error
 
     page = (Path(__file__).resolve().parents[2] / "book" / "methods.md").read_text()
@@ -250,4 +250,32 @@ def test_the_methods_page_states_the_statistics_the_code_computes():
     bins = inspect.signature(expected_calibration_error).parameters["bins"].default
     assert f"({bins} equal-width bins)" in stats
     assert "Wilson" in stats and "Holm" in stats and "McNemar" not in stats and "percentile" not in stats
+    assert "Welch-Satterthwaite" in stats and "Welch-Satterthwaite" in COMPARISON_RULE
     assert "reference" in stats and "reference" in COMPARISON_RULE and "Holm" in COMPARISON_RULE
+
+
+def test_the_methods_page_names_every_loss_and_the_probes_search():
+    """Prose that states a procedure is checked against the code that runs it."""
+    import re
+    import sys
+
+    from vptlib.methods import METHODS, linear
+    from vptlib.methods.base import Classifier
+
+    page = (REPO / "book" / "methods.md").read_text()
+    training = page[page.index("## Training and selection") : page.index("## Zero-shot CLIP")]
+    # A method with its own loss (not the base class's cross-entropy) is named where the loss is stated.
+    own_loss = set()
+    for spec in METHODS.values():
+        module = sys.modules[spec.build.__module__]
+        for cls in vars(module).values():
+            mine = isinstance(cls, type) and issubclass(cls, Classifier) and cls.__module__ == module.__name__
+            if mine and "loss" in vars(cls):
+                own_loss.add(spec.title.split(" (")[0])
+    assert own_loss and all(name in training for name in own_loss), own_loss
+    probe = page[page.index("## Linear probe") : page.index("## Visual prompt tuning")]
+    n, lo, hi = re.search(
+        r"among (\d+) log-spaced values from \$10\^\{(-?\d+)\}\$\s+to \$10\^\{(-?\d+)\}\$", probe
+    ).groups()
+    assert (int(n), 10.0 ** int(lo), 10.0 ** int(hi)) == (len(linear.C_GRID), linear.C_GRID[0], linear.C_GRID[-1])
+    assert "smaller $C$" in probe and linear.Options().solver == "lbfgs"

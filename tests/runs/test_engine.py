@@ -260,7 +260,7 @@ def test_early_stopping(prepared, tiny_model, tmp_path, monkeypatch):
         n = len(inputs.splits[split][1])
         return 1.0, np.full((n, 4), 0.25)
 
-    for module in ("engine", "training", "record_writer"):
+    for module in ("evaluation", "training", "record_writer"):
         monkeypatch.setattr(f"vptlib.runs.{module}.evaluate", flat)
     res = run(_cfg(prepared, tiny_model, tmp_path, epochs=10, early_stopping=2), progress=False)
     assert res.metrics["epochs_run"] == 3 and res.metrics["stopped_early"]
@@ -588,3 +588,40 @@ def test_full_profile_settings_train_the_head(method, prepared, pretrained_tiny,
     )
     res = run(cfg, progress=False)
     assert res.metrics["train_accuracy"] >= 0.5, res.history[["epoch", "train_acc", "val_acc"]]
+
+
+def test_a_grid_point_cannot_look_at_test(prepared, tiny_model, tmp_path, monkeypatch):
+    """evaluate_test=False: the test split is not staged, the scorer refuses it, and the
+    record (WiSE-FT's alpha curve included) holds no test number; the ledger has no entry."""
+    from vptlib.runs import evaluation
+
+    asked = []
+    real = evaluation.evaluate
+    monkeypatch.setattr(
+        evaluation, "evaluate", lambda inputs, split, cfg: asked.append(split) or real(inputs, split, cfg)
+    )
+    cfg = _cfg(prepared, tiny_model, tmp_path, method="wise_ft", epochs=1, lr=1e-4, evaluate_test=False)
+    res = run(cfg, progress=False)
+    assert "test" not in asked
+    assert res.metrics["test"] is None and not res.metrics["test_evaluated"]
+    assert all("test_acc" not in row for row in res.metrics["wise_ft_curve"])
+    assert not (tmp_path / "default" / "test-ledger.jsonl").exists()
+    staged = evaluation.Scorer.__new__(evaluation.Scorer)
+    staged.splits = ("train", "val")
+    with pytest.raises(PermissionError, match="may not look at the test split"):
+        staged("test")
+
+
+def test_the_ledger_counts_every_look_at_test(prepared, tiny_model, tmp_path):
+    """The reported evaluation, each epoch of a test curve, and each test score a method asked
+    for after training (WiSE-FT's curve over alpha) are each one ledger line."""
+    from vptlib.runs import ledger
+
+    run(_cfg(prepared, tiny_model, tmp_path, epochs=2, test_curves=True), progress=False)
+    res = run(_cfg(prepared, tiny_model, tmp_path, method="wise_ft", epochs=1, lr=1e-4), progress=False)
+    entries = ledger.read_ledger(tmp_path / "default")
+    vpt = [e for e in entries if e["method"] == "vpt_shallow"]
+    assert [e["what"] for e in vpt] == ["reported", "epoch 1 curve (plot only)", "epoch 2 curve (plot only)"]
+    wise = [e for e in entries if e["method"] == "wise_ft"]
+    assert len(wise) == 1 + len(res.metrics["wise_ft_curve"])  # the reported look and one per alpha
+    assert {e["run_id"] for e in wise} == {res.run_dir.name}

@@ -49,8 +49,16 @@ def test_grid_is_chosen_on_validation_and_losers_never_see_test(prepared, pretra
     loser_metrics = json.loads((loser / "metrics.json").read_text())
     assert loser_metrics["test"] is None and loser_metrics["test_evaluated"] is False
     assert set(pd.read_csv(loser / "predictions.csv").split) == {"val"}
-    # The chosen point's run is the first seed's final run, completed with test.
-    assert done.results[0].run_dir.name == grid.run_id[best]
+    # No reported run is a grid point: the grid ran with its own seed, every reported seed afresh.
+    assert (
+        prof.grid_seed == 2
+        and done.tuned.seed == 2
+        and set(grid.run_id).isdisjoint(r.run_dir.name for r in done.results)
+    )
+    seeds = {d.name: json.loads((d / "config.json").read_text())["seed"] for d in records.run_dirs(root)}
+    assert {seeds[r] for r in grid.run_id} == {2} and [seeds[r.run_dir.name] for r in done.results] == [0, 1]
+    chosen = json.loads((root / grid.run_id[best] / "metrics.json").read_text())
+    assert chosen["test"] is None  # the winner never looked at test either
     assert [r.metrics["test"] is not None for r in done.results] == [True, True]
     looks = _ledger(tmp_path)
     assert sorted(e["run_id"] for e in looks) == sorted(r.run_dir.name for r in done.results)
@@ -60,11 +68,17 @@ def test_grid_is_chosen_on_validation_and_losers_never_see_test(prepared, pretra
     assert table["chosen"].tolist().count("\u2713 chosen") == 1 and "val acc (%)" in table.columns
 
 
-def test_completed_record_equals_an_ordinary_runs(prepared, pretrained_tiny, tmp_path):
-    prof = _profile(prepared, pretrained_tiny, tmp_path, {"vpt_shallow": {"lr": [0.01, 0.02]}}, seeds=[0])
-    done = tuning.run_method(prof, "vpt_shallow", progress=False)
-    promoted = done.results[0]
-    plain = run(prof.run_config("vpt_shallow", lr=done.tuned.config.lr, out=str(tmp_path / "plain")), progress=False)
+def test_a_validation_only_run_completed_with_test_equals_an_ordinary_run(prepared, pretrained_tiny, tmp_path):
+    """A finished run without test, reused by a configuration that asks for test, is evaluated
+    through its predictor (record_writer.add_test) and ends as an ordinary run's record."""
+    import dataclasses
+
+    prof = _profile(prepared, pretrained_tiny, tmp_path, {}, seeds=[0])
+    cfg = prof.run_config("vpt_shallow", lr=0.01)
+    first = run(dataclasses.replace(cfg, evaluate_test=False), progress=False)
+    promoted = run(cfg, reuse=True, progress=False)
+    assert promoted.run_dir == first.run_dir and promoted.metrics["test_evaluated"]
+    plain = run(prof.run_config("vpt_shallow", lr=0.01, out=str(tmp_path / "plain")), progress=False)
     assert promoted.metrics["test"] == plain.metrics["test"]
     a = pd.read_csv(promoted.run_dir / "predictions.csv").sort_values(["split", "path"]).reset_index(drop=True)
     b = pd.read_csv(plain.run_dir / "predictions.csv").sort_values(["split", "path"]).reset_index(drop=True)
@@ -81,7 +95,7 @@ def test_rerun_reuses_every_point_and_looks_at_test_no_more(prepared, pretrained
     assert list(again.tuned.grid.run_id) == list(first.tuned.grid.run_id)
     assert [r.run_dir for r in again.results] == [r.run_dir for r in first.results]
     assert len(_ledger(tmp_path)) == looks == 1
-    assert len(records.run_dirs(tmp_path / "runs" / "t" / "vpt_shallow")) == 2
+    assert len(records.run_dirs(tmp_path / "runs" / "t" / "vpt_shallow")) == 3  # two grid points, one seed
 
 
 def test_an_override_fixes_its_axis():
@@ -153,3 +167,15 @@ def test_dry_run_cuts_every_run_and_marks_every_page(monkeypatch, tmp_path):
     assert "Dry run" in banner
     monkeypatch.setenv("VPTLIB_DRY_RUN", "0")
     assert load(REPO / "profiles" / "full.yaml") == full
+
+
+def test_the_tuning_seed_is_never_a_reported_seed(tmp_path):
+    path = tmp_path / "p.yaml"
+    base = "profile: p\nmodel: m\ndata: d\nseeds: [0, 1, 2]\n"
+    path.write_text(base)
+    assert load(path).grid_seed == 3
+    path.write_text(base + "tuning_seed: 1\n")
+    with pytest.raises(UserError, match="tuning_seed 1 is a reported seed"):
+        load(path)
+    path.write_text(base + "tuning_seed: 7\n")
+    assert load(path).grid_seed == 7

@@ -96,8 +96,9 @@ class Classifier(nn.Module):
     def finalize(self, score: Callable[[str], tuple[float, float]]) -> dict:
         """Hook after the epoch is selected, for choices made on validation (WiSE-FT's alpha).
 
-        ``score(split)`` returns (accuracy, loss) of the model as it stands on that split.
-        Returns what to record in the run's metrics.
+        ``score(split)`` returns (accuracy, loss) of the model as it stands on that split;
+        ``score.splits`` names the splits it may score (test only when the run may look
+        at it; asking for another is an error). Returns what to record in the run's metrics.
         """
         return {}
 

@@ -7,6 +7,7 @@ Shared loading (which runs make each method's row) is in :mod:`.loading`.
 """
 
 from .attention import ATTENTION_METHODS, attention_maps, plot_attention, plot_prompt_attention
+from .comparison import COMPARISON_RULE, significance_display, significance_sentence, significance_table
 from .curves import plot_few_shot, plot_prompt_length, sweep_table
 from .dataset import (
     class_distribution,
@@ -53,7 +54,6 @@ from .reproducibility import (
     run_commands_markdown,
 )
 from .results import (
-    COMPARISON_RULE,
     dedup_table,
     key_findings,
     key_findings_html,
@@ -62,9 +62,6 @@ from .results import (
     plot_reliability,
     plot_val_curves,
     results_table,
-    significance_display,
-    significance_sentence,
-    significance_table,
     test_looks,
 )
 

@@ -67,7 +67,8 @@ def plot_history(run_dir: str | Path):
         ax = axes[2]
         c = pd.DataFrame(curve)
         ax.plot(c.alpha, c.val_acc, marker="o", label="validation (chooses alpha)")
-        ax.plot(c.alpha, c.test_acc, "--", marker=".", label="test (never used for selection)")
+        if "test_acc" in c:  # a run that was a tuning grid's point never looked at test
+            ax.plot(c.alpha, c.test_acc, "--", marker=".", label="test (never used for selection)")
         ax.axvline(r["metrics"]["wise_ft_alpha"], color="k", lw=0.8, ls=":", label="chosen alpha")
         ax.set_xlabel("alpha (0: zero-shot, 1: fine-tuned)")
         ax.set_ylabel("accuracy")
@@ -231,6 +232,7 @@ def tuning_table(tuned) -> pd.DataFrame:
     out["val_acc"] = (100 * out["val_acc"]).round(2)
     out["val_loss"] = out["val_loss"].round(4)
     out["chosen"] = ["✓ chosen" if c else "" for c in grid["chosen"]]
+    out["seed"] = tuned.seed  # the tuning seed: no reported run is a grid point
     return out.rename(columns={"val_acc": "val acc (%)", "val_loss": "val loss", "run_id": "run id"}).set_index(
         tuned.axes
     )

@@ -1,4 +1,5 @@
-"""The Results page: the main table, paired comparisons with the reference, calibration, test looks."""
+"""The Results page: the main table, calibration, test looks and key findings (the comparisons
+with the reference are :mod:`.comparison`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ import pandas as pd
 import seaborn as sns
 
 from vptlib.runs import ledger, records
-from vptlib.runs.metrics import expected_calibration_error, holm, paired_difference, reliability, wilson_ci
+from vptlib.runs.metrics import (
+    expected_calibration_error,
+    reliability,
+    wilson_ci,
+)
 
+from .comparison import signed
 from .loading import (
     EARLIER_REPORT,
     TITLES,
@@ -65,83 +71,21 @@ def results_table(runs: str | Path, profile: str) -> pd.DataFrame:
     )
 
 
-COMPARISON_RULE = (
-    "Each method is compared with the reference method fixed in the profile before any result was seen "
-    "(VPT-shallow unless the profile says otherwise), not with the test-set winner. The difference is that of "
-    "the seed-mean test accuracies, on the same test images; its 95% interval is a paired bootstrap that "
-    "resamples the test images and each method's seeds, and the p-value comes from the same bootstrap. "
-    "The p-values are corrected for the number of comparisons (Holm), so the chance of calling any "
-    "difference significant when none is real stays at 5%."
-)
-
-
-def significance_table(runs: str | Path, profile: str, reference: str = "vpt_shallow") -> pd.DataFrame:
-    """Every method against the pre-registered ``reference``: paired differences, bootstrap CIs, Holm."""
-    groups = latest_groups(runs, profile)
-    if not groups:
-        return pd.DataFrame()
-    if reference not in groups:
-        reference = next(iter(groups))  # e.g. a partial build: the first method present
-    per_seed = {m: seed_correct(g) for m, g in groups.items()}
-    rows = []
-    for method in groups:
-        if method == reference:
-            continue
-        d = paired_difference(per_seed[method], per_seed[reference])
-        rows.append(
-            {
-                "reference": TITLES[reference],
-                "vs": TITLES[method],
-                "difference (points)": round(100 * d["diff"], 2),
-                "paired 95% CI": f"{100 * d['ci_low']:.1f} to {100 * d['ci_high']:.1f}",
-                "p": d["p_value"],
-            }
-        )
-    table = pd.DataFrame(rows)
-    if table.empty:
-        return table
-    table["Holm p"] = holm(list(table["p"]))
-    table["significant (Holm, 5%)"] = np.where(table["Holm p"] < 0.05, "yes", "no")
-    return table.round({"p": 4, "Holm p": 4})
-
-
-def significance_display(table: pd.DataFrame) -> pd.DataFrame:
-    return table.set_index(["reference", "vs"]) if not table.empty else table
-
-
-def _signed(table: pd.DataFrame) -> tuple[list[str], list[str], list[str]]:
-    sig = table["significant (Holm, 5%)"] == "yes"
-    better = list(table.loc[sig & (table["difference (points)"] > 0), "vs"])
-    worse = list(table.loc[sig & (table["difference (points)"] < 0), "vs"])
-    return better, worse, list(table.loc[~sig, "vs"])
-
-
-def significance_sentence(table: pd.DataFrame) -> str:
-    """What the table says, following each difference's sign and its corrected p-value."""
-    if table.empty:
-        return "There is only one method, so there is nothing to compare."
-    ref = table["reference"].iloc[0]
-    better, worse, same = _signed(table)
-    parts = [f"Reference: {ref}."]
-    if better:
-        parts.append(f"Significantly more accurate than it after the Holm correction: {', '.join(better)}.")
-    if worse:
-        parts.append(f"Significantly less accurate: {', '.join(worse)}.")
-    if same:
-        parts.append(
-            f"Not distinguishable from it on this test set: {', '.join(same)}; the table's ranking among "
-            "these should not be read as real."
-        )
-    return " ".join(parts)
-
-
 def test_looks(runs: str | Path, profile: str) -> pd.DataFrame:
-    """Per method: how many distinct settings (seeds aside) were evaluated on test, from the ledger."""
+    """Per method, from the ledger: how many distinct settings (seeds aside) were evaluated on
+    test, how many runs were, and how many more test scores were taken for plots only."""
+    columns = ["settings evaluated on test", "test evaluations", "plot-only test looks"]
     looks = pd.DataFrame(ledger.read_ledger(Path(runs) / profile))
     if looks.empty:
-        return pd.DataFrame(columns=["settings evaluated on test", "test evaluations"])
-    g = looks.groupby("method")
-    out = pd.DataFrame({"settings evaluated on test": g.settings.nunique(), "test evaluations": g.size()})
+        return pd.DataFrame(columns=columns)
+    if "what" not in looks:  # a ledger written before plot looks were counted
+        looks["what"] = "reported"
+    reported = looks["what"].fillna("reported") == "reported"
+    g, r = looks.groupby("method"), looks[reported].groupby("method")
+    out = pd.DataFrame(
+        {columns[0]: g.settings.nunique(), columns[1]: r.size(), columns[2]: (~reported).groupby(looks.method).sum()}
+    )
+    out = out.fillna(0).astype(int)
     out = out.reindex([m for m in method_order() if m in out.index])
     out.index = [TITLES.get(m, m) for m in out.index]
     return out
@@ -174,7 +118,7 @@ def key_findings(results: pd.DataFrame, table: pd.DataFrame) -> str:
         lines.append(f"- **Reference ({ref}):** {acc[ref]:.1f}% test accuracy (95% CI {lo_hi}).")
     lines.append(f"- **Highest mean test accuracy:** {best}, {acc[best]:.1f}%.")
     if not table.empty:
-        better, worse, _ = _signed(table)
+        better, worse, _ = signed(table)
         survived = [f"{m} (better)" for m in better] + [f"{m} (worse)" for m in worse]
         lines.append(
             "- **Differences from the reference that survive the Holm correction:** "

@@ -48,7 +48,7 @@ from .devices import (
     seed_everything,
     set_attention,
 )
-from .evaluation import accuracy, evaluate
+from .evaluation import Scorer
 from .parallel import Dist, is_main_process
 from .records import RunResult, read_history
 from .staging import StagedRun
@@ -150,12 +150,9 @@ def _train_and_record(
     if state.best_state is not None:
         model.load_state_dict(state.best_state, strict=False)
 
-    def score(split: str) -> tuple[float, float]:
-        loss, probs = evaluate(inputs, split, cfg)
-        return accuracy(probs, inputs.splits[split][1]), loss
-
-    extra = {**(fitted or {}), **model.finalize(score), "setup_seconds": setup_seconds}
-    outcome = record_writer.Outcome(state.history, state.best["epoch"], extra, started)
+    scorer = Scorer(inputs, cfg)
+    extra = {**(fitted or {}), **model.finalize(scorer), "setup_seconds": setup_seconds}
+    outcome = record_writer.Outcome(state.history, state.best["epoch"], extra, started, scorer.test_looks)
     metrics = record_writer.write_result(run_dir, cfg, model, inputs, data, outcome, device, dist.world, dist.main)
     dist.barrier()
     return RunResult(run_dir, metrics, pd.DataFrame(state.history), model if keep_model else None)

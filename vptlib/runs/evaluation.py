@@ -62,3 +62,26 @@ def evaluate(inputs: StagedRun, split: str, cfg: RunConfig) -> tuple[float, np.n
 
 def accuracy(probs: np.ndarray, labels: torch.Tensor) -> float:
     return float((probs.argmax(1) == labels.cpu().numpy()).mean()) if len(probs) else float("nan")
+
+
+class Scorer:
+    """``score(split) -> (accuracy, loss)`` of the model as it stands, for the choices a
+    method makes after training (:meth:`~vptlib.methods.base.Classifier.finalize`).
+
+    ``splits`` names what it may score: the test split only when the run may look at it.
+    Asking for another split is an error, never a silent look.
+    """
+
+    def __init__(self, inputs: StagedRun, cfg: RunConfig):
+        self.inputs, self.cfg = inputs, cfg
+        self.splits = tuple(inputs.splits)
+        self.test_looks: list[tuple[float, str]] = []  # every test score it gave, for the ledger
+
+    def __call__(self, split: str) -> tuple[float, float]:
+        if split not in self.splits:
+            raise PermissionError(f"this run may not look at the {split} split (a tuning grid's point)")
+        loss, probs = evaluate(self.inputs, split, self.cfg)
+        acc = accuracy(probs, self.inputs.splits[split][1])
+        if split == "test":
+            self.test_looks.append((acc, f"after training, look {len(self.test_looks) + 1} (plot only)"))
+        return acc, loss

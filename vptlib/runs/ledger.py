@@ -14,26 +14,25 @@ from .provenance import settings_hash
 LEDGER = "test-ledger.jsonl"
 
 
-def log_test_look(run_dir: Path, cfg, accuracy: float) -> None:
-    """Append one line per finished run to ``<runs>/<profile>/test-ledger.jsonl``.
+def log_test_look(run_dir: Path, cfg, accuracy: float, others: list[tuple[float, str]] = ()) -> None:
+    """Append a finished run's test evaluations to ``<runs>/<profile>/test-ledger.jsonl``.
 
     Every evaluation on the test split is counted, so a reader sees how many settings of
-    a method were looked at on test before the one reported (one is the honest number).
+    a method were looked at on test before the one reported (one is the honest number):
+    the reported one (``accuracy``), and ``others``, each ``(accuracy, what)``, that the
+    run also made for a plot (a per-epoch test curve, WiSE-FT's test accuracy per alpha).
     The ledger is rewritten whole (atomically) under the profile's lock.
     """
     root = run_dir.parent.parent
-    entry = {
-        "method": cfg.method,
-        "run_id": run_dir.name,
-        "seed": cfg.seed,
-        "settings": settings_hash(cfg),
-        "test_accuracy": accuracy,
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    base = {"method": cfg.method, "run_id": run_dir.name, "seed": cfg.seed, "settings": settings_hash(cfg)}
+    entries = [{**base, "test_accuracy": accuracy, "time": when, "what": "reported"}]
+    entries += [{**base, "test_accuracy": acc, "time": when, "what": what} for acc, what in others]
+    lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries)
     with locks.exclusive(root, f"the test ledger of {root}", wait=True):  # sweep workers queue here
         path = root / LEDGER
         old = path.read_text() if path.is_file() else ""
-        atomic.write_text(path, old + json.dumps(entry, sort_keys=True) + "\n")
+        atomic.write_text(path, old + lines)
 
 
 def read_ledger(root: Path) -> list[dict[str, Any]]:

@@ -83,6 +83,7 @@ class Outcome:
     best_epoch: int
     extra: dict[str, Any]  # method-specific metrics (the chosen WiSE-FT alpha, the probe's C, ...)
     started: float  # time.perf_counter() when the run began
+    test_looks: list[tuple[float, str]] = dataclasses.field(default_factory=list)  # finalize's, for the ledger
 
 
 def _rows(split: str, data: Data, labels: np.ndarray, probs: np.ndarray) -> list[dict[str, Any]]:
@@ -154,7 +155,12 @@ def write_result(
         atomic.write_json(run_dir / records.METRICS, metrics)
         (run_dir / records.STATE).unlink(missing_ok=True)
         if results.get("test"):
-            ledger.log_test_look(run_dir, cfg, results["test"]["accuracy"])
+            curve = [
+                (float(r["test_acc"]), f"epoch {int(r['epoch'])} curve (plot only)")
+                for r in outcome.history
+                if not np.isnan(r.get("test_acc", float("nan")))
+            ]
+            ledger.log_test_look(run_dir, cfg, results["test"]["accuracy"], curve + outcome.test_looks)
     return metrics
 
 

@@ -38,12 +38,14 @@ class StagedRun:
     ):
         self.model, self.data, self.cfg, self.device = model, data, cfg, device
         self.features = model.uses_feature_cache
+        # A run that may not look at test (a tuning grid's point) never holds the test split:
+        # no code path, however it is written, can score it.
+        names = staged_splits(cfg)
         if self.features:
-            self.splits = _feature_cache(model, data, cfg, device, model_fingerprint, dist)
+            self.splits = _feature_cache(model, data, cfg, device, model_fingerprint, dist, names)
         else:
             self.splits = {
-                s: (_to(getattr(data, s).pixels, device), _to(getattr(data, s).labels, device))
-                for s in ("train", "val", "test")
+                s: (_to(getattr(data, s).pixels, device), _to(getattr(data, s).labels, device)) for s in names
             }
         self.augment = Augment() if cfg.augment and not self.features else None
         self.eval_seconds = 0.0  # time spent in evaluate(), for the run's cost breakdown
@@ -61,13 +63,20 @@ class StagedRun:
         return self.model(normalize(x, self.data.prep))
 
 
+def staged_splits(cfg: RunConfig) -> tuple[str, ...]:
+    """The splits a run holds: train and val, and test only when it may be evaluated."""
+    return ("train", "val", "test") if cfg.evaluate_test else ("train", "val")
+
+
 def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
 
 
-def _feature_cache(model, data: Data, cfg: RunConfig, device, model_fingerprint: str, dist: Dist) -> dict:
+def _feature_cache(
+    model, data: Data, cfg: RunConfig, device, model_fingerprint: str, dist: Dist, names: tuple[str, ...]
+) -> dict:
     """Frozen features for every split, computed once per (backbone, manifest, preprocessing, precision).
 
     Under data parallelism the main process computes them and the others load its file.
@@ -89,7 +98,7 @@ def _feature_cache(model, data: Data, cfg: RunConfig, device, model_fingerprint:
     dist.barrier()
     feats = load_file(str(path))
     out = {}
-    for s in ("train", "val", "test"):
+    for s in names:
         split = getattr(data, s)
         f = feats[s]
         if _full(data, s) is not split:  # a few-shot subset of the cached split

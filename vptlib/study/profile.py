@@ -38,16 +38,24 @@ class Profile:
     runs: str = "runs"  # root of the run records
     seed: int = 0  # the seed of single runs (sweeps have their own seeds)
     seeds: list[int] = field(default_factory=lambda: [0])  # every trained method runs once per seed
+    # The seed of every tuning-grid point; never a reported seed, so the grid winner's luck
+    # on its own seed is not in the reported mean. None: one more than the largest seed.
+    tuning_seed: int | None = None
     device: str = "auto"  # auto | cpu | cuda | mps
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (see vptlib.runs.devices)
     batch_size: int = 32
     reference: str = "vpt_shallow"  # the method every other is compared with, fixed before any result
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method: RunConfig fields, options
-    # per method: axes (RunConfig fields or method options) -> values, tried with the first
-    # seed and chosen on validation before every seed runs (vptlib.study.tuning)
+    # per method: axes (RunConfig fields or method options) -> values, tried with the tuning
+    # seed and chosen on validation before every reported seed runs (vptlib.study.tuning)
     grids: dict[str, dict[str, list]] = field(default_factory=dict)
     sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)  # named grids for `make sweep` and Curves
     source: dict[str, Any] = field(default_factory=dict)  # how to obtain the data (phantoms | kaggle, prepare)
+
+    @property
+    def grid_seed(self) -> int:
+        """The seed the tuning grids run with: ``tuning_seed``, else one past every reported seed."""
+        return self.tuning_seed if self.tuning_seed is not None else max(self.seeds) + 1
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,6 +101,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "runs": (str,),
     "seed": (int,),
     "seeds": (list,),
+    "tuning_seed": (int,),
     "device": (str,),
     "precision": (str,),
     "batch_size": (int,),
@@ -167,6 +176,7 @@ def dry_run(p: Profile) -> Profile:
         profile=f"{p.profile}-dry-run",
         dry_run=True,
         seeds=p.seeds[:1],
+        tuning_seed=p.grid_seed,  # the grids' seed of the study it rehearses
         hparams={m: cut(m, hp) for m, hp in p.hparams.items()},
         grids={m: {axis: values[:1] for axis, values in axes.items()} for m, axes in p.grids.items()},
         sweeps=sweeps,
@@ -186,6 +196,10 @@ def _check(p: Profile, path: Path) -> None:
         raise bad(f"seeds must be a non-empty list of integers in {SEED_RANGE}, got {p.seeds!r}")
     if not is_seed(p.seed):
         raise bad(f"seed must be in {SEED_RANGE}, got {p.seed}")
+    if p.tuning_seed is not None and not is_seed(p.tuning_seed):
+        raise bad(f"tuning_seed must be in {SEED_RANGE}, got {p.tuning_seed}")
+    if not is_seed(p.grid_seed) or p.grid_seed in p.seeds:
+        raise bad(f"tuning_seed {p.grid_seed} is a reported seed ({p.seeds}): the grids need a seed of their own")
     if p.revision is not None and not SHA.match(p.revision):
         raise bad(f"revision must be a full 40-character commit sha (a branch moves), got {p.revision!r}")
     if p.precision not in PRECISIONS:

@@ -2,11 +2,13 @@
 
 A profile's ``grids`` give each trained method a small grid (for example learning rate x
 weight decay, as the official VPT code sweeps them). :func:`tune` trains every point once,
-with the profile's first seed and ``evaluate_test=False``, and chooses the point with the
-best validation accuracy (ties: lower validation loss, then the earlier point).
-:func:`run_method` then runs every seed with the chosen setting. The chosen point's run
-*is* the first seed's final run: its record is completed with the test split then
-(:func:`vptlib.runs.record_writer.add_test`), so no run that lost on validation ever sees test.
+with the profile's tuning seed (``Profile.grid_seed``, never a reported seed) and
+``evaluate_test=False`` (the test split is not even staged), and chooses the point with
+the best validation accuracy (:mod:`vptlib.selection`; ties: lower validation loss, then
+the earlier point). :func:`run_method` then runs every reported seed afresh with the
+chosen setting. So no grid point is a reported run: the winner's luck on its own seed,
+which is why it won, is not in the reported mean, and no run that lost on validation
+ever sees test.
 
 Grid points are ordinary runs: a finished one is reused by the same code, an interrupted
 one resumes. An override given by the user (``make run ARGS="-p lr 0.5"``) fixes that
@@ -36,9 +38,10 @@ TUNING = "tuning.csv"  # runs/<profile>/<method>/tuning.csv: the grid of the met
 
 @dataclass
 class Tuned:
-    config: RunConfig  # the chosen setting, for every seed
+    config: RunConfig  # the chosen setting, for every reported seed
     grid: pd.DataFrame  # one row per point: its axis values, val_acc, val_loss, run_id, chosen
     axes: list[str]  # the axes tuned (empty: nothing to tune)
+    seed: int | None = None  # the seed every grid point ran with (None: nothing was tuned)
 
 
 @dataclass
@@ -55,7 +58,7 @@ def grid_points(profile: Profile, method: str, overrides: dict[str, Any] | None 
 
 
 def tune(profile: Profile, method: str, overrides: dict[str, Any] | None = None, progress: bool = True) -> Tuned:
-    """Train each grid point with the first seed on train, score it on validation, choose one."""
+    """Train each grid point with the tuning seed on train, score it on validation, choose one."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     points = grid_points(profile, method, overrides)
     base = profile.run_config(method, **overrides, seed=profile.seeds[0])
@@ -67,7 +70,7 @@ def tune(profile: Profile, method: str, overrides: dict[str, Any] | None = None,
         if progress:
             print(f"{method}: grid point {i + 1}/{len(points)} {_label(point)} (validation only)", flush=True)
         cfg = dataclasses.replace(
-            profile.run_config(method, **overrides, **point, seed=profile.seeds[0]),
+            profile.run_config(method, **overrides, **point, seed=profile.grid_seed),
             evaluate_test=False,
             test_curves=False,
         )
@@ -88,7 +91,7 @@ def tune(profile: Profile, method: str, overrides: dict[str, Any] | None = None,
         records.method_folder(base.out, base.profile, method) / TUNING, grid.to_csv(index=False).encode()
     )
     chosen = profile.run_config(method, **overrides, **points[best], seed=profile.seeds[0])
-    return Tuned(chosen, grid, list(points[0]))
+    return Tuned(chosen, grid, list(points[0]), profile.grid_seed)
 
 
 def choose(grid: pd.DataFrame) -> int:

@@ -1,0 +1,91 @@
+"""The Results page's comparisons: every method against the reference fixed in the profile,
+with a test that counts the test images and the seeds (:func:`vptlib.runs.metrics.paired_difference`),
+Holm-corrected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vptlib.runs.metrics import format_p, holm, paired_difference
+
+from .loading import TITLES, latest_groups, seed_correct
+
+COMPARISON_RULE = (
+    "Each method is compared with the reference method fixed in the profile before any result was seen "
+    "(VPT-shallow unless the profile says otherwise), not with the test-set winner. The difference is that of "
+    "the seed-mean test accuracies, on the same test images. Its uncertainty counts both the test images "
+    "(the paired per-image difference) and each method's seeds (the spread of its per-seed accuracies), "
+    "and its 95% interval and p-value use Student's t with Welch-Satterthwaite degrees of "
+    "freedom, so that three seeds are not taken for more evidence than they are. "
+    "The p-values are corrected for the number of comparisons (Holm), so the chance of calling any "
+    "difference significant when none is real stays at 5%."
+)
+
+
+def significance_table(runs: str | Path, profile: str, reference: str = "vpt_shallow") -> pd.DataFrame:
+    """Every method against the pre-registered ``reference``: paired differences, t intervals over images and seeds, Holm."""
+    groups = latest_groups(runs, profile)
+    if not groups:
+        return pd.DataFrame()
+    if reference not in groups:
+        reference = next(iter(groups))  # e.g. a partial build: the first method present
+    per_seed = {m: seed_correct(g) for m, g in groups.items()}
+    rows, dfs = [], []
+    for method in groups:
+        if method == reference:
+            continue
+        d = paired_difference(per_seed[method], per_seed[reference])
+        dfs.append(d["df"])
+        rows.append(
+            {
+                "reference": TITLES[reference],
+                "vs": TITLES[method],
+                "difference (points)": round(100 * d["diff"], 2),
+                "paired 95% CI": f"{100 * d['ci_low']:.1f} to {100 * d['ci_high']:.1f}",
+                "p": d["p_value"],
+            }
+        )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["Holm p"] = holm(list(table["p"]))
+    table["significant (Holm, 5%)"] = np.where(table["Holm p"] < 0.05, "yes", "no")
+    table["df"] = [round(d, 1) for d in dfs]
+    return table
+
+
+def significance_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as the page shows it: p-values to four decimals, never a bare 0."""
+    if table.empty:
+        return table
+    shown = table.assign(p=table["p"].map(format_p), **{"Holm p": table["Holm p"].map(format_p)})
+    return shown.set_index(["reference", "vs"])
+
+
+def signed(table: pd.DataFrame) -> tuple[list[str], list[str], list[str]]:
+    sig = table["significant (Holm, 5%)"] == "yes"
+    better = list(table.loc[sig & (table["difference (points)"] > 0), "vs"])
+    worse = list(table.loc[sig & (table["difference (points)"] < 0), "vs"])
+    return better, worse, list(table.loc[~sig, "vs"])
+
+
+def significance_sentence(table: pd.DataFrame) -> str:
+    """What the table says, following each difference's sign and its corrected p-value."""
+    if table.empty:
+        return "There is only one method, so there is nothing to compare."
+    ref = table["reference"].iloc[0]
+    better, worse, same = signed(table)
+    parts = [f"Reference: {ref}."]
+    if better:
+        parts.append(f"Significantly more accurate than it after the Holm correction: {', '.join(better)}.")
+    if worse:
+        parts.append(f"Significantly less accurate: {', '.join(worse)}.")
+    if same:
+        parts.append(
+            f"Not distinguishable from it on this test set: {', '.join(same)}; the table's ranking among "
+            "these should not be read as real."
+        )
+    return " ".join(parts)
