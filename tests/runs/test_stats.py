@@ -153,7 +153,7 @@ def _equal_methods(rng, seed_sd: float, seeds: int = 3, images: int = 320) -> tu
 @pytest.mark.parametrize("seed_sd", [0.0, 0.04, 0.06])
 def test_no_difference_is_called_significant_more_than_5_percent_with_seed_variance(seed_sd):
     """The audit's null simulation: 3 seeds each, seed-to-seed spread of 0 to 6 points. A
-    bootstrap over the seeds called 9-14% of equal pairs different at 5%; this test's unit
+    bootstrap over the seeds called 9-14% of equal pairs different at 5% (issue 24); this test's unit
     includes the seed, so the rate stays within 5% + 2 standard errors (1000 simulations)."""
     from vptlib.runs.metrics import paired_difference
 

@@ -65,9 +65,9 @@ def _seed_variance(x: np.ndarray) -> tuple[float, int]:
 
     ``x`` is ``(seeds, images)`` 0/1: the spread of the per-seed accuracies over the seeds
     (Welch's term). It also holds the seed x image interaction, which the image part of
-    :func:`paired_difference` counts too: the test errs on the safe side by that much (in
-    the null simulations of ``tests/runs/test_stats.py`` it stays at or under 5%; taking
-    the interaction out made it 6-7%). One seed (a method that trains nothing): no seed part.
+    :func:`paired_difference` counts too: the test errs on the safe side by that much
+    (the null simulations of ``tests/runs/test_stats.py`` check that it stays at 5%).
+    One seed (a method that trains nothing): no seed part.
     """
     s = x.shape[0]
     if s < 2:
@@ -86,8 +86,9 @@ def paired_difference(correct_a: np.ndarray, correct_b: np.ndarray, level: float
     (:func:`_seed_variance`). With three seeds the seed parts
     have 2 degrees of freedom each, so the interval and the two-sided p-value use
     Student's t with Welch-Satterthwaite degrees of freedom: a bootstrap over three seeds
-    underestimates their spread (a null simulation with seed-level variance gave 9-14%
-    false positives at a nominal 5%; ``tests/runs/test_stats.py`` keeps this at 5%).
+    underestimates their spread (an audit of the study's earlier bootstrap found too many
+    false positives once seeds vary); ``tests/runs/test_stats.py`` checks that equal
+    methods are called different at most 5% of the time, with and without seed variance.
     """
     from scipy.stats import t as student
 
