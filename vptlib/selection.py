@@ -3,6 +3,8 @@ run, the point of a tuning grid, the linear probe's regularisation, WiSE-FT's al
 
 Higher validation accuracy wins; on a tie, lower validation loss; on a tie again, the
 candidate the caller names as simpler (``tiebreak``, smaller first), then the first one.
+A method whose paper breaks accuracy ties its own way (VPT's grid: the smallest learning
+rate) passes ``tiebreak_first``, and its tiebreak then comes before the loss.
 A missing number (NaN) ranks below every real one. Nothing here ever reads test.
 """
 
@@ -20,14 +22,20 @@ def validation_key(val_acc: float, val_loss: float) -> tuple[float, float]:
     return (-acc, loss)
 
 
-def best_index(rows: Sequence[dict[str, Any]], tiebreak: Callable[[dict[str, Any]], float] | None = None) -> int:
+def best_index(
+    rows: Sequence[dict[str, Any]],
+    tiebreak: Callable[[dict[str, Any]], float] | None = None,
+    tiebreak_first: bool = False,
+) -> int:
     """Index of the best of ``rows`` (each with ``val_acc`` and ``val_loss``) by the rule above."""
     if not rows:
         raise ValueError("nothing to choose from")
 
     def key(i: int) -> tuple[float, ...]:
         r = rows[i]
-        return (*validation_key(r["val_acc"], r["val_loss"]), tiebreak(r) if tiebreak else 0.0, i)
+        acc, loss = validation_key(r["val_acc"], r["val_loss"])
+        simpler = tiebreak(r) if tiebreak else 0.0
+        return (acc, simpler, loss, i) if tiebreak_first else (acc, loss, simpler, i)
 
     return min(range(len(rows)), key=key)
 

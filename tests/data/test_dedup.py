@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -110,3 +111,30 @@ def test_every_candidate_of_a_split_drawn_duplicate_free(planted, tmp_path):
 
     with pytest.raises(UserError, match=r"only 38 usable images \(0 unreadable, 2 duplicates"):
         prepare(PrepareOptions(src, tmp_path / "o", train_per_class=40, test_per_class=40, val_fraction=0.0))
+
+
+def test_a_mirrored_copy_is_a_duplicate_once_flipped(phantom_source):
+    from PIL import ImageOps
+
+    from vptlib.data.dedup import DuplicateIndex, Hashes, find_duplicates, mirrored
+
+    files = sorted((phantom_source / "Training").rglob("*.jpg"))[:6]
+    imgs = [Image.open(f).convert("RGB") for f in files]
+    index = DuplicateIndex()
+    for i, img in enumerate(imgs):
+        h = Hashes.of(img)
+        index.add(str(i), f"sha{i}", h.dhash, h.phash, h.thumb)
+    flip = ImageOps.mirror(imgs[3])
+    h = Hashes.of(flip)
+    assert index.find("other", h.dhash, h.phash, h.thumb) is None  # not a near duplicate as it is
+    assert index.find("other", h.dhash, h.phash, h.thumb, mirrored(flip))[:2] == ("3", "mirror")
+    rows = [*imgs, flip]
+    hashes = [Hashes.of(x) for x in rows]
+    pairs = find_duplicates(
+        [f"sha{i}" for i in range(len(rows))],
+        [x.dhash for x in hashes],
+        [x.phash for x in hashes],
+        np.stack([x.thumb for x in hashes]),
+        mirrors=[mirrored(x) for x in rows],
+    )
+    assert [(p.a, p.b, p.kind) for p in pairs] == [(3, 6, "mirror")]

@@ -279,3 +279,24 @@ def test_the_methods_page_names_every_loss_and_the_probes_search():
     ).groups()
     assert (int(n), 10.0 ** int(lo), 10.0 ** int(hi)) == (len(linear.C_GRID), linear.C_GRID[0], linear.C_GRID[-1])
     assert "smaller $C$" in probe and linear.Options().solver == "lbfgs"
+
+
+def test_the_methods_page_states_each_recipes_grid_and_budget():
+    """VPT's grid and tie rule and CLIP-LoRA's budget, as the page states them, match the code and profile."""
+    from vptlib.methods import METHODS, clip_lora
+    from vptlib.study import tuning
+    from vptlib.study.profile import load
+
+    page = (REPO / "book" / "methods.md").read_text()
+    full = load(REPO / "profiles" / "full.yaml")
+    vpt = page[page.index("## Visual prompt tuning") : page.index("## Full fine-tuning")]
+    grid = full.grids["vpt_shallow"]
+    assert f"base learning rates from {min(grid['base_lr']):g} to {max(grid['base_lr']):g}" in vpt
+    assert f"/ {tuning.BASE_LR_BATCH}$" in vpt and sorted(grid["weight_decay"]) == [0.0, 1e-4, 1e-3, 1e-2]
+    assert "smallest learning rate" in vpt and METHODS["vpt_shallow"].defaults.grid_ties == "smallest_lr"
+    lora = page[page.index("## CLIP-LoRA") : page.index("## Vision LoRA")]
+    prep = full.source["prepare"]
+    shots = round(prep["train_per_class"] * (1 - prep["val_fraction"]))
+    assert f"{clip_lora.PAPER_ITERATIONS_PER_SHOT} × shots" in lora
+    assert f"{shots} training images per class that is {clip_lora.PAPER_ITERATIONS_PER_SHOT * shots:,}" in lora
+    assert "clip_lora" in full.grids and "lr" in full.grids["clip_lora"]  # "its learning rate tuned on validation"

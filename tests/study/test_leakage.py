@@ -48,3 +48,53 @@ def test_leaked_and_dedup_accuracy(tmp_path):
 def test_dataset_page_sentence(prepared):
     text = report.shape_floor_markdown(prepared)
     assert "aspect ratio" in text and "%" in text
+
+
+@pytest.fixture(scope="module")
+def planted_copies(tmp_path_factory):
+    """Phantoms with 8 mirrored, 8 two-pixel-shifted and 8 5%-cropped copies of training images
+    placed among the test images, then prepared as usual."""
+    import random
+
+    from PIL import Image, ImageOps
+
+    from vptlib.data.phantoms import write_phantoms
+    from vptlib.data.prepare import PrepareOptions, prepare
+
+    tmp = tmp_path_factory.mktemp("copies")
+    src = write_phantoms(tmp / "src", per_class=40, size=128, seed=0)
+    originals = random.Random(0).sample(sorted((src / "Training").rglob("*.jpg")), 24)
+    for k, f in enumerate(originals):
+        img = Image.open(f).convert("RGB")
+        w, h = img.size
+        kind = ("mirror", "shift", "crop")[k % 3]
+        if kind == "mirror":
+            copy = ImageOps.mirror(img)
+        elif kind == "shift":
+            copy = Image.new("RGB", (w, h))
+            copy.paste(img, (2, 2))
+        else:
+            copy = img.crop((round(w * 0.025), round(h * 0.025), w - round(w * 0.025), h - round(h * 0.025)))
+        copy.save(src / "Testing" / f.parent.name / f"copy_{kind}_{k}.jpg", quality=95)
+    prepare(PrepareOptions(src, tmp / "out", train_per_class=None, test_per_class=None, seed=0))
+    return tmp / "out"
+
+
+def test_mirrored_shifted_and_cropped_copies_are_caught_or_listed(planted_copies):
+    """Mirrored copies are skipped as duplicates; shifted and cropped ones escape the duplicate
+    rules but head the nearest-neighbour audit, above every distinct slice and the flag."""
+    from vptlib.data.manifest import read_manifest
+    from vptlib.study.leakage import AUDIT_FLAG, nearest_training
+
+    test = read_manifest(planted_copies).query("split == 'test'")
+    in_test = {p.rsplit("/", 1)[-1].split("_")[1] for p in test.path if "/copy_" in p}
+    assert in_test == {"shift", "crop"}  # not one mirrored copy reached the test split
+    nn = nearest_training(planted_copies)
+    copies = nn.test.str.contains("/copy_")
+    assert copies.sum() == 16 and copies[:16].all()  # the 16 escaped copies rank first
+    assert (nn.similarity[copies] >= AUDIT_FLAG).all() and (nn.similarity[~copies] < AUDIT_FLAG).all()
+    assert set(nn["matched as"][copies & nn.test.str.contains("crop")]) == {"crop 5%"}
+    table = report.nearest_table(nn)
+    assert len(table) == 16 and "16 of" in report.nearest_markdown(nn)
+    assert len(report.nearest_pairs(nn, planted_copies, k=4).axes) == 8
+    assert report.plot_nearest(nn).axes[0].get_xlabel().startswith("similarity")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from vptlib import report
+from vptlib.data.manifest import read_manifest
 from vptlib.errors import UserError
+from vptlib.runs import records
 from vptlib.study import book
 from vptlib.study.sweep import grid, run_sweep
 
@@ -56,7 +60,6 @@ def test_sweep_runs_reuses_and_records(prepared, tiny_model, tmp_path, workers):
             "methods": ["zero_shot", "linear", "vpt_shallow"],
             "train_per_class": [2, 4],
             "seeds": [0, 1],
-            "hparams": {"vpt_shallow": {"epochs": 1}},
         }
     }
     prof = _profile(prepared, tiny_model, tmp_path, sweeps)
@@ -85,10 +88,10 @@ def test_failed_point_is_listed_not_dropped(prepared, tiny_model, tmp_path, caps
             "methods": ["linear"],
             "lr": [0.01, 1e30],
             "seeds": [0],
-            "hparams": {"linear": {"epochs": 1, "solver": "sgd"}},
         }
     }  # SGD can diverge
     prof = _profile(prepared, tiny_model, tmp_path, sweeps)
+    prof["hparams"]["linear"] = {"epochs": 1, "solver": "sgd"}
     df = run_sweep(prof, "bad", workers=1, progress=False)
     assert len(df) == 2
     assert df.error.fillna("").str.contains("TrainingDiverged|loss").sum() == 1
@@ -103,3 +106,30 @@ def test_prompt_length_plot(prepared, tiny_model, tmp_path):
     line = next(x for x in ax.get_lines() if len(x.get_xdata()) == 2)
     assert list(line.get_xdata()) == [1 * 64 + 260, 3 * 64 + 260]  # at its trainable parameters
     assert sorted(t.get_text() for t in ax.texts) == ["P=1", "P=3"]  # each point labelled with its length
+
+
+def test_points_run_the_tuned_setting_with_the_full_runs_step_budget(prepared, pretrained_tiny, tmp_path):
+    """A sweep point is its method's main-table configuration (the grid's choice on validation),
+    not the profile's starting hparams, and every K trains as many steps as the main run."""
+    sweeps = {"few": {"methods": ["vpt_shallow"], "train_per_class": [1, 4], "seeds": [0]}}
+    prof = _profile(prepared, pretrained_tiny, tmp_path, sweeps)
+    prof["hparams"]["vpt_shallow"] = {"epochs": 2, "lr": 0.5, "optimizer": "adamw"}  # a start the grid leaves
+    prof["grids"] = {"vpt_shallow": {"lr": [1e-7, 0.01]}}
+    df = run_sweep(prof, "few", workers=1, progress=False)
+    chosen = pd.read_csv(tmp_path / "s" / "vpt_shallow" / "tuning.csv").query("chosen").lr.item()
+    assert chosen in (1e-7, 0.01) and set(df.lr) == {chosen}  # not the starting 0.5
+    train = int((read_manifest(prepared).split == "train").sum())
+    steps = 2 * -(-train // 16)  # the main run's: 2 epochs over the whole training split, batch 16
+    assert list(df.steps) == [steps, steps] and list(df.train_images) == [4, 16]
+    history = records.read_history(Path(df.run_dir[0]))
+    assert list(history.steps) == [steps // 2, steps]
+    table = report.sweep_settings(df, "train_per_class")  # what the Curves page states per point
+    assert table.loc["VPT-shallow", "lr"] == f"{chosen:g}" and table.loc["VPT-shallow", "epochs"] == 2
+    assert table.loc["VPT-shallow", "steps at train_per_class=1"] == f"{steps}"
+    assert "whole* training split" in report.sweep_budget_markdown()
+
+
+def test_a_sweep_has_no_hparams_of_its_own(prepared, tiny_model, tmp_path):
+    sweeps = {"few": {"methods": ["linear"], "seeds": [0], "hparams": {"linear": {"epochs": 1}}}}
+    with pytest.raises(UserError, match="tuned main-table setting"):
+        grid(_profile(prepared, tiny_model, tmp_path, sweeps), "few")

@@ -36,14 +36,13 @@ def _ledger(tmp_path) -> list[dict]:
 
 
 def test_grid_is_chosen_on_validation_and_losers_never_see_test(prepared, pretrained_tiny, tmp_path):
-    # lr 1e-7 cannot move the zero head in 2 epochs: validation must prefer the other point.
     prof = _profile(prepared, pretrained_tiny, tmp_path, {"vpt_shallow": {"lr": [1e-7, 0.01]}})
     done = tuning.run_method(prof, "vpt_shallow", progress=False)
     grid = done.tuned.grid
     assert list(grid.lr) == [1e-7, 0.01] and grid.chosen.sum() == 1
-    best = tuning.choose(grid)
+    best = tuning.choose(grid, "smallest_lr")  # VPT's rule
     assert grid.chosen[best] and done.tuned.config.lr == grid.lr[best]
-    assert grid.val_acc[best] > grid.val_acc[1 - best] or grid.val_loss[best] < grid.val_loss[1 - best]
+    assert grid.val_acc[best] >= grid.val_acc[1 - best]
     root = tmp_path / "runs" / "t" / "vpt_shallow"
     loser = root / grid.run_id[1 - best]
     loser_metrics = json.loads((loser / "metrics.json").read_text())
@@ -114,6 +113,56 @@ def test_choice_rule_ties_and_missing_scores():
     assert tuning.choose(pd.DataFrame({"val_acc": [np.nan, 0.1], "val_loss": [0.0, 9.0]})) == 1
 
 
+def test_vpt_breaks_ties_to_the_smallest_lr_as_its_paper_does():
+    grid = pd.DataFrame(
+        {"lr": [0.5, 0.05, 0.1, 0.01], "val_acc": [0.9, 0.9, 0.9, 0.8], "val_loss": [0.1, 0.3, 0.2, 0.0]}
+    )
+    assert tuning.choose(grid, "smallest_lr") == 1  # KMnP/vpt: the smallest lr among the tied, whatever the loss
+    assert tuning.choose(grid, "loss") == 0  # the study's own rule: the lower loss
+    assert tuning.choose(grid.assign(val_acc=[0.9, np.nan, 0.9, 0.8]), "smallest_lr") == 2  # a missing score loses
+    from vptlib.methods import METHODS
+
+    assert METHODS["vpt_shallow"].defaults.grid_ties == METHODS["vpt_deep"].defaults.grid_ties == "smallest_lr"
+    assert all(s.defaults.grid_ties in tuning.TIE_RULES for s in METHODS.values())  # every rule is stated
+    assert "smallest learning rate" in report.tie_rule_html("vpt_deep")
+    with pytest.raises(ValueError, match="unknown tie rule"):
+        tuning.choose(grid, "largest_lr")
+
+
+def test_a_base_lr_axis_is_on_vpts_scale():
+    assert tuning.fields({"base_lr": 0.4, "weight_decay": 0.0}, 32) == {"lr": 0.4 * 32 / 256, "weight_decay": 0.0}
+    assert tuning.fields({"base_lr": 2.0, "batch_size": 64}, 32)["lr"] == 0.5  # the point's own batch size
+    prof = Profile(profile="t", model="m", data="d", grids={"vpt_deep": {"base_lr": [0.1, 1.0]}})
+    assert tuning.grid_points(prof, "vpt_deep", {"lr": 0.3}) == []  # a user's lr fixes the lr on any scale
+    full = load(REPO / "profiles" / "full.yaml")
+    for method in ("vpt_shallow", "vpt_deep"):  # KMnP/vpt's train_type "prompt" grid, weight decay 0 included
+        assert sorted(full.grids[method]["base_lr"]) == [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0]
+        assert sorted(full.grids[method]["weight_decay"]) == [0.0, 0.0001, 0.001, 0.01]
+
+
+def test_a_choice_on_the_grids_edge_is_said():
+    axes = {"lr": [0.01, 0.1, 1.0], "weight_decay": [0.0, 0.01], "optimizer": ["sgd", "adamw"]}
+    assert tuning.edge_notes(axes, {"lr": 0.1, "weight_decay": 0.0, "optimizer": "sgd"}) == []
+    notes = tuning.edge_notes(axes, {"lr": 1.0, "weight_decay": 0.01, "optimizer": "sgd"})
+    assert len(notes) == 2 and "lr 1 is the largest" in notes[0] and "weight_decay 0.01 is the largest" in notes[1]
+    assert "lr 0.01 is the smallest" in tuning.edge_notes(axes, {"lr": 0.01})[0]
+    html = report.tuning_edges_html(tuning.Tuned(None, pd.DataFrame(), ["lr"], 2, notes))
+    assert "On the edge of the grid" in html and "optimum may lie beyond" in html
+    assert report.tuning_edges_html(tuning.Tuned(None, pd.DataFrame(), ["lr"], 2)) == ""
+
+
+def test_a_diverging_grid_point_loses_and_the_grid_goes_on(prepared, tiny_model, tmp_path, capsys):
+    prof = _profile(prepared, tiny_model, tmp_path, {"vpt_shallow": {"lr": [0.01, 1e30]}})
+    prof.hparams["vpt_shallow"] = {"epochs": 1, "optimizer": "sgd", "grad_clip": 0}
+    tuned = tuning.tune(prof, "vpt_shallow", progress=False)
+    grid = tuned.grid
+    assert list(grid.chosen) == [True, False] and tuned.config.lr == 0.01
+    assert grid.error[0] == "" and "loss became" in grid.error[1] and np.isnan(grid.val_acc[1])
+    out = capsys.readouterr().out
+    assert "diverged and is not chosen" in out and "is the smallest the grid tried" in out
+    assert "error" in report.tuning_table(tuned).columns
+
+
 @pytest.mark.parametrize(
     ("grids", "message"),
     [
@@ -123,6 +172,7 @@ def test_choice_rule_ties_and_missing_scores():
         ({"vpt_deep": {"lr": 0.1}}, "must be a non-empty list"),
         ({"linear": {"prompt_tokens": [1]}}, "not a tunable field or option of linear"),
         ({"vpt_deep": [0.1]}, "must map axes"),
+        ({"vpt_deep": {"lr": [0.1], "base_lr": [1.0]}}, "give lr or base_lr"),
     ],
 )
 def test_bad_grids_are_one_line(tmp_path, grids, message):
@@ -148,6 +198,7 @@ def test_shipped_profiles_tune_every_trained_method_but_the_closed_form_probe(na
 
 def test_dry_run_cuts_every_run_and_marks_every_page(monkeypatch, tmp_path):
     from vptlib.study import book
+    from vptlib.study.sweep import grid as sweep_grid
 
     full = load(REPO / "profiles" / "full.yaml")
     monkeypatch.setenv("VPTLIB_DRY_RUN", "1")
@@ -161,8 +212,8 @@ def test_dry_run_cuts_every_run_and_marks_every_page(monkeypatch, tmp_path):
         assert len(tuning.grid_points(dry, method)) == (1 if method in full.grids else 0)
     for name, sweep in dry.sweeps.items():
         assert sweep["seeds"] == full.sweeps[name]["seeds"][:1]
-        assert all(len(v) == 1 for k, v in sweep.items() if k not in ("methods", "hparams", "seeds"))
-        assert all(hp["epochs"] == 1 for m, hp in sweep["hparams"].items() if m != "zero_shot")
+        assert all(len(v) == 1 for k, v in sweep.items() if k not in ("methods", "seeds"))
+        assert all(cfg.epochs <= 1 for _, cfg in sweep_grid(dry, name, check=False))  # the main table's budget
     banner = book.write_config(REPO / "profiles" / "full.yaml", tmp_path / "c.yml").read_text()
     assert "Dry run" in banner
     monkeypatch.setenv("VPTLIB_DRY_RUN", "0")

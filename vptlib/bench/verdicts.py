@@ -101,11 +101,11 @@ def _bf16_speedup(r: dict[str, Any], m: str) -> tuple[str, str, str]:
 
 
 def grid_runs(profile: Profile, method: str) -> int:
-    """Runs of ``method`` in the book: its grid with one seed, then the other seeds (the chosen point is reused)."""
+    """Runs of ``method`` in the book: its grid on the tuning seed, then every reported seed afresh."""
     from vptlib.study.tuning import grid_points
 
     seeds = len(profile.seeds) if REGISTRY[method].trains else 1
-    return max(1, len(grid_points(profile, method))) + seeds - 1
+    return len(grid_points(profile, method)) + seeds
 
 
 # The Kaggle dataset's Training/ and Testing/ folders: what ``per_class: all`` prepares at
@@ -141,7 +141,7 @@ def study_cost(r: dict[str, Any], profile: Profile | dict[str, Any]) -> dict:
     forward's speed (the linear probe: one extraction pass, then head steps). The split
     sizes come from the profile's ``source.prepare`` (:func:`split_sizes`). Tuning grids
     add their points (one seed each); sweeps add their points with the training set cut to
-    ``k`` images per class. Data preparation, model loading and the book build are not included.
+    ``k`` images per class and, under ``epoch_steps="full-split"``, the main run's step count. Data preparation, model loading and the book build are not included.
     """
     from vptlib.data.classes import CLASSES
 
@@ -152,14 +152,16 @@ def study_cost(r: dict[str, Any], profile: Profile | dict[str, Any]) -> dict:
     res, batch = r["results"], r["batch"]
     fwd_img = res[f"forward/{prec}"]["seconds_per_step"] / batch  # seconds per image, no grad
 
-    def one(method: str, epochs: int, n_train: int) -> float:
+    def one(method: str, epochs: int, n_train: int, steps_over: int | None = None) -> float:
         kind = SAME_COST.get(method, method)
-        steps = epochs * -(-n_train // batch)
+        steps = epochs * -(-(steps_over or n_train) // batch)
         if kind == "forward":
             return (n_train + eval_images) * fwd_img
         if kind == "linear":
             return (n_train + eval_images) * fwd_img + steps * res[f"linear/{prec}"]["seconds_per_step"]
-        step = res[f"{kind}/{prec}"]["seconds_per_step"] * (min(n_train, batch) / batch if n_train < batch else 1)
+        step = res[f"{kind}/{prec}"]["seconds_per_step"] * (
+            min(n_train, batch) / batch if n_train < batch and not steps_over else 1
+        )
         return steps * step + epochs * val_images * fwd_img + (n_train + eval_images) * fwd_img
 
     rows = []
@@ -174,7 +176,8 @@ def study_cost(r: dict[str, Any], profile: Profile | dict[str, Any]) -> dict:
         points = grid(profile, name, check=False)  # the data folder need not exist to estimate
         for axes, cfg in points:
             k = axes.get("train_per_class")
-            total += one(cfg.method, cfg.epochs, train_images if k is None else min(train_images, len(CLASSES) * k))
+            n = train_images if k is None else min(train_images, len(CLASSES) * k)
+            total += one(cfg.method, cfg.epochs, n, train_images if cfg.epoch_steps == "full-split" else None)
         rows.append({"what": f"sweep {name}", "runs": len(points), "seconds": total})
     return {
         "profile": profile.profile,

@@ -54,6 +54,7 @@ def _run(a: argparse.Namespace) -> None:
         augment=not a.no_augment,
         test_curves=a.test_curves,
         train_per_class=a.train_per_class,
+        epoch_steps=a.epoch_steps,
         compile=a.compile,
         profile=a.profile,
         out=a.out,
@@ -150,6 +151,12 @@ def _add_run_parser(sub) -> None:
         help="also evaluate test every epoch, for plots only (never used to select anything)",
     )
     r.add_argument("--train-per-class", type=int, default=None, help="few-shot: training images per class")
+    r.add_argument(
+        "--epoch-steps",
+        default="pass",
+        help="pass: an epoch is one pass over the training images; full-split: as many steps as one pass "
+        "over the whole training split (few-shot runs keep the full run's step count)",
+    )
     r.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in)")
     for name, (flag, typ, text) in method_flags().items():
         if typ is bool:

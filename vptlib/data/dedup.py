@@ -7,7 +7,12 @@ images are within ``max_distance`` bits of 64 *and* their 32x32 grey thumbnails
 correlate at ``min_corr`` or more. Axial brain slices all look alike at 8x8, so the
 hashes alone flag distinct slices (measured on phantoms: distinct pairs at 4-6 bits,
 thumbnail correlation up to 0.964); re-encoded or rescaled copies sit at 0-1 bits and
-correlation >= 0.999. Crops and shifts of the same slice are *not* detected.
+correlation >= 0.999. A **mirrored** copy (a left-right flip, which training
+augmentation also makes, so a flipped copy across splits is leakage) is a near duplicate
+of the flipped image: the same rules applied to the candidate's mirror image. Crops and
+shifts of the same slice are not duplicates by these rules; the nearest-neighbour audit
+(:func:`vptlib.study.leakage.nearest_training`) lists each test image's closest training
+image under those transforms instead.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from scipy.fft import dctn
 
 NEAR_MAX_DISTANCE = 5
@@ -56,6 +61,24 @@ def thumbnail(img: Image.Image) -> np.ndarray:
     return g / (np.linalg.norm(g) + 1e-6)
 
 
+@dataclass(frozen=True)
+class Hashes:
+    """What the near-duplicate rules compare: both hashes and the thumbnail of one image."""
+
+    dhash: int
+    phash: int
+    thumb: np.ndarray
+
+    @classmethod
+    def of(cls, img: Image.Image) -> Hashes:
+        return cls(dhash(img), phash(img), thumbnail(img))
+
+
+def mirrored(img: Image.Image) -> Hashes:
+    """The hashes of ``img`` flipped left to right (a mirrored copy matches these)."""
+    return Hashes.of(ImageOps.mirror(img))
+
+
 def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     x = np.bitwise_xor(a[:, None], b[None, :])
     return np.unpackbits(x.view(np.uint8).reshape(*x.shape, 8), axis=-1).sum(-1)
@@ -76,12 +99,22 @@ class DuplicateIndex:
         self.p: list[int] = []
         self.thumbs: list[np.ndarray] = []
 
-    def find(self, sha: str, dh: int, ph: int, thumb: np.ndarray) -> tuple[str, str, int] | None:
-        """``(name, kind, distance)`` of an image this one duplicates, or None."""
+    def find(
+        self, sha: str, dh: int, ph: int, thumb: np.ndarray, mirror: Hashes | None = None
+    ) -> tuple[str, str, int] | None:
+        """``(name, kind, distance)`` of an image this one duplicates ("exact", "near" or, matched
+        through ``mirror``, its flipped image's hashes, "mirror"), or None."""
         if sha in self.sha:
             return self.names[self.sha[sha]], "exact", 0
         if not self.names:
             return None
+        hit = self._near(dh, ph, thumb)
+        if hit is None and mirror is not None:
+            hit = self._near(mirror.dhash, mirror.phash, mirror.thumb)
+            return None if hit is None else (hit[0], "mirror", hit[2])
+        return hit
+
+    def _near(self, dh: int, ph: int, thumb: np.ndarray) -> tuple[str, str, int] | None:
         d = _hamming(np.array([dh], dtype=np.uint64), np.array(self.d, dtype=np.uint64))[0]
         p = _hamming(np.array([ph], dtype=np.uint64), np.array(self.p, dtype=np.uint64))[0]
         dist = np.maximum(d, p)
@@ -104,7 +137,7 @@ class DuplicateIndex:
 class DuplicatePair:
     a: int  # row index of the first image
     b: int  # row index of the second image (a < b)
-    kind: str  # "exact" or "near"
+    kind: str  # "exact", "near" or "mirror"
     distance: int  # max(dHash, pHash) Hamming distance; 0 for exact
 
 
@@ -115,23 +148,42 @@ def find_duplicates(
     thumbs: np.ndarray,
     max_distance: int = NEAR_MAX_DISTANCE,
     min_corr: float = NEAR_MIN_CORR,
+    mirrors: list[Hashes] | None = None,
 ) -> list[DuplicatePair]:
-    """All pairs of rows that are exact (same bytes) or near duplicates."""
+    """All pairs of rows that are exact (same bytes), near or (given each row's ``mirrors``)
+    mirrored duplicates."""
     n = len(sha256)
     if n < 2:
         return []
-    d = _hamming(np.array(dhashes, dtype=np.uint64), np.array(dhashes, dtype=np.uint64))
-    p = _hamming(np.array(phashes, dtype=np.uint64), np.array(phashes, dtype=np.uint64))
-    dist = np.maximum(d, p)
-    pairs = []
-    corr = thumbs @ thumbs.T
-    ii, jj = np.nonzero(np.triu((dist <= max_distance) & (corr >= min_corr), k=1))
+    dh, ph = np.array(dhashes, dtype=np.uint64), np.array(phashes, dtype=np.uint64)
+
+    def matches(dh_b: np.ndarray, ph_b: np.ndarray, thumbs_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dist = np.maximum(_hamming(dh, dh_b), _hamming(ph, ph_b))
+        return (dist <= max_distance) & (thumbs @ thumbs_b.T >= min_corr), dist
+
+    hit, dist = matches(dh, ph, thumbs)
+    ii, jj = np.nonzero(np.triu(hit, k=1))
     near = set(zip(ii.tolist(), jj.tolist(), strict=True))
+    flipped: dict[tuple[int, int], int] = {}
+    if mirrors is not None:
+        m_hit, m_dist = matches(
+            np.array([m.dhash for m in mirrors], dtype=np.uint64),
+            np.array([m.phash for m in mirrors], dtype=np.uint64),
+            np.stack([m.thumb for m in mirrors]),
+        )
+        for i, j in zip(*np.nonzero(m_hit | m_hit.T), strict=True):
+            if i < j and (i, j) not in near:
+                flipped[(int(i), int(j))] = int(min(m_dist[i, j], m_dist[j, i]))
+    pairs = []
     by_hash: dict[str, list[int]] = {}
     for i, h in enumerate(sha256):
         by_hash.setdefault(h, []).append(i)
     exact = {(i, j) for rows in by_hash.values() for k, i in enumerate(rows) for j in rows[k + 1 :]}
-    for i, j in sorted(near | exact):
-        kind = "exact" if (i, j) in exact else "near"
-        pairs.append(DuplicatePair(i, j, kind, 0 if kind == "exact" else int(dist[i, j])))
+    for i, j in sorted(near | exact | set(flipped)):
+        if (i, j) in exact:
+            pairs.append(DuplicatePair(i, j, "exact", 0))
+        elif (i, j) in near:
+            pairs.append(DuplicatePair(i, j, "near", int(dist[i, j])))
+        else:
+            pairs.append(DuplicatePair(i, j, "mirror", flipped[(i, j)]))
     return pairs

@@ -15,7 +15,7 @@ from vptlib.errors import UserError
 from vptlib.seeds import SEED_RANGE, is_seed
 
 from .classes import STUDY_CLASSES, ClassMap
-from .dedup import DuplicateIndex, dhash, find_duplicates, phash, sha256_file, thumbnail
+from .dedup import DuplicateIndex, Hashes, dhash, find_duplicates, mirrored, phash, sha256_file, thumbnail
 from .images import IMAGE_SUFFIXES, BadImage, is_hidden, load_rgb
 from .sources import scan_layout
 
@@ -34,9 +34,9 @@ class PrepareOptions:
     seed: int = 0
     classes: ClassMap = STUDY_CLASSES
     link: bool = False  # symlink instead of copying the chosen images
-    # Duplicate-free by default: a candidate that is an exact or near duplicate of an image
-    # already chosen (any split, any class) is skipped, with the reason, and the next
-    # candidate is drawn, so no validation or test image has a copy in training. True
+    # Free of exact, near and mirrored duplicates by default: a candidate that duplicates an
+    # image already chosen (any split, any class) is skipped, with the reason, and the next
+    # candidate is drawn, so no validation or test image has such a copy in training. True
     # restores the earlier behaviour: duplicates are kept and only reported.
     keep_duplicates: bool = False
     drop_test_duplicates: bool = False  # with keep_duplicates: exclude test images that duplicate a train/val one
@@ -85,6 +85,7 @@ class Row:
     excluded: str = ""
     dup_distance: int = 0  # Hamming distance to the image it duplicates (skipped duplicates only)
     thumb: np.ndarray | None = None  # 32x32 grey thumbnail for near-duplicate confirmation
+    mirror: Hashes | None = None  # the hashes of the image flipped left to right (mirrored copies)
 
     def as_dict(self) -> dict[str, str]:
         chosen = self.split != "skipped"
@@ -161,9 +162,10 @@ def _take(
             dhash=dhash(img),
             phash=phash(img),
             thumb=thumbnail(img),
+            mirror=mirrored(img),
         )
         if seen is not None:
-            hit = seen.find(row.sha256, row.dhash, row.phash, row.thumb)
+            hit = seen.find(row.sha256, row.dhash, row.phash, row.thumb, row.mirror)
             if hit is not None:
                 dups += 1
                 of, kind, dist = hit
@@ -245,6 +247,7 @@ def mark_duplicates(chosen: list[Row], drop_test: bool) -> list[tuple[Row, Row, 
         [r.dhash for r in chosen],
         [r.phash for r in chosen],
         np.stack([r.thumb for r in chosen]),
+        mirrors=[r.mirror for r in chosen] if all(r.mirror is not None for r in chosen) else None,
     )
     out = []
     for p in pairs:

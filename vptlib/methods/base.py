@@ -29,6 +29,9 @@ class TrainDefaults:
     lr: float
     optimizer: str = "adamw"
     weight_decay: float = 0.0
+    # How the method's paper breaks a tie of validation accuracy in its hyper-parameter
+    # grid: "loss" (the study's rule: lower validation loss) or "smallest_lr".
+    grid_ties: str = "loss"
 
 
 @dataclass

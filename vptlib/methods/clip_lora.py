@@ -25,6 +25,9 @@ from .text import TEMPLATES, ClassTokens, class_prompts
 from .vision_lora import adapt, check
 
 DEFAULTS = TrainDefaults(epochs=20, lr=2e-4, optimizer="adamw", weight_decay=0.01)
+# The paper's budget (MaxZanella/CLIP-LoRA, n_iters = 500 * shots, last iterate, no validation).
+# The study runs CLIP-LoRA under its own protocol instead (the Methods page says where it differs).
+PAPER_ITERATIONS_PER_SHOT = 500
 
 
 @dataclass

@@ -33,7 +33,9 @@ from vptlib.models.fast_layer import layer_rows
 
 from .base import Classifier, TrainDefaults, flag, linear_head, vision_model
 
-DEFAULTS = TrainDefaults(epochs=50, lr=0.05, optimizer="sgd", weight_decay=1e-4)
+# KMnP/vpt's tune_vtab.py (find_best_lrwd) keeps the smallest lr among grid points tied on
+# validation accuracy, "for stability".
+DEFAULTS = TrainDefaults(epochs=50, lr=0.05, optimizer="sgd", weight_decay=1e-4, grid_ties="smallest_lr")
 
 
 @dataclass

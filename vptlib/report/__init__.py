@@ -8,11 +8,15 @@ Shared loading (which runs make each method's row) is in :mod:`.loading`.
 
 from .attention import ATTENTION_METHODS, attention_maps, plot_attention, plot_prompt_attention
 from .comparison import COMPARISON_RULE, significance_display, significance_sentence, significance_table
-from .curves import plot_few_shot, plot_prompt_length, sweep_table
+from .curves import plot_few_shot, plot_prompt_length, sweep_budget_markdown, sweep_settings, sweep_table
 from .dataset import (
     class_distribution,
     duplicates_table,
+    nearest_markdown,
+    nearest_pairs,
+    nearest_table,
     origin_markdown,
+    plot_nearest,
     plot_sizes,
     sample_grid,
     shape_floor_markdown,
@@ -28,7 +32,9 @@ from .experiment import (
     prediction_explorer,
     seed_table,
     summary,
+    tie_rule_html,
     timing_table,
+    tuning_edges_html,
     tuning_table,
 )
 from .loading import (
@@ -79,7 +85,11 @@ __all__ = [
     "commands_markdown",
     "dedup_table",
     "duplicates_table",
+    "nearest_markdown",
+    "nearest_pairs",
+    "nearest_table",
     "origin_markdown",
+    "plot_nearest",
     "environment_table",
     "key_findings",
     "key_findings_html",
@@ -108,6 +118,8 @@ __all__ = [
     "run_command",
     "run_commands_markdown",
     "sample_grid",
+    "sweep_budget_markdown",
+    "sweep_settings",
     "seed_correct",
     "seed_table",
     "shape_floor_markdown",
@@ -119,6 +131,8 @@ __all__ = [
     "skipped_table",
     "summary",
     "sweep_table",
+    "tie_rule_html",
+    "tuning_edges_html",
     "test_looks",
     "timing_table",
     "tuning_table",

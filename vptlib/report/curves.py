@@ -69,3 +69,43 @@ def plot_prompt_length(df: pd.DataFrame):
     """VPT test accuracy against trainable parameters, one point per prompt length."""
     points = _sweep_points(df).rename(columns={"trainable_params": "params"})
     return _sweep_plot(points, "params", "trainable parameters (log)", 10, label_points="prompt_tokens")
+
+
+def sweep_budget_markdown() -> str:
+    """How every sweep point is configured, stated from :mod:`vptlib.study.sweep`'s constants."""
+    from vptlib.study.sweep import EPOCH_STEPS
+
+    budget = {
+        "full-split": (
+            "an epoch is as many optimiser steps as one pass over the *whole* training split, so every "
+            "K trains as many steps as the main table's run (a small training set is passed over many "
+            "times per epoch) instead of a handful"
+        ),
+        "pass": "an epoch is one pass over the point's own training images, so small K trains fewer steps",
+    }[EPOCH_STEPS]
+    return (
+        "Every point runs its method's main-table setting: the point its tuning grid chose on validation "
+        "(or its profile setting when it has no grid), with only the swept axis changed. Its step budget: "
+        f"{budget}. The table gives each method's setting and the optimiser steps each point took."
+    )
+
+
+def sweep_settings(df: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """One row per method: the setting every point of the sweep ran, and its optimiser steps per ``axis`` value."""
+    ok = df[df.error.fillna("") == ""] if "error" in df else df
+    rows = []
+    for method, g in ok.groupby("method", sort=False):
+        first, trained = g.iloc[0], bool((g.steps > 0).any())
+        row = {
+            "method": TITLES.get(method, method),
+            "lr": f"{first.lr:g}" if trained else "–",
+            "weight decay": f"{first.weight_decay:g}" if trained else "–",
+            "optimizer": first.optimizer if trained else "–",
+            "epochs": int(first.epochs) if trained else 0,
+            "warm-up epochs": int(first.warmup) if trained else 0,
+        }
+        for value, h in g.groupby(axis):
+            steps = sorted({int(s) for s in h.steps})
+            row[f"steps at {axis}={value}"] = "/".join(f"{s:,}" for s in steps)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")

@@ -124,3 +124,67 @@ def origin_markdown(data_root: str | Path) -> str:
         + f": {files} files; sha256 of the file list (every path, size and byte) "
         f"`{origin.get('file_list_sha256')}`."
     )
+
+
+def nearest_markdown(nn: pd.DataFrame) -> str:
+    """What the nearest-neighbour audit checked and found, from :mod:`vptlib.study.leakage`'s constants."""
+    from vptlib.study.leakage import AUDIT_CROPS, AUDIT_FLAG, AUDIT_SHIFTS, AUDIT_SIZE
+
+    if nn.empty:
+        return "No test or no training images: nothing to audit."
+    crops = ", ".join(f"{c:.0%}" for c in AUDIT_CROPS if c)
+    reach = max(max(abs(dx), abs(dy)) for dx, dy in AUDIT_SHIFTS)
+    flagged = int((nn.similarity >= AUDIT_FLAG).sum())
+    return (
+        f"Every test image was compared with every training and validation image by the correlation of "
+        f"{AUDIT_SIZE}×{AUDIT_SIZE} grey thumbnails, taking the best over each training image as it is, "
+        f"mirrored, centre-cropped by {crops}, and shifted by up to {reach} thumbnail pixel"
+        f"{'s' if reach > 1 else ''} (1/{AUDIT_SIZE} of the image) in each direction. Copies that the duplicate "
+        f"rules miss score near 1 under one of these transforms. **{flagged} of {len(nn)} test images** "
+        f"have a training or validation image at a similarity of {AUDIT_FLAG} or more (listed below with "
+        f"the transform that matched); the closest pairs are shown as images whatever their score. "
+        f"This checks copies under those transforms only: a copy rotated, rescaled or re-windowed further, "
+        f"or a neighbouring slice of the same patient, is not ruled out."
+    )
+
+
+def plot_nearest(nn: pd.DataFrame):
+    """Histogram of each test image's best similarity to a training image, with the flag line."""
+    from vptlib.study.leakage import AUDIT_FLAG
+
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.hist(nn.similarity, bins=40, color="#4c72b0")
+    ax.axvline(AUDIT_FLAG, color="#c44e52", ls="--", label=f"flagged at {AUDIT_FLAG}")
+    ax.set_xlabel("similarity of the nearest training/validation image")
+    ax.set_ylabel("test images")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def nearest_pairs(nn: pd.DataFrame, data_root: str | Path, k: int = 6):
+    """The ``k`` most similar (test, nearest training) pairs as images, side by side."""
+    root = Path(data_root)
+    top = nn.head(k)
+    fig, axes = plt.subplots(2, max(1, len(top)), figsize=(2 * max(1, len(top)), 4.4), squeeze=False)
+    for j, r in enumerate(top.to_dict("records")):
+        for i, (path, label) in enumerate(((r["test"], "test"), (r["nearest"], r["split"]))):
+            ax = axes[i, j]
+            ax.imshow(Image.open(root / path).convert("L"), cmap="gray")
+            note = f"\n{r['similarity']:.3f}, {r['matched as']}" if i else ""
+            ax.set_title(f"{label}: {Path(path).name}{note}", fontsize=7)
+            ax.set_axis_off()
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def nearest_table(nn: pd.DataFrame) -> pd.DataFrame:
+    """The flagged pairs (similarity at or above the flag), or the closest five when none is."""
+    from vptlib.study.leakage import AUDIT_FLAG
+
+    flagged = nn[nn.similarity >= AUDIT_FLAG]
+    out = (flagged if len(flagged) else nn.head(5)).copy()
+    out["similarity"] = out.similarity.round(4)
+    return out.reset_index(drop=True)

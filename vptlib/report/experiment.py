@@ -228,7 +228,9 @@ def tuning_table(tuned) -> pd.DataFrame:
                 ]
             }
         )
-    out = grid[[*tuned.axes, "val_acc", "val_loss", "run_id"]].copy()
+    lr = ["lr"] if "base_lr" in tuned.axes and "lr" in grid else []  # the lr a base_lr stands for
+    failed = ["error"] if "error" in grid and (grid["error"].fillna("") != "").any() else []
+    out = grid[[*tuned.axes, *lr, "val_acc", "val_loss", "run_id", *failed]].copy()
     out["val_acc"] = (100 * out["val_acc"]).round(2)
     out["val_loss"] = out["val_loss"].round(4)
     out["chosen"] = ["✓ chosen" if c else "" for c in grid["chosen"]]
@@ -236,3 +238,23 @@ def tuning_table(tuned) -> pd.DataFrame:
     return out.rename(columns={"val_acc": "val acc (%)", "val_loss": "val loss", "run_id": "run id"}).set_index(
         tuned.axes
     )
+
+
+def tuning_edges_html(tuned) -> str:
+    """A warning box when a chosen grid value is the smallest or largest of its axis, else nothing."""
+    import html
+
+    if not getattr(tuned, "edges", None):
+        return ""
+    items = "".join(f"<li>{html.escape(note)}</li>" for note in tuned.edges)
+    return (
+        f'<div class="admonition warning"><p class="admonition-title">On the edge of the grid</p><ul>{items}</ul></div>'
+    )
+
+
+def tie_rule_html(method: str) -> str:
+    """How this method's grid breaks a tie of validation accuracy (from its ``TrainDefaults``)."""
+    from vptlib.methods import spec
+    from vptlib.study.tuning import TIE_RULES
+
+    return f"<p>Tie rule for {TITLES.get(method, method)}: {TIE_RULES[spec(method).defaults.grid_ties]}.</p>"

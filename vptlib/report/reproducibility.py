@@ -51,6 +51,7 @@ _FLAGS = {
     "grad_clip": "--grad-clip",
     "early_stopping": "--early-stopping",
     "train_per_class": "--train-per-class",
+    "epoch_steps": "--epoch-steps",
 }
 
 

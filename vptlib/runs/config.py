@@ -17,6 +17,8 @@ from vptlib.seeds import SEED_RANGE, is_seed
 
 from .devices import PRECISIONS
 
+EPOCH_STEPS = ("pass", "full-split")  # RunConfig.epoch_steps
+
 
 @dataclass
 class RunConfig:
@@ -49,6 +51,11 @@ class RunConfig:
     # final run of its seed, and its test split is evaluated then (vptlib.study.tuning).
     evaluate_test: bool = True
     train_per_class: int | None = None  # few-shot: at most this many training images per class
+    # What one epoch is. "pass": one pass over this run's training images. "full-split": as
+    # many optimiser steps as one pass over the whole training split, so a few-shot run
+    # (train_per_class) takes the main table's number of steps instead of a handful (the
+    # sweeps' budget, as CLIP-LoRA fixes its iterations in advance rather than its epochs).
+    epoch_steps: str = "pass"
     compile: bool = False  # torch.compile the model (opt-in; measured by `make bench`)
     profile: str = "default"  # runs/<profile>/...
     out: str = "runs"
@@ -107,6 +114,7 @@ def validate(cfg: RunConfig) -> None:
         (cfg.optimizer in ("sgd", "adamw"), f"--optimizer must be sgd or adamw, got {cfg.optimizer!r}"),
         (cfg.schedule in ("cosine", "constant"), f"--schedule must be cosine or constant, got {cfg.schedule!r}"),
         (cfg.warmup >= 0, f"--warmup must be >= 0, got {cfg.warmup}"),
+        (cfg.epoch_steps in EPOCH_STEPS, f"--epoch-steps must be {' or '.join(EPOCH_STEPS)}, got {cfg.epoch_steps!r}"),
         (cfg.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}"),
         (
             cfg.train_per_class is None or cfg.train_per_class >= 1,

@@ -55,7 +55,7 @@ def fit(cfg: RunConfig, inputs: StagedRun, run_dir: Path, dist: Dist, progress: 
         return state
     _check_initial_loss(inputs, cfg)
     opt = make_optimizer(model, cfg)
-    sched = make_scheduler(opt, cfg, math.ceil(len(inputs.splits["train"][1]) / cfg.batch_size))
+    sched = make_scheduler(opt, cfg, steps_per_epoch(cfg, inputs))
     scaler = grad_scaler(inputs.device, cfg.precision)
     if (run_dir / records.STATE).is_file():
         state = _restore(run_dir, model, opt, sched, scaler)
@@ -103,7 +103,8 @@ def _epoch(
         "lr": opt.param_groups[-1]["lr"],
         "seconds": time.perf_counter() - t0,
         "train_seconds": train_s,
-        "images_per_s": len(inputs.splits["train"][1]) / train_s,
+        "images_per_s": _images_per_epoch(cfg, inputs) / train_s,
+        "steps": (epoch + 1) * steps_per_epoch(cfg, inputs),  # optimiser steps so far
     }
 
 
@@ -143,6 +144,20 @@ def _restore(run_dir: Path, model: Classifier, opt, sched, scaler) -> State:
     if st.get("scaler"):
         scaler.load_state_dict(st["scaler"])
     return State(st["history"], st["best"], st["best_state"], st["epoch"], st["stale"])
+
+
+def steps_per_epoch(cfg: RunConfig, inputs: StagedRun) -> int:
+    """Optimiser steps in one epoch (``cfg.epoch_steps``): one pass over this run's training
+    images, or ("full-split") one pass over the whole training split, however few images a
+    few-shot run trains on."""
+    data = inputs.data
+    n = len(data.train_full or data.train) if cfg.epoch_steps == "full-split" else len(data.train)
+    return max(1, math.ceil(n / cfg.batch_size))
+
+
+def _images_per_epoch(cfg: RunConfig, inputs: StagedRun) -> int:
+    n = len(inputs.data.train)
+    return n if cfg.epoch_steps == "pass" else steps_per_epoch(cfg, inputs) * cfg.batch_size
 
 
 def make_optimizer(model: Classifier, cfg: RunConfig) -> torch.optim.Optimizer:
@@ -185,10 +200,14 @@ def _train_epoch(
     model = inputs.model
     model.train()
     torch.manual_seed(int(generator(cfg.seed, epoch, 1).initial_seed()))  # dropout draws
-    order = torch.randperm(len(y), generator=generator(cfg.seed, epoch, 0)).to(y.device)
+    steps = steps_per_epoch(cfg, inputs)
+    # Passes in a fixed order drawn from (seed, epoch): one pass is the usual epoch; a few-shot
+    # run under "full-split" takes as many passes as its step budget needs, back to back.
+    order_gen = generator(cfg.seed, epoch, 0)
+    passes = math.ceil(steps * cfg.batch_size / len(y))
+    order = torch.cat([torch.randperm(len(y), generator=order_gen) for _ in range(passes)]).to(y.device)
     aug_gen = generator(cfg.seed, epoch, 2)
     total_loss, correct, seen = 0.0, 0, 0
-    steps = math.ceil(len(y) / cfg.batch_size)
     bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
     for step in bar:
         idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]

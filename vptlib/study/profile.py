@@ -168,9 +168,7 @@ def dry_run(p: Profile) -> Profile:
 
     sweeps = {}
     for name, sweep in p.sweeps.items():
-        sw = {k: (v[:1] if isinstance(v, list) and k != "methods" else v) for k, v in sweep.items()}
-        sw["hparams"] = {m: cut(m, sweep.get("hparams", {}).get(m, {})) for m in sweep["methods"]}
-        sweeps[name] = sw
+        sweeps[name] = {k: (v[:1] if isinstance(v, list) and k != "methods" else v) for k, v in sweep.items()}
     return dataclasses.replace(
         p,
         profile=f"{p.profile}-dry-run",
@@ -224,7 +222,7 @@ def _check(p: Profile, path: Path) -> None:
 
 
 # Axes a tuning grid may span besides the method's own options.
-GRID_FIELDS = ("lr", "weight_decay", "epochs", "optimizer", "warmup", "schedule", "batch_size")
+GRID_FIELDS = ("lr", "base_lr", "weight_decay", "epochs", "optimizer", "warmup", "schedule", "batch_size")
 
 
 def _check_grid(method: str, axes: Any, bad) -> None:
@@ -243,6 +241,8 @@ def _check_grid(method: str, axes: Any, bad) -> None:
             )
         if not isinstance(values, list) or not values:
             raise bad(f"grids.{method}.{axis} must be a non-empty list of values, got {values!r}")
+    if "lr" in axes and "base_lr" in axes:
+        raise bad(f"grids.{method}: give lr or base_lr (lr = base_lr x batch_size / 256), not both")
 
 
 def main(argv: list[str] | None = None) -> int:

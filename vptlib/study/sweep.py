@@ -13,6 +13,7 @@ its error rather than dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import multiprocessing as mp
 import os
@@ -28,6 +29,7 @@ from vptlib.methods import option_names, spec
 from vptlib.runs import records
 from vptlib.runs.engine import RunConfig, run, validate
 
+from . import tuning
 from .profile import Profile, as_profile
 
 # Axes a sweep may span, beyond methods and seeds: RunConfig fields or method options. An
@@ -35,11 +37,27 @@ from .profile import Profile, as_profile
 FIELD_AXES = ("train_per_class", "lr", "epochs")
 
 
-def grid(profile: Profile | dict[str, Any], name: str, check: bool = True) -> list[tuple[dict[str, Any], RunConfig]]:
+# Every sweep point trains as many optimiser steps as its method's main-table run: an
+# epoch is one pass over the whole training split (RunConfig.epoch_steps), so a point with
+# K images per class is not starved of steps at small K.
+EPOCH_STEPS = "full-split"
+
+
+def grid(
+    profile: Profile | dict[str, Any],
+    name: str,
+    check: bool = True,
+    settings: dict[str, RunConfig] | None = None,
+) -> list[tuple[dict[str, Any], RunConfig]]:
     """The points of sweep ``name`` in ``profile``: (axis values, RunConfig) pairs.
 
-    Runs go under ``<runs>/<profile>-<name>/`` so they never mix with the main table's.
-    A method that trains nothing runs once per point, for the first seed only.
+    A point is its method's main-table configuration, ``settings[method]`` (the setting
+    its tuning grid chose: :func:`tuned_settings`), with the sweep's axis values set and
+    :data:`EPOCH_STEPS` as its step budget. Without ``settings`` the profile's starting
+    ``hparams`` stand in, which is right only for counting points (a cost estimate);
+    :func:`run_sweep` always passes the tuned ones. Runs go under
+    ``<runs>/<profile>-<name>/`` so they never mix with the main table's. A method that
+    trains nothing runs once per point, for the first seed only.
     """
     profile = as_profile(profile)
     if name not in profile.sweeps:
@@ -48,7 +66,11 @@ def grid(profile: Profile | dict[str, Any], name: str, check: bool = True) -> li
         )
     sweep = dict(profile.sweeps[name])
     methods, seeds = sweep.pop("methods"), sweep.pop("seeds", [profile.seed])
-    budgets = sweep.pop("hparams", {})  # per-method budgets for this sweep
+    if "hparams" in sweep:
+        raise UserError(
+            f"sweep {name}: a sweep point runs its method's tuned main-table setting, so a sweep has no "
+            f"hparams of its own; set budgets in the profile's hparams and grids"
+        )
     options = {o for m in methods for o in option_names(m)}
     unknown = sorted(set(sweep) - set(FIELD_AXES) - options)
     if unknown:
@@ -57,17 +79,46 @@ def grid(profile: Profile | dict[str, Any], name: str, check: bool = True) -> li
         )
     points = []
     for method in methods:
+        base = (settings or {}).get(method) or profile.run_config(method)
         axes = {k: list(v) for k, v in sweep.items() if k in FIELD_AXES or k in option_names(method)}
         for values in itertools.product(*axes.values()):
             point = dict(zip(axes, values, strict=True))
+            fields = {k: v for k, v in point.items() if k in FIELD_AXES}
+            opts = {**base.options, **{k: v for k, v in point.items() if k not in FIELD_AXES}}
             for seed in seeds if spec(method).trains else seeds[:1]:
-                cfg = profile.run_config(
-                    method, **budgets.get(method, {}), **point, seed=seed, profile=f"{profile.profile}-{name}"
+                cfg = dataclasses.replace(
+                    base,
+                    **fields,
+                    options=opts,
+                    seed=seed,
+                    epoch_steps=EPOCH_STEPS,
+                    evaluate_test=True,
+                    profile=f"{profile.profile}-{name}",
                 )
                 points.append(({"method": method, "seed": seed, **point}, cfg.resolved()))
     for _, cfg in points if check else ():
         validate(cfg)
     return points
+
+
+def tuned_settings(profile: Profile, methods: list[str], progress: bool = True) -> dict[str, RunConfig]:
+    """Each method's main-table configuration: the point its tuning grid chose on validation
+    (:func:`vptlib.study.tuning.tune`; finished grid points are reused, so after the
+    experiment pages this trains nothing), or its profile settings when it has no grid."""
+    out = {}
+    for method in dict.fromkeys(methods):
+        if tuning.grid_points(profile, method):
+            out[method] = tuning.tune(profile, method, progress=progress).config
+        else:
+            out[method] = profile.run_config(method)
+    return out
+
+
+SETTINGS = ("lr", "weight_decay", "optimizer", "epochs", "warmup")  # the index's columns per point
+
+
+def _settings(cfg: RunConfig) -> dict[str, Any]:
+    return {k: getattr(cfg, k) for k in SETTINGS}
 
 
 def _worker_init(devices, threads: int) -> None:
@@ -92,6 +143,7 @@ def _job(cfg: RunConfig) -> dict[str, Any]:
         "trainable_params": m["trainable_params"],
         "train_images": m["train_images"],
         "seconds_per_epoch": m["seconds_per_epoch"],
+        "steps": int(res.history["steps"].iloc[-1]) if "steps" in res.history and len(res.history) else 0,
     }
 
 
@@ -112,10 +164,12 @@ def run_sweep(
 ) -> pd.DataFrame:
     """Run (or reuse) every point of sweep ``name``; returns and writes its index."""
     profile = as_profile(profile)
-    points = grid(profile, name)
+    grid(profile, name)  # a bad axis or value fails before any tuning run
+    settings = tuned_settings(profile, profile.sweeps[name]["methods"], progress)
+    points = grid(profile, name, settings=settings)
     n, gpus, threads = workers_for_machine()
     n = min(workers or n, len(points)) or 1
-    rows: list[dict[str, Any]] = [dict(axes) for axes, _ in points]
+    rows: list[dict[str, Any]] = [{**axes, **_settings(cfg)} for axes, cfg in points]
     bar = tqdm(total=len(points), desc=f"sweep {name} ({n} worker{'s' if n > 1 else ''})", disable=not progress)
     if n == 1 and not gpus:
         for row, (_, cfg) in zip(rows, points, strict=True):

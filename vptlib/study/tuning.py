@@ -10,6 +10,14 @@ chosen setting. So no grid point is a reported run: the winner's luck on its own
 which is why it won, is not in the reported mean, and no run that lost on validation
 ever sees test.
 
+Grids are written on their method's own scale: a ``base_lr`` axis is VPT's convention,
+``lr = base_lr * batch_size / 256`` (KMnP/vpt's ``tune_vtab.py``), so the profile lists
+the paper's values. A tie of validation accuracy is broken as the method's paper does
+(``TrainDefaults.grid_ties``: VPT keeps the smallest lr). A chosen value on the edge of
+its axis (its smallest or largest, other than a weight decay of 0) means the optimum may
+lie outside the grid: :func:`tune` says so in the build log and ``Tuned.edges`` carries
+it to the experiment page.
+
 Grid points are ordinary runs: a finished one is reused by the same code, an interrupted
 one resumes. An override given by the user (``make run ARGS="-p lr 0.5"``) fixes that
 axis, and the grid spans the others.
@@ -25,6 +33,8 @@ from typing import Any
 import pandas as pd
 
 from vptlib import atomic
+from vptlib.errors import TrainingDiverged, UserError
+from vptlib.methods import spec
 from vptlib.runs import records
 from vptlib.runs.config import RunConfig
 from vptlib.runs.engine import run, run_seeds
@@ -34,6 +44,7 @@ from vptlib.selection import best_index
 from .profile import Profile
 
 TUNING = "tuning.csv"  # runs/<profile>/<method>/tuning.csv: the grid of the method's current row
+BASE_LR_BATCH = 256  # a base_lr axis: lr = base_lr * batch_size / BASE_LR_BATCH (KMnP/vpt)
 
 
 @dataclass
@@ -42,6 +53,7 @@ class Tuned:
     grid: pd.DataFrame  # one row per point: its axis values, val_acc, val_loss, run_id, chosen
     axes: list[str]  # the axes tuned (empty: nothing to tune)
     seed: int | None = None  # the seed every grid point ran with (None: nothing was tuned)
+    edges: list[str] = dataclasses.field(default_factory=list)  # chosen values on an edge of their axis
 
 
 @dataclass
@@ -53,6 +65,8 @@ class MethodRuns:
 def grid_points(profile: Profile, method: str, overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The points of ``method``'s grid, in the profile's order; axes fixed by an override are left out."""
     fixed = {k for k, v in (overrides or {}).items() if v is not None}
+    if "lr" in fixed:
+        fixed.add("base_lr")  # an lr given by the user fixes the lr whatever the grid's scale
     axes = {k: v for k, v in profile.grids.get(method, {}).items() if k not in fixed}
     return [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())] if axes else []
 
@@ -70,35 +84,88 @@ def tune(profile: Profile, method: str, overrides: dict[str, Any] | None = None,
         if progress:
             print(f"{method}: grid point {i + 1}/{len(points)} {_label(point)} (validation only)", flush=True)
         cfg = dataclasses.replace(
-            profile.run_config(method, **overrides, **point, seed=profile.grid_seed),
+            profile.run_config(method, **overrides, **fields(point, base.batch_size), seed=profile.grid_seed),
             evaluate_test=False,
             test_curves=False,
         )
-        res = run(cfg, resume=True, reuse=True, progress=progress)
+        row = {**point, "lr": cfg.resolved().lr, "error": ""}
+        try:
+            res = run(cfg, resume=True, reuse=True, progress=progress)
+        except TrainingDiverged as exc:  # a grid's large lrs may diverge: that point loses, the grid goes on
+            print(f"note: {method}: grid point {_label(point)} diverged and is not chosen: {exc}", flush=True)
+            rows.append({**row, "val_acc": float("nan"), "val_loss": float("nan"), "run_id": "", "error": str(exc)})
+            continue
         val = res.metrics.get("val") or {}
         rows.append(
             {
-                **point,
+                **row,
                 "val_acc": val.get("accuracy", float("nan")),
                 "val_loss": res.metrics.get("val_loss", float("nan")),
                 "run_id": res.run_dir.name,
             }
         )
     grid = pd.DataFrame(rows)
-    best = choose(grid)
+    if (grid.error != "").all():
+        raise UserError(f"{method}: every point of its tuning grid diverged; lower the grid's learning rates")
+    best = choose(grid, spec(method).defaults.grid_ties)
     grid["chosen"] = [i == best for i in range(len(grid))]
     atomic.write_bytes(
         records.method_folder(base.out, base.profile, method) / TUNING, grid.to_csv(index=False).encode()
     )
-    chosen = profile.run_config(method, **overrides, **points[best], seed=profile.seeds[0])
-    return Tuned(chosen, grid, list(points[0]), profile.grid_seed)
+    chosen = profile.run_config(method, **overrides, **fields(points[best], base.batch_size), seed=profile.seeds[0])
+    edges = edge_notes(profile.grids[method], points[best])
+    for note in edges:
+        print(f"note: {method}: {note}", flush=True)
+    return Tuned(chosen, grid, list(points[0]), profile.grid_seed, edges)
 
 
-def choose(grid: pd.DataFrame) -> int:
-    """The grid's best row by :mod:`vptlib.selection` (ties: the first row, the smaller setting
-    as the grid lists them). A point without a validation score (NaN) is never chosen over one with a score.
+def fields(point: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    """A grid point as run settings: a ``base_lr`` becomes the lr it stands for at the point's
+    batch size (its own when batch size is an axis too, else ``batch_size``)."""
+    out = dict(point)
+    if "base_lr" in out:
+        out["lr"] = out.pop("base_lr") * out.get("batch_size", batch_size) / BASE_LR_BATCH
+    return out
+
+
+# TrainDefaults.grid_ties, as the experiment page states it.
+TIE_RULES = {
+    "loss": "a tie of validation accuracy goes to the lower validation loss, then to the earlier point (the study's rule)",
+    "smallest_lr": (
+        "a tie of validation accuracy goes to the smallest learning rate, then to the lower validation loss "
+        "(as KMnP/vpt's tune_vtab.py breaks it, for stability)"
+    ),
+}
+
+
+def choose(grid: pd.DataFrame, ties: str = "loss") -> int:
+    """The grid's best row by :mod:`vptlib.selection`. ``ties`` is the method's paper's rule for
+    a tie of validation accuracy: "loss" (lower validation loss, then the first row) or
+    "smallest_lr" (the smallest learning rate, then lower loss). A point without a validation
+    score (NaN) is never chosen over one with a score.
     """
-    return best_index(grid[["val_acc", "val_loss"]].to_dict("records"))
+    if ties not in TIE_RULES:
+        raise ValueError(f"unknown tie rule {ties!r}; rules: {', '.join(TIE_RULES)}")
+    rows = grid.to_dict("records")
+    if ties == "smallest_lr":
+        return best_index(rows, tiebreak=lambda r: r["lr"], tiebreak_first=True)
+    return best_index(rows)
+
+
+def edge_notes(axes: dict[str, list[Any]], chosen: dict[str, Any]) -> list[str]:
+    """One sentence per numeric axis whose chosen value is its smallest or largest (a weight
+    decay of 0 is the end of its range, not an edge of the grid)."""
+    notes = []
+    for axis, values in axes.items():
+        if axis not in chosen or len(values) < 2 or not all(isinstance(v, int | float) for v in values):
+            continue
+        value = chosen[axis]
+        if value == 0 and axis == "weight_decay":
+            continue
+        side = "largest" if value == max(values) else "smallest" if value == min(values) else None
+        if side:
+            notes.append(f"the chosen {axis} {value:g} is the {side} the grid tried: the optimum may lie beyond it")
+    return notes
 
 
 def run_method(
