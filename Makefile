@@ -52,6 +52,10 @@ BOOK_START := $(shell date +%s)
 VPTLIB := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/vptlib
 MODEL_ARG := $(if $(MODEL),--model "$$MODEL")
 DATA_ARG := $(if $(DATA),--data "$$DATA")
+# What the training pages were made from besides code and profile: the model (MODEL=, its
+# commit and weights), the data folder and DRY_RUN, rewritten by preflight only when it
+# changed, so another model or a toggled dry run re-executes them (vptlib.study.book.preflight).
+INPUTS := _build/inputs-$(PROFILE).json
 # The smoke profile's model is built here; the full profile's comes from the hub or MODEL=.
 MODEL_DEP = $(if $(filter smoke,$(PROFILE)),$(TINY)/model.safetensors)
 
@@ -96,7 +100,7 @@ test: install lint browser $(TINY)/model.safetensors
 # ---------------------------------------------------------------- the report
 book: install $(MODEL_DEP)
 	@test -n "$(METHODS)" || { echo "make book: cannot list the methods (python -m vptlib.methods failed)" >&2; exit 2; }
-	@$(VPTLIB) book preflight --profile $(PROFILE_FILE) $(DATA_ARG) $(MODEL_ARG)
+	@$(VPTLIB) book preflight --profile $(PROFILE_FILE) $(DATA_ARG) $(MODEL_ARG) --stamp $(INPUTS)
 	@$(VPTLIB) book guard --profile $(PROFILE_FILE) --dir $(GEN)
 	@$(MAKE) --no-print-directory notebooks PROFILE=$(PROFILE)
 	@$(VPTLIB) book config --profile $(PROFILE_FILE) --out _build/_config.yml --toc _build/_toc.yml
@@ -115,7 +119,10 @@ $(DATA_DIR)/manifest.csv: $(PROFILE_FILE) vptlib/data/prepare.py vptlib/data/pha
 $(GEN)/dataset.ipynb: notebooks/dataset.ipynb $(PROFILE_FILE) $(PAGE_SRC) $(DATA_DIR)/manifest.csv
 	$(VPTLIB) book execute notebooks/dataset.ipynb $@ --profile $(PROFILE_FILE)
 
-$(GEN)/experiments/%.ipynb: notebooks/experiment.ipynb $(PROFILE_FILE) $(PAGE_SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP)
+$(INPUTS): | $(STAMP)
+	@$(VPTLIB) book preflight --profile $(PROFILE_FILE) $(DATA_ARG) $(MODEL_ARG) --stamp $@
+
+$(GEN)/experiments/%.ipynb: notebooks/experiment.ipynb $(PROFILE_FILE) $(PAGE_SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP) $(INPUTS)
 	$(VPTLIB) book execute notebooks/experiment.ipynb $@ --profile $(PROFILE_FILE) -p method $* --title-from-method $(MODEL_ARG)
 
 $(GEN)/results.ipynb: notebooks/results.ipynb $(EXPERIMENTS)
@@ -125,7 +132,7 @@ $(GEN)/attention.ipynb: notebooks/attention.ipynb $(EXPERIMENTS)
 	$(VPTLIB) book execute notebooks/attention.ipynb $@ --profile $(PROFILE_FILE)
 
 # The sweeps reuse every point already finished by the same code (see `make sweep`).
-$(GEN)/curves.ipynb: notebooks/curves.ipynb $(PROFILE_FILE) $(PAGE_SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP)
+$(GEN)/curves.ipynb: notebooks/curves.ipynb $(PROFILE_FILE) $(PAGE_SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP) $(INPUTS)
 	$(VPTLIB) book execute notebooks/curves.ipynb $@ --profile $(PROFILE_FILE) $(MODEL_ARG)
 
 $(GEN)/reproducibility.ipynb: notebooks/reproducibility.ipynb $(EXPERIMENTS) $(GEN)/curves.ipynb
@@ -168,5 +175,7 @@ browser:
 
 # Build outputs only: run records (runs/), data and models are results and inputs, never
 # removed by make; delete them yourself if you mean to.
+# book/generated: only the pages vptlib wrote there (its list), never a file of yours.
 clean:
-	rm -rf _build .pytest_cache $(GEN)
+	@if [ -x $(VENV)/bin/vptlib ]; then $(VENV)/bin/vptlib book clean --dir $(GEN); fi
+	rm -rf _build .pytest_cache

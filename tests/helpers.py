@@ -21,3 +21,28 @@ def tiny_config(data: Path | str, model: Path | str, out: Path | str, **kw: Any)
         "out": str(out),
     }
     return RunConfig(**{**base, **kw})
+
+
+def job_that_dies_on(cfg: Any) -> dict[str, Any]:
+    """A sweep job for the worker-death test: SIGKILLs its own process on ``"die"`` (as the
+    out-of-memory killer would), else returns a result row. Importable by spawned workers."""
+    import os
+    import signal
+
+    if cfg == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"run_dir": f"run-{cfg}", "error": "", "test_acc": 0.5}
+
+
+def diverging_at(real: Any, epoch: int, calls: dict[str, int]) -> Any:
+    """``real`` (the training loop's ``_train_epoch``), raising TrainingDiverged on call ``epoch``;
+    ``calls["n"]`` counts the epochs trained."""
+    from vptlib.errors import TrainingDiverged
+
+    def train_epoch(*a: Any, **k: Any) -> Any:
+        calls["n"] = calls.get("n", 0) + 1
+        if calls["n"] == epoch:
+            raise TrainingDiverged(f"the loss became nan at epoch {epoch}, step 1")
+        return real(*a, **k)
+
+    return train_epoch

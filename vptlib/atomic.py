@@ -25,7 +25,7 @@ from .errors import UserError
 DIR_MARKER = ".vptlib-written"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -37,14 +37,14 @@ def _pid_alive(pid: int) -> bool:
 
 def _clean_orphans(target: Path) -> None:
     """Remove temporaries of ``target`` left by writers that died (never a live writer's)."""
-    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(\d+)\.[^/]*\.(tmp|partial|old)$")
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(\d+)\.[^/]*\.(tmp|partial|old|scratch)$")
     try:
         siblings = list(target.parent.iterdir())
     except OSError:
         return
     for p in siblings:
         m = pattern.match(p.name)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
             else:
@@ -123,6 +123,22 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             os.replace(old, path)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_dir(target: str | Path) -> Iterator[Path]:
+    """A working folder beside ``target``, removed on exit; one left by a killed process
+    (SIGKILL runs no cleanup) is removed by the next write to ``target``, like every
+    temporary here, instead of lingering in the system's temp folder."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _clean_orphans(target)
+    tmp = target.parent / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.scratch"
+    tmp.mkdir()
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:

@@ -152,6 +152,7 @@ def test_guard_clears_other_profiles_pages(tmp_path):
     gen = tmp_path / "generated"
     book.guard("smoke", gen)
     (gen / "results.ipynb").write_text("{}")
+    book.record_output(gen / "results.ipynb")  # as `vptlib book execute` does
     book.guard("smoke", gen)
     assert (gen / "results.ipynb").exists()
     book.guard("full", gen)

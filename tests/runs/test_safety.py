@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import tiny_config
+from helpers import diverging_at, tiny_config
 from PIL import Image
+from safetensors.torch import load_file
 
 from vptlib import atomic, locks
 from vptlib.cli import app as cli
@@ -352,20 +353,11 @@ class Exploit:
 def test_a_diverged_run_keeps_its_best_epoch(prepared, tiny_model, tmp_path, monkeypatch):
     from vptlib.runs import training as engine
 
-    real = engine._train_epoch
-    calls = {"n": 0}
-
-    def diverge_second(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise TrainingDiverged("the loss became nan at epoch 2, step 1")
-        return real(*a, **k)
-
-    monkeypatch.setattr(engine, "_train_epoch", diverge_second)
+    monkeypatch.setattr(engine, "_train_epoch", diverging_at(engine._train_epoch, 2, {}))
     with pytest.raises(TrainingDiverged, match="weights of epoch 1"):
         run(_cfg(prepared, tiny_model, tmp_path / "runs"), progress=False)
     (run_dir,) = records.run_dirs(tmp_path / "runs" / "default" / "vpt_shallow")
-    assert set(records.load_file(str(run_dir / "trainable.safetensors"))) >= {"head.weight"}
+    assert set(load_file(str(run_dir / "trainable.safetensors"))) >= {"head.weight"}
 
 
 # ------------------------------------------------------------------ the manifest is validated on load

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from vptlib import report
-from vptlib.runs.metrics import expected_calibration_error
+from vptlib.runs.metrics import classification_report, expected_calibration_error
 
 
 def test_ece_known_cases():
@@ -38,8 +38,9 @@ def _fake_run(root, method, name, seed, true, pred):
         for i, (t, q) in enumerate(zip(true, pred, strict=True))
     ]
     pd.DataFrame(rows).to_csv(d / "predictions.csv", index=False)
-    acc = float(np.mean(np.array(true) == np.array(pred)))
-    test = {"accuracy": acc, "balanced_accuracy": acc, "macro_f1": acc, "ece": 0.1, "accuracy_ci95": [0, 1]}
+    # The recorded metrics are the predictions' own: the Results page checks them against each other.
+    probs = np.array([[r["prob_a"], r["prob_b"]] for r in rows])
+    test = classification_report(np.array(true), probs, tuple(classes))
     (d / "metrics.json").write_text(
         json.dumps(
             {
@@ -78,7 +79,9 @@ def test_results_aggregate_seeds_and_vote(tmp_path):
     ]
     bad = [_fake_run(tmp_path, "vpt_shallow", f"r{s}", s, true, [0] * 20) for s in range(3)]
     for method, runs in (("linear", good), ("vpt_shallow", bad)):
-        (tmp_path / "p" / method / "group.json").write_text(json.dumps({"runs": [r.name for r in runs]}))
+        (tmp_path / "p" / method / "group.json").write_text(
+            json.dumps({"runs": [r.name for r in runs], "seeds": list(range(len(runs)))})
+        )
     table = report.results_table(tmp_path, "p").set_index("method")
     row = table.loc["Linear probe"]
     accs = np.array([0.9, 0.95, 1.0])

@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from vptlib import switches
+
+        switches.check()  # a bad environment switch stops every command before any work
         args.func(args)
     except UserError as exc:
         print(f"vptlib: error: {exc}", file=sys.stderr)

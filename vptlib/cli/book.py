@@ -6,13 +6,15 @@ import argparse
 
 from vptlib.errors import UserError
 
+from .data import count_arg
+
 
 def _book(a: argparse.Namespace) -> None:
     from vptlib.methods import METHODS
     from vptlib.study import book, notebooks, rerun
 
     if a.book_command == "preflight":
-        book.preflight(a.profile, a.data, a.model)
+        book.preflight(a.profile, a.data, a.model, a.stamp)
         print(f"preflight ok: {a.profile}")
     elif a.book_command == "data":
         book.prepare_data(a.profile, a.data)
@@ -31,6 +33,8 @@ def _book(a: argparse.Namespace) -> None:
         from vptlib.study.profile import load
 
         book.guard(load(a.profile).profile, a.dir)  # the profile's own name: a dry run is another build
+    elif a.book_command == "clean":
+        book.clean(a.dir)
     elif a.book_command == "rerun":
         rerun.rerun(a.profile_name, a.method, a.args, a.dir, a.model or None)
 
@@ -50,6 +54,7 @@ def add_book_parser(sub) -> None:
     _profile_option(pf)
     pf.add_argument("--data", default=None, help="local Kaggle folder (Training/, Testing/)")
     pf.add_argument("--model", default=None, help="local model folder or hub id, overriding the profile")
+    pf.add_argument("--stamp", default=None, help="write the inputs' identity here when it changed (make's dependency)")
     da = bsub.add_parser("data", help="create the profile's prepared data folder")
     _profile_option(da)
     da.add_argument("--data", default=None, help="local Kaggle folder instead of downloading")
@@ -68,6 +73,8 @@ def add_book_parser(sub) -> None:
     gu = bsub.add_parser("guard", help="clear generated pages of another profile")
     _profile_option(gu)
     gu.add_argument("--dir", required=True, help="generated pages folder")
+    cl = bsub.add_parser("clean", help="delete the pages vptlib wrote (never a file of yours)")
+    cl.add_argument("--dir", required=True, help="generated pages folder")
     rr = bsub.add_parser(
         "rerun",
         help="make run: re-execute one experiment page with new parameters",
@@ -110,7 +117,9 @@ def add_sweep_parser(sub) -> None:
     )
     _profile_option(s)
     s.add_argument("--name", required=True, help="the sweep's name under `sweeps:` in the profile")
-    s.add_argument("--workers", type=int, default=None, help="parallel jobs (default: one per GPU, else per 2 cores)")
+    s.add_argument(
+        "--workers", type=count_arg, default=None, help="parallel jobs (default: one per GPU, else per 2 cores)"
+    )
     s.add_argument("--model", default=None, help="override the profile's model")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_sweep)

@@ -22,6 +22,13 @@ def seed_arg(text: str) -> int:
     return value
 
 
+def count_arg(text: str) -> int:
+    """A whole number of at least 1 (workers, processes)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def _per_class(value: str) -> int | None:
     from vptlib.data.draw import per_class
 

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from vptlib.errors import UserError
+from vptlib.paths import component
 
 CLASSES: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")
 
@@ -81,6 +82,7 @@ def parse_classes(spec: str | None) -> ClassMap:
         name = name.strip()
         if not folder_key(name):
             raise UserError(f"--classes: empty class name in {spec!r}")
+        component(name, "--classes: class name")  # it names a folder under images/<split>/
         if name in names:
             raise UserError(f"--classes: class {name!r} given twice")
         names.append(name)

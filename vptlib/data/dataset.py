@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +21,9 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from vptlib import atomic
+from vptlib import tensorfile
 from vptlib.errors import UserError
 
 from .images import BadImage, load_rgb
@@ -158,9 +158,12 @@ def _verify_files(root: Path, df: pd.DataFrame) -> None:
         try:
             ok = hashlib.sha256((root / rel).read_bytes()).hexdigest() == sha
         except OSError as exc:
-            raise UserError(
-                f"{root / MANIFEST} row {i + 2} ({rel}): {exc.strerror}; re-run `vptlib data prepare`"
-            ) from None
+            f = root / rel
+            why, fix = exc.strerror, "re-run `vptlib data prepare`"
+            if f.is_symlink() and not f.exists():  # prepared with --link, and the source moved
+                why = f"a link to {os.readlink(f)}, which is gone (was the source moved?)"
+                fix = f"move the source back, or {fix}"
+            raise UserError(f"{root / MANIFEST} row {i + 2} ({rel}): {why}; {fix}") from None
         if not ok:
             raise UserError(
                 f"{root / MANIFEST} row {i + 2} ({rel}): the file changed since prepare hashed it "
@@ -171,15 +174,46 @@ def _verify_files(root: Path, df: pd.DataFrame) -> None:
 _PIXELS: dict[tuple[str, int, int], torch.Tensor] = {}
 
 
-def _read_pixels(cache: Path, keep_in_memory: bool) -> torch.Tensor:
-    """The decoded pixel cache; with ``keep_in_memory`` read from disk once per process (the
-    engine's runs in one long-lived process share it; nobody writes into it)."""
+def _cache_identity(root: Path, df: pd.DataFrame, prep: Preprocess) -> dict[str, str]:
+    """What the pixel cache must have been decoded from: the manifest, its files' hashes in
+    order, and the preprocessing."""
+    files = hashlib.sha256("\n".join(f"{p} {h}" for p, h in zip(df["path"], df["sha256"], strict=True)).encode())
+    return {"manifest": manifest_hash(root), "files": files.hexdigest(), "prep": prep.key(), "rows": str(len(df))}
+
+
+def _decode(root: Path, rel: str, prep: Preprocess) -> np.ndarray:
+    try:
+        img, _, _ = load_rgb(root / rel)
+    except BadImage as exc:
+        raise UserError(f"{root / rel}: {exc}; re-run `vptlib data prepare`") from None
+    return prep.to_uint8(img)
+
+
+SPOT_CHECK = 4  # images decoded again to check a pixel cache before it is used
+
+
+def _spot_check(root: Path, df: pd.DataFrame, prep: Preprocess, pixels: torch.Tensor, n: int = SPOT_CHECK) -> bool:
+    """A few images decoded again equal their cached rows: a cache whose header was copied onto
+    other pixels is caught too, at the cost of decoding ``n`` images."""
+    if len(pixels) != len(df):
+        return False
+    rows = sorted({round(i * (len(df) - 1) / max(1, n - 1)) for i in range(n)})
+    return all(np.array_equal(pixels[i].numpy(), _decode(root, df["path"].iloc[i], prep)) for i in rows)
+
+
+def _read_pixels(cache: Path, identity: dict[str, str], keep_in_memory: bool) -> torch.Tensor | None:
+    """The decoded pixel cache when it is verified (:func:`vptlib.tensorfile.read_cache`), else None;
+    with ``keep_in_memory`` read from disk once per process (the engine's runs in one
+    long-lived process share it; nobody writes into it)."""
+    if not cache.is_file():
+        return None
     st = cache.stat()
     key = (str(cache.resolve()), st.st_size, st.st_mtime_ns)
     if key in _PIXELS:
         return _PIXELS[key]
-    pixels = load_file(cache)["pixels"]
-    if keep_in_memory:
+    tensors = tensorfile.read_cache(cache, identity)
+    pixels = tensors.get("pixels") if tensors else None
+    if keep_in_memory and pixels is not None:
         _PIXELS.clear()
         _PIXELS[key] = pixels
     return pixels
@@ -192,6 +226,7 @@ def load_data(
     include_excluded: bool = False,
     verify: bool = True,
     keep_in_memory: bool = False,
+    progress: bool = True,
 ) -> Data:
     """All three splits as uint8 tensors, decoding JPEGs only on the first call.
 
@@ -210,18 +245,18 @@ def load_data(
     if verify:
         _verify_files(root, df)
     cache = root / "cache" / f"pixels-{mhash}-{prep.key()}.safetensors"
-    if cache.is_file():
-        pixels = _read_pixels(cache, keep_in_memory)
-    else:
+    identity = _cache_identity(root, df, prep)
+    pixels = _read_pixels(cache, identity, keep_in_memory)
+    if pixels is not None and not _spot_check(root, df, prep, pixels):
+        pixels = None
+    if pixels is None:
+        if cache.is_file():
+            print(f"note: {cache} does not match the verified images; decoding them again")
         arrays = []
-        for rel in tqdm(df["path"], desc="decode images", unit="img", leave=False):
-            try:
-                img, _, _ = load_rgb(root / rel)
-            except BadImage as exc:
-                raise UserError(f"{root / rel}: {exc}; re-run `vptlib data prepare`") from None
-            arrays.append(prep.to_uint8(img))
+        for rel in tqdm(df["path"], desc="decode images", unit="img", leave=False, disable=not progress):
+            arrays.append(_decode(root, rel, prep))
         pixels = torch.from_numpy(np.stack(arrays))
-        atomic.atomic_write(cache, lambda p: save_file({"pixels": pixels}, str(p)))
+        tensorfile.write_cache(cache, {"pixels": pixels}, identity)
     keep = np.ones(len(df), bool) if include_excluded else (df["excluded"] == "").to_numpy()
     labels = torch.tensor([names.index(c) for c in df["class"]], dtype=torch.long)
 

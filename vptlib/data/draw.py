@@ -6,12 +6,14 @@ order, the first usable ones taken per split, and duplicates among them marked.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vptlib.errors import UserError
+from vptlib.paths import display, is_utf8
 from vptlib.seeds import SEED_RANGE, is_seed
 
 from .classes import STUDY_CLASSES, ClassMap
@@ -110,8 +112,15 @@ class Row:
 def _candidates(folder: Path, source: Path, skipped: list[Row], cls: str) -> list[Path]:
     files = []
     for p in sorted(folder.iterdir()):
-        rel = p.relative_to(source).as_posix()
-        if is_hidden(p):
+        rel = display(p.relative_to(source).as_posix())  # always writable as UTF-8
+        if not is_utf8(p.name):
+            skipped.append(
+                Row("", cls, "skipped", rel, note="file name is not valid UTF-8 (an old archive's?): rename it")
+            )
+        elif p.is_symlink() and not p.exists():
+            target = display(os.readlink(p))
+            skipped.append(Row("", cls, "skipped", rel, note=f"broken link to {target} (its target was moved?)"))
+        elif is_hidden(p):
             skipped.append(Row("", cls, "skipped", rel, note="hidden file"))
         elif p.is_dir():
             skipped.append(Row("", cls, "skipped", rel, note="sub-folder inside a class folder"))

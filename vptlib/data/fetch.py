@@ -22,6 +22,7 @@ from typing import Any
 
 from vptlib.errors import UserError
 from vptlib.network import proxy_note
+from vptlib.switches import flag
 
 KAGGLE_DATASET = "masoudnickparvar/brain-tumor-mri-dataset"
 # Version 1 is the dataset the study describes: 7,023 JPEGs, 5,712 in Training/ and 1,311 in
@@ -74,7 +75,7 @@ def fetch(
         return dest
     if archive is not None:
         return _unpack(Path(archive), dest, {"handle": f"manual: {Path(archive).name}"})
-    if os.environ.get("VPTLIB_OFFLINE") == "1":
+    if flag("VPTLIB_OFFLINE"):
         raise UserError("VPTLIB_OFFLINE=1: no download is tried. " + manual_instructions(dest, handle))
     url = api_endpoint()
     why = unreachable(url)
@@ -128,13 +129,12 @@ def find_root(path: Path) -> Path | None:
 
 
 def _unpack(archive: Path, dest: Path, origin: dict[str, Any]) -> Path:
-    import tempfile
+    from vptlib import atomic
 
     if not zipfile.is_zipfile(archive):
         raise UserError(f"--archive {archive} is not a zip file (Kaggle's download is one)")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.unzip-") as t:
-        tmp = Path(t)
+    with atomic.scratch_dir(dest) as tmp:  # a killed unzip's folder is removed by the next fetch
         with zipfile.ZipFile(archive) as z:
             for member in z.namelist():  # a zip may name ../ paths: nothing is written outside tmp
                 if not (tmp / member).resolve().is_relative_to(tmp.resolve()):

@@ -100,9 +100,23 @@ def write_set(
     """
     sets = out / SETS
     sets.mkdir(exist_ok=True)
+    _remove_stale(out)  # a killed or failed prepare's set must not fill the disk of every retry
     name = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.time_ns() % 10**9:09d}"
     staging = sets / f"{name}.partial"
     staging.mkdir()
+    try:
+        _fill(staging, files, classes, link, manifest, duplicates)
+        _complete(staging, manifest, source, link)
+    except BaseException:  # a full disk, Ctrl-C: the live set stays as it was, this one goes
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    final = sets / name
+    staging.rename(final)
+    atomic.fsync_dir(sets)
+    return final
+
+
+def _fill(staging: Path, files, classes, link: bool, manifest: bytes, duplicates: bytes) -> None:
     marker = {"tool": "vptlib data prepare", "classes": list(classes), "state": "partial"}
     (staging / SET_MARKER).write_text(json.dumps(marker))  # first, so a killed write is provably ours
     for rel, src in files:
@@ -114,6 +128,10 @@ def write_set(
             shutil.copyfile(src, dest)
     atomic.write_bytes(staging / MANIFEST, manifest)
     atomic.write_bytes(staging / DUPLICATES, duplicates)
+
+
+def _complete(staging: Path, manifest: bytes, source: Path, link: bool) -> None:
+    marker = json.loads((staging / SET_MARKER).read_text())
     from .fetch import read_origin
 
     # origin: the fetched dataset's version and file-list hash (vptlib.data.fetch), where known
@@ -125,10 +143,19 @@ def write_set(
         origin=read_origin(source),
     )
     atomic.write_json(staging / SET_MARKER, marker)
-    final = sets / name
-    staging.rename(final)
-    atomic.fsync_dir(sets)
-    return final
+
+
+def _remove_stale(out: Path) -> None:
+    """Remove sets of ours that are not live and whose writer is gone: a half-written one of
+    a prepare killed mid-copy, or a complete one killed before its commit."""
+    live = os.readlink(out / CURRENT) if (out / CURRENT).is_symlink() else None
+    for p in (out / SETS).iterdir():
+        if f"{SETS}/{p.name}" == live or not (_ours(p) or p.name.endswith(".partial")):
+            continue
+        parts = p.name.removesuffix(".partial").split("-")
+        pid = int(parts[2]) if len(parts) == 4 and parts[2].isdigit() else None
+        if pid is None or (pid != os.getpid() and not atomic.pid_alive(pid)):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def commit(out: Path, new_set: Path) -> None:

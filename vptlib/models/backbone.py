@@ -10,6 +10,7 @@ stops within seconds with a :class:`UserError` naming the route that works.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def _load_model(folder: Path, weights: Path) -> CLIPModel:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a second-long "Loading weights" bar is noise in every command's output
+    check_config(folder)
     if weights.suffix == ".bin":
         return _model_from_state(folder, _read_bins([weights]))
     try:
@@ -96,8 +98,36 @@ def _read_bins(paths: list[Path]) -> dict[str, torch.Tensor]:
     return state
 
 
+# The sizes of each tower that must be whole numbers >= 1 (transformers divides by some).
+_SIZES = ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size")
+
+
+def check_config(folder: Path) -> None:
+    """Refuse a damaged ``config.json`` with a line naming the field, before transformers
+    divides by a zero head count or builds a tower from a string width."""
+    where = folder / "config.json"
+    try:
+        cfg = json.loads(where.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{where} is not readable JSON ({exc}); restore it from the model's source") from None
+    for tower in ("vision_config", "text_config"):
+        sub = cfg.get(tower) if isinstance(cfg, dict) else None
+        if not isinstance(sub, dict):
+            continue  # transformers fills a missing tower with its defaults
+        for key in (*_SIZES, *(("image_size", "patch_size") if tower == "vision_config" else ())):
+            value = sub.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise UserError(
+                    f"{where}: {tower}.{key} must be a whole number >= 1, got {value!r}; the file is damaged"
+                )
+        width, heads = sub.get("hidden_size"), sub.get("num_attention_heads")
+        if isinstance(width, int) and isinstance(heads, int) and width % heads:
+            raise UserError(f"{where}: {tower}.hidden_size {width} is not divisible by num_attention_heads {heads}")
+
+
 def _model_from_state(src: Path, state: dict[str, torch.Tensor]) -> CLIPModel:
     """A CLIPModel of ``src``'s config.json holding ``state``, every key accounted for."""
+    check_config(src)
     try:
         model = CLIPModel(CLIPConfig.from_pretrained(src))
     except (OSError, ValueError) as exc:

@@ -8,7 +8,14 @@ Shared loading (which runs make each method's row) is in :mod:`.loading`.
 
 from .attention import ATTENTION_METHODS, attention_maps, plot_attention, plot_prompt_attention
 from .comparison import COMPARISON_RULE, significance_display, significance_sentence, significance_table
-from .curves import plot_few_shot, plot_prompt_length, sweep_budget_markdown, sweep_settings, sweep_table
+from .curves import (
+    plot_few_shot,
+    plot_prompt_length,
+    sweep_budget_markdown,
+    sweep_failures_html,
+    sweep_settings,
+    sweep_table,
+)
 from .dataset import (
     class_distribution,
     duplicates_table,
@@ -119,6 +126,7 @@ __all__ = [
     "run_commands_markdown",
     "sample_grid",
     "sweep_budget_markdown",
+    "sweep_failures_html",
     "sweep_settings",
     "seed_correct",
     "seed_table",

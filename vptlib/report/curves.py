@@ -109,3 +109,26 @@ def sweep_settings(df: pd.DataFrame, axis: str) -> pd.DataFrame:
             row[f"steps at {axis}={value}"] = "/".join(f"{s:,}" for s in steps)
         rows.append(row)
     return pd.DataFrame(rows).set_index("method")
+
+
+def sweep_failures_html(df: pd.DataFrame, axis: str) -> str:
+    """A warning box listing every point of the sweep that failed or never ran, with its
+    error; empty when all succeeded. Failed points are missing from the curve and the
+    table above, so the page says which and why, never silently."""
+    if "error" not in df:
+        return ""
+    bad = df[df.error.fillna("") != ""]
+    if bad.empty:
+        return ""
+    import html
+
+    rows = "".join(
+        f"<li>{html.escape(TITLES.get(r.method, r.method))}, {axis} {html.escape(str(getattr(r, axis, '')))}, "
+        f"seed {r.seed}: {html.escape(str(r.error))}</li>"
+        for r in bad.itertuples()
+    )
+    return (
+        '<div class="admonition warning"><p class="admonition-title">'
+        f"{len(bad)} of {len(df)} points failed and are not in the curve or the table</p>"
+        f"<ul>{rows}</ul><p>Rerun the sweep (<code>make sweep</code>) to retry them; finished points are reused.</p></div>"
+    )

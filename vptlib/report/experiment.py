@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -14,6 +13,7 @@ from PIL import Image
 
 from vptlib.data.classes import DISPLAY_NAMES
 from vptlib.runs import records
+from vptlib.switches import flag
 
 from .loading import STATIC_ENV, TITLES, _bytes, _changed, _predictions
 
@@ -176,7 +176,7 @@ def prediction_explorer(run_dir: str | Path, data_root: str | Path):
     HTML needs no widget JavaScript from a CDN.
     """
     p = _predictions(run_dir)
-    if os.environ.get(STATIC_ENV) == "1":
+    if flag(STATIC_ENV):
         return p[["path", "true", "pred", *[c for c in p.columns if c.startswith("prob_")]]].round(3).head(20)
     import ipywidgets as w
     from IPython.display import display

@@ -11,8 +11,11 @@ import pandas as pd
 import seaborn as sns
 
 from vptlib.data.classes import DISPLAY_NAMES
+from vptlib.errors import UserError
 from vptlib.methods import METHODS
+from vptlib.paths import component, inside
 from vptlib.runs import records
+from vptlib.runs.metrics import classification_report
 
 # One theme for every statistical figure of the book, set once here.
 sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=0.9)
@@ -79,11 +82,45 @@ def latest_group(runs: str | Path, profile: str, method: str) -> list[Path]:
     root = records.method_folder(runs, profile, method)
     group = root / records.GROUP
     if group.is_file():
-        dirs = [root / name for name in json.loads(group.read_text())["runs"]]
+        dirs = _group_dirs(root, group)
         if all((d / records.METRICS).is_file() for d in dirs):
             return dirs
     newest = latest_run(runs, profile, method)
     return [newest] if newest else []
+
+
+def _group_dirs(root: Path, group: Path) -> list[Path]:
+    """The run folders ``group.json`` names: each a run id inside ``root``, each seed once."""
+    try:
+        info = json.loads(group.read_text())
+        names = list(info["runs"])
+        seeds = list(info.get("seeds", range(len(names))))  # a group file of an earlier version had no seeds
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{group} is damaged; rerun the method's page (make run NB={root.name})") from None
+    for name in names:
+        component(name, f"{group}: run id")
+        inside(root, name, f"{group}: run")
+    if len(set(names)) != len(names) or len(set(map(str, seeds))) != len(seeds) or len(seeds) != len(names):
+        raise UserError(f"{group} names a run or a seed twice ({names}, seeds {seeds}): one run per seed")
+    return [root / name for name in names]
+
+
+def verified_metrics(run_dir: Path) -> dict:
+    """A run's ``metrics.json``, refused when its test numbers are not those of its own
+    ``predictions.csv``: a published number is always one the predictions support."""
+    metrics = records.read_run(run_dir)["metrics"]
+    recorded = metrics.get("test")
+    if not recorded:
+        return metrics
+    labels, probs, classes = _test_arrays(run_dir)
+    again = classification_report(labels, probs, tuple(classes))
+    for key in ("n", "accuracy", "balanced_accuracy", "macro_f1", "ece"):
+        if not np.isclose(float(recorded.get(key, np.nan)), float(again[key]), rtol=0, atol=1e-6):
+            raise UserError(
+                f"{run_dir}: metrics.json gives test {key} {recorded.get(key)!r} but its predictions.csv "
+                f"gives {again[key]!r}; the record was altered or damaged: delete the run folder and rerun it"
+            )
+    return metrics
 
 
 def latest_groups(runs: str | Path, profile: str) -> dict[str, list[Path]]:

@@ -29,6 +29,7 @@ from .loading import (
     latest_runs,
     method_order,
     seed_correct,
+    verified_metrics,
 )
 
 
@@ -37,7 +38,7 @@ def results_table(runs: str | Path, profile: str) -> pd.DataFrame:
     rows = []
     for method, group in latest_groups(runs, profile).items():
         first = records.read_run(group[0])
-        metrics = [records.read_run(d)["metrics"] for d in group]
+        metrics = [verified_metrics(d) for d in group]
         accs = np.array([m["test"]["accuracy"] for m in metrics])
         # test images are resampled; each image counts the share of seeds that get it right
         correct = seed_correct(group)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,8 @@ class RunConfig:
         d.pop("out")
         d.pop("evaluate_test")
         d["data"] = str(Path(self.data).resolve())
+        if Path(self.model).is_dir():  # "./tiny" and "tiny" are one model folder, so one run to resume
+            d["model"] = str(Path(self.model).resolve())
         return d
 
 
@@ -89,9 +93,64 @@ def run_config(method: str, hparams: dict | None = None, **fields: Any) -> RunCo
     Method options (``prompt_tokens``, ...) may appear at any level.
     """
     merged = {**(hparams or {}).get(method, {}), **{k: v for k, v in fields.items() if v is not None}}
+    merged = coerce(method, merged, "setting")
     known = set(RunConfig.__dataclass_fields__)
     options = {**merged.pop("options", {}), **{k: merged.pop(k) for k in list(merged) if k not in known}}
     return RunConfig(method=method, options=options, **merged)
+
+
+# A number as YAML 1.1 (PyYAML) leaves it a string: "1e-3" has no dot, so it is not a float there.
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _types(method: str) -> dict[str, Any]:
+    hints = typing.get_type_hints(RunConfig)
+    if method in METHODS:
+        hints.update(typing.get_type_hints(spec(method).options))
+    return hints
+
+
+def coerce(method: str, settings: dict[str, Any], where: str) -> dict[str, Any]:
+    """``settings`` with each value of a typed field made that type, or a :class:`UserError`
+    naming ``where.key``: an int field takes an int (or a float with an integer value, 8.0),
+    never 2.5; a float field takes a finite number, or a number YAML 1.1 left as a string
+    (``1e-3``); a bool field takes only true/false. Infinities and NaN are refused."""
+    types = _types(method)
+    out = dict(settings)
+    for key, value in settings.items():
+        want = types.get(key)
+        if key == "options" and isinstance(value, dict):
+            out[key] = coerce(method, value, where)
+            continue
+        if want is None or value is None:
+            continue
+        allowed = set(typing.get_args(want)) or {want}
+        out[key] = _one(value, allowed, f"{where} {key}")
+    return out
+
+
+def _one(value: Any, allowed: set, name: str) -> Any:
+    if bool in allowed:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"{name} must be true or false, got {value!r}")
+    if int in allowed:
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UserError(f"{name} must be a whole number, got {value!r}")
+        return value
+    if float in allowed:
+        if isinstance(value, str) and _NUMBER.match(value.strip()):
+            value = float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(f"{name} must be a finite number, got {value!r}")
+        return float(value)
+    if str in allowed and isinstance(value, Path):
+        return str(value)
+    if str in allowed and not isinstance(value, str):
+        raise UserError(f"{name} must be text, got {value!r}")
+    return value
 
 
 def override_names(method: str) -> list[str]:

@@ -35,7 +35,7 @@ import torch
 
 from vptlib import atomic, locks
 from vptlib.data.dataset import Data, Preprocess, load_data
-from vptlib.errors import UserError
+from vptlib.errors import TrainingDiverged, UserError
 from vptlib.methods import Classifier, build, spec
 
 from . import folders, provenance, record_writer, records
@@ -89,15 +89,18 @@ def run(
         if done is not None:
             return RunResult(done, json.loads((done / records.METRICS).read_text()), read_history(done))
     run_dir = folders.claim_run_dir(cfg, identity, given, resume, dist, progress)
+    if (run_dir / records.DIVERGED).is_file():  # the same seeded steps would diverge again
+        why = json.loads((run_dir / records.DIVERGED).read_text()).get("reason", "diverged")
+        raise TrainingDiverged(f"{why} (recorded by an earlier attempt; delete {run_dir} to train it again)")
     # One process trains (or resumes) a run at a time; the lock dies with its holder.
     with locks.exclusive(run_dir, f"run {run_dir}") if dist.main else contextlib.nullcontext():
         return _train_and_record(cfg, identity, given, run_dir, device, dist, progress, keep_model, started)
 
 
-def _build(cfg: RunConfig, clip) -> tuple[Data, Preprocess, Classifier]:
+def _build(cfg: RunConfig, clip, progress: bool) -> tuple[Data, Preprocess, Classifier]:
     """The run's data (a few-shot subset when asked) and its untrained classifier."""
     prep = Preprocess.from_processor(clip.processor)
-    data = load_data(cfg.data, prep, keep_in_memory=True)
+    data = load_data(cfg.data, prep, keep_in_memory=True, progress=progress)
     if cfg.train_per_class is not None:
         data = data.few_shot(cfg.train_per_class, cfg.seed)
     options = dict(cfg.options)
@@ -122,7 +125,7 @@ def _train_and_record(
     started: float,
 ) -> RunResult:
     clip = given.clip()
-    data, prep, model = _build(cfg, clip)
+    data, prep, model = _build(cfg, clip, progress)
     model.to(device)
     cast_frozen(model, cfg.precision)  # frozen layers stored in bf16/fp16 once: the same logits, faster steps
     attention = attention_kernel(device, cfg.precision)
@@ -168,6 +171,8 @@ def run_seeds(config: RunConfig, seeds: list[int], **kwargs: Any) -> list[RunRes
     seeds = list(seeds) if spec(config.method).trains else list(seeds)[:1]
     if not seeds:
         raise UserError("seeds is empty: give at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"seeds {seeds} names a seed twice: each seed is one independent run")
     results = [run(dataclasses.replace(config, seed=s), **kwargs) for s in seeds]
     if is_main_process():
         root = folders.method_root(config)

@@ -6,15 +6,16 @@ Without a launcher every method is the identity, so the training loop is written
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 
+from vptlib.switches import world
+
 
 def is_main_process() -> bool:
     """True unless a launcher started this process as a data-parallel worker other than the first."""
-    return int(os.environ.get("RANK", "0")) == 0
+    return world()[0] == 0
 
 
 class Dist:
@@ -22,7 +23,7 @@ class Dist:
 
     def __init__(self):
         self.acc = None
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if world()[1] > 1:
             from accelerate import Accelerator  # the process group is Accelerate's, not ours
 
             self.acc = Accelerator()

@@ -14,6 +14,7 @@ training. Unreadable files are listed with their reason, never raised.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 from vptlib.data.dataset import Preprocess, normalize
 from vptlib.data.images import IMAGE_SUFFIXES, BadImage, is_hidden, load_rgb
 from vptlib.errors import UserError
+from vptlib.paths import display
 
 from .devices import cast_frozen, pick_device, set_attention
 from .evaluation import logits_in_batches
@@ -103,9 +105,9 @@ def load_predictor(
     """
     from . import records
 
-    model, cfg = records.load_run(run_dir, clip=clip, device=device)
+    dev = device if isinstance(device, torch.device) else pick_device(device)  # before any weight moves
+    model, cfg = records.load_run(run_dir, clip=clip, device=dev)
     prep = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["preprocess"].items()})
-    dev = device if isinstance(device, torch.device) else pick_device(device)
     precision = precision or cfg["precision"]
     cast_frozen(model, precision)  # as the engine did: the same logits under autocast
     set_attention(model, cfg.get("attention") or "sdpa")  # the kernel the run used
@@ -122,9 +124,11 @@ def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[tuple[
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            for f in sorted(q for q in p.rglob("*") if q.is_file()):
+            for f in sorted(q for q in p.rglob("*") if q.is_file() or q.is_symlink()):
                 rel = f.relative_to(p)
-                if any(is_hidden(Path(part)) for part in rel.parts):
+                if f.is_symlink() and not f.exists():
+                    skipped.append((str(f), f"broken link to {display(os.readlink(f))}"))
+                elif any(is_hidden(Path(part)) for part in rel.parts):
                     skipped.append((str(f), "hidden file"))
                 elif f.suffix.lower() not in IMAGE_SUFFIXES:
                     skipped.append((str(f), f"not an image extension ({f.suffix or 'none'})"))
@@ -132,6 +136,8 @@ def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[tuple[
                     files.append(f)
         elif p.exists():
             files.append(p)
+        elif p.is_symlink():
+            skipped.append((str(p), f"broken link to {display(os.readlink(p))}"))
         else:
             skipped.append((str(p), "no such file or folder"))
     return files, skipped
@@ -149,26 +155,18 @@ def predict(
     ``model`` is where the run's base model is now (a moved folder, or a copy); it must
     hold the same weights the run recorded (its fingerprint), else nothing is predicted.
     """
-    from vptlib.models.backbone import fingerprint, load_clip
-
     from . import records
 
     run_dir = Path(run_dir)
     if not (run_dir / records.METRICS).is_file():
         hint = "it is unfinished: resume it with --resume" if (run_dir / records.CONFIG).is_file() else "no run here"
         raise UserError(f"{run_dir} is not a finished run ({hint}); pass runs/<profile>/<method>/<run-id>")
+    if not isinstance(device, torch.device):
+        pick_device(device)  # an unavailable device stops here, before the model is loaded
     files, skipped = expand_inputs(inputs)
     if not files and not skipped:
         raise UserError("no images given: pass image files or folders")
-    clip = None
-    if model is not None:
-        clip = load_clip(model)
-        recorded = json.loads((run_dir / records.CONFIG).read_text()).get("model_fingerprint")
-        if fingerprint(clip.model) != recorded:
-            raise UserError(
-                f"--model {model} is not the model {run_dir.name} was trained from (weights fingerprint "
-                f"{fingerprint(clip.model)}, the run recorded {recorded})"
-            )
+    clip = _same_model(run_dir, model)
     predictor = load_predictor(run_dir, clip=clip, device=device)
     if progress:
         from tqdm import tqdm
@@ -179,7 +177,33 @@ def predict(
         table = pd.concat(
             [table, pd.DataFrame([{"path": p, "pred": "", "error": why} for p, why in skipped])], ignore_index=True
         )
+    table["path"] = table["path"].map(display)  # a Latin-1 file name is shown as \xNN, and the CSV stays UTF-8
     return table
+
+
+def _same_model(run_dir: Path, model: str | None):
+    """The run's base model, loaded from ``model`` (a moved folder, a copy) or from where the run
+    recorded it, and refused unless its weights are those the run was trained from: a model
+    folder rebuilt since would otherwise predict with other weights under the run's name."""
+    from vptlib.models.backbone import fingerprint, load_clip, model_signature
+
+    from . import records
+
+    cfg = json.loads((run_dir / records.CONFIG).read_text())
+    where = model or cfg["model"]
+    clip = load_clip(where, revision=None if model else cfg.get("revision"))
+    recorded = cfg.get("model_fingerprint")
+    signature = model_signature(where)
+    if signature is not None and signature == cfg.get("model_signature"):
+        return clip  # the same files, unchanged since the run (size and modification time)
+    now = fingerprint(clip.model)
+    if now != recorded:
+        given = f"--model {model}" if model else f"the run's model {where}"
+        raise UserError(
+            f"{given} is not the model {run_dir.name} was trained from (weights fingerprint {now}, the run "
+            f"recorded {recorded}): its folder was rebuilt or replaced; pass --model with the original weights"
+        )
+    return clip
 
 
 def describe(table: pd.DataFrame) -> str:

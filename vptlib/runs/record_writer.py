@@ -152,15 +152,15 @@ def write_result(
         if len(hist):
             atomic.write_bytes(run_dir / records.HISTORY, hist.to_csv(index=False).encode())
         metrics["seconds"] = _cost(outcome, hist, inputs)
-        atomic.write_json(run_dir / records.METRICS, metrics)
-        (run_dir / records.STATE).unlink(missing_ok=True)
-        if results.get("test"):
+        if results.get("test"):  # counted before metrics.json: a kill in between leaves the look counted
             curve = [
                 (float(r["test_acc"]), f"epoch {int(r['epoch'])} curve (plot only)")
                 for r in outcome.history
                 if not np.isnan(r.get("test_acc", float("nan")))
             ]
             ledger.log_test_look(run_dir, cfg, results["test"]["accuracy"], curve + outcome.test_looks)
+        atomic.write_json(run_dir / records.METRICS, metrics)
+        (run_dir / records.STATE).unlink(missing_ok=True)
     return metrics
 
 
@@ -195,9 +195,10 @@ def add_test(run_dir: Path, cfg: RunConfig, clip: Any = None, device: torch.devi
         metrics["test"] = classification_report(labels, probs, data.classes)
     metrics["test_evaluated"] = True
     old = pd.read_csv(run_dir / records.PREDICTIONS, keep_default_na=False)
+    old = old[old["split"] != "test"]  # test rows of an earlier attempt killed before metrics.json
     rows = pd.concat([old, pd.DataFrame(_rows("test", data, labels, probs))], ignore_index=True)
     atomic.write_bytes(run_dir / records.PREDICTIONS, rows.to_csv(index=False).encode())
-    atomic.write_json(run_dir / records.METRICS, metrics)
-    if metrics["test"]:
+    if metrics["test"]:  # counted before the record says so: a kill in between leaves the look counted
         ledger.log_test_look(run_dir, cfg, metrics["test"]["accuracy"])
+    atomic.write_json(run_dir / records.METRICS, metrics)
     return metrics

@@ -31,10 +31,11 @@ from typing import Any
 
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from vptlib import atomic
 from vptlib.errors import UserError
+from vptlib.tensorfile import read_weights
 
 CONFIG, METRICS, HISTORY, STATE, WEIGHTS, PREDICTIONS, GROUP = (
     "config.json",
@@ -45,6 +46,9 @@ CONFIG, METRICS, HISTORY, STATE, WEIGHTS, PREDICTIONS, GROUP = (
     "predictions.csv",
     "group.json",
 )
+# Written by a run that diverged: its reason. The run is deterministic (seeded, resumed at
+# the same step), so resuming it would diverge again; it is reported failed at once instead.
+DIVERGED = "diverged.json"
 
 
 def profile_folder(runs: str | Path, profile: str) -> Path:
@@ -172,10 +176,16 @@ def load_run(run_dir: str | Path, clip=None, device: str | torch.device = "cpu")
         if options.get(key) is not None:
             options[key] = tuple(options[key])
     model = build(cfg["method"], clip, len(cfg["classes"]), **options)
-    weights = load_file(str(run_dir / WEIGHTS))
-    expected = set(model.trainable_state())
-    if set(weights) != expected:
-        raise ValueError(f"{run_dir / WEIGHTS} does not match {cfg['method']}'s trainable tensors")
+    redo = f"the run cannot be used: delete {run_dir} and rerun it"
+    weights = read_weights(run_dir / WEIGHTS, redo)
+    expected = model.trainable_state()
+    wrong = sorted(k for k in set(weights) | set(expected) if k not in weights or k not in expected)
+    wrong += sorted(k for k in set(weights) & set(expected) if weights[k].shape != expected[k].shape)
+    if wrong:
+        raise UserError(
+            f"{run_dir / WEIGHTS} does not fit {run_dir / CONFIG} ({cfg['method']}'s trainable tensors differ "
+            f"at {', '.join(wrong[:3])}): one of the two was edited or replaced; {redo}"
+        )
     model.load_state_dict(weights, strict=False)
     return model.to(device).eval(), cfg
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from vptlib import atomic
+from vptlib import tensorfile
 from vptlib.data.augment import Augment
 from vptlib.data.dataset import Data, normalize
+from vptlib.errors import UserError
 from vptlib.methods import Classifier
 
 from .devices import attention_kernel, autocast
@@ -84,7 +84,8 @@ def _feature_cache(
     kernel = attention_kernel(device, cfg.precision)  # eager and SDPA round differently under bf16
     key = f"features-{model_fingerprint}-{data.manifest_hash}-{data.prep.key()}-{cfg.precision}-{kernel}"
     path = data.root / "cache" / f"{key}.safetensors"
-    if dist.main and not path.is_file():
+    identity = {"key": key, "rows": ",".join(str(len(_full(data, s))) for s in ("train", "val", "test"))}
+    if dist.main and tensorfile.read_cache(path, identity) is None:  # missing, damaged or not these features
         feats = {}
         for s in ("train", "val", "test"):
             split = _full(data, s)
@@ -94,9 +95,11 @@ def _feature_cache(
                 with torch.inference_mode(), autocast(device, cfg.precision):
                     chunks.append(model.features(x).float().cpu())
             feats[s] = torch.cat(chunks) if chunks else torch.zeros(0, model.head.in_features)
-        atomic.atomic_write(path, lambda p: save_file(feats, str(p)))
+        tensorfile.write_cache(path, feats, identity)
     dist.barrier()
-    feats = load_file(str(path))
+    feats = tensorfile.read_cache(path, identity)
+    if feats is None:
+        raise UserError(f"{path} could not be read back after writing it; check the disk, then rerun")
     out = {}
     for s in names:
         split = getattr(data, s)

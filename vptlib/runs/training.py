@@ -109,13 +109,17 @@ def _epoch(
 
 
 def _keep_best(exc: TrainingDiverged, state: State, run_dir: Path, dist: Dist) -> None:
-    """A diverged run keeps what its completed epochs achieved, then stops with the reason."""
+    """A diverged run keeps what its completed epochs achieved, records why (a rerun reports
+    it without training again: :data:`~vptlib.runs.records.DIVERGED`), then stops."""
+    reason = str(exc)
     if state.best_state is not None and dist.main:
         records.save_weights(run_dir / records.WEIGHTS, state.best_state)
-        raise TrainingDiverged(
+        reason = (
             f"{exc}; the weights of epoch {state.best['epoch']} (best on validation) are in {run_dir / records.WEIGHTS}"
-        ) from None
-    raise exc
+        )
+    if dist.main:
+        atomic.write_json(run_dir / records.DIVERGED, {"reason": reason, "epoch": state.epoch + 1})
+    raise TrainingDiverged(reason) from None
 
 
 def _save_progress(run_dir: Path, state: State, model: Classifier, opt, sched, scaler) -> None:

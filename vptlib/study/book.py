@@ -9,7 +9,7 @@ and overrides) and never branches on the profile.
 
 from __future__ import annotations
 
-import shutil
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import yaml
 
 from vptlib import REPO, atomic
 from vptlib.errors import UserError
+from vptlib.paths import inside
 
 SMOKE_BANNER = (
     "Smoke build: every number on these pages comes from a tiny model warmed up on synthetic phantoms, "
@@ -50,8 +51,16 @@ def _ways_forward(missing: str, model: str, revision: str | None, kaggle: str) -
     )
 
 
-def preflight(profile_path: str | Path, data: str | None = None, model: str | None = None) -> dict[str, Any]:
-    """Check, within seconds, that the model and the data can be had; before any training."""
+def preflight(
+    profile_path: str | Path, data: str | None = None, model: str | None = None, stamp: str | Path | None = None
+) -> dict[str, Any]:
+    """Check, within seconds, that the model and the data can be had; before any training.
+
+    ``stamp``: a file that holds the identity of the build's inputs (:func:`inputs_identity`),
+    rewritten only when it changed. The pages that train depend on it in the Makefile, so
+    ``make book MODEL=<another>`` or a toggled ``DRY_RUN`` re-executes them instead of
+    showing the earlier model's results under the new name.
+    """
     from vptlib.data.fetch import fetch
     from vptlib.models.backbone import load_clip
 
@@ -70,8 +79,9 @@ def preflight(profile_path: str | Path, data: str | None = None, model: str | No
                     fetch(source["kaggle"], **_handle(source))
             except UserError as exc:
                 problems.append("data: " + " ".join(line.strip() for line in str(exc).splitlines()))
+    clip = None
     try:
-        load_clip(prof.model, revision=prof.revision)
+        clip = load_clip(prof.model, revision=prof.revision)
     except UserError as exc:
         problems.append(f"model: {exc}")
     if problems:
@@ -79,7 +89,33 @@ def preflight(profile_path: str | Path, data: str | None = None, model: str | No
         raise UserError(
             _ways_forward("cannot build the full report: " + "; ".join(problems), prof.model, prof.revision, kaggle)
         )
+    if stamp is not None:
+        write_if_changed(Path(stamp), json.dumps(inputs_identity(prof, clip), indent=2, sort_keys=True) + "\n")
     return profile
+
+
+def inputs_identity(prof, clip) -> dict[str, Any]:
+    """What the pages of a build were made from, besides code and profile (make tracks those):
+    the model (where, which commit, its weight files' sizes and times), the data folder and
+    whether this is a dry run."""
+    from vptlib.models.backbone import model_signature
+
+    return {
+        "profile": prof.profile,
+        "dry_run": prof.dry_run,
+        "model": prof.model,
+        "model_source": clip.source.record(),
+        "model_signature": model_signature(prof.model),
+        "data": str(Path(prof.data).resolve()),
+    }
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Write ``text`` atomically unless ``path`` holds it already (its time then stays, for make)."""
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return False
+    atomic.write_text(path, text)
+    return True
 
 
 def _handle(source: dict[str, Any]) -> dict[str, str]:
@@ -140,27 +176,78 @@ def write_toc(out: str | Path) -> Path:
     return atomic.write_text(out, yaml.safe_dump(toc, sort_keys=False))
 
 
+STAMP = "PROFILE"  # the build's profile, written by guard
+OUTPUTS = ".vptlib-outputs"  # every page vptlib wrote into the folder, one relative path a line
+
+
 def guard(profile_name: str, generated: str | Path, clear: bool = True) -> None:
     """Outputs of another profile must never appear in this build.
 
-    ``make book`` (``clear=True``, after its preflight) clears pages it stamped with
+    ``make book`` (``clear=True``, after its preflight) removes the pages it wrote for
     another profile; ``make run`` (``clear=False``) refuses instead, so a typo or a
-    forgotten ``PROFILE=`` never wipes a finished build. A folder without vptlib's
-    stamp is never deleted.
+    forgotten ``PROFILE=`` never wipes a finished build. Only files listed in the folder's
+    :data:`OUTPUTS` are ever deleted: a file of yours beside them stays.
     """
     generated = Path(generated)
-    stamp = generated / "PROFILE"
+    stamp = generated / STAMP
     built = stamp.read_text().strip() if stamp.is_file() else None
-    if built is None and generated.is_dir() and any(p.name != "PROFILE" for p in generated.iterdir()):
-        raise UserError(f"{generated} holds files without vptlib's PROFILE stamp; move them away first")
+    if built is None and generated.is_dir() and any(p.name not in (STAMP, OUTPUTS) for p in generated.iterdir()):
+        raise UserError(f"{generated} holds files without vptlib's {STAMP} stamp; move them away first")
     if built is not None and built != profile_name:
         if not clear:
             raise UserError(
                 f"{generated} holds the {built!r} build, not {profile_name!r}: rerun with "
                 f"PROFILE={built}, or build this profile first with make book PROFILE={profile_name}"
             )
-        print(f"profile changed to {profile_name}: clearing {generated}")
-        shutil.rmtree(generated)
+        print(f"profile changed to {profile_name}: removing the {built!r} pages from {generated}")
+        clean(generated)
     generated.mkdir(parents=True, exist_ok=True)
     if not stamp.is_file():
+        atomic.write_text(generated / OUTPUTS, "")  # a new build: nothing in it is vptlib's yet
         atomic.write_text(stamp, profile_name + "\n")
+
+
+def record_output(path: str | Path) -> None:
+    """Note that vptlib wrote ``path``, in the :data:`OUTPUTS` of the stamped folder above it."""
+    path = Path(path).resolve()
+    root = next((d for d in path.parents if (d / STAMP).is_file()), None)
+    if root is None:
+        return
+    listed = _outputs(root)
+    rel = path.relative_to(root).as_posix()
+    if rel not in listed or not (root / OUTPUTS).is_file():
+        atomic.write_text(root / OUTPUTS, "".join(f"{p}\n" for p in sorted({*listed, rel})))
+
+
+def _outputs(root: Path) -> set[str]:
+    f = root / OUTPUTS
+    if f.is_file():
+        return {line for line in f.read_text(encoding="utf-8").splitlines() if line.strip()}
+    # A build stamped before the list existed: its pages are the notebooks vptlib executed there.
+    return {p.relative_to(root).as_posix() for p in root.rglob("*.ipynb")} if (root / STAMP).is_file() else set()
+
+
+def clean(generated: str | Path) -> list[Path]:
+    """Delete the pages vptlib wrote into ``generated`` (its :data:`OUTPUTS`) and its stamp;
+    returns what is kept: files vptlib did not write."""
+    generated = Path(generated)
+    if not generated.is_dir():
+        return []
+    for rel in _outputs(generated):
+        try:
+            target = inside(generated, rel, f"{generated / OUTPUTS}: entry")
+        except UserError:
+            continue  # an entry that leads outside is never followed
+        if target.is_file() and not target.is_symlink():
+            target.unlink()
+    for name in (OUTPUTS, STAMP):
+        (generated / name).unlink(missing_ok=True)
+    for d in sorted((p for p in generated.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        if not any(d.iterdir()):
+            d.rmdir()
+    kept = sorted(p for p in generated.rglob("*") if p.is_file())
+    if kept:
+        print(f"kept {len(kept)} file(s) vptlib did not write in {generated}: {', '.join(map(str, kept[:5]))}")
+    elif not any(generated.iterdir()):
+        generated.rmdir()
+    return kept

@@ -15,7 +15,7 @@ import yaml
 from vptlib import atomic
 from vptlib.errors import UserError
 
-from .book import load_profile
+from .book import load_profile, record_output
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -89,6 +89,7 @@ def execute(
         except pm.PapermillExecutionError as exc:
             failed = output.with_suffix(".failed.ipynb")
             shutil.copyfile(tmp, failed)
+            record_output(failed)
             raise UserError(f"{template} failed for {params}: {exc.ename}: {exc.evalue} (see {failed})") from None
         nb = nbformat.read(tmp, as_version=4)
         # Progress bars rendered as ipywidgets leave widget state behind, which makes
@@ -106,6 +107,8 @@ def execute(
 
     try:
         atomic.atomic_write(output, write)  # group-readable like any file, and whole or not at all
+        record_output(output)
+        output.with_suffix(".failed.ipynb").unlink(missing_ok=True)  # an earlier failure, now healed
     finally:
         if env_before is None:
             os.environ.pop("VPTLIB_STATIC", None)

@@ -13,9 +13,9 @@ deterministic for a seed, and it is no stand-in for CLIP's real pretraining.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
+from vptlib import atomic
 from vptlib.data.phantoms import write_phantoms
 from vptlib.data.prepare import PrepareOptions, prepare
 from vptlib.models.backbone import load_clip
@@ -31,8 +31,7 @@ def pretrain_tiny(
     from vptlib.runs.engine import RunConfig, run
 
     out = Path(out)
-    with tempfile.TemporaryDirectory(prefix="vptlib-pretrain-") as tmp:
-        tmp = Path(tmp)
+    with atomic.scratch_dir(out) as tmp:  # beside out: a killed build's leftovers go with the next one
         write_tiny_clip(tmp / "random", seed=seed)
         write_phantoms(tmp / "phantoms", per_class=per_class, size=128, seed=PRETRAIN_SEED_OFFSET + seed)
         prepare(

@@ -8,8 +8,6 @@ anything runs. :class:`Profile` documents each key where it is defined.
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,13 +16,12 @@ import yaml
 
 from vptlib import REPO
 from vptlib.errors import UserError
-from vptlib.seeds import SEED_RANGE, is_seed
+from vptlib.switches import flag
+
+from . import schema
 
 if TYPE_CHECKING:
     from vptlib.runs.config import RunConfig
-
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass
@@ -125,7 +122,7 @@ def load(path: str | Path, check_methods: bool = True) -> Profile:
         choices = ", ".join(p.stem for p in sorted(here.glob("*.yaml")))
         raise UserError(f"profile {path} not found; choose PROFILE= one of: {choices}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = schema.safe_yaml(path)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
@@ -145,8 +142,8 @@ def load(path: str | Path, check_methods: bool = True) -> Profile:
             raise UserError(f"profile {path}: {key} must be a {want}, got {value!r}")
     prof = Profile(**raw)
     if check_methods:
-        _check(prof, path)
-    return dry_run(prof) if os.environ.get(DRY_RUN_ENV, "") not in ("", "0") else prof
+        schema.check(prof, path)
+    return dry_run(prof) if flag(DRY_RUN_ENV) else prof
 
 
 DRY_RUN_ENV = "VPTLIB_DRY_RUN"
@@ -181,70 +178,6 @@ def dry_run(p: Profile) -> Profile:
     )
 
 
-def _check(p: Profile, path: Path) -> None:
-    from vptlib.methods import METHODS
-    from vptlib.runs.devices import PRECISIONS
-
-    def bad(msg: str) -> UserError:
-        return UserError(f"profile {path}: {msg}")
-
-    if not NAME.match(p.profile):
-        raise bad(f"profile must be a plain name (letters, digits, _ . -), got {p.profile!r}")
-    if not p.seeds or not all(is_seed(s) for s in p.seeds):
-        raise bad(f"seeds must be a non-empty list of integers in {SEED_RANGE}, got {p.seeds!r}")
-    if not is_seed(p.seed):
-        raise bad(f"seed must be in {SEED_RANGE}, got {p.seed}")
-    if p.tuning_seed is not None and not is_seed(p.tuning_seed):
-        raise bad(f"tuning_seed must be in {SEED_RANGE}, got {p.tuning_seed}")
-    if not is_seed(p.grid_seed) or p.grid_seed in p.seeds:
-        raise bad(f"tuning_seed {p.grid_seed} is a reported seed ({p.seeds}): the grids need a seed of their own")
-    if p.revision is not None and not SHA.match(p.revision):
-        raise bad(f"revision must be a full 40-character commit sha (a branch moves), got {p.revision!r}")
-    if p.precision not in PRECISIONS:
-        raise bad(f"precision must be one of {', '.join(PRECISIONS)}, got {p.precision!r}")
-    if not 1 <= p.batch_size <= 65536:
-        raise bad(f"batch_size must be in [1, 65536], got {p.batch_size}")
-    if p.reference not in METHODS:
-        raise bad(f"reference: unknown method {p.reference!r}; methods: {', '.join(METHODS)}")
-    for method, hp in p.hparams.items():
-        if method not in METHODS:
-            raise bad(f"hparams: unknown method {method!r}; methods: {', '.join(METHODS)}")
-        if not isinstance(hp, dict):
-            raise bad(f"hparams.{method} must be a mapping, got {hp!r}")
-    for method, axes in p.grids.items():
-        _check_grid(method, axes, bad)
-    for name, sweep in p.sweeps.items():
-        if not isinstance(sweep, dict) or not isinstance(sweep.get("methods"), list):
-            raise bad(f"sweeps.{name} must be a mapping with a list of methods")
-        unknown = [m for m in sweep["methods"] if m not in METHODS]
-        if unknown:
-            raise bad(f"sweeps.{name}: unknown method(s) {', '.join(map(str, unknown))}")
-
-
-# Axes a tuning grid may span besides the method's own options.
-GRID_FIELDS = ("lr", "base_lr", "weight_decay", "epochs", "optimizer", "warmup", "schedule", "batch_size")
-
-
-def _check_grid(method: str, axes: Any, bad) -> None:
-    from vptlib.methods import METHODS, option_names
-
-    if method not in METHODS or not METHODS[method].trains:
-        trained = ", ".join(m for m, s in METHODS.items() if s.trains)
-        raise bad(f"grids: {method!r} is not a method that trains; methods: {trained}")
-    if not isinstance(axes, dict):
-        raise bad(f"grids.{method} must map axes to lists of values, got {axes!r}")
-    allowed = (*GRID_FIELDS, *option_names(method))
-    for axis, values in axes.items():
-        if axis not in allowed:
-            raise bad(
-                f"grids.{method}: {axis!r} is not a tunable field or option of {method}; axes: {', '.join(allowed)}"
-            )
-        if not isinstance(values, list) or not values:
-            raise bad(f"grids.{method}.{axis} must be a non-empty list of values, got {values!r}")
-    if "lr" in axes and "base_lr" in axes:
-        raise bad(f"grids.{method}: give lr or base_lr (lr = base_lr x batch_size / 256), not both")
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m vptlib.study.profile PATH KEY``: print one key of a profile (the Makefile's look-up)."""
     import sys
@@ -259,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     except (AttributeError, TypeError, ValueError):
         print(f"error: usage: python -m vptlib.study.profile PATH KEY (a key of {', '.join(_TYPES)})", file=sys.stderr)
         return 2
-    print(value)
+    # The Makefile uses the value as a file name: a space is escaped for it (schema refuses
+    # the characters make cannot escape).
+    print(str(value).replace(" ", "\\ "))
     return 0
 
 

@@ -18,6 +18,7 @@ import itertools
 import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import pandas as pd
@@ -132,8 +133,9 @@ def _worker_init(devices, threads: int) -> None:
 def _job(cfg: RunConfig) -> dict[str, Any]:
     try:
         res = run(cfg, resume=True, reuse=True, progress=False)
-    except (UserError, RuntimeError) as exc:  # recorded in the index, never silently dropped
-        return {"run_dir": "", "error": f"{type(exc).__name__}: {exc}"}
+    except Exception as exc:  # any failure of one point is recorded in the index; the others go on
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        return {"run_dir": "", "error": f"{type(exc).__name__}: {first}"}
     m = res.metrics
     return {
         "run_dir": str(res.run_dir),
@@ -171,29 +173,71 @@ def run_sweep(
     n = min(workers or n, len(points)) or 1
     rows: list[dict[str, Any]] = [{**axes, **_settings(cfg)} for axes, cfg in points]
     bar = tqdm(total=len(points), desc=f"sweep {name} ({n} worker{'s' if n > 1 else ''})", disable=not progress)
-    if n == 1 and not gpus:
-        for row, (_, cfg) in zip(rows, points, strict=True):
-            row.update(_job(cfg))
-            bar.update()
-    else:
-        ctx = mp.get_context("spawn")  # CUDA and fork do not mix
-        queue = None
-        if gpus:
-            queue = ctx.Manager().Queue()
-            for g in gpus[:n]:
-                queue.put(g)
-        with ProcessPoolExecutor(n, mp_context=ctx, initializer=_worker_init, initargs=(queue, threads)) as pool:
-            futures = {pool.submit(_job, cfg): i for i, (_, cfg) in enumerate(points)}
-            for fut in as_completed(futures):
-                rows[futures[fut]].update(fut.result())
+    try:
+        if n == 1 and not gpus:
+            for row, (_, cfg) in zip(rows, points, strict=True):
+                row.update(_job(cfg))
                 bar.update()
-    bar.close()
+        else:
+            _pooled(rows, [cfg for _, cfg in points], n, gpus, threads, bar)
+    finally:  # also on Ctrl-C: the index holds every point finished so far
+        bar.close()
+        _write_index(profile, name, rows)
     df = pd.DataFrame(rows)
-    out = records.profile_folder(profile.runs, profile.profile) / "sweeps" / f"{name}.csv"
-    atomic.write_bytes(out, df.to_csv(index=False).encode())
+    out = _index_path(profile, name)
     failed = df[df.error != ""]
     if len(failed):
         print(f"{len(failed)} of {len(df)} points failed; see {out}:")
         for _, r in failed.iterrows():
             print(f"  {r.method} seed {r.seed}: {r.error}")
     return df
+
+
+DIED = (
+    "a worker process died while this point ran (killed, e.g. by the out-of-memory killer); "
+    "the other points went on: rerun the sweep to retry it, with fewer WORKERS if memory ran out"
+)
+
+
+def _pooled(rows: list[dict], cfgs: list, n: int, gpus, threads: int, bar, job=_job) -> None:
+    """Run ``cfgs`` on ``n`` worker processes, filling ``rows``. A worker that dies (a kill
+    breaks the whole pool) costs only its own point: the unfinished points are rerun one
+    pool at a time with one worker, so the point that kills it again is known and marked."""
+    todo = _pool_round(rows, cfgs, list(range(len(cfgs))), n, gpus, threads, bar, job)
+    while todo:  # one worker each: the first point it did not finish is the one that killed it
+        left = _pool_round(rows, cfgs, todo, 1, gpus, threads, bar, job)
+        if left:
+            rows[left[0]].update(run_dir="", error=DIED)
+            bar.update()
+        todo = left[1:]
+
+
+def _pool_round(rows, cfgs, indices: list[int], n: int, gpus, threads: int, bar, job) -> list[int]:
+    """Run the points ``indices``; returns those a dead worker left unfinished, in order."""
+    ctx = mp.get_context("spawn")  # CUDA and fork do not mix
+    queue = None
+    if gpus:
+        queue = ctx.Manager().Queue()
+        for g in gpus[:n]:
+            queue.put(g)
+    broken = []
+    with ProcessPoolExecutor(n, mp_context=ctx, initializer=_worker_init, initargs=(queue, threads)) as pool:
+        futures = {pool.submit(job, cfgs[i]): i for i in indices}
+        for fut in as_completed(futures):
+            try:
+                rows[futures[fut]].update(fut.result())
+            except BrokenProcessPool:
+                broken.append(futures[fut])
+                continue
+            bar.update()
+    return sorted(broken)
+
+
+def _index_path(profile: Profile, name: str):
+    return records.profile_folder(profile.runs, profile.profile) / "sweeps" / f"{name}.csv"
+
+
+def _write_index(profile: Profile, name: str, rows: list[dict]) -> None:
+    """Every point in the index, a point never finished marked as such, never dropped."""
+    full = [r if "error" in r else {**r, "run_dir": "", "error": "not run: the sweep was interrupted"} for r in rows]
+    atomic.write_bytes(_index_path(profile, name), pd.DataFrame(full).to_csv(index=False).encode())

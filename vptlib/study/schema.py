@@ -1,0 +1,165 @@
+"""A profile's schema beyond the types of its keys: the ranges, repeats and sizes of its
+values, every run setting typed as the run will use it (:func:`vptlib.runs.config.coerce`),
+and a YAML reader bounded in size and in alias expansion. :func:`check` raises one
+:class:`~vptlib.errors.UserError` naming the first bad value, before any work.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vptlib.errors import UserError
+from vptlib.paths import component
+from vptlib.seeds import SEED_RANGE, is_seed
+
+MAKE_UNSAFE = "#%$:;\\*?[]\"'`=|&<>"
+SHA = re.compile(r"^[0-9a-f]{40}$")
+MAX_BYTES = 1 << 20  # a profile is a page of settings, not data
+MAX_NODES = 100_000  # YAML nodes after expanding aliases: a "billion laughs" file stops here
+MAX_GRID = 10_000  # points of one tuning grid or one sweep (each point is a training run)
+
+
+def safe_yaml(path: Path) -> Any:
+    """``yaml.safe_load`` of at most :data:`MAX_BYTES`, refused when its aliases would expand
+    to more than :data:`MAX_NODES` nodes (counted on the composed graph, before building it)."""
+    if path.stat().st_size > MAX_BYTES:
+        raise UserError(f"profile {path} is larger than {MAX_BYTES} bytes; a profile holds settings only")
+    node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    count, stack = 0, [node] if node is not None else []
+    while stack:  # an alias is the same node object again, so a shared subtree counts each time
+        n = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise UserError(f"profile {path} expands to more than {MAX_NODES} values (nested YAML aliases?)")
+        if isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+        elif isinstance(n, yaml.MappingNode):
+            stack.extend(x for pair in n.value for x in pair)
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def check(p: Any, path: Path) -> None:
+    """Validate a loaded :class:`~vptlib.study.profile.Profile` ``p`` read from ``path``, in place."""
+    from vptlib.methods import METHODS
+    from vptlib.runs.devices import PRECISIONS
+
+    def bad(msg: str) -> UserError:
+        return UserError(f"profile {path}: {msg}")
+
+    try:  # each names a folder: runs/<profile>/, runs/<profile>-<sweep>/
+        component(p.profile, "profile name")
+        for name in p.sweeps:
+            component(name, "sweep name")
+    except UserError as exc:
+        raise bad(str(exc)) from None
+    for key in ("data", "runs"):  # file names in make's rules: a space is escaped, these cannot be
+        odd = sorted(set(getattr(p, key)) & set(MAKE_UNSAFE))
+        if odd or any(not ch.isprintable() for ch in getattr(p, key)):
+            raise bad(
+                f"{key} {getattr(p, key)!r} holds {' '.join(odd) or 'a control character'}, which make cannot "
+                f"use in a file name; rename the folder or link to it from a plain path"
+            )
+    if not p.seeds or not all(is_seed(s) for s in p.seeds):
+        raise bad(f"seeds must be a non-empty list of integers in {SEED_RANGE}, got {p.seeds!r}")
+    if len(set(p.seeds)) != len(p.seeds):
+        raise bad(f"seeds {p.seeds} names a seed twice: each seed is one independent run")
+    if not is_seed(p.seed):
+        raise bad(f"seed must be in {SEED_RANGE}, got {p.seed}")
+    if p.tuning_seed is not None and not is_seed(p.tuning_seed):
+        raise bad(f"tuning_seed must be in {SEED_RANGE}, got {p.tuning_seed}")
+    if not is_seed(p.grid_seed) or p.grid_seed in p.seeds:
+        raise bad(f"tuning_seed {p.grid_seed} is a reported seed ({p.seeds}): the grids need a seed of their own")
+    if p.revision is not None and not SHA.match(p.revision):
+        raise bad(f"revision must be a full 40-character commit sha (a branch moves), got {p.revision!r}")
+    if p.precision not in PRECISIONS:
+        raise bad(f"precision must be one of {', '.join(PRECISIONS)}, got {p.precision!r}")
+    if not 1 <= p.batch_size <= 65536:
+        raise bad(f"batch_size must be in [1, 65536], got {p.batch_size}")
+    if p.reference not in METHODS:
+        raise bad(f"reference: unknown method {p.reference!r}; methods: {', '.join(METHODS)}")
+    for method, hp in p.hparams.items():
+        if method not in METHODS:
+            raise bad(f"hparams: unknown method {method!r}; methods: {', '.join(METHODS)}")
+        if not isinstance(hp, dict):
+            raise bad(f"hparams.{method} must be a mapping, got {hp!r}")
+        p.hparams[method] = _typed(method, hp, f"hparams.{method}", bad)
+    for method, axes in p.grids.items():
+        _check_grid(method, axes, bad)
+    for name, sweep in p.sweeps.items():
+        if not isinstance(sweep, dict) or not isinstance(sweep.get("methods"), list):
+            raise bad(f"sweeps.{name} must be a mapping with a list of methods")
+        unknown = [m for m in sweep["methods"] if m not in METHODS]
+        if unknown:
+            raise bad(f"sweeps.{name}: unknown method(s) {', '.join(map(str, unknown))}")
+        _check_sweep(name, sweep, bad)
+
+
+# Axes a tuning grid may span besides the method's own options.
+GRID_FIELDS = ("lr", "base_lr", "weight_decay", "epochs", "optimizer", "warmup", "schedule", "batch_size")
+
+
+def _check_grid(method: str, axes: Any, bad) -> None:
+    from vptlib.methods import METHODS, option_names
+
+    if method not in METHODS or not METHODS[method].trains:
+        trained = ", ".join(m for m, s in METHODS.items() if s.trains)
+        raise bad(f"grids: {method!r} is not a method that trains; methods: {trained}")
+    if not isinstance(axes, dict):
+        raise bad(f"grids.{method} must map axes to lists of values, got {axes!r}")
+    allowed = (*GRID_FIELDS, *option_names(method))
+    for axis, values in axes.items():
+        if axis not in allowed:
+            raise bad(
+                f"grids.{method}: {axis!r} is not a tunable field or option of {method}; axes: {', '.join(allowed)}"
+            )
+        if not isinstance(values, list) or not values:
+            raise bad(f"grids.{method}.{axis} must be a non-empty list of values, got {values!r}")
+        typed = [_typed(method, {axis: v}, f"grids.{method}", bad)[axis] for v in values]
+        if len(set(map(repr, typed))) != len(typed):
+            raise bad(f"grids.{method}.{axis} lists a value twice: {values}")
+        axes[axis] = typed
+    size = math.prod(len(v) for v in axes.values())
+    if size > MAX_GRID:
+        raise bad(f"grids.{method} has {size} points (each a training run); at most {MAX_GRID}")
+    if "lr" in axes and "base_lr" in axes:
+        raise bad(f"grids.{method}: give lr or base_lr (lr = base_lr x batch_size / 256), not both")
+
+
+def _typed(method: str, settings: dict[str, Any], where: str, bad) -> dict[str, Any]:
+    from vptlib.runs.config import coerce
+
+    try:
+        return coerce(method, settings, where)
+    except UserError as exc:
+        raise bad(str(exc)) from None
+
+
+def _check_sweep(name: str, sweep: dict[str, Any], bad) -> None:
+    """Every axis a non-empty list without repeats, seeds and counts whole numbers, and the
+    grid bounded, so a bad value stops here and not in a worker hours later."""
+    size = 1
+    for axis, values in sweep.items():
+        if axis == "methods" or axis == "hparams":
+            continue
+        if not isinstance(values, list) or not values:
+            raise bad(f"sweeps.{name}.{axis} must be a non-empty list, got {values!r}")
+        if axis == "seeds" and not all(is_seed(s) for s in values):
+            raise bad(f"sweeps.{name}.seeds must be integers in {SEED_RANGE}, got {values!r}")
+        for method in sweep["methods"]:
+            values = [_typed(method, {axis: v}, f"sweeps.{name}", bad)[axis] for v in values]
+        if len(set(map(repr, values))) != len(values):
+            raise bad(f"sweeps.{name}.{axis} lists a value twice: {values}")
+        if axis in ("train_per_class", "prompt_tokens", "epochs") and min(values) < (
+            0 if axis == "prompt_tokens" else 1
+        ):
+            raise bad(f"sweeps.{name}.{axis} must hold counts of at least 1, got {values}")
+        sweep[axis] = values
+        size *= len(values)
+    size *= len(sweep["methods"])
+    if size > MAX_GRID:
+        raise bad(f"sweeps.{name} has {size} points (each a training run); at most {MAX_GRID}")
