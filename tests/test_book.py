@@ -289,6 +289,26 @@ def test_make_sweep_reuses_the_books_points(repo, built):
     assert index.count("runs/smoke-prompts/vpt_") == 16
 
 
+def test_another_model_re_executes_the_training_pages(repo, built):
+    """A page carries what it was made from: the model and DRY_RUN are in the inputs stamp that
+    preflight rewrites when they change, and the training pages depend on it (make -n shows
+    what a build would execute, without running it)."""
+    stamp = repo / "_build" / "inputs-smoke.json"
+    inputs = json.loads(stamp.read_text())
+    assert inputs["model"] == "models/tiny-clip" and inputs["dry_run"] is False
+    times = stamp.stat()
+    assert "book execute" not in _make(repo, "-n", "notebooks", "PROFILE=smoke").stdout  # up to date
+    try:
+        stamp.write_text(json.dumps({**inputs, "model": "models/another-clip"}))  # as MODEL= would leave it
+        plan = _make(repo, "-n", "notebooks", "PROFILE=smoke").stdout
+        executed = sorted(Path(p).name for p in re.findall(r"book execute notebooks/\S+ (\S+)", plan))
+        assert "linear.ipynb" in executed and "curves.ipynb" in executed and "results.ipynb" in executed
+        assert "dataset.ipynb" not in executed  # the data page does not depend on the model
+    finally:
+        stamp.write_text(json.dumps(inputs, indent=2, sort_keys=True) + "\n")
+        os.utime(stamp, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+
 def test_editing_a_report_module_retrains_nothing(repo, built):
     """A figure's code is not part of any run's identity: make re-executes the pages, and a
     re-executed page reuses every finished run. (One page is executed here; the whole book
@@ -354,23 +374,3 @@ def test_dry_run_of_the_full_profile_on_the_tiny_model(repo, built, tmp_path):
     assert len(pages) >= len(METHODS) + 7
     for page in pages:
         assert "Dry run" in page.read_text(), page.relative_to(html)
-
-
-def test_another_model_re_executes_the_training_pages(repo, built):
-    """A page carries what it was made from: the model and DRY_RUN are in the inputs stamp that
-    preflight rewrites when they change, and the training pages depend on it (make -n shows
-    what a build would execute, without running it)."""
-    stamp = repo / "_build" / "inputs-smoke.json"
-    inputs = json.loads(stamp.read_text())
-    assert inputs["model"] == "models/tiny-clip" and inputs["dry_run"] is False
-    times = stamp.stat()
-    assert "book execute" not in _make(repo, "-n", "notebooks", "PROFILE=smoke").stdout  # up to date
-    try:
-        stamp.write_text(json.dumps({**inputs, "model": "models/another-clip"}))  # as MODEL= would leave it
-        plan = _make(repo, "-n", "notebooks", "PROFILE=smoke").stdout
-        executed = sorted(Path(p).name for p in re.findall(r"book execute notebooks/\S+ (\S+)", plan))
-        assert "linear.ipynb" in executed and "curves.ipynb" in executed and "results.ipynb" in executed
-        assert "dataset.ipynb" not in executed  # the data page does not depend on the model
-    finally:
-        stamp.write_text(json.dumps(inputs, indent=2, sort_keys=True) + "\n")
-        os.utime(stamp, ns=(times.st_atime_ns, times.st_mtime_ns))

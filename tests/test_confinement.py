@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from vptlib.data.classes import parse_classes
+from vptlib.data.prepare import PrepareOptions, prepare
 from vptlib.errors import UserError
 from vptlib.paths import component, inside
 from vptlib.report.loading import latest_group
@@ -45,6 +46,11 @@ def test_prepare_refuses_a_class_name_that_leaves_out_before_writing(name, phant
     spec = f"{name},meningioma,notumor,pituitary"
     with pytest.raises(UserError):
         parse_classes(spec)
+    with pytest.raises(UserError):
+        prepare(PrepareOptions(src, tmp_path / "out", train_per_class=3, test_per_class=2, classes=parse_classes(spec)))
+    assert _snapshot(tmp_path) == before
+    if name not in ("../victim", "a/b"):
+        return  # the command line, once for a parent escape and once for a separator (each ~8 s)
     done = subprocess.run(
         [sys.executable, "-m", "vptlib", "data", "prepare", "--source", str(src), "--out", str(tmp_path / "out")]
         + ["--train-per-class", "3", "--test-per-class", "2", "--classes", spec],

@@ -20,7 +20,7 @@ FLAGS = {
     "VPTLIB_OFFLINE": "data fetch refuses the network",
 }
 # The launcher's variables for data-parallel runs (accelerate launch, torchrun).
-DISTRIBUTED = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+DISTRIBUTED = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def flag(name: str) -> bool:
@@ -59,6 +59,11 @@ def world() -> tuple[int, int]:
             f"RANK={os.environ.get('RANK')} with WORLD_SIZE={os.environ.get('WORLD_SIZE', 'unset')}: this is not "
             f"a process of a parallel launch (a variable left from another job?); unset RANK, LOCAL_RANK and "
             f"WORLD_SIZE, or start the run with `accelerate launch`"
+        )
+    if size > 1 and not (os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT")):
+        raise UserError(
+            f"WORLD_SIZE={size} but MASTER_ADDR/MASTER_PORT are unset: this is not a process of a parallel "
+            f"launch (variables left from another job?); unset RANK and WORLD_SIZE, or use `accelerate launch`"
         )
     return rank, size
 

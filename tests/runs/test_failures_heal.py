@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from helpers import diverging_at, job_that_dies_on, tiny_config
 from tqdm import tqdm
 
@@ -165,3 +166,26 @@ def test_a_diverged_run_is_reported_again_without_training_again(prepared, tiny_
     with pytest.raises(TrainingDiverged, match="recorded by an earlier attempt; delete"):
         run(cfg, progress=False, resume=True)
     assert calls["n"] == trained  # no epoch trained again
+
+
+def test_a_full_disk_while_the_pixel_cache_is_written_leaves_no_cache_and_the_next_load_works(
+    prepared, tmp_path, monkeypatch
+):
+    from vptlib import tensorfile
+
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data, symlinks=True)
+    shutil.rmtree(data / "cache", ignore_errors=True)
+    real = tensorfile.save_file
+
+    def disk_full(tensors, path, metadata=None):
+        Path(path).write_bytes(b"\0" * 100)  # part of the file made it
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(tensorfile, "save_file", disk_full)
+    with pytest.raises(OSError):
+        load_data(data, Preprocess())
+    assert list((data / "cache").iterdir()) == []  # no half-written cache, no temporary left
+    monkeypatch.setattr(tensorfile, "save_file", real)
+    first = load_data(data, Preprocess())
+    assert torch.equal(load_data(data, Preprocess()).test.pixels, first.test.pixels)

@@ -33,16 +33,33 @@ def finished(prepared, tiny_model, tmp_path_factory) -> Path:
     return out
 
 
-def test_an_edited_metric_is_refused_not_published(finished, tmp_path):
+def _edit(test: dict, what: str) -> None:
+    if what == "accuracy":
+        test["accuracy"] = 0.99
+    elif what == "macro_f1":
+        test["macro_f1"] += 0.01
+    elif what == "confusion_matrix":
+        test["confusion_matrix"][0][0] += 1
+    else:
+        del test["accuracy"]
+
+
+@pytest.mark.parametrize("what", ["accuracy", "macro_f1", "confusion_matrix", "removed accuracy"])
+def test_an_edited_metric_is_refused_not_published(finished, tmp_path, what):
+    from vptlib.report.experiment import plot_confusion
+
     runs = tmp_path / "runs"
     shutil.copytree(finished, runs)
     assert len(results_table(runs, "p")) == 1  # the records agree: shown
     (run_dir,) = [d for d in records.run_dirs(runs / "p" / "vpt_shallow")]
     metrics = json.loads((run_dir / records.METRICS).read_text())
-    metrics["test"]["accuracy"] = 0.99
+    _edit(metrics["test"], what)
     (run_dir / records.METRICS).write_text(json.dumps(metrics))
-    with pytest.raises(UserError, match="metrics.json gives test accuracy 0.99 but its predictions.csv"):
+    key = what.split()[-1]
+    with pytest.raises(UserError, match=f"metrics.json gives test {key} .* but its predictions.csv"):
         results_table(runs, "p")
+    with pytest.raises(UserError, match="the record was altered"):
+        plot_confusion(run_dir)  # the experiment page reads the same verified record
 
 
 def test_a_prediction_refuses_a_rebuilt_model_folder(finished, prepared, tiny_model, tmp_path):

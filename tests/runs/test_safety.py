@@ -459,7 +459,7 @@ def test_extreme_images_are_skipped_with_a_reason(phantom_source, tmp_path):
         (["data", "prepare", "--source", "S", "--out", "O", "--seed", "-1"], "seed -1 is out of range"),
         (["data", "prepare", "--source", "S", "--out", "O", "--seed", "1e20"], "invalid seed '1e20'"),
         (["run", "--method", "linear", "--data", "D", "--seed", "100000000000000000000"], "out of range"),
-        (["data", "phantoms", "--out", "P", "--per-class", "1", "--size", "100000000"], "--size in [64, 4096]"),
+        (["data", "phantoms", "--out", "P", "--per-class", "1", "--size", "100000000"], "size in [64, 4096]"),
         (["data", "phantoms", "--out", "P", "--per-class", "1", "--size", "1e8"], "invalid int value"),
         (["run", "--method", "linear", "--data", "D", "--precision", "fp8"], "invalid choice: 'fp8'"),
     ],

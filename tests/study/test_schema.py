@@ -4,6 +4,7 @@ one line and exit code 2 before any work; a value YAML 1.1 mistypes is read as m
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,27 @@ BAD = {
         "twice",
     ),
     "data make cannot name": ("data: data/smoke", "data: 'data/a:b'", "make cannot"),
+    "unknown choice": (
+        "vpt_deep: {epochs: 8, lr: 0.01, optimizer: adamw}",
+        "vpt_deep: {epochs: 8, lr: 0.01, optimizer: adam}",
+        "sgd or adamw",
+    ),
+    "misspelt option": ("linear: {}", "linear: {solvr: lbfgs}", "solvr do not apply"),
+    "device": ("device: auto", "device: gpu", "device must be one of"),
+    "banner": ("banner: smoke", "banner: loud", "banner must be one of"),
+    "phantom count as text": ("per_class: 40, size: 128", "per_class: '40', size: 128", "phantoms: per_class"),
+    "prepare count": (
+        "train_per_class: 30, test_per_class: 20",
+        "train_per_class: -3, test_per_class: 20",
+        "per-class",
+    ),
+    "prepare fraction": ("val_fraction: 0.2", "val_fraction: 1.5", "val-fraction"),
+    "prepare unknown": ("val_fraction: 0.2, seed: 0}", "val_fraction: 0.2, seed: 0, shuffle: 1}", "shuffle"),
+    "grid value out of range": (
+        "full: {lr: [0.001, 0.0003]}",
+        "full: {lr: [0.001, -1]}",
+        "grids.full.lr: --lr must be a positive",
+    ),
 }
 
 
@@ -128,7 +150,8 @@ def test_an_undocumented_switch_value_is_refused(monkeypatch, value):
         {"RANK": "2", "WORLD_SIZE": "2"},
         {"RANK": "x"},
         {"WORLD_SIZE": "0"},
-        {"LOCAL_RANK": "3", "WORLD_SIZE": "2"},
+        {"LOCAL_RANK": "3", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"},
+        {"RANK": "1", "WORLD_SIZE": "2"},  # both left over, but no launcher's rendezvous
     ],
 )
 def test_distributed_variables_must_describe_a_real_launch(monkeypatch, env):
@@ -141,8 +164,8 @@ def test_distributed_variables_must_describe_a_real_launch(monkeypatch, env):
 
 
 def test_a_consistent_launch_is_accepted(monkeypatch):
-    monkeypatch.setenv("RANK", "1")
-    monkeypatch.setenv("WORLD_SIZE", "2")
+    for k, v in {"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(k, v)
     assert switches.world() == (1, 2)
 
 
@@ -171,3 +194,29 @@ def test_bad_switches_and_counts_are_one_line_and_exit_2_before_any_work(args, e
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     lines = [x for x in done.stderr.splitlines() if x.startswith("vptlib: error:")]
     assert len(lines) == 1 and needle in lines[0], done.stderr
+
+
+def test_a_data_folder_with_a_space_is_one_make_target(tmp_path):
+    """make splits file names at spaces: the profile look-up escapes them, so the data's
+    manifest stays one target and one prerequisite of every page."""
+    shutil.copy2(ROOT / "Makefile", tmp_path / "Makefile")
+    for name in (".venv", "vptlib", "notebooks"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "space.yaml").write_text(SMOKE.replace("data: data/smoke", 'data: "data/my data"'))
+    done = subprocess.run(
+        ["make", "-n", "-p", "PROFILE=space", "help"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    targets = [line.split(":")[0] for line in done.stdout.splitlines() if line.endswith("| .venv/.installed")]
+    assert "data/my data/manifest.csv" in targets and "data/my" not in targets, targets
+
+
+@pytest.mark.parametrize(
+    "args, why", [("-p epochs 2.5", "whole number"), ("-p optimizer adam", "sgd or adamw"), ("-p lr -1", "positive")]
+)
+def test_make_run_refuses_a_bad_value_before_executing(tmp_path, args, why):
+    from vptlib.study import rerun
+
+    with pytest.raises(UserError, match=why):
+        rerun.rerun("smoke", "vpt_shallow", args, tmp_path / "generated")
+    assert not (tmp_path / "generated").exists()  # nothing executed, nothing written

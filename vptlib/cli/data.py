@@ -71,8 +71,6 @@ def _data_fetch(a: argparse.Namespace) -> None:
 def _data_phantoms(a: argparse.Namespace) -> None:
     from vptlib.data.phantoms import write_phantoms
 
-    if not (1 <= a.per_class <= 100_000 and 64 <= a.size <= 4096):
-        raise UserError(f"--per-class must be in [1, 100000] and --size in [64, 4096], got {a.per_class} and {a.size}")
     out = write_phantoms(a.out, a.per_class, a.size, a.seed)
     print(f"wrote {a.per_class} phantoms per class into {out}/Training and {out}/Testing")
 

@@ -44,8 +44,16 @@ class PrepareOptions:
     drop_test_duplicates: bool = False  # with keep_duplicates: exclude test images that duplicate a train/val one
 
     def __post_init__(self):
+        """Every value checked on construction, so a profile's ``prepare:`` is refused before any work."""
         self.train_per_class = per_class(self.train_per_class)
         self.test_per_class = per_class(self.test_per_class)
+        vf = self.val_fraction
+        if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0 <= vf < 1:
+            raise UserError(f"--val-fraction must be a number in [0, 1), got {vf!r}")
+        check_seed(self.seed)
+        for name in ("link", "keep_duplicates", "drop_test_duplicates"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
 
 def per_class(value: int | str | None) -> int | None:
@@ -65,7 +73,7 @@ MAX_PER_CLASS = 1_000_000
 
 
 def check_seed(seed: int, flag: str = "--seed") -> None:
-    if not is_seed(seed):
+    if isinstance(seed, bool) or not is_seed(seed):
         raise UserError(f"{flag} must be an integer in {SEED_RANGE}, got {seed}")
 
 

@@ -23,6 +23,8 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter, zoom
 
 from vptlib.atomic import atomic_dir
+from vptlib.errors import UserError
+from vptlib.seeds import SEED_RANGE, is_seed
 
 from .classes import CLASSES
 
@@ -122,8 +124,19 @@ def phantom(label: str, rng: np.random.Generator, size: int = 256) -> np.ndarray
     return (img * 255).round().astype(np.uint8)
 
 
+def check_options(per_class: int, size: int = 256, seed: int = 0) -> None:
+    """The phantom set's settings, refused with one line when out of range (before any work)."""
+    whole = [isinstance(v, int) and not isinstance(v, bool) for v in (per_class, size, seed)]
+    if not all(whole) or not (1 <= per_class <= 100_000 and 64 <= size <= 4096 and is_seed(seed)):
+        raise UserError(
+            f"phantoms: per_class must be a whole number in [1, 100000], size in [64, 4096] and seed in "
+            f"{SEED_RANGE}, got {per_class!r}, {size!r} and {seed!r}"
+        )
+
+
 def write_phantoms(out: str | Path, per_class: int, size: int = 256, seed: int = 0) -> Path:
     """Write ``per_class`` JPEGs per class into each of ``Training/`` and ``Testing/``."""
+    check_options(per_class, size, seed)
     out = Path(out)
     with atomic_dir(out) as tmp:  # whole or not at all: a killed write leaves no half set
         for s, split in enumerate(_SPLITS):

@@ -15,12 +15,12 @@ from vptlib.data.classes import DISPLAY_NAMES
 from vptlib.runs import records
 from vptlib.switches import flag
 
-from .loading import STATIC_ENV, TITLES, _bytes, _changed, _predictions
+from .loading import STATIC_ENV, TITLES, _bytes, _changed, _predictions, verified_run
 
 
 def summary(run_dir: str | Path) -> pd.DataFrame:
     """What the method trains and how many parameters, as a two-column table."""
-    r = records.read_run(run_dir)
+    r = verified_run(run_dir)
     c, m = r["config"], r["metrics"]
     rows = [
         ("method", TITLES.get(c["method"], c["method"])),
@@ -42,7 +42,7 @@ def summary(run_dir: str | Path) -> pd.DataFrame:
 
 def plot_history(run_dir: str | Path):
     """Loss and accuracy per epoch for train, val and test; the selected epoch is marked."""
-    r = records.read_run(run_dir)
+    r = verified_run(run_dir)
     hist_path = Path(run_dir) / records.HISTORY
     curve = r["metrics"].get("wise_ft_curve")
     fig, axes = plt.subplots(1, 3 if curve else 2, figsize=(15 if curve else 10, 3.6))
@@ -104,7 +104,7 @@ def seed_table(results: list) -> pd.DataFrame:
 
 
 def plot_confusion(run_dir: str | Path):
-    r = records.read_run(run_dir)
+    r = verified_run(run_dir)
     cm = np.array(r["metrics"]["test"]["confusion_matrix"])
     names = [DISPLAY_NAMES.get(c, c) for c in r["config"]["classes"]]
     fig, ax = plt.subplots(figsize=(4.6, 3.8))
@@ -127,7 +127,7 @@ def plot_confusion(run_dir: str | Path):
 
 
 def per_class_table(run_dir: str | Path) -> pd.DataFrame:
-    m = records.read_run(run_dir)["metrics"]["test"]
+    m = verified_run(run_dir)["metrics"]["test"]
     df = pd.DataFrame(m["per_class"]).T
     df.index = [DISPLAY_NAMES.get(c, c) for c in df.index]
     df["support"] = df["support"].astype(int)
@@ -135,7 +135,7 @@ def per_class_table(run_dir: str | Path) -> pd.DataFrame:
 
 
 def timing_table(run_dir: str | Path) -> pd.DataFrame:
-    m = records.read_run(run_dir)["metrics"]
+    m = verified_run(run_dir)["metrics"]
     return pd.DataFrame(
         {
             "seconds per epoch": [round(m["seconds_per_epoch"], 2)],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -114,13 +115,30 @@ def verified_metrics(run_dir: Path) -> dict:
         return metrics
     labels, probs, classes = _test_arrays(run_dir)
     again = classification_report(labels, probs, tuple(classes))
-    for key in ("n", "accuracy", "balanced_accuracy", "macro_f1", "ece"):
-        if not np.isclose(float(recorded.get(key, np.nan)), float(again[key]), rtol=0, atol=1e-6):
+    for key, value in again.items():  # every number it records (an older record may lack a newer key)
+        if (key in recorded or key == "accuracy") and not _same(recorded.get(key), value):
             raise UserError(
                 f"{run_dir}: metrics.json gives test {key} {recorded.get(key)!r} but its predictions.csv "
-                f"gives {again[key]!r}; the record was altered or damaged: delete the run folder and rerun it"
+                f"gives {value!r}; the record was altered or damaged: delete the run folder and rerun it"
             )
     return metrics
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal numbers (to 1e-6), or equal nested lists and dicts of them."""
+    if isinstance(b, dict):
+        return isinstance(a, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in b)
+    if isinstance(b, (list, tuple)):
+        return isinstance(a, (list, tuple)) and len(a) == len(b) and all(map(_same, a, b))
+    try:
+        return bool(np.isclose(float(a), float(b), rtol=0, atol=1e-6))
+    except (TypeError, ValueError):
+        return a == b
+
+
+def verified_run(run_dir: Path) -> dict:
+    """:func:`vptlib.runs.records.read_run` with its metrics checked by :func:`verified_metrics`."""
+    return {**records.read_run(run_dir), "metrics": verified_metrics(Path(run_dir))}
 
 
 def latest_groups(runs: str | Path, profile: str) -> dict[str, list[Path]]:

@@ -30,6 +30,7 @@ from .loading import (
     method_order,
     seed_correct,
     verified_metrics,
+    verified_run,
 )
 
 
@@ -37,7 +38,7 @@ def results_table(runs: str | Path, profile: str) -> pd.DataFrame:
     """One row per method over its seeds: mean +- std, and a 95% Wilson interval over test images."""
     rows = []
     for method, group in latest_groups(runs, profile).items():
-        first = records.read_run(group[0])
+        first = verified_run(group[0])
         metrics = [verified_metrics(d) for d in group]
         accs = np.array([m["test"]["accuracy"] for m in metrics])
         # test images are resampled; each image counts the share of seeds that get it right

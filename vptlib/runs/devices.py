@@ -32,6 +32,9 @@ BF16_MIN_CAPABILITY = (8, 0)  # Ampere: native bf16 tensor cores
 FP16_MIN_CAPABILITY = (7, 0)  # Volta/Turing: fp16 tensor cores
 
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """``auto`` prefers CUDA, then Apple MPS, then the CPU; an unavailable device is an error."""
     if name == "auto":
@@ -44,8 +47,8 @@ def pick_device(name: str = "auto") -> torch.device:
         raise UserError("--device cuda: no CUDA GPU is visible to PyTorch (use --device auto or cpu)")
     if name == "mps" and not torch.backends.mps.is_available():
         raise UserError("--device mps: Apple MPS is not available here (use --device auto or cpu)")
-    if name not in ("cpu", "cuda", "mps"):
-        raise UserError(f"--device {name!r}: choose auto, cpu, cuda or mps")
+    if name not in DEVICES:
+        raise UserError(f"--device {name!r}: choose {', '.join(DEVICES)}")
     return torch.device(name)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vptlib import atomic
+from vptlib import atomic, tensorfile
 from vptlib.data.dataset import Data, Preprocess, load_data
 from vptlib.methods import Classifier, count_parameters
 from vptlib.models.backbone import model_signature
@@ -147,7 +147,9 @@ def write_result(
         **outcome.extra,
     }
     if main:  # the record is written once, by one process
-        metrics["checkpoint_bytes"] = records.save_weights(run_dir / records.WEIGHTS, model.trainable_state())
+        trained = model.trainable_state()
+        metrics["checkpoint_bytes"] = records.save_weights(run_dir / records.WEIGHTS, trained)
+        metrics["weights_sha256"] = tensorfile.digest(trained)  # predict and add_test check it on load
         atomic.write_bytes(run_dir / records.PREDICTIONS, pd.DataFrame(rows).to_csv(index=False).encode())
         if len(hist):
             atomic.write_bytes(run_dir / records.HISTORY, hist.to_csv(index=False).encode())

@@ -35,7 +35,7 @@ from safetensors.torch import save_file
 
 from vptlib import atomic
 from vptlib.errors import UserError
-from vptlib.tensorfile import read_weights
+from vptlib.tensorfile import digest, read_weights
 
 CONFIG, METRICS, HISTORY, STATE, WEIGHTS, PREDICTIONS, GROUP = (
     "config.json",
@@ -185,6 +185,12 @@ def load_run(run_dir: str | Path, clip=None, device: str | torch.device = "cpu")
         raise UserError(
             f"{run_dir / WEIGHTS} does not fit {run_dir / CONFIG} ({cfg['method']}'s trainable tensors differ "
             f"at {', '.join(wrong[:3])}): one of the two was edited or replaced; {redo}"
+        )
+    recorded = read_run(run_dir).get("metrics", {}).get("weights_sha256")
+    if recorded is not None and digest(weights) != recorded:
+        raise UserError(
+            f"{run_dir / WEIGHTS} is not the file this run wrote (its tensors' sha256 differs from the one in "
+            f"{run_dir / METRICS}): it was replaced or edited; {redo}"
         )
     model.load_state_dict(weights, strict=False)
     return model.to(device).eval(), cfg

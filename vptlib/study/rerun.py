@@ -82,6 +82,20 @@ def rerun(profile_name: str, method: str, args: str, generated: str | Path, mode
 
     from .profile import load
 
-    guard(load(profile_path).profile, generated, clear=False)
+    prof = load(profile_path)
+    _check_values(prof, params)
+    guard(prof.profile, generated, clear=False)
     page = Path(generated) / "experiments" / f"{params['method']}.ipynb"
     return execute(EXPERIMENT, page, profile_path, params, METHODS[params["method"]].title)
+
+
+def _check_values(prof, params: dict[str, Any]) -> None:
+    """The overrides' values, typed and validated as the run will read them (``-p epochs 2.5``,
+    ``-p optimizer adam``), so a bad one is one line here, not a failed page."""
+    from vptlib.runs.config import validate
+
+    try:
+        cfg = prof.run_config(params["method"], data=".", **dict(params.get(OPTIONS) or {}))
+        validate(cfg.resolved())
+    except TypeError as exc:
+        raise UserError(f"ARGS: {exc}") from None

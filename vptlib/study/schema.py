@@ -46,7 +46,7 @@ def safe_yaml(path: Path) -> Any:
 def check(p: Any, path: Path) -> None:
     """Validate a loaded :class:`~vptlib.study.profile.Profile` ``p`` read from ``path``, in place."""
     from vptlib.methods import METHODS
-    from vptlib.runs.devices import PRECISIONS
+    from vptlib.runs.devices import DEVICES, PRECISIONS
 
     def bad(msg: str) -> UserError:
         return UserError(f"profile {path}: {msg}")
@@ -90,6 +90,12 @@ def check(p: Any, path: Path) -> None:
         p.hparams[method] = _typed(method, hp, f"hparams.{method}", bad)
     for method, axes in p.grids.items():
         _check_grid(method, axes, bad)
+    _check_runs(p, bad)
+    _check_source(p.source, bad)
+    if p.device not in DEVICES:
+        raise bad(f"device must be one of {', '.join(DEVICES)}, got {p.device!r}")
+    if p.banner not in BANNERS:
+        raise bad(f"banner must be one of {', '.join(BANNERS)}, got {p.banner!r}")
     for name, sweep in p.sweeps.items():
         if not isinstance(sweep, dict) or not isinstance(sweep.get("methods"), list):
             raise bad(f"sweeps.{name} must be a mapping with a list of methods")
@@ -128,6 +134,52 @@ def _check_grid(method: str, axes: Any, bad) -> None:
         raise bad(f"grids.{method} has {size} points (each a training run); at most {MAX_GRID}")
     if "lr" in axes and "base_lr" in axes:
         raise bad(f"grids.{method}: give lr or base_lr (lr = base_lr x batch_size / 256), not both")
+
+
+def _check_runs(p: Any, bad) -> None:
+    """Each method's profile setting, and each grid value on its own, is a run the engine
+    accepts (:func:`vptlib.runs.config.validate`: known options, ranges, choices), so an
+    ``optimizer: adam`` or a misspelt option stops the build here, not hours in."""
+    from vptlib.runs.config import run_config, validate
+
+    for method in {*p.hparams, *p.grids}:
+        base = dict(p.hparams.get(method, {}))
+        variants = [("hparams", base)]
+        for axis, values in p.grids.get(method, {}).items():
+            key = "lr" if axis == "base_lr" else axis  # a base_lr stands for a positive lr
+            variants += [(f"grids.{method}.{axis}", {**base, key: v}) for v in values]
+        for where, hp in variants:
+            try:
+                shared = {"data": ".", "model": p.model, "batch_size": p.batch_size, "precision": p.precision}
+                validate(run_config(method, {method: hp}, **shared).resolved())
+            except (UserError, TypeError) as exc:
+                raise bad(f"{where if where != 'hparams' else f'hparams.{method}'}: {exc}") from None
+
+
+BANNERS = ("none", "smoke")  # "smoke": every page says its numbers test the pipeline only
+SOURCE_KEYS = ("phantoms", "prepare", "kaggle", "kaggle_handle")
+
+
+def _check_source(source: dict[str, Any], bad) -> None:
+    """``source:`` checked as prepare and the phantom writer will read it, before either runs."""
+    from vptlib.data.phantoms import check_options
+    from vptlib.data.prepare import PrepareOptions
+
+    unknown = sorted(set(source) - set(SOURCE_KEYS))
+    if unknown:
+        raise bad(f"source: unknown key(s) {', '.join(map(str, unknown))}; known: {', '.join(SOURCE_KEYS)}")
+    for key, want in (("phantoms", dict), ("prepare", dict), ("kaggle", str), ("kaggle_handle", str)):
+        if key in source and not isinstance(source[key], want):
+            raise bad(f"source.{key} must be a {want.__name__}, got {source[key]!r}")
+    try:
+        if "phantoms" in source:
+            check_options(**source["phantoms"])
+        if "prepare" in source:
+            PrepareOptions(Path("."), Path("."), **source["prepare"])
+    except UserError as exc:
+        raise bad(f"source: {exc}") from None
+    except TypeError as exc:  # an unknown setting
+        raise bad(f"source: {str(exc).split('() ')[-1]}") from None
 
 
 def _typed(method: str, settings: dict[str, Any], where: str, bad) -> dict[str, Any]:
