@@ -220,3 +220,15 @@ def test_make_run_refuses_a_bad_value_before_executing(tmp_path, args, why):
     with pytest.raises(UserError, match=why):
         rerun.rerun("smoke", "vpt_shallow", args, tmp_path / "generated")
     assert not (tmp_path / "generated").exists()  # nothing executed, nothing written
+
+
+def test_numpy_numbers_are_typed_like_python_ones():
+    import numpy as np
+
+    from vptlib.runs.config import coerce
+
+    typed = coerce("vpt_deep", {"epochs": np.int64(3), "lr": np.float32(0.5), "prompt_tokens": np.float64(4.0)}, "x")
+    assert typed == {"epochs": 3, "lr": 0.5, "prompt_tokens": 4} and type(typed["epochs"]) is int
+    for bad in ({"epochs": np.float64(2.5)}, {"epochs": True}, {"lr": np.float64("nan")}):
+        with pytest.raises(UserError):
+            coerce("vpt_deep", bad, "x")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import re
 import typing
 from dataclasses import dataclass, field
@@ -134,16 +135,17 @@ def _one(value: Any, allowed: set, name: str) -> Any:
         if isinstance(value, bool):
             return value
         raise UserError(f"{name} must be true or false, got {value!r}")
-    if int in allowed:
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+    if int in allowed:  # numbers.Integral: numpy's integers too
+        fractional = isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
+        if fractional and math.isfinite(value) and float(value).is_integer():
             return int(value)
-        if not isinstance(value, int) or isinstance(value, bool):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
             raise UserError(f"{name} must be a whole number, got {value!r}")
-        return value
+        return int(value)
     if float in allowed:
         if isinstance(value, str) and _NUMBER.match(value.strip()):
             value = float(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             raise UserError(f"{name} must be a finite number, got {value!r}")
         return float(value)
     if str in allowed and isinstance(value, Path):
