@@ -116,8 +116,8 @@ $(DATA_DIR)/manifest.csv: $(PROFILE_FILE) vptlib/data/prepare.py vptlib/data/pha
 
 # Make's own dependency tracking decides what re-executes: a page reruns only when its
 # template, the profile, the code that makes it (PAGE_SRC), the data or the model changed.
-$(GEN)/dataset.ipynb: notebooks/dataset.ipynb $(PROFILE_FILE) $(PAGE_SRC) $(DATA_DIR)/manifest.csv
-	$(VPTLIB) book execute notebooks/dataset.ipynb $@ --profile $(PROFILE_FILE)
+$(GEN)/dataset.ipynb: notebooks/dataset.ipynb $(PROFILE_FILE) $(PAGE_SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP) $(INPUTS)
+	$(VPTLIB) book execute notebooks/dataset.ipynb $@ --profile $(PROFILE_FILE) $(MODEL_ARG)
 
 $(INPUTS): | $(STAMP)
 	@$(VPTLIB) book preflight --profile $(PROFILE_FILE) $(DATA_ARG) $(MODEL_ARG) --stamp $@

@@ -303,7 +303,8 @@ def test_another_model_re_executes_the_training_pages(repo, built):
         plan = _make(repo, "-n", "notebooks", "PROFILE=smoke").stdout
         executed = sorted(Path(p).name for p in re.findall(r"book execute notebooks/\S+ (\S+)", plan))
         assert "linear.ipynb" in executed and "curves.ipynb" in executed and "results.ipynb" in executed
-        assert "dataset.ipynb" not in executed  # the data page does not depend on the model
+        assert "dataset.ipynb" in executed  # its CLIP-embedding audit reads the model
+        assert "attention.ipynb" in executed  # through the experiments
     finally:
         stamp.write_text(json.dumps(inputs, indent=2, sort_keys=True) + "\n")
         os.utime(stamp, ns=(times.st_atime_ns, times.st_mtime_ns))

@@ -163,13 +163,15 @@ def test_study_cost_estimate_from_step_times():
     cost = bench.study_cost(r, profile)
     rows = {x["what"]: x for x in cost["rows"]}
     assert cost["precision"] == "bf16"  # the fake machine has fast bf16
-    # vpt_deep: KMnP/vpt's 10 x 4 grid on the tuning seed, then each of the 3 reported seeds afresh
-    assert rows["zero_shot"]["runs"] == 1 and rows["vpt_deep"]["runs"] == 40 + 3 and rows["linear"]["runs"] == 3
+    # vpt_deep: KMnP/vpt's 10 x 4 grid on the tuning seed, then each of the 5 reported seeds
+    # afresh; the L-BFGS probe is one fit, whatever the seeds
+    assert rows["zero_shot"]["runs"] == 1 and rows["vpt_deep"]["runs"] == 40 + 5 and rows["linear"]["runs"] == 1
+    assert rows["full"]["runs"] == 3 * 2 + 5  # lr x weight decay, then the seeds
     # vpt_deep, per seed: 50 epochs x 12 steps x 1.0 s (bf16), 50 validation passes over 96 images
     # and one final pass over 384 + 416 images, at the bf16 forward's 0.5 s per 32 images.
     per_image = 0.5 / 32
-    assert rows["vpt_deep"]["seconds"] / 43 == pytest.approx(50 * 12 * 1.0 + 50 * 96 * per_image + 800 * per_image)
-    assert rows["sweep fewshot"]["runs"] == 7 * (5 * 3 + 1) and rows["sweep prompts"]["runs"] == 2 * 4 * 3
+    assert rows["vpt_deep"]["seconds"] / 45 == pytest.approx(50 * 12 * 1.0 + 50 * 96 * per_image + 800 * per_image)
+    assert rows["sweep fewshot"]["runs"] == 7 * (4 * 3 + 2) and rows["sweep prompts"]["runs"] == 2 * 4 * 3
     assert cost["total_seconds"] == sum(x["seconds"] for x in cost["rows"])
     assert "| **total** |" in bench.cost_markdown(cost)
     assert cost["images"] == [384, 96, 320] and "PROFILE=full` (384 training" in bench.cost_markdown(cost)

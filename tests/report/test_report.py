@@ -90,7 +90,9 @@ def test_figures_show_what_they_claim(runs, prepared):
     assert [round(p.get_width(), 2) for p in bars.patches] == list(table["test acc (%)"].round(2))
     assert len(report.plot_val_curves(runs, "t").axes[0].get_lines()) == 1  # the one trained by epochs (VPT)
     assert len(report.plot_acc_vs_params(table).axes[0].collections) == len(table)
-    assert len(report.plot_history(run_dir).axes) == 2  # loss and accuracy
+    norms = report.plot_history(run_dir).axes
+    assert len(norms) == 3 and "gradient norm" in norms[2].get_ylabel()  # loss, accuracy, gradient norm
+    assert len(norms[2].get_lines()) == 2  # VPT does not clip: no threshold line
     assert len(report.plot_history(report.latest_run(runs, "t", "zero_shot")).axes) >= 1  # a note, not a crash
     assert len(report.sample_grid(prepared, per_class=2).axes) == 4 * 2
     for fig in (
@@ -130,6 +132,7 @@ def test_profiles_are_valid_and_notebooks_take_only_the_profile_path():
         extra = {
             "experiment": {"method", "model", "options"},  # options: any setting, by name
             "curves": {"model"},
+            "dataset": {"model"},  # its CLIP-embedding audit
         }.get(template.stem, set())
         assert declared == {"profile_path"} | extra, template.name
     for name in sorted(p.stem for p in (REPO / "profiles").glob("*.yaml")):
@@ -301,3 +304,34 @@ def test_the_methods_page_states_each_recipes_grid_and_budget():
     assert f"{clip_lora.PAPER_ITERATIONS_PER_SHOT} × shots" in lora
     assert f"{shots} training images per class that is {clip_lora.PAPER_ITERATIONS_PER_SHOT * shots:,}" in lora
     assert "clip_lora" in full.grids and "lr" in full.grids["clip_lora"]  # "its learning rate tuned on validation"
+
+
+def test_the_methods_page_states_each_recipes_clipping_seeds_and_refit():
+    """The clipping, the methods run once and the probe's refit, as the page states them, are the code's."""
+    from vptlib.methods import METHODS, linear
+
+    page = (REPO / "book" / "methods.md").read_text()
+    training = " ".join(page[page.index("## Training and selection") : page.index("## Zero-shot CLIP")].split())
+    clipped = {m: s.defaults.grad_clip for m, s in METHODS.items() if s.defaults.grad_clip}
+    assert clipped == {"full": 1.0, "wise_ft": 1.0}
+    assert "at a global norm of 1.0 for full fine-tuning and WiSE-FT" in training
+    assert "grad_norm" not in training and "history.csv" in training
+    from vptlib.study.profile import load
+
+    grids = load(REPO / "profiles" / "full.yaml").grids
+    assert "times a weight decay of 0 or 0.1" in training
+    assert all(grids[m]["weight_decay"] == [0.0, 0.1] for m in ("full", "wise_ft", "flyp", "text_ce"))
+    assert all(set(grids[m]) == {"lr"} for m in ("vision_lora", "clip_lora"))
+    stats = " ".join(page[page.index("## Seeds and statistics") :].split())
+    once = {m for m, s in METHODS.items() if not s.uses_seed(s.options().__dict__)}
+    assert once == {"zero_shot", "linear"} and "zero-shot and the L-BFGS linear probe run once" in stats
+    from vptlib.study.profile import load
+
+    words = {3: "three", 5: "five"}
+    full, kaggle = (len(load(REPO / "profiles" / f"{n}.yaml").seeds) for n in ("full", "kaggle-full"))
+    assert f"({words[full]} in the full profile, {words[kaggle]} in kaggle-full)" in stats
+    readme = " ".join((REPO / "README.md").read_text().split())
+    smoke = len(load(REPO / "profiles" / "smoke.yaml").seeds)
+    assert f"(full: {full}, kaggle-full: {kaggle}, smoke: {smoke};" in readme
+    probe = " ".join(page[page.index("## Linear probe") : page.index("## Visual prompt tuning")].split())
+    assert linear.Options().refit is False and "does not by default (`refit: true` does)" in probe

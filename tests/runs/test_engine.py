@@ -436,7 +436,9 @@ def test_wise_ft_chooses_alpha_on_validation(prepared, tiny_model, tmp_path):
     assert m["val"]["accuracy"] == pytest.approx(best.val_acc)
     from vptlib import report
 
-    assert len(report.plot_history(res.run_dir).axes) == 3  # loss, accuracy, and accuracy against alpha
+    axes = report.plot_history(res.run_dir).axes
+    assert len(axes) == 4  # loss, accuracy, gradient norm, and accuracy against alpha
+    assert len(axes[2].get_lines()) == 3  # WiSE-FT clips at 1.0: the threshold is drawn
     # The saved checkpoint is the mixed model: test_portability checks that reloading it
     # reproduces the recorded predictions, in fp32 and in bf16.
 

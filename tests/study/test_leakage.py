@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from vptlib import report
-from vptlib.study.leakage import dedup_accuracy, leaked_test_images, shape_floor
+from vptlib.study.leakage import dedup_accuracy, leaked_test_images
+from vptlib.study.shortcuts import shape_floor
 
 
 def _manifest(n: int, informative: bool, seed: int = 0) -> pd.DataFrame:
@@ -98,3 +99,77 @@ def test_mirrored_shifted_and_cropped_copies_are_caught_or_listed(planted_copies
     assert len(table) == 16 and "16 of" in report.nearest_markdown(nn)
     assert len(report.nearest_pairs(nn, planted_copies, k=4).axes) == 8
     assert report.plot_nearest(nn).axes[0].get_xlabel().startswith("similarity")
+
+
+def _phantoms_saved_at(root, qualities: dict[str, int]):
+    """Phantoms with each class re-saved at its own JPEG quality: a file-level shortcut, planted."""
+    from PIL import Image
+
+    from vptlib.data.phantoms import write_phantoms
+
+    src = write_phantoms(root, per_class=30, size=96, seed=3)
+    for f in src.rglob("*.jpg"):
+        Image.open(f).convert("RGB").save(f, quality=qualities.get(f.parent.name, 90))
+    return src
+
+
+def test_the_file_floor_finds_a_planted_compression_shortcut(tmp_path):
+    """Each class saved at its own JPEG quality: the file alone names the class. Saved alike,
+    the file floor stays far below that, and both floors say what they saw."""
+    from vptlib.data.prepare import PrepareOptions, prepare
+    from vptlib.report.loading import manifest
+    from vptlib.study.shortcuts import low_level_floors
+
+    planted = _phantoms_saved_at(tmp_path / "a", {"glioma": 30, "meningioma": 55, "notumor": 75, "pituitary": 95})
+    prepare(PrepareOptions(planted, tmp_path / "pa", train_per_class=20, test_per_class=20, seed=0))
+    floors = low_level_floors(tmp_path / "pa", manifest(tmp_path / "pa"))
+    assert floors["file"]["accuracy"] >= 0.95
+    alike = _phantoms_saved_at(tmp_path / "b", {})
+    prepare(PrepareOptions(alike, tmp_path / "pb", train_per_class=20, test_per_class=20, seed=0))
+    plain = low_level_floors(tmp_path / "pb", manifest(tmp_path / "pb"))["file"]
+    assert plain["accuracy"] < 0.9 and plain["ci_low"] <= plain["accuracy"] <= plain["ci_high"]
+    text = report.low_level_floor_markdown(tmp_path / "pa")
+    assert "JPEG quantisation" in text and "grey-level histogram" in text and "%" in text
+
+
+def test_the_clip_embedding_audit_pairs_every_test_image_with_its_nearest(tmp_path, pretrained_tiny):
+    """A test image kept as an exact copy of a training image (``--keep-duplicates``) is its
+    own nearest neighbour at cosine 1 and heads the list; the cosine is that of CLIP's
+    projected image embeddings (Hugging Face's get_image_features)."""
+    import shutil
+
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from vptlib.data.dataset import Preprocess, load_data, normalize
+    from vptlib.data.phantoms import write_phantoms
+    from vptlib.data.prepare import PrepareOptions, prepare
+    from vptlib.models.backbone import load_clip
+    from vptlib.study.leakage import nearest_by_features
+
+    src = write_phantoms(tmp_path / "src", per_class=12, size=96, seed=1)
+    original = sorted((src / "Training" / "glioma").glob("*.jpg"))[0]
+    shutil.copy(original, src / "Testing" / "glioma" / "copy_exact.jpg")
+    prepare(
+        PrepareOptions(src, tmp_path / "out", train_per_class=None, test_per_class=None, seed=0, keep_duplicates=True)
+    )
+    nn = nearest_by_features(tmp_path / "out", str(pretrained_tiny))
+    data = load_data(tmp_path / "out", Preprocess(), progress=False)
+    assert sorted(nn.test) == sorted(data.test.paths) and set(nn.split) <= {"train", "val"}
+    assert list(nn.similarity) == sorted(nn.similarity, reverse=True) and (nn.similarity <= 1 + 1e-5).all()
+    top = nn.iloc[0]
+    assert top.test.endswith("copy_exact.jpg") and top.similarity == pytest.approx(1.0, abs=1e-5)
+    assert Image.open(tmp_path / "out" / top.nearest).tobytes() == Image.open(original).tobytes()
+    clip = load_clip(pretrained_tiny)
+    prep = Preprocess.from_processor(clip.processor)
+    data = load_data(tmp_path / "out", prep, progress=False)
+    i, j = data.test.paths.index(nn.test.iloc[-1]), (data.train.paths + data.val.paths).index(nn.nearest.iloc[-1])
+    pool = torch.cat([data.train.pixels, data.val.pixels])
+    with torch.no_grad():
+        a = clip.model.get_image_features(pixel_values=normalize(data.test.pixels[i : i + 1], prep))
+        b = clip.model.get_image_features(pixel_values=normalize(pool[j : j + 1], prep))
+    a, b = (getattr(t, "pooler_output", t) for t in (a, b))
+    assert float(F.cosine_similarity(a, b)) == pytest.approx(nn.similarity.iloc[-1], abs=1e-4)
+    axes = report.plot_nearest(nn, flag=False).axes[0]
+    assert "CLIP image embedding" in axes.get_xlabel() and not axes.get_lines()

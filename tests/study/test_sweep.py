@@ -37,12 +37,14 @@ def test_profile_sweeps_are_valid_grids(name, prepared):
     fewshot = grid(prof, "fewshot")
     shots = prof["sweeps"]["fewshot"]["train_per_class"]
     seeds = prof["sweeps"]["fewshot"]["seeds"]
-    trained = len(prof["sweeps"]["fewshot"]["methods"]) - 1
-    assert len(fewshot) == len(shots) * (trained * len(seeds) + 1)  # zero-shot: one seed
+    methods = prof["sweeps"]["fewshot"]["methods"]
+    once = {"zero_shot", "linear"} & set(methods)  # zero-shot and the L-BFGS probe: one seed
+    assert len(fewshot) == len(shots) * ((len(methods) - len(once)) * len(seeds) + len(once))
+    assert {p["seed"] for p, _ in fewshot if p["method"] == "linear"} == {seeds[0]}
     assert {cfg.profile for _, cfg in fewshot} == {f"{name}-fewshot"}  # never mixed with the main table
     prompts = grid(prof, "prompts")
     assert {cfg.options["prompt_tokens"] for _, cfg in prompts} == {1, 5, 10, 50}
-    assert prof["seeds"] == ([0, 1] if name == "smoke" else [0, 1, 2])
+    assert prof["seeds"] == {"smoke": [0, 1], "full": [0, 1, 2, 3, 4], "kaggle-full": [0, 1, 2]}[name]
 
 
 def test_grid_errors_name_the_problem(prepared, tiny_model, tmp_path):
@@ -64,14 +66,14 @@ def test_sweep_runs_reuses_and_records(prepared, tiny_model, tmp_path, workers):
     }
     prof = _profile(prepared, tiny_model, tmp_path, sweeps)
     df = run_sweep(prof, "few", workers=workers, progress=False)
-    assert len(df) == 2 * (1 + 2 * 2) and (df.error.fillna("") == "").all()
+    assert len(df) == 2 * (1 + 1 + 2) and (df.error.fillna("") == "").all()  # zero-shot, linear: one seed
     assert set(df[df.method == "linear"].train_images) == {8, 16}
     index = pd.read_csv(tmp_path / "s" / "sweeps" / "few.csv", keep_default_na=False, na_values=[""])
     assert list(index.run_dir) == list(df.run_dir)
     again = run_sweep(prof, "few", workers=workers, progress=False)  # every point reused
     assert list(again.run_dir) == list(df.run_dir)
     table = report.sweep_table(df, "train_per_class")
-    assert table.shape == (3, 2) and "n=2" in table.loc["Linear probe", 4]
+    assert table.shape == (3, 2) and "n=1" in table.loc["Linear probe", 4] and "n=2" in table.loc["VPT-shallow", 4]
     ax = report.plot_few_shot(df).axes[0]
     assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == [
         "Linear probe",

@@ -104,7 +104,7 @@ def grid_runs(profile: Profile, method: str) -> int:
     """Runs of ``method`` in the book: its grid on the tuning seed, then every reported seed afresh."""
     from vptlib.study.tuning import grid_points
 
-    seeds = len(profile.seeds) if REGISTRY[method].trains else 1
+    seeds = len(profile.seeds) if REGISTRY[method].uses_seed(profile.run_config(method).options) else 1
     return len(grid_points(profile, method)) + seeds
 
 

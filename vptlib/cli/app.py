@@ -142,7 +142,13 @@ def _add_run_parser(sub) -> None:
         help="auto | fp32 | bf16 | fp16 autocast (default auto: bf16 on GPUs of compute capability 8.0+ and "
         "on CPUs with AVX512-BF16/AMX, fp16 with loss scaling on older GPUs such as T4/V100, else fp32)",
     )
-    r.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm, 0 disables (default 1.0)")
+    clipped = ", ".join(f"{m} {s.defaults.grad_clip:g}" for m, s in METHODS.items() if s.defaults.grad_clip)
+    r.add_argument(
+        "--grad-clip",
+        type=float,
+        default=None,
+        help=f"max global gradient norm, 0 disables (default: the method's recipe: {clipped}; the others 0)",
+    )
     r.add_argument("--early-stopping", type=int, default=0, help="patience in epochs, 0 disables (default 0)")
     r.add_argument("--no-augment", action="store_true", help="train without augmentation")
     r.add_argument(

@@ -11,8 +11,9 @@ Adding a method (the checklist; ``tests/methods/test_contract.py`` checks the re
 1. Write ``methods/<name>.py``: ``Options`` (a dataclass; subclass
    :class:`~vptlib.methods.base.TextOptions` if it reads the class texts; give each
    field a default, and :func:`~vptlib.methods.base.flag` for a command-line flag),
-   ``DEFAULTS`` (the paper's epochs, learning rate, optimiser and weight decay; epochs 0
-   if nothing trains), a :class:`~vptlib.methods.base.Classifier` subclass (its
+   ``DEFAULTS`` (the paper's epochs, learning rate, optimiser, weight decay and gradient
+   clipping; epochs 0 if nothing trains), ``uses_seed(opts)`` if some options make its
+   runs independent of the seed (they then run once), a :class:`~vptlib.methods.base.Classifier` subclass (its
    ``requires_grad`` parameters are what it trains; set the capabilities that apply,
    override the hooks it needs; wrap another method with
    :class:`~vptlib.methods.base.Wrapper`), and ``build(clip, num_classes, opts)``.
@@ -54,14 +55,25 @@ class MethodSpec:
         """Needs the tokenizer and the class names: its Options are :class:`TextOptions`."""
         return issubclass(self.options, TextOptions)
 
+    # (options) -> whether a run's result depends on its seed; None: whenever it trains.
+    seeded: Callable[[Any], bool] | None = None
+
     @property
     def trains(self) -> bool:
         """False when nothing is optimised (zero-shot: ``DEFAULTS.epochs == 0``), so it runs once."""
         return self.defaults.epochs > 0
 
+    def uses_seed(self, options: dict[str, Any] | None = None) -> bool:
+        """Whether runs with these options differ by seed; a method whose runs do not (zero-shot,
+        the L-BFGS probe) runs once, whatever the seeds, since more seeds would repeat one fit."""
+        if not self.trains:
+            return False
+        known = {k: v for k, v in (options or {}).items() if k in {f.name for f in dataclasses.fields(self.options)}}
+        return True if self.seeded is None else self.seeded(self.options(**known))
+
 
 def _spec(module: Any, title: str, build: Callable[..., Classifier] | None = None) -> MethodSpec:
-    return MethodSpec(build or module.build, module.Options, module.DEFAULTS, title)
+    return MethodSpec(build or module.build, module.Options, module.DEFAULTS, title, getattr(module, "uses_seed", None))
 
 
 # The one list of methods, in report order: the CLI, the report, the bench, the sweeps and

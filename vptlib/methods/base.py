@@ -29,6 +29,9 @@ class TrainDefaults:
     lr: float
     optimizer: str = "adamw"
     weight_decay: float = 0.0
+    # Max global gradient norm, 0: no clipping, as the method's reference code does it
+    # (KMnP/vpt, CLIP-LoRA and FLYP do not clip; WiSE-FT's finetune.py clips at 1.0).
+    grad_clip: float = 0.0
     # How the method's paper breaks a tie of validation accuracy in its hyper-parameter
     # grid: "loss" (the study's rule: lower validation loss) or "smallest_lr".
     grid_ties: str = "loss"

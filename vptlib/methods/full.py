@@ -15,7 +15,7 @@ import torch
 
 from .base import Classifier, TrainDefaults, flag, linear_head, vision_model
 
-DEFAULTS = TrainDefaults(epochs=20, lr=1e-4, optimizer="adamw", weight_decay=0.05)
+DEFAULTS = TrainDefaults(epochs=20, lr=1e-4, optimizer="adamw", weight_decay=0.05, grad_clip=1.0)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from . import flyp
 from .base import TextOptions, TrainDefaults, Wrapper, flag
 from .zero_shot import ZeroShot
 
-DEFAULTS = TrainDefaults(epochs=10, lr=1e-5, optimizer="adamw", weight_decay=0.1)
+DEFAULTS = TrainDefaults(epochs=10, lr=1e-5, optimizer="adamw", weight_decay=0.1, grad_clip=1.0)
 ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
 
 

@@ -19,6 +19,7 @@ from .curves import (
 from .dataset import (
     class_distribution,
     duplicates_table,
+    low_level_floor_markdown,
     nearest_markdown,
     nearest_pairs,
     nearest_table,
@@ -130,6 +131,7 @@ __all__ = [
     "sweep_settings",
     "seed_correct",
     "seed_table",
+    "low_level_floor_markdown",
     "shape_floor_markdown",
     "short_commit",
     "significance_display",

@@ -11,7 +11,7 @@ import pandas as pd
 
 from vptlib.runs.metrics import format_p, holm, paired_difference
 
-from .loading import TITLES, latest_groups, seed_correct
+from .loading import TITLES, latest_groups, same_test_images, seed_correct
 
 COMPARISON_RULE = (
     "Each method is compared with the reference method fixed in the profile before any result was seen "
@@ -19,7 +19,7 @@ COMPARISON_RULE = (
     "the seed-mean test accuracies, on the same test images. Its uncertainty counts both the test images "
     "(the paired per-image difference) and each method's seeds (the spread of its per-seed accuracies), "
     "and its 95% interval and p-value use Student's t with Welch-Satterthwaite degrees of "
-    "freedom, so that three seeds are not taken for more evidence than they are. "
+    "freedom, so that a few seeds are not taken for more evidence than they are. "
     "The p-values are corrected for the number of comparisons (Holm), so the chance of calling any "
     "difference significant when none is real stays at 5%."
 )
@@ -30,8 +30,9 @@ def significance_table(runs: str | Path, profile: str, reference: str = "vpt_sha
     groups = latest_groups(runs, profile)
     if not groups:
         return pd.DataFrame()
-    if reference not in groups:
-        reference = next(iter(groups))  # e.g. a partial build: the first method present
+    if reference not in groups:  # a partial build: no comparison, rather than another reference
+        return missing_reference(reference, profile)
+    same_test_images([d for g in groups.values() for d in g])
     per_seed = {m: seed_correct(g) for m, g in groups.items()}
     rows, dfs = [], []
     for method in groups:
@@ -57,6 +58,16 @@ def significance_table(runs: str | Path, profile: str, reference: str = "vpt_sha
     return table
 
 
+def missing_reference(reference: str, profile: str) -> pd.DataFrame:
+    """The comparison table of a build without its reference's runs: empty, saying why. The
+    reference is never replaced by another method, since that would change what every
+    comparison means after the results are in."""
+    table = pd.DataFrame()
+    table.attrs["missing_reference"] = reference
+    table.attrs["profile"] = profile
+    return table
+
+
 def significance_display(table: pd.DataFrame) -> pd.DataFrame:
     """The table as the page shows it: p-values to four decimals, never a bare 0."""
     if table.empty:
@@ -74,6 +85,13 @@ def signed(table: pd.DataFrame) -> tuple[list[str], list[str], list[str]]:
 
 def significance_sentence(table: pd.DataFrame) -> str:
     """What the table says, following each difference's sign and its corrected p-value."""
+    if "missing_reference" in table.attrs:
+        ref = table.attrs["missing_reference"]
+        return (
+            f"**No comparison:** the reference method, {TITLES.get(ref, ref)} (`{ref}`), has no finished runs in "
+            "this build, and the comparisons are never made against another method instead. Run it with "
+            f"`make run NB={ref} PROFILE={table.attrs['profile']}`, then rebuild."
+        )
     if table.empty:
         return "There is only one method, so there is nothing to compare."
     ref = table["reference"].iloc[0]

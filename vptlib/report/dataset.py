@@ -92,7 +92,7 @@ def skipped_table(data_root: str | Path) -> pd.DataFrame:
 
 
 def shape_floor_markdown(data_root: str | Path) -> str:
-    from vptlib.study.leakage import shape_floor
+    from vptlib.study.shortcuts import shape_floor
 
     r = shape_floor(manifest(data_root))
     return (
@@ -101,6 +101,26 @@ def shape_floor_markdown(data_root: str | Path) -> str:
         f"accuracy (95% CI {100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f}%, {r['test_images']} images); "
         f"always answering the most common class gives {100 * r['majority_rate']:.1f}%. A model that does "
         f"not clearly beat the first number may be reading image shape rather than anatomy."
+    )
+
+
+def low_level_floor_markdown(data_root: str | Path) -> str:
+    from vptlib.study.shortcuts import FILE_FEATURES, INTENSITY_FEATURES, low_level_floors
+
+    floors = low_level_floors(data_root, manifest(data_root))
+
+    def said(r: dict[str, float]) -> str:
+        return f"**{100 * r['accuracy']:.1f}%** (95% CI {100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f}%)"
+
+    file, both = floors["file"], floors["file + intensity"]
+    return (
+        f"A classifier that sees only each file's {', '.join(FILE_FEATURES[:-1])} and {FILE_FEATURES[-1]} "
+        f"(gradient-boosted trees, trained on train + validation) reaches {said(file)} test accuracy on "
+        f"{file['test_images']} images; given also {' and the '.join(INTENSITY_FEATURES)} it reaches {said(both)}. "
+        f"The most common class gives {100 * file['majority_rate']:.1f}%. A high first number means the classes "
+        f"differ in how their files were made (source, export, compression), which a model can learn without "
+        f"reading anatomy; the second also counts what the grey levels say, anatomy included, so it bounds the "
+        f"intensity shortcut from above."
     )
 
 
@@ -148,16 +168,19 @@ def nearest_markdown(nn: pd.DataFrame) -> str:
     )
 
 
-def plot_nearest(nn: pd.DataFrame):
-    """Histogram of each test image's best similarity to a training image, with the flag line."""
+def plot_nearest(nn: pd.DataFrame, flag: bool = True):
+    """Histogram of each test image's best similarity to a training image, with the thumbnail
+    audit's flag line (``flag``; the CLIP-embedding audit has none)."""
     from vptlib.study.leakage import AUDIT_FLAG
 
     fig, ax = plt.subplots(figsize=(7, 3))
     ax.hist(nn.similarity, bins=40, color="#4c72b0")
-    ax.axvline(AUDIT_FLAG, color="#c44e52", ls="--", label=f"flagged at {AUDIT_FLAG}")
-    ax.set_xlabel("similarity of the nearest training/validation image")
+    how = nn["matched as"].iloc[0] if flag is False and len(nn) else "thumbnail correlation"
+    if flag:
+        ax.axvline(AUDIT_FLAG, color="#c44e52", ls="--", label=f"flagged at {AUDIT_FLAG}")
+        ax.legend(fontsize=8)
+    ax.set_xlabel(f"similarity of the nearest training/validation image ({how})")
     ax.set_ylabel("test images")
-    ax.legend(fontsize=8)
     fig.tight_layout()
     plt.close(fig)
     return fig

@@ -41,17 +41,20 @@ def summary(run_dir: str | Path) -> pd.DataFrame:
 
 
 def plot_history(run_dir: str | Path):
-    """Loss and accuracy per epoch for train, val and test; the selected epoch is marked."""
+    """Loss and accuracy per epoch for train, val and test (the selected epoch marked), the
+    gradient norm before clipping (with the clipping threshold), and WiSE-FT's alpha curve."""
     r = verified_run(run_dir)
     hist_path = Path(run_dir) / records.HISTORY
     curve = r["metrics"].get("wise_ft_curve")
-    fig, axes = plt.subplots(1, 3 if curve else 2, figsize=(15 if curve else 10, 3.6))
-    if not hist_path.is_file():
+    h = pd.read_csv(hist_path) if hist_path.is_file() else None
+    norms = h is not None and "grad_norm_mean" in h
+    panels = 2 + bool(norms) + bool(curve)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6))
+    if h is None:
         for ax in axes:
             ax.text(0.5, 0.5, "no training: nothing to plot", ha="center", va="center")
             ax.set_axis_off()
         return fig
-    h = pd.read_csv(hist_path)
     best = r["metrics"]["best_epoch"]
     for ax, what in zip(axes[:2], ("loss", "acc"), strict=True):
         ax.plot(h.epoch, h[f"train_{what}"], label="train (augmented, running)")
@@ -63,8 +66,20 @@ def plot_history(run_dir: str | Path):
         ax.set_ylabel("cross-entropy" if what == "loss" else "accuracy")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, loc="best")
-    if curve:  # WiSE-FT: the mixing coefficient, chosen on validation after training
+    if norms:  # the global gradient norm over each epoch's steps, before any clipping
         ax = axes[2]
+        ax.plot(h.epoch, h.grad_norm_mean, marker=".", label="mean over the epoch's steps")
+        ax.plot(h.epoch, h.grad_norm_max, ls="--", label="largest step")
+        clip = r["config"].get("grad_clip") or 0
+        if clip:
+            ax.axhline(clip, color="r", lw=0.8, label=f"clipped above {clip:g}")
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("gradient norm (before clipping)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if curve:  # WiSE-FT: the mixing coefficient, chosen on validation after training
+        ax = axes[-1]
         c = pd.DataFrame(curve)
         ax.plot(c.alpha, c.val_acc, marker="o", label="validation (chooses alpha)")
         if "test_acc" in c:  # a run that was a tuning grid's point never looked at test

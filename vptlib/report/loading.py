@@ -182,12 +182,34 @@ def _test_arrays(run_dir: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def seed_correct(run_dirs: list[Path]) -> np.ndarray:
-    """``(seeds, test images)`` booleans: which test images each seed's run gets right."""
+    """``(seeds, test images)`` booleans: which test images each seed's run gets right,
+    column ``j`` the same image in every row (:func:`same_test_images` checks it)."""
+    same_test_images(run_dirs)
     rows = []
     for d in run_dirs:
         labels, probs, _ = _test_arrays(d)
         rows.append(probs.argmax(1) == labels)
     return np.stack(rows)
+
+
+def same_test_images(run_dirs: list[Path]) -> None:
+    """Refuse runs that were not scored on the same test images with the same labels: a
+    paired comparison of two runs pairs image ``j`` with image ``j``, and equal counts alone
+    do not make them the same images (another data folder, another draw)."""
+    first = None
+    for d in run_dirs:
+        p = _predictions(d).sort_values("path")
+        items = list(zip(p.path.astype(str), p.true.astype(str), strict=True))
+        if first is None:
+            first = (d, items)
+            continue
+        if items != first[1]:
+            differ = len(set(first[1]) ^ set(items))
+            raise UserError(
+                f"runs {first[0].name} and {d.name} were tested on different test images "
+                f"({len(first[1])} and {len(items)} images, {differ} not in both): a paired comparison needs "
+                "the same test split; rerun one of them on the other's data folder"
+            )
 
 
 def short_commit(commit: str) -> str:
@@ -196,11 +218,30 @@ def short_commit(commit: str) -> str:
     return sha[:12] + ("-dirty" if dirty else "")
 
 
+# What the settings column shows of a run's config: everything the optimisation depends on
+# (a method that trains nothing shows only what it has).
+SETTINGS = (
+    "epochs",
+    "lr",
+    "weight_decay",
+    "optimizer",
+    "schedule",
+    "warmup",
+    "grad_clip",
+    "batch_size",
+    "epoch_steps",
+    "precision",
+    "seed",
+)
+UNTRAINED_SETTINGS = ("epochs", "batch_size", "precision")
+
+
 def _changed(cfg: dict) -> str:
-    keys = ("epochs", "lr", "optimizer", "batch_size", "precision", "seed")
+    keys = SETTINGS if cfg.get("epochs") else UNTRAINED_SETTINGS
     opts = ", ".join(
         f"{k}={v}"
         for k, v in sorted(cfg.get("method_options", {}).items())
         if k not in ("class_names", "templates", "synonyms")
     )
-    return ", ".join([f"{k}={cfg[k]}" for k in keys] + ([opts] if opts else []))
+    shown = [f"{k}={cfg[k]:g}" if isinstance(cfg.get(k), float) else f"{k}={cfg[k]}" for k in keys if k in cfg]
+    return ", ".join(shown + ([opts] if opts else []))

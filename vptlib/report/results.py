@@ -119,6 +119,9 @@ def key_findings(results: pd.DataFrame, table: pd.DataFrame) -> str:
         lo_hi = results.set_index("method").loc[ref, "95% CI"]
         lines.append(f"- **Reference ({ref}):** {acc[ref]:.1f}% test accuracy (95% CI {lo_hi}).")
     lines.append(f"- **Highest mean test accuracy:** {best}, {acc[best]:.1f}%.")
+    if "missing_reference" in table.attrs:
+        ref = table.attrs["missing_reference"]
+        lines.append(f"- **No comparison:** the reference ({TITLES.get(ref, ref)}) has no runs in this build.")
     if not table.empty:
         better, worse, _ = signed(table)
         survived = [f"{m} (better)" for m in better] + [f"{m} (worse)" for m in worse]

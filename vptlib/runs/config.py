@@ -45,7 +45,7 @@ class RunConfig:
     # auto (bf16 where fast, fp16 on fp16-only GPUs, else fp32) | fp32 | bf16 | fp16 (autocast;
     # fp16 with a gradient scaler); recorded resolved, see vptlib.runs.devices
     precision: str = "auto"
-    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    grad_clip: float | None = None  # max global grad norm; 0 disables; None: the method's recipe
     early_stopping: int = 0  # patience in epochs without a better val accuracy; 0 disables
     augment: bool = True  # batch augmentation for methods trained on images
     test_curves: bool = False  # also evaluate test each epoch, for plots only (never for selection)
@@ -74,6 +74,7 @@ class RunConfig:
             lr=d.lr if self.lr is None else self.lr,
             weight_decay=d.weight_decay if self.weight_decay is None else self.weight_decay,
             optimizer=d.optimizer if self.optimizer is None else self.optimizer,
+            grad_clip=d.grad_clip if self.grad_clip is None else self.grad_clip,
         )
 
     def identity(self) -> dict[str, Any]:

@@ -85,7 +85,7 @@ def _epoch(
 ) -> dict[str, float]:
     """One epoch of training, then validation (and test, for curves only): one history row."""
     t0 = time.perf_counter()
-    train_loss, train_acc = _train_epoch(inputs, opt, sched, scaler, cfg, epoch, trainable, progress, dist)
+    train_loss, train_acc, norms = _train_epoch(inputs, opt, sched, scaler, cfg, epoch, trainable, progress, dist)
     train_s = time.perf_counter() - t0
     val_loss, val_probs = evaluate(inputs, "val", cfg)
     test_loss, test_acc = float("nan"), float("nan")
@@ -101,6 +101,8 @@ def _epoch(
         "test_loss": test_loss,
         "test_acc": test_acc,
         "lr": opt.param_groups[-1]["lr"],
+        "grad_norm_mean": norms.mean,  # before clipping, over the epoch's steps
+        "grad_norm_max": norms.max,
         "seconds": time.perf_counter() - t0,
         "train_seconds": train_s,
         "images_per_s": _images_per_epoch(cfg, inputs) / train_s,
@@ -211,7 +213,7 @@ def _train_epoch(
     passes = math.ceil(steps * cfg.batch_size / len(y))
     order = torch.cat([torch.randperm(len(y), generator=order_gen) for _ in range(passes)]).to(y.device)
     aug_gen = generator(cfg.seed, epoch, 2)
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss, correct, seen, norms = 0.0, 0, 0, []
     bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
     for step in bar:
         idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
@@ -226,7 +228,7 @@ def _train_epoch(
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: lower --lr "
-                f"(now {cfg.lr}) or keep --grad-clip on; completed epochs are saved"
+                f"(now {cfg.lr}) or clip gradients (--grad-clip 1); completed epochs are saved"
             )
         opt.zero_grad(set_to_none=True)
         # DDP averages gradients over processes; this weight makes that average the
@@ -235,9 +237,13 @@ def _train_epoch(
         # before clipping and skips the step when a gradient overflowed; elsewhere it is a no-op.
         weight = 1.0 if model.batch_loss_is_global else len(yb) * dist.world / len(idx)
         scaler.scale(loss * weight).backward()
-        if cfg.grad_clip > 0:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_([p for p in trainable if p.grad is not None], cfg.grad_clip)
+        # The norm is measured on every step (the history logs it); it is clipped only where
+        # the method's recipe clips (inf: measure, scale by 1).
+        scaler.unscale_(opt)
+        limit = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+        norm = float(torch.nn.utils.clip_grad_norm_([p for p in trainable if p.grad is not None], limit))
+        if math.isfinite(norm):  # fp16: an overflowed step is skipped by the scaler, not logged
+            norms.append(norm)
         scaler.step(opt)
         scaler.update()
         model.on_step_end()
@@ -247,4 +253,16 @@ def _train_epoch(
         seen += len(yb)
         bar.set_postfix(loss=f"{total_loss / seen:.3f}")
     total_loss, correct, seen = dist.total(total_loss, correct, seen)
-    return total_loss / seen, correct / seen
+    return total_loss / seen, correct / seen, GradNorms.of(norms)
+
+
+@dataclass(frozen=True)
+class GradNorms:
+    """The global gradient norm over one epoch's steps, before clipping (NaN: no step counted)."""
+
+    mean: float
+    max: float
+
+    @classmethod
+    def of(cls, norms: list[float]) -> GradNorms:
+        return cls(sum(norms) / len(norms), max(norms)) if norms else cls(math.nan, math.nan)

@@ -3,10 +3,12 @@
 * :func:`leaked_test_images`: test images with an exact or near duplicate in train or
   validation (from ``duplicates.csv``). Accuracy on them measures memory, not skill,
   so :func:`dedup_accuracy` reports each method on the raw and on the de-duplicated test set.
-* :func:`shape_floor`: a classifier that sees only each original image's width, height
-  and aspect ratio. In the Kaggle data the classes differ in image shape; whatever
-  accuracy this reaches is a floor that any model must beat before it can be said to
-  read anatomy.
+* :func:`nearest_training` and :func:`nearest_by_features`: every test image's most
+  similar training or validation image, by thumbnail correlation under flips, shifts and
+  crops, and by CLIP's image embedding, for the copies the duplicate rules miss.
+
+The shortcuts a classifier could use instead of anatomy (image shape, file and intensity
+statistics) are :mod:`vptlib.study.shortcuts`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from vptlib.runs.metrics import wilson_ci
 
 
 def leaked_test_images(data_root: str | Path) -> set[str]:
@@ -52,31 +52,6 @@ def dedup_accuracy(predictions: dict[str, pd.DataFrame], data_root: str | Path) 
             }
         )
     return pd.DataFrame(rows).round(2)
-
-
-def shape_floor(manifest: pd.DataFrame, seed: int = 0) -> dict[str, float]:
-    """Test accuracy of gradient-boosted trees on (width, height, aspect ratio) alone.
-
-    Trained on the train and validation images, scored on the test images, with a 95%
-    Wilson interval; the majority-class rate is returned beside it.
-    """
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    df = manifest[manifest.split.isin(["train", "val", "test"]) & (manifest.excluded == "")]
-    x = np.stack([df.width.astype(float), df.height.astype(float), df.width.astype(float) / df.height.astype(float)], 1)
-    y = df["class"].to_numpy()
-    train = (df.split != "test").to_numpy()
-    clf = HistGradientBoostingClassifier(max_depth=3, random_state=seed).fit(x[train], y[train])
-    correct = clf.predict(x[~train]) == y[~train]
-    lo, hi = wilson_ci(float(correct.mean()), len(correct))
-    majority = pd.Series(y[train]).value_counts().index[0]
-    return {
-        "accuracy": float(correct.mean()),
-        "ci_low": lo,
-        "ci_high": hi,
-        "majority_rate": float((y[~train] == majority).mean()),
-        "test_images": int((~train).sum()),
-    }
 
 
 # The nearest-neighbour audit: each test image against every training and validation image
@@ -174,6 +149,52 @@ def nearest_training(data_root: str | Path, progress: bool = False, chunk: int =
             "split": train.split[where].to_numpy(),
             "similarity": best,
             "matched as": how,
+        }
+    )
+    return out.sort_values("similarity", ascending=False, ignore_index=True)
+
+
+def nearest_by_features(
+    data_root: str | Path, model: str, revision: str | None = None, batch_size: int = 64, progress: bool = False
+) -> pd.DataFrame:
+    """For every test image, its nearest training or validation image in CLIP's image space:
+    the cosine of the projected, normalised image embeddings of ``model`` (the profile's
+    backbone, on the images as the runs see them). A copy that pixels alone would not
+    match (re-windowed, rescaled, a neighbouring slice) can still land next to its
+    original here. Same columns as :func:`nearest_training`, most similar first."""
+    import torch
+    import torch.nn.functional as F
+
+    from vptlib.data.dataset import Preprocess, load_data, normalize
+    from vptlib.models.backbone import shared_clip
+
+    clip, _ = shared_clip(model, revision)
+    prep = Preprocess.from_processor(clip.processor)
+    data = load_data(data_root, prep, progress=progress)
+    if not len(data.test.labels) or not len(data.train.labels) + len(data.val.labels):
+        return pd.DataFrame(columns=["test", "nearest", "split", "similarity", "matched as"])
+
+    @torch.inference_mode()
+    def embed(pixels: torch.Tensor) -> torch.Tensor:
+        out = []
+        for i in range(0, len(pixels), batch_size):
+            x = normalize(pixels[i : i + batch_size], prep)  # (B, 3, H, W)
+            pooled = clip.model.vision_model(pixel_values=x).pooler_output  # (B, D)
+            out.append(F.normalize(clip.model.visual_projection(pooled).float(), dim=-1))  # (B, E)
+        return torch.cat(out)
+
+    pool = torch.cat([data.train.pixels, data.val.pixels])
+    names = data.train.paths + data.val.paths
+    splits = ["train"] * len(data.train.paths) + ["val"] * len(data.val.paths)
+    sim = embed(data.test.pixels) @ embed(pool).T  # (test, train + val) cosines
+    best, where = sim.max(1)
+    out = pd.DataFrame(
+        {
+            "test": data.test.paths,
+            "nearest": [names[i] for i in where.tolist()],
+            "split": [splits[i] for i in where.tolist()],
+            "similarity": best.numpy(),
+            "matched as": "CLIP image embedding",
         }
     )
     return out.sort_values("similarity", ascending=False, ignore_index=True)

@@ -57,8 +57,9 @@ def grid(
     :data:`EPOCH_STEPS` as its step budget. Without ``settings`` the profile's starting
     ``hparams`` stand in, which is right only for counting points (a cost estimate);
     :func:`run_sweep` always passes the tuned ones. Runs go under
-    ``<runs>/<profile>-<name>/`` so they never mix with the main table's. A method that
-    trains nothing runs once per point, for the first seed only.
+    ``<runs>/<profile>-<name>/`` so they never mix with the main table's. A method whose
+    runs do not depend on the seed (``MethodSpec.uses_seed``: zero-shot, the L-BFGS probe)
+    runs once per point, for the first seed only.
     """
     profile = as_profile(profile)
     if name not in profile.sweeps:
@@ -86,7 +87,7 @@ def grid(
             point = dict(zip(axes, values, strict=True))
             fields = {k: v for k, v in point.items() if k in FIELD_AXES}
             opts = {**base.options, **{k: v for k, v in point.items() if k not in FIELD_AXES}}
-            for seed in seeds if spec(method).trains else seeds[:1]:
+            for seed in seeds if spec(method).uses_seed(opts) else seeds[:1]:
                 cfg = dataclasses.replace(
                     base,
                     **fields,
