@@ -115,3 +115,12 @@ def test_a_build_without_the_reference_compares_nothing(tmp_path):
     sentence = report.significance_sentence(sig)
     assert "make run NB=vpt_shallow PROFILE=p" in sentence and "never made against another method" in sentence
     assert "reference" in report.key_findings(pd.DataFrame({"method": ["x"], "test acc (%)": [1.0]}), sig)
+
+
+def test_the_book_never_cuts_a_settings_string():
+    """A settings cell is shown whole: a cut one hid the run's prompt_tokens on the Results page."""
+    import vptlib.report  # noqa: F401  (sets the book's display options)
+
+    settings = ", ".join(f"option_{i}={i}" for i in range(30)) + ", prompt_tokens=3"
+    html = pd.DataFrame({"settings": [settings]})._repr_html_()
+    assert "prompt_tokens=3" in html and "..." not in html

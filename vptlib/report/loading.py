@@ -65,9 +65,9 @@ EARLIER_REPORT = {
 STATIC_ENV = "VPTLIB_STATIC"
 
 
-pd.set_option(
-    "display.max_colwidth", 120
-)  # tables in the book show whole sentences  # set while papermill executes for the book: no live widgets
+# Tables in the book show whole values: a settings string or a sentence cut at a width
+# would hide the part after the cut (a run's prompt_tokens, say). Long cells wrap instead.
+pd.set_option("display.max_colwidth", None)
 
 
 def latest_run(runs: str | Path, profile: str, method: str) -> Path | None:
