@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: install test lint format clean help tiny-model book notebooks run browser bench sweep
+# A bare `make` prints the targets; it never starts an install (rules below come before help).
+.DEFAULT_GOAL := help
 
 # `make book` builds the full study by default; PROFILE=smoke is the offline build.
 PROFILE ?= full
@@ -24,6 +26,8 @@ export PROFILE NB ARGS DATA MODEL SWEEP WORKERS
 # DRY_RUN=1: every run cut to one epoch, one seed and the first grid point, under
 # runs/<profile>-dry-run/, every page marked (vptlib.study.profile.dry_run). vptlib reads it as:
 export VPTLIB_DRY_RUN := $(DRY_RUN)
+# TIMEOUT=<seconds>: the most one notebook cell may run (vptlib.switches.cell_timeout; 0: none).
+export VPTLIB_CELL_TIMEOUT := $(TIMEOUT)
 PROFILE_FILE := profiles/$(PROFILE).yaml
 GEN := book/generated
 # The methods, in the registry's order (vptlib.methods.METHODS), asked of vptlib by the
@@ -64,7 +68,7 @@ help:
 	@echo "make test      lint + the test suite (CPU, offline)"
 	@echo "make lint      ruff check + ruff format --check"
 	@echo "make format    ruff format + ruff check --fix"
-	@echo "make book      run the study and render the report (PROFILE=full|smoke, DATA=, MODEL=, DRY_RUN=1)"
+	@echo "make book      run the study and render the report (PROFILE=full|smoke, DATA=, MODEL=, DRY_RUN=1, TIMEOUT=s)"
 	@echo "make bench     measure step time and memory of every method on this machine"
 	@echo "make run       re-execute one experiment: make run NB=vpt_deep ARGS=\"-p lr 0.5\""
 	@echo "make sweep     run a profile's grid ahead of the book: make sweep SWEEP=fewshot|prompts [WORKERS=n]"

@@ -68,8 +68,25 @@ def world() -> tuple[int, int]:
     return rank, size
 
 
+CELL_TIMEOUT = "VPTLIB_CELL_TIMEOUT"  # make book TIMEOUT=<seconds>
+# A notebook cell of the book that runs longer than this fails the build. A cell trains a
+# whole method (its grid and every seed), so the default is generous; 0 means no limit.
+DEFAULT_CELL_TIMEOUT_S = 6 * 3600
+
+
+def cell_timeout() -> int | None:
+    """Seconds one notebook cell may run while the book executes (None: no limit)."""
+    raw = os.environ.get(CELL_TIMEOUT, "").strip()
+    if raw == "":
+        return DEFAULT_CELL_TIMEOUT_S
+    if not raw.isdigit():
+        raise UserError(f"{CELL_TIMEOUT}={raw!r} (make TIMEOUT=) must be a whole number of seconds, 0 for no limit")
+    return int(raw) or None
+
+
 def check() -> None:
     """Validate every switch (a :class:`UserError` names the first bad one)."""
     for name in FLAGS:
         flag(name)
     world()
+    cell_timeout()

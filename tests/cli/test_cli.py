@@ -50,6 +50,27 @@ def test_help_in_a_real_process():
     assert res.returncode == 0 and "--prompt-tokens" in res.stdout
 
 
+def test_the_command_list_imports_no_torch():
+    """`vptlib --help` lists the commands from their help lines without building their parsers:
+    the registry (torch, transformers, seconds of imports) is read only by a command that needs it."""
+    code = (
+        "import sys\nfrom vptlib.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stdout.strip().splitlines()[-1] == "False False", res.stdout + res.stderr
+    for name in ("run", "predict", "book", "data", "model", "sweep"):
+        assert f"    {name} " in res.stdout
+
+
+def test_each_commands_listed_line_is_its_own_help():
+    from vptlib.cli.app import ALL, COMMANDS, build_parser
+
+    sub = next(a for a in build_parser(ALL)._actions if a.dest == "command")
+    assert {c.dest: c.help for c in sub._choices_actions} == {k: v[1] for k, v in COMMANDS.items()}
+    assert build_parser(None).parse_args(["run"]).command == "run"  # a stub parses, with no options
+
+
 def test_fetch_offline_fails_fast_with_instructions(tmp_path):
     t0 = time.monotonic()
     res = _cli("data", "fetch", "--dest", str(tmp_path / "k"), env={"VPTLIB_OFFLINE": "1"})
@@ -81,3 +102,25 @@ def test_phantoms_cli(tmp_path):
     res = _cli("data", "phantoms", "--out", str(tmp_path / "p"), "--per-class", "2", "--size", "64")
     assert res.returncode == 0, res.stderr
     assert len(list((tmp_path / "p" / "Testing" / "pituitary").glob("*.jpg"))) == 2
+
+
+def test_a_bare_make_prints_help_and_installs_nothing():
+    from vptlib import REPO
+
+    res = subprocess.run(["make", "-n", "-C", str(REPO)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "make book" in res.stdout, res.stdout + res.stderr
+    assert "pip install" not in res.stdout and "venv" not in res.stdout.split("make install")[0]
+
+
+def test_preflight_keeps_each_problems_instructions_on_their_lines():
+    """The data problem's "then run:" is followed by its commands, each on its own line."""
+    from pathlib import Path
+
+    from vptlib.data.fetch import manual_instructions
+    from vptlib.study.book import _listed
+
+    msg = _listed("cannot build the full report:", [f"data: {manual_instructions(Path('d'))}", "model: missing"])
+    lines = msg.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.endswith("then run:"))
+    assert lines[at].startswith("  - data: ") and lines[at + 1].strip().startswith("vptlib data fetch --archive")
+    assert lines[at + 2].strip().startswith("vptlib data prepare") and lines[-1] == "  - model: missing"

@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 import matplotlib
+import pandas as pd
 import pytest
 import yaml
 
@@ -94,6 +95,9 @@ def test_figures_show_what_they_claim(runs, prepared):
     assert len(norms) == 3 and "gradient norm" in norms[2].get_ylabel()  # loss, accuracy, gradient norm
     assert len(norms[2].get_lines()) == 2  # VPT does not clip: no threshold line
     assert len(report.plot_history(report.latest_run(runs, "t", "zero_shot")).axes) >= 1  # a note, not a crash
+    probe = report.plot_history(report.latest_run(runs, "t", "linear")).axes[0]  # its search over C
+    assert probe.get_xscale() == "log" and probe.get_ylabel() == "validation accuracy"
+    assert len(probe.get_lines()[0].get_xdata()) == 96
     assert len(report.sample_grid(prepared, per_class=2).axes) == 4 * 2
     for fig in (
         report.misclassified(run_dir, prepared),
@@ -107,8 +111,32 @@ def test_figures_show_what_they_claim(runs, prepared):
 
 def test_static_explorer_is_a_table(runs, prepared, monkeypatch):
     monkeypatch.setenv("VPTLIB_STATIC", "1")
-    out = report.prediction_explorer(report.latest_run(runs, "t", "linear"), prepared)
+    run_dir = report.latest_run(runs, "t", "linear")
+    out = report.prediction_explorer(run_dir, prepared)
     assert list(out.columns[:3]) == ["path", "true", "pred"]
+    preds = pd.read_csv(run_dir / "predictions.csv").query("split == 'test'")
+    for shown, every in (
+        (out[out.true == out.pred], preds[preds.true == preds.pred]),
+        (out[out.true != out.pred], preds[preds.true != preds.pred]),
+    ):
+        assert shown.true.nunique() == every.true.nunique()  # every class that has such rows, not the first one
+
+
+def test_examples_take_the_classes_in_turn():
+    """The test split is sorted by class: the first rows are one class, the examples are not."""
+    from vptlib.report.examples import by_class
+
+    rows = pd.DataFrame(
+        {
+            "path": [f"{c}/{i}.jpg" for c in "abcd" for i in range(5)],
+            "true": [c for c in "abcd" for _ in range(5)],
+            "pred": ["x"] * 20,
+            "prob_x": [0.5 + i / 100 for _ in "abcd" for i in range(5)],
+        }
+    )
+    picked = by_class(rows, 8)
+    assert list(picked.true) == list("abcdabcd") and list(picked.path[:1]) == ["a/4.jpg"]  # most confident first
+    assert by_class(rows.iloc[:0], 8).empty
 
 
 def test_recorded_command_reproduces_the_run(runs, capsys):

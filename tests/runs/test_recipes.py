@@ -124,3 +124,23 @@ def test_the_book_never_cuts_a_settings_string():
     settings = ", ".join(f"option_{i}={i}" for i in range(30)) + ", prompt_tokens=3"
     html = pd.DataFrame({"settings": [settings]})._repr_html_()
     assert "prompt_tokens=3" in html and "..." not in html
+
+
+def test_predict_on_a_method_folder_lists_its_runs(tmp_path):
+    from vptlib.runs.predict import predict
+
+    method = tmp_path / "smoke" / "vpt_shallow"
+    names = ["20261201-100000-000001-aaaaaaaa", "20261201-110000-000001-bbbbbbbb", "20261201-120000-000001-cccccccc"]
+    for name in names:
+        (method / name).mkdir(parents=True)
+    for name in names[:2]:
+        (method / name / "metrics.json").write_text("{}")
+    (method / "group.json").write_text(json.dumps({"runs": [names[1]], "seeds": [0]}))
+    with pytest.raises(UserError) as exc:
+        predict(method, [tmp_path])
+    lines = str(exc.value).splitlines()
+    assert "a method's folder, not a run" in lines[0]
+    assert lines[1].strip() == f"{method / names[1]}  (in the results table)" and lines[2].strip() == str(
+        method / names[0]
+    )
+    assert len(lines) == 3  # the unfinished run is not offered

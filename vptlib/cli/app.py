@@ -183,21 +183,38 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"vptlib: error: {self.prog.removeprefix('vptlib ')}: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Every command, with the one line ``vptlib --help`` shows for it. Building a command's own
+# parser may import the method registry (torch, transformers: seconds), so a parser is built
+# only for the command given; the others are listed by these lines
+# (tests/cli/test_cli.py checks that they equal each command's own help).
+COMMANDS = {
+    "data": (add_data_parser, "fetch, prepare or synthesise data"),
+    "model": (add_model_parser, "model utilities"),
+    "run": (_add_run_parser, "train and evaluate one method, writing a run record"),
+    "predict": (_add_predict_parser, "classify images with a finished run"),
+    "sweep": (add_sweep_parser, "run a profile's named grid of runs (make sweep)"),
+    "book": (add_book_parser, "build steps used by make book / make run"),
+}
+ALL = "*"  # build_parser(ALL): every command's full parser
+
+
+def build_parser(command: str | None = ALL) -> argparse.ArgumentParser:
+    """The ``vptlib`` parser with ``command``'s sub-parser in full (``ALL``: every one; None or
+    an unknown name: none, each command listed by its help line only)."""
     p = _Parser(prog="vptlib", description="Prompt tuning for CLIP on brain MRI: data, models, runs.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    add_data_parser(sub)
-    add_model_parser(sub)
-    _add_run_parser(sub)
-    _add_predict_parser(sub)
-    add_sweep_parser(sub)
-    add_book_parser(sub)
+    for name, (add, summary) in COMMANDS.items():
+        if command in (ALL, name):
+            add(sub)
+        else:
+            sub.add_parser(name, help=summary)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     try:
         from vptlib import switches
 

@@ -16,7 +16,6 @@ import copy
 from dataclasses import dataclass
 
 import torch
-from peft import LoraConfig, inject_adapter_in_model
 
 from .base import Classifier, TrainDefaults, flag, linear_head, vision_model
 
@@ -48,6 +47,10 @@ def check(opts) -> None:
 
 def adapt(module: torch.nn.Module, opts, rslora: bool) -> None:
     """Inject LoRA adapters into ``module`` in place; only they train afterwards."""
+    # peft is imported here, not at the top: importing it takes seconds (it pulls in
+    # accelerate and more), and every `vptlib` command, --help included, reads this registry.
+    from peft import LoraConfig, inject_adapter_in_model
+
     config = LoraConfig(
         r=opts.rank,
         lora_alpha=opts.alpha,

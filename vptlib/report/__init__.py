@@ -31,13 +31,11 @@ from .dataset import (
     size_table,
     skipped_table,
 )
+from .examples import by_class, misclassified, misclassified_from, prediction_explorer
 from .experiment import (
-    misclassified,
-    misclassified_from,
     per_class_table,
     plot_confusion,
     plot_history,
-    prediction_explorer,
     seed_table,
     summary,
     tie_rule_html,
@@ -106,6 +104,7 @@ __all__ = [
     "latest_run",
     "latest_runs",
     "manifest",
+    "by_class",
     "misclassified",
     "misclassified_from",
     "per_class_table",

@@ -9,13 +9,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from PIL import Image
 
 from vptlib.data.classes import DISPLAY_NAMES
 from vptlib.runs import records
-from vptlib.switches import flag
 
-from .loading import STATIC_ENV, TITLES, _bytes, _changed, _predictions, verified_run
+from .loading import TITLES, _bytes, _changed, verified_run
 
 
 def summary(run_dir: str | Path) -> pd.DataFrame:
@@ -47,6 +45,8 @@ def plot_history(run_dir: str | Path):
     hist_path = Path(run_dir) / records.HISTORY
     curve = r["metrics"].get("wise_ft_curve")
     h = pd.read_csv(hist_path) if hist_path.is_file() else None
+    if h is None and r["metrics"].get("linear_probe_curve"):  # fitted in closed form: its curve is over C
+        return plot_probe_curve(r["metrics"])
     norms = h is not None and "grad_norm_mean" in h
     panels = 2 + bool(norms) + bool(curve)
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6))
@@ -89,6 +89,28 @@ def plot_history(run_dir: str | Path):
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_probe_curve(metrics: dict):
+    """The L-BFGS probe's training: validation accuracy and loss over the C it searched, the
+    chosen C marked (what epochs are to the other methods)."""
+    c = pd.DataFrame(metrics["linear_probe_curve"])
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.plot(c.C, c.val_acc, marker=".", label="validation accuracy (chooses C)")
+    ax.axvline(
+        metrics["linear_probe_C"], color="k", lw=0.8, ls=":", label=f"chosen C = {metrics['linear_probe_C']:.3g}"
+    )
+    ax.set_xscale("log")
+    ax.set_xlabel("C (inverse L2 strength; left: stronger regularisation)")
+    ax.set_ylabel("validation accuracy")
+    loss = ax.twinx()
+    loss.plot(c.C, c.val_loss, color="tab:orange", alpha=0.7, label="validation loss")
+    loss.set_ylabel("validation cross-entropy")
+    ax.grid(alpha=0.3)
+    lines = ax.get_legend_handles_labels()[0] + loss.get_legend_handles_labels()[0]
+    ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
 
@@ -160,73 +182,6 @@ def timing_table(run_dir: str | Path) -> pd.DataFrame:
             "precision": [m["precision"]],
         }
     )
-
-
-def misclassified(run_dir: str | Path, data_root: str | Path, n: int = 8):
-    """A grid of wrongly classified test images with their true and predicted class."""
-    p = _predictions(run_dir)
-    wrong = p[p.true != p.pred].head(n)
-    cols = max(1, min(4, len(wrong)))
-    rows = max(1, -(-len(wrong) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.set_axis_off()
-    if wrong.empty:
-        axes[0, 0].text(0.5, 0.5, "no misclassified test images", ha="center", va="center")
-    for ax, (_, r) in zip(axes.ravel(), wrong.iterrows(), strict=False):
-        ax.imshow(Image.open(Path(data_root) / r.path).convert("L"), cmap="gray")
-        conf = r[f"prob_{r.pred}"]
-        ax.set_title(
-            f"true {DISPLAY_NAMES.get(r.true, r.true)}\npred {DISPLAY_NAMES.get(r.pred, r.pred)} ({conf:.2f})",
-            fontsize=8,
-        )
-    fig.tight_layout()
-    return fig
-
-
-def prediction_explorer(run_dir: str | Path, data_root: str | Path):
-    """An ipywidgets explorer of test predictions in a live notebook; a static table otherwise.
-
-    The static build (papermill for the book, ``VPTLIB_STATIC=1``) gets the table, so the
-    HTML needs no widget JavaScript from a CDN.
-    """
-    p = _predictions(run_dir)
-    if flag(STATIC_ENV):
-        return p[["path", "true", "pred", *[c for c in p.columns if c.startswith("prob_")]]].round(3).head(20)
-    import ipywidgets as w
-    from IPython.display import display
-
-    classes = ["(any)", *sorted(p.true.unique())]
-    true_dd = w.Dropdown(options=classes, description="true")
-    pred_dd = w.Dropdown(options=classes, description="predicted")
-    out = w.Output()
-
-    def show(*_):
-        sel = p
-        if true_dd.value != "(any)":
-            sel = sel[sel.true == true_dd.value]
-        if pred_dd.value != "(any)":
-            sel = sel[sel.pred == pred_dd.value]
-        out.clear_output()
-        with out:
-            print(f"{len(sel)} images")
-            if len(sel):
-                display(misclassified_from(sel.head(8), data_root))
-
-    true_dd.observe(show, "value")
-    pred_dd.observe(show, "value")
-    show()
-    return w.VBox([w.HBox([true_dd, pred_dd]), out])
-
-
-def misclassified_from(rows: pd.DataFrame, data_root: str | Path):
-    fig, axes = plt.subplots(1, max(1, len(rows)), figsize=(2.4 * max(1, len(rows)), 2.6), squeeze=False)
-    for ax, (_, r) in zip(axes.ravel(), rows.iterrows(), strict=False):
-        ax.imshow(Image.open(Path(data_root) / r.path).convert("L"), cmap="gray")
-        ax.set_title(f"{r.true} -> {r.pred}", fontsize=8)
-        ax.set_axis_off()
-    plt.close(fig)
-    return fig
 
 
 def tuning_table(tuned) -> pd.DataFrame:

@@ -159,8 +159,7 @@ def predict(
 
     run_dir = Path(run_dir)
     if not (run_dir / records.METRICS).is_file():
-        hint = "it is unfinished: resume it with --resume" if (run_dir / records.CONFIG).is_file() else "no run here"
-        raise UserError(f"{run_dir} is not a finished run ({hint}); pass runs/<profile>/<method>/<run-id>")
+        raise UserError(_not_a_run(run_dir))
     if not isinstance(device, torch.device):
         pick_device(device)  # an unavailable device stops here, before the model is loaded
     files, skipped = expand_inputs(inputs)
@@ -213,3 +212,20 @@ def describe(table: pd.DataFrame) -> str:
         if c.startswith("prob_"):
             shown[c] = shown[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
     return shown.fillna("").to_string(index=False)
+
+
+def _not_a_run(run_dir: Path, shown: int = 10) -> str:
+    """Why ``run_dir`` cannot predict, and, for a method's folder, the finished runs inside it
+    (the current group's marked), newest first."""
+    from . import records
+
+    if (run_dir / records.CONFIG).is_file():
+        return f"{run_dir} is not a finished run (it is unfinished: resume it with --resume)"
+    done = [d for d in reversed(records.run_dirs(run_dir)) if (d / records.METRICS).is_file()]
+    if not done:
+        return f"{run_dir} is not a finished run (no run here); pass runs/<profile>/<method>/<run-id>"
+    group = run_dir / records.GROUP
+    current = set(json.loads(group.read_text()).get("runs", [])) if group.is_file() else set()
+    lines = [f"  {run_dir / d.name}{'  (in the results table)' if d.name in current else ''}" for d in done[:shown]]
+    more = [f"  ... and {len(done) - shown} older"] if len(done) > shown else []
+    return "\n".join([f"{run_dir} is a method's folder, not a run; pass one of its finished runs:", *lines, *more])

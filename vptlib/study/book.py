@@ -51,6 +51,16 @@ def _ways_forward(missing: str, model: str, revision: str | None, kaggle: str) -
     )
 
 
+def _listed(head: str, problems: list[str]) -> str:
+    """``head`` and one bullet per problem, each kept whole: a problem's own instructions
+    (the command lines after "then run:") stay on their lines, indented under it."""
+    lines = [head]
+    for problem in problems:
+        first, *rest = problem.splitlines()
+        lines += [f"  - {first}", *(f"    {line}" for line in rest)]
+    return "\n".join(lines)
+
+
 def preflight(
     profile_path: str | Path, data: str | None = None, model: str | None = None, stamp: str | Path | None = None
 ) -> dict[str, Any]:
@@ -78,7 +88,7 @@ def preflight(
                 else:
                     fetch(source["kaggle"], **_handle(source))
             except UserError as exc:
-                problems.append("data: " + " ".join(line.strip() for line in str(exc).splitlines()))
+                problems.append(f"data: {exc}")
     clip = None
     try:
         clip = load_clip(prof.model, revision=prof.revision)
@@ -87,7 +97,7 @@ def preflight(
     if problems:
         kaggle = prof.source.get("kaggle", "data/kaggle-brain-mri")
         raise UserError(
-            _ways_forward("cannot build the full report: " + "; ".join(problems), prof.model, prof.revision, kaggle)
+            _ways_forward(_listed("cannot build the full report:", problems), prof.model, prof.revision, kaggle)
         )
     if stamp is not None:
         write_if_changed(Path(stamp), json.dumps(inputs_identity(prof, clip), indent=2, sort_keys=True) + "\n")

@@ -6,18 +6,22 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from vptlib import atomic
+from vptlib import atomic, switches
 from vptlib.errors import UserError
 
 from .book import load_profile, record_output
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+HEARTBEAT_S = 60.0  # a quiet page still prints a line this often while it executes
 
 
 def template_parameters(template: str | Path) -> set[str]:
@@ -56,24 +60,39 @@ def parse_params(pairs: list[list[str]]) -> dict[str, Any]:
 def execute(
     template: str | Path, output: str | Path, profile_path: str | Path, params: dict[str, Any], title: str | None = None
 ) -> Path:
-    """Run a template notebook with papermill into ``output``, atomically, and title its page."""
+    """Run a template notebook with papermill into ``output``, atomically, and title its page.
+
+    What the page's code prints (each grid point, seed and epoch) reaches the terminal as it
+    happens, a quiet stretch still prints a line every :data:`HEARTBEAT_S`, and a cell that
+    runs past :func:`vptlib.switches.cell_timeout` stops the build with one line.
+    """
     import nbformat
     import papermill as pm
+    from nbclient.exceptions import CellTimeoutError
 
     output = Path(output)
     check_params(template, params)
     load_profile(profile_path)  # a bad profile is one line here, not a failed notebook
+    timeout = switches.cell_timeout()
     # Every template takes the profile's path and reads the profile itself (vptlib.study.profile).
     parameters = {"profile_path": str(profile_path), **params}
     output.parent.mkdir(parents=True, exist_ok=True)
-    print(f"executing {output} ({', '.join(f'{k}={v}' for k, v in params.items())})", flush=True)
+    shown = ", ".join(f"{k}={v}" for k, v in params.items())
+    print(f"executing {output} ({shown})", flush=True)
     env_before = os.environ.get("VPTLIB_STATIC")
     os.environ["VPTLIB_STATIC"] = "1"
+
+    def keep_failed(tmp: Path) -> Path:
+        failed = output.with_suffix(".failed.ipynb")
+        if tmp.is_file():
+            shutil.copyfile(tmp, failed)
+            record_output(failed)
+        return failed
 
     def write(tmp: Path) -> None:
         # Relative paths in profiles (data/, runs/, models/) are relative to where make runs.
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), Heartbeat(f"executing {output}"):
                 # The temporary name ends in .tmp (so no glob of the book picks it up); papermill
                 # would warn about that once per page.
                 warnings.filterwarnings("ignore", message="The specified file .* does not end in one of")
@@ -85,12 +104,20 @@ def execute(
                     kernel_name="python3",
                     progress_bar=False,
                     report_mode=False,
+                    execution_timeout=timeout,
+                    stdout_file=sys.stdout,
+                    stderr_file=sys.stderr,
                 )
         except pm.PapermillExecutionError as exc:
-            failed = output.with_suffix(".failed.ipynb")
-            shutil.copyfile(tmp, failed)
-            record_output(failed)
-            raise UserError(f"{template} failed for {params}: {exc.ename}: {exc.evalue} (see {failed})") from None
+            raise UserError(
+                f"{template} failed for {params}: {exc.ename}: {exc.evalue} (see {keep_failed(tmp)})"
+            ) from None
+        except CellTimeoutError:
+            raise UserError(
+                f"{template} ({shown or 'no parameters'}): a cell ran past the {timeout} s limit and was stopped "
+                f"(see {keep_failed(tmp)}); raise it with make ... TIMEOUT=<seconds> "
+                f"({switches.CELL_TIMEOUT}; 0: no limit)"
+            ) from None
         nb = nbformat.read(tmp, as_version=4)
         # Progress bars rendered as ipywidgets leave widget state behind, which makes
         # myst-nb load widget JavaScript from a CDN; the static report needs none.
@@ -115,3 +142,26 @@ def execute(
         else:
             os.environ["VPTLIB_STATIC"] = env_before
     return output
+
+
+class Heartbeat:
+    """While its block runs, prints ``what`` and the minutes elapsed every :data:`HEARTBEAT_S`,
+    so a page whose cells print nothing for a while (a feature cache, an audit) is seen alive."""
+
+    def __init__(self, what: str, every: float | None = None):
+        self.what, self.every = what, HEARTBEAT_S if every is None else every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        started = time.monotonic()
+        while not self._stop.wait(self.every):
+            print(f"... still {self.what}: {(time.monotonic() - started) / 60:.1f} min", flush=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
