@@ -92,6 +92,7 @@ def test_figures_show_what_they_claim(runs, prepared):
     assert len(report.plot_val_curves(runs, "t").axes[0].get_lines()) == 1  # the one trained by epochs (VPT)
     assert len(report.plot_acc_vs_params(table).axes[0].collections) == len(table)
     norms = report.plot_history(run_dir).axes
+    assert all(float(t).is_integer() for t in norms[0].get_xticks())  # whole epochs
     assert len(norms) == 3 and "gradient norm" in norms[2].get_ylabel()  # loss, accuracy, gradient norm
     assert len(norms[2].get_lines()) == 2  # VPT does not clip: no threshold line
     assert len(report.plot_history(report.latest_run(runs, "t", "zero_shot")).axes) >= 1  # a note, not a crash

@@ -144,3 +144,16 @@ def test_predict_on_a_method_folder_lists_its_runs(tmp_path):
         method / names[0]
     )
     assert len(lines) == 3  # the unfinished run is not offered
+
+
+def test_a_checkpoint_names_its_run(prepared, tiny_model, tmp_path):
+    """trainable.safetensors carries its method, classes, model and hashes in its header."""
+    from safetensors import safe_open
+
+    res = run(tiny_config(prepared, tiny_model, tmp_path, epochs=1), progress=False)
+    with safe_open(str(res.run_dir / "trainable.safetensors"), "pt") as f:
+        meta = f.metadata()
+    cfg = json.loads((res.run_dir / "config.json").read_text())
+    assert meta["method"] == "vpt_shallow" and meta["run_id"] == res.run_dir.name
+    assert json.loads(meta["classes"]) == cfg["classes"] and meta["config_hash"] == cfg["config_hash"]
+    assert meta["model"] == cfg["model"] and meta["vptlib_version"]

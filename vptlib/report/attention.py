@@ -7,6 +7,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from vptlib.data.classes import DISPLAY_NAMES
 from vptlib.data.dataset import Preprocess, load_data, normalize
@@ -103,6 +104,7 @@ def plot_prompt_attention(maps: dict):
             layers = np.arange(1, len(mean) + 1)
             ax.errorbar(layers, 100 * mean, yerr=100 * std, marker="o", capsize=3, label=TITLES[m])
     ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole layers, never 2.5
     ax.set_ylabel("CLS attention to prompts (%)")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:

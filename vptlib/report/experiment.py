@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from vptlib.data.classes import DISPLAY_NAMES
 from vptlib.runs import records
@@ -63,6 +64,7 @@ def plot_history(run_dir: str | Path):
             ax.plot(h.epoch, h[f"test_{what}"], "--", label="test (never used for selection)")
         ax.axvline(best, color="k", lw=0.8, ls=":", label=f"selected epoch {best}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, never 2.5
         ax.set_ylabel("cross-entropy" if what == "loss" else "accuracy")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, loc="best")
@@ -75,6 +77,7 @@ def plot_history(run_dir: str | Path):
             ax.axhline(clip, color="r", lw=0.8, label=f"clipped above {clip:g}")
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, never 2.5
         ax.set_ylabel("gradient norm (before clipping)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

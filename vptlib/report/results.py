@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from vptlib.runs import ledger, records
 from vptlib.runs.metrics import (
@@ -177,6 +178,7 @@ def plot_val_curves(runs: str | Path, profile: str):
             df = pd.read_csv(h)
             ax.plot(df.epoch, df.val_acc, marker=".", label=TITLES[method])
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, never 2.5
     ax.set_ylabel("validation accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -144,9 +144,26 @@ def load_state(path: Path) -> dict[str, Any]:
     return state
 
 
+# What a checkpoint says about itself in its safetensors header, read from its run's
+# config.json: a trainable.safetensors copied away from its folder still names its run.
+WEIGHTS_METADATA = ("method", "classes", "model", "config_hash", "code_hash", "vptlib_version")
+
+
+def weights_metadata(run_dir: Path) -> dict[str, str]:
+    """The :data:`WEIGHTS_METADATA` of ``run_dir``'s config (strings, as safetensors stores them)."""
+    from vptlib import __version__
+
+    cfg = json.loads((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).is_file() else {}
+    cfg = {**cfg, "vptlib_version": __version__, "run_id": run_dir.name}
+    keep = [k for k in (*WEIGHTS_METADATA, "run_id") if cfg.get(k) is not None]
+    return {k: cfg[k] if isinstance(cfg[k], str) else json.dumps(cfg[k]) for k in keep}
+
+
 def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> int:
+    """Write a run's trainable tensors, with :func:`weights_metadata` of the folder they are in."""
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    atomic.atomic_write(path, lambda p: save_file(cpu, str(p)))
+    meta = weights_metadata(path.parent)
+    atomic.atomic_write(path, lambda p: save_file(cpu, str(p), metadata=meta))
     return path.stat().st_size
 
 
