@@ -77,7 +77,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q -e . --no-deps
+	$(PY) -m pip install -q -c requirements.txt -e ".[dev]"
 	touch $@
 
 install: $(STAMP)

@@ -157,3 +157,37 @@ def test_a_checkpoint_names_its_run(prepared, tiny_model, tmp_path):
     assert meta["method"] == "vpt_shallow" and meta["run_id"] == res.run_dir.name
     assert json.loads(meta["classes"]) == cfg["classes"] and meta["config_hash"] == cfg["config_hash"]
     assert meta["model"] == cfg["model"] and meta["vptlib_version"]
+
+
+def test_the_schedule_is_open_clips_cosine_lr_and_transformers_after_warm_up():
+    # make_scheduler stays hand-written: its warm-up is WiSE-FT's and FLYP's cosine_lr
+    # (base_lr * (step + 1) / warmup), which transformers' get_cosine_schedule_with_warmup
+    # starts one step later (lr 0 at step 0). Past the warm-up, and with none, they agree.
+    import torch
+    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+
+    from vptlib.runs.config import RunConfig
+    from vptlib.runs.training import make_scheduler
+
+    def lrs(sched, opt, steps):
+        out = []
+        for _ in range(steps):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    def fresh():
+        return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+
+    spe, epochs = 7, 6
+    total = spe * epochs
+    for schedule, hf in (("cosine", get_cosine_schedule_with_warmup), ("constant", get_constant_schedule_with_warmup)):
+        for warmup in (0, 2):
+            cfg = RunConfig(data="d", method="vpt_deep", epochs=epochs, warmup=warmup, schedule=schedule)
+            ours = lrs(make_scheduler(opt := fresh(), cfg, spe), opt, total)
+            args = (warmup * spe, total) if schedule == "cosine" else (warmup * spe,)
+            theirs = lrs(hf(opt := fresh(), *args), opt, total)
+            w = warmup * spe
+            assert ours[w:] == pytest.approx(theirs[w:], abs=1e-12)
+            assert ours[:w] == pytest.approx([0.1 * (s + 1) / w for s in range(w)])  # cosine_lr's warm-up

@@ -193,3 +193,32 @@ def test_wilson_interval_keeps_coverage_near_99_percent():
         lo, hi = wilson_ci(k / 320, 320)
         covered += lo <= 0.99 <= hi
     assert covered / 2000 >= 0.93  # the percentile bootstrap covers about 84% here
+
+
+# ---- the hand-written formulas equal the kept libraries where both apply
+def test_wilson_equals_scipy_binomtest_on_every_count():
+    # wilson_ci stays: the results table also needs it for a seed mean (a fractional
+    # count), which binomtest cannot take; on whole counts the two must agree.
+    from scipy.stats import binomtest
+
+    from vptlib.runs.metrics import wilson_ci
+
+    for n in (1, 7, 80, 320):
+        for k in range(n + 1):
+            ref = binomtest(k, n).proportion_ci(0.95, method="wilson")
+            assert wilson_ci(k / n, n) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    ref = binomtest(57, 80).proportion_ci(0.9, method="wilson")
+    assert wilson_ci(57 / 80, 80, level=0.9) == pytest.approx((ref.low, ref.high), abs=1e-12)
+
+
+def test_holm_equals_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    from vptlib.runs.metrics import holm
+
+    rng = np.random.default_rng(0)
+    for m in (1, 2, 5, 12):
+        for _ in range(50):
+            p = rng.uniform(0, 0.2, m) ** rng.uniform(0.5, 3)
+            p[rng.integers(m)] = p[0]  # ties
+            assert holm(list(p)) == pytest.approx(multipletests(p, method="holm")[1].tolist(), abs=1e-15)

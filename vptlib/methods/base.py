@@ -55,7 +55,7 @@ class TextOptions:
 HOOKS = ("loss", "param_groups", "on_epoch_start", "on_step_end", "fit_features", "finalize", "features", "describe")
 # What the engine may rely on, as attributes (a class default, or set in ``__init__`` when
 # an option decides it). Tests check each against the method's behaviour.
-CAPABILITIES = ("uses_feature_cache", "batch_loss_is_global", "unused_params_possible", "text_prompts")
+CAPABILITIES = ("uses_feature_cache", "batch_loss_is_global", "unused_params_possible", "text_prompts", "peft_export")
 
 
 class Classifier(nn.Module):
@@ -77,6 +77,9 @@ class Classifier(nn.Module):
     batch_loss_is_global: bool = False
     unused_params_possible: bool = False  # some trainable tensors may get no gradient in a step (DDP must know)
     text_prompts: dict[str, list[str]] | None = None  # a text method's class prompts, recorded in config.json
+    # A LoRA method's adapters (vision_lora.PeftExport): saved beside the checkpoint in
+    # PEFT's format, so `PeftModel.from_pretrained` loads them (runs.records.save_adapter).
+    peft_export: Any = None
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), labels)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from . import vision_lora
 from .base import Classifier, TextOptions, TrainDefaults
 from .text import TEMPLATES, ClassTokens, class_prompts
-from .vision_lora import adapt, check
+from .vision_lora import PeftExport, adapt, check, lora_config
 
 DEFAULTS = TrainDefaults(epochs=20, lr=2e-4, optimizer="adamw", weight_decay=0.01)
 # The paper's budget (MaxZanella/CLIP-LoRA, n_iters = 500 * shots, last iterate, no validation).
@@ -46,6 +46,7 @@ class CLIPLoRA(Classifier):
         self.text_prompts = {c: ps[:1] for c, ps in every.items()}  # one text per class
         self.tokens = ClassTokens(clip.tokenizer, self.text_prompts)
         self.rank = opts.rank
+        self.peft_export = PeftExport(self.clip, "CLIPModel", "", lora_config(opts, True))
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         text = self.clip.get_text_features(**self.tokens.batch())

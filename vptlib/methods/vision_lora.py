@@ -45,13 +45,13 @@ def check(opts) -> None:
         raise ValueError("targets must name at least one projection")
 
 
-def adapt(module: torch.nn.Module, opts, rslora: bool) -> None:
-    """Inject LoRA adapters into ``module`` in place; only they train afterwards."""
+def lora_config(opts, rslora: bool):
+    """peft's ``LoraConfig`` of these options (what ``adapter_config.json`` records)."""
     # peft is imported here, not at the top: importing it takes seconds (it pulls in
     # accelerate and more), and every `vptlib` command, --help included, reads this registry.
-    from peft import LoraConfig, inject_adapter_in_model
+    from peft import LoraConfig
 
-    config = LoraConfig(
+    return LoraConfig(
         r=opts.rank,
         lora_alpha=opts.alpha,
         lora_dropout=opts.dropout,
@@ -59,9 +59,27 @@ def adapt(module: torch.nn.Module, opts, rslora: bool) -> None:
         bias="none",
         use_rslora=rslora,
     )
-    inject_adapter_in_model(config, module)
+
+
+def adapt(module: torch.nn.Module, opts, rslora: bool) -> None:
+    """Inject LoRA adapters into ``module`` in place; only they train afterwards."""
+    from peft import inject_adapter_in_model
+
+    inject_adapter_in_model(lora_config(opts, rslora), module)
     for name, p in module.named_parameters():
         p.requires_grad_("lora_" in name)
+
+
+@dataclass
+class PeftExport:
+    """Where a method's LoRA adapters live, for saving them as PEFT does: ``module`` holds
+    them, ``base`` is the transformers class they load onto, ``prefix`` the path of
+    ``module`` inside it, and ``config`` the ``LoraConfig``."""
+
+    module: torch.nn.Module
+    base: str
+    prefix: str
+    config: object
 
 
 class VisionLoRA(Classifier):
@@ -71,6 +89,10 @@ class VisionLoRA(Classifier):
         adapt(self.vision, opts, rslora=False)
         self.head = linear_head(vision.config.hidden_size, num_classes)
         self.rank, self.targets = opts.rank, tuple(opts.targets)
+        # The adapters in PEFT's format, loadable onto transformers' CLIPVisionModel (which
+        # self.vision is: CLIPModel.vision_model) by runs.records.save_adapter; the head is
+        # not a LoRA tensor and stays in trainable.safetensors.
+        self.peft_export = PeftExport(self.vision, "CLIPVisionModel", "", lora_config(opts, False))
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.head(self.vision(pixel_values=pixel_values).pooler_output.float())

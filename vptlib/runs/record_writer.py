@@ -150,6 +150,8 @@ def write_result(
         trained = model.trainable_state()
         metrics["checkpoint_bytes"] = records.save_weights(run_dir / records.WEIGHTS, trained)
         metrics["weights_sha256"] = tensorfile.digest(trained)  # predict and add_test check it on load
+        if model.peft_export is not None:
+            records.save_adapter(run_dir, model.peft_export)
         atomic.write_bytes(run_dir / records.PREDICTIONS, pd.DataFrame(rows).to_csv(index=False).encode())
         if len(hist):
             atomic.write_bytes(run_dir / records.HISTORY, hist.to_csv(index=False).encode())

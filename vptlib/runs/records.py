@@ -7,6 +7,8 @@
 ``state.pt``           resume state after the last completed epoch (tensors only,
                        loaded with ``weights_only=True``); deleted when the run ends
 ``trainable.safetensors``  only the trained tensors of the selected epoch
+``adapter/``           LoRA methods: the same adapters in PEFT's format, for
+                       ``PeftModel.from_pretrained`` (:func:`save_adapter`)
 ``predictions.csv``    val and test predictions with class probabilities
 ``metrics.json``       written last: its presence marks a finished run
 =====================  ==========================================================
@@ -165,6 +167,41 @@ def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> int:
     meta = weights_metadata(path.parent)
     atomic.atomic_write(path, lambda p: save_file(cpu, str(p), metadata=meta))
     return path.stat().st_size
+
+
+ADAPTER = "adapter"
+
+
+def save_adapter(run_dir: Path, export: Any) -> Path:
+    """Write a LoRA method's adapters as PEFT saves them, in ``run_dir/adapter/``:
+    ``adapter_config.json`` (``base_model_name_or_path`` and ``revision``: the run's model
+    and the commit it resolved to, from ``config.json``) and
+    ``adapter_model.safetensors`` (keys ``base_model.model.<path>.lora_A.weight``, with
+    :func:`weights_metadata`). Then, with ``export.base`` the transformers class::
+
+        PeftModel.from_pretrained(CLIPModel.from_pretrained(model), run_dir / "adapter")
+
+    rebuilds the adapted encoder(s) the run trained (``tests/runs/test_adapters.py``).
+    """
+    import copy
+
+    from peft import get_peft_model_state_dict
+
+    run = json.loads((run_dir / CONFIG).read_text())
+    source = run.get("model_source") or {}
+    config = copy.deepcopy(export.config)
+    config.base_model_name_or_path = source.get("repo") or run["model"]
+    config.revision = source.get("commit") or run.get("revision")
+    config.inference_mode = True
+    tensors = {
+        f"base_model.model.{export.prefix}{k}": v.detach().to("cpu").contiguous()
+        for k, v in get_peft_model_state_dict(export.module).items()
+    }
+    meta = {"format": "pt", **weights_metadata(run_dir), "base_class": export.base}
+    with atomic.atomic_dir(run_dir / ADAPTER) as tmp:
+        config.save_pretrained(str(tmp))
+        save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata=meta)
+    return run_dir / ADAPTER
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:

@@ -174,6 +174,9 @@ def make_optimizer(model: Classifier, cfg: RunConfig) -> torch.optim.Optimizer:
 
 
 def make_scheduler(opt, cfg: RunConfig, steps_per_epoch: int):
+    # open_clip's cosine_lr, which WiSE-FT and FLYP train with: the warm-up's first step
+    # already has lr/warm (transformers' get_cosine_schedule_with_warmup starts at 0, one
+    # step later); past the warm-up the two are equal (tests/runs/test_recipes.py).
     total = max(1, cfg.epochs * steps_per_epoch)
     warm = min(cfg.warmup * steps_per_epoch, total - 1)
 
