@@ -175,6 +175,17 @@ return out;
 """
 
 
+# The first table's own width against the box that would scroll it and the article column.
+HEADLINE_FITS = """
+const t = arguments[0];
+let box = t.parentElement;
+while (box && box !== document.body && !['auto', 'scroll'].includes(getComputedStyle(box).overflowX)) box = box.parentElement;
+const scroller = (box && box !== document.body) ? box : t;
+const column = (document.querySelector('article.bd-article') || document.querySelector('main')).getBoundingClientRect();
+return {scroll: scroller.scrollWidth, client: scroller.clientWidth, right: t.getBoundingClientRect().right, column: column.right};
+"""
+
+
 def test_reader_checks_in_chromium(repo, built, browser, tmp_path):
     html = repo / "_build" / "html"
     shots = ROOT / "_build" / "screenshots"
@@ -230,8 +241,13 @@ def test_reader_checks_in_chromium(repo, built, browser, tmp_path):
     first_table = browser.find_elements("css selector", "table")[0]
     rows = first_table.find_elements("css selector", "tbody tr")
     assert len(rows) == len(METHODS), [r.text for r in rows]
+    # The headline table fits the column at 1280 px: nothing behind a sideways scroll, and
+    # the earlier report's column is on screen.
+    assert "earlier report (%)" in first_table.find_element("css selector", "thead").text
+    fits = browser.execute_script(HEADLINE_FITS, first_table)
+    assert fits["scroll"] <= fits["client"] + 1 and fits["right"] <= fits["column"] + 1, fits
     figures = browser.execute_script("return [...document.images].filter(i => i.naturalWidth > 0).length")
-    assert figures >= 4  # accuracy with CIs, accuracy-vs-parameters, validation curves, reliability
+    assert figures >= 6  # accuracy with CIs, accuracy-vs-parameters, validation curves, losses, recall, reliability
     repro = html / "book" / "generated" / "reproducibility.html"
     browser.get(repro.as_uri())
     _wait_loaded(browser)

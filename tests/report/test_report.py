@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 import matplotlib
+import matplotlib.figure
 import pandas as pd
 import pytest
 import yaml
@@ -364,3 +365,119 @@ def test_the_methods_page_states_each_recipes_clipping_seeds_and_refit():
     assert f"(full: {full}, kaggle-full: {kaggle}, smoke: {smoke};" in readme
     probe = " ".join(page[page.index("## Linear probe") : page.index("## Visual prompt tuning")].split())
     assert linear.Options().refit is False and "does not by default (`refit: true` does)" in probe
+
+
+# ---- the Results page as issue 26 asked: tables that fit, definitions, one colour per method
+def test_headline_table_is_five_columns_with_the_earlier_report(runs):
+    table = report.results_table(runs, "t")
+    head = report.headline_table(table)
+    assert [head.index.name, *head.columns] == report.tables.HEADLINE
+    assert head.loc["Linear probe", "earlier report (%)"] == "90.0"
+    assert head.loc["Zero-shot CLIP", "earlier report (%)"] == "29.7"
+    params = int(table.set_index("method").loc["Linear probe", "trainable params"])
+    assert head.loc["Linear probe", "trainable params"] == f"{params:,}"
+    big = report.headline_table(table.assign(**{"trainable params": 87_849_733}))
+    assert (big["trainable params"] == "87,849,733").all()  # thousands separators
+    assert head["test acc. (%)"].str.fullmatch(r"\d+\.\d( ± \d+\.\d)?").all()  # one decimal throughout
+    assert head.loc["Zero-shot CLIP", "test acc. (%)"].count("±") == 0  # one run: no spread to show
+
+
+def test_secondary_table_keeps_one_precision_per_column(runs):
+    second = report.secondary_table(report.results_table(runs, "t"))
+    assert [second.index.name, *second.columns] == report.tables.SECONDARY
+    for col, decimals in (("balanced acc. (%)", 1), ("macro-F1", 3), ("ECE", 3), ("s / epoch", 2)):
+        assert second[col].str.fullmatch(rf"\d+\.\d{{{decimals}}}").all(), (col, second[col].tolist())
+
+
+def test_metric_definitions_state_the_codes_constants():
+    import inspect
+
+    from vptlib.runs.metrics import expected_calibration_error, wilson_ci
+
+    text = report.metric_definitions()
+    bins = inspect.signature(expected_calibration_error).parameters["bins"].default
+    level = inspect.signature(wilson_ci).parameters["level"].default
+    assert f"{bins} equal-width" in text and f"{round(100 * level)}% CI" in text
+    for column in ("balanced acc.", "macro-F1", "ECE", "selected epoch"):
+        assert f"**{column}" in text
+
+
+def test_recall_by_class_is_the_runs_own_recall_with_a_colour_bar(runs):
+    recall = report.recall_by_class(runs, "t")
+    metrics = json.loads((report.latest_run(runs, "t", "vpt_shallow") / "metrics.json").read_text())
+    for cls, m in metrics["test"]["per_class"].items():
+        assert recall.loc["VPT-shallow", cls] == pytest.approx(100 * m["recall"])
+    fig = report.plot_recall_by_class(runs, "t")
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "test recall (%)"  # the heat map and its bar
+
+
+def test_losses_of_every_method_trained_by_epochs(runs):
+    axes = report.plot_losses(runs, "t").axes
+    assert [a.get_title() for a in axes] == ["training loss", "validation loss"]
+    assert [len(a.get_lines()) for a in axes] == [1, 1]  # VPT-shallow; zero-shot and the probe have no epochs
+
+
+def test_a_method_has_one_colour_in_every_figure(runs):
+    from matplotlib.colors import to_rgb
+
+    table = report.results_table(runs, "t")
+    want = report.style.color("vpt_shallow")
+    bars = report.plot_accuracy(table).axes[0].patches
+    assert to_rgb(bars[list(table.method).index("VPT-shallow")].get_facecolor()) == pytest.approx(want)
+    assert to_rgb(report.plot_val_curves(runs, "t").axes[0].get_lines()[0].get_color()) == pytest.approx(want)
+    assert to_rgb(report.plot_losses(runs, "t").axes[1].get_lines()[0].get_color()) == pytest.approx(want)
+    dots = report.plot_acc_vs_params(table).axes[0].collections
+    assert to_rgb(dots[list(table.method).index("VPT-shallow")].get_facecolor()[0]) == pytest.approx(want)
+    palette = report.style.colors()
+    assert len(set(palette.values())) == len(palette)  # no two methods share a colour
+
+
+def test_results_figures_are_readable_at_the_column_width(runs):
+    table = report.results_table(runs, "t")
+    figures = [
+        report.plot_accuracy(table),
+        report.plot_acc_vs_params(table),
+        report.plot_val_curves(runs, "t"),
+        report.plot_losses(runs, "t"),
+        report.plot_recall_by_class(runs, "t"),
+        report.plot_reliability(runs, "t"),
+    ]
+    for fig in figures:
+        assert min(report.style.rendered_font_sizes(fig)) >= 7.5, fig.axes[0].get_title()
+
+
+def test_accuracy_error_bars_stay_within_0_and_100(runs):
+    ax = report.plot_accuracy(report.results_table(runs, "t")).axes[0]
+    segments = [seg for c in ax.collections for seg in c.get_segments()]
+    xs = [x for seg in segments for x, _ in seg]
+    assert xs and min(xs) >= 0 and max(xs) <= 100
+
+
+def _shown(monkeypatch, run_dir) -> list:
+    import IPython.display
+
+    out: list = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs: out.extend(objs))
+    report.show_training(run_dir)
+    return out
+
+
+def test_zero_shot_page_shows_its_prompts_and_no_training_panels(runs, monkeypatch):
+    from IPython.display import Markdown
+
+    run_dir = report.latest_run(runs, "t", "zero_shot")
+    shown = _shown(monkeypatch, run_dir)
+    assert not [o for o in shown if isinstance(o, matplotlib.figure.Figure)]  # no empty panels
+    assert "trains nothing" in shown[0].data and isinstance(shown[0], Markdown)
+    table = shown[-1]
+    prompts = json.loads((run_dir / "config.json").read_text())["text_prompts"]
+    assert len(table) == sum(len(p) for p in prompts.values())  # every prompt it averaged
+    assert set(table["prompt"]) == {p for ps in prompts.values() for p in ps}
+
+
+def test_a_trained_methods_page_shows_its_curves_and_no_prompts(runs, monkeypatch):
+    shown = _shown(monkeypatch, report.latest_run(runs, "t", "vpt_shallow"))
+    assert len(shown) == 1 and isinstance(shown[0], matplotlib.figure.Figure)
+    assert report.class_prompts(report.latest_run(runs, "t", "vpt_shallow")) is None
+    probe = _shown(monkeypatch, report.latest_run(runs, "t", "linear"))
+    assert probe[0].axes[0].get_xscale() == "log"  # validation accuracy over C

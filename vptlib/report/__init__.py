@@ -6,7 +6,9 @@ notebook outputs, so a page can always be regenerated from ``runs/`` and ``data/
 Shared loading (which runs make each method's row) is in :mod:`.loading`.
 """
 
+from . import style
 from .attention import ATTENTION_METHODS, attention_maps, plot_attention, plot_prompt_attention
+from .compared import plot_losses, plot_recall_by_class, plot_reliability, plot_val_curves, recall_by_class
 from .comparison import COMPARISON_RULE, significance_display, significance_sentence, significance_table
 from .curves import (
     plot_few_shot,
@@ -33,10 +35,12 @@ from .dataset import (
 )
 from .examples import by_class, misclassified, misclassified_from, prediction_explorer
 from .experiment import (
+    class_prompts,
     per_class_table,
     plot_confusion,
     plot_history,
     seed_table,
+    show_training,
     summary,
     tie_rule_html,
     timing_table,
@@ -71,11 +75,12 @@ from .results import (
     key_findings_html,
     plot_acc_vs_params,
     plot_accuracy,
-    plot_reliability,
-    plot_val_curves,
     results_table,
     test_looks,
 )
+from .tables import headline_table, metric_definitions, secondary_table
+
+style.apply()  # every page's figures get the same fonts
 
 __all__ = [
     "ATTENTION_METHODS",
@@ -108,6 +113,8 @@ __all__ = [
     "misclassified",
     "misclassified_from",
     "per_class_table",
+    "class_prompts",
+    "show_training",
     "plot_acc_vs_params",
     "plot_accuracy",
     "plot_attention",
@@ -117,6 +124,13 @@ __all__ = [
     "plot_prompt_attention",
     "plot_prompt_length",
     "plot_reliability",
+    "plot_losses",
+    "plot_recall_by_class",
+    "recall_by_class",
+    "headline_table",
+    "secondary_table",
+    "metric_definitions",
+    "style",
     "plot_sizes",
     "plot_val_curves",
     "prediction_explorer",

@@ -39,6 +39,50 @@ def summary(run_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["", "value"]).set_index("")
 
 
+def class_prompts(run_dir: str | Path) -> pd.DataFrame | None:
+    """A text method's class prompts as its run recorded them (config.json), one row per
+    prompt; None for a method that reads no text."""
+    prompts = verified_run(run_dir)["config"].get("text_prompts")
+    if not prompts:
+        return None
+    rows = [(DISPLAY_NAMES.get(c, c), p) for c, ps in prompts.items() for p in ps]
+    return pd.DataFrame(rows, columns=["class", "prompt"]).set_index("class")
+
+
+def show_training(run_dir: str | Path) -> None:
+    """The page's Training section, as the method trains: the epoch curves
+    (:func:`plot_history`), the probe's search over C, or, for a method that trains
+    nothing, a sentence saying so and no empty panels; then a text method's prompts."""
+    from IPython.display import Markdown, display
+
+    r = verified_run(run_dir)
+    title = TITLES.get(r["config"]["method"], r["config"]["method"])
+    trained = (Path(run_dir) / records.HISTORY).is_file() or r["metrics"].get("linear_probe_curve")
+    if trained:
+        fig = plot_history(run_dir)
+        display(fig)
+        plt.close(fig)
+    else:
+        display(
+            Markdown(
+                f"{title} trains nothing, so there are no training curves: it scores each image by the "
+                "cosine similarity of its embedding with the mean embedding of each class's prompts "
+                "below (CLIP's prompt ensembling)."
+            )
+        )
+    prompts = class_prompts(run_dir)
+    if prompts is not None:
+        n = prompts.groupby(level=0).size()
+        display(
+            Markdown(
+                f"The class texts {title} reads ({n.min()}–{n.max()} per class):"
+                if n.min() != n.max()
+                else f"The class texts {title} reads ({n.min()} per class):"
+            )
+        )
+        display(prompts)
+
+
 def plot_history(run_dir: str | Path):
     """Loss and accuracy per epoch for train, val and test (the selected epoch marked), the
     gradient norm before clipping (with the clipping threshold), and WiSE-FT's alpha curve."""

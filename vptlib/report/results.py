@@ -8,16 +8,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
-from matplotlib.ticker import MaxNLocator
 
-from vptlib.runs import ledger, records
+from vptlib.runs import ledger
 from vptlib.runs.metrics import (
-    expected_calibration_error,
-    reliability,
     wilson_ci,
 )
 
+from . import style
 from .comparison import signed
 from .loading import (
     EARLIER_REPORT,
@@ -25,7 +22,6 @@ from .loading import (
     _bytes,
     _changed,
     _predictions,
-    _test_arrays,
     latest_groups,
     latest_runs,
     method_order,
@@ -138,84 +134,37 @@ def plot_accuracy(table: pd.DataFrame):
     """Each method's seed-mean test accuracy with its 95% Wilson interval (the main table's CI)."""
     t = table.copy()
     t[["lo", "hi"]] = [[float(v) for v in ci.split("-")] for ci in t["95% CI"]]
+    keys = style.keys_of(t["method"])
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(t) + 1.2))
-    sns.barplot(t, y="method", x="test acc (%)", hue="method", legend=False, ax=ax, orient="h")
+    ax.barh(range(len(t)), t["test acc (%)"], color=[style.color(m) for m in keys])
     ax.errorbar(
         t["test acc (%)"],
         range(len(t)),
-        xerr=[t["test acc (%)"] - t.lo, t.hi - t["test acc (%)"]],
+        xerr=[t["test acc (%)"] - t.lo, t.hi - t["test acc (%)"]],  # a Wilson interval stays inside [0, 100]
         fmt="none",
         ecolor="black",
         capsize=3,
         lw=1,
     )
+    ax.set_yticks(range(len(t)), t["method"])
+    ax.invert_yaxis()  # the registry's order, top to bottom
     ax.set_xlim(0, 100)
     ax.set_xlabel("test accuracy (%), seed mean with 95% CI")
-    ax.set_ylabel("")
     fig.tight_layout()
     return fig
 
 
 def plot_acc_vs_params(table: pd.DataFrame):
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for _, r in table.iterrows():
+    """Test accuracy against trainable parameters; methods named in a legend, in their colours."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for key, (_, r) in zip(style.keys_of(table["method"]), table.iterrows(), strict=True):
         x = max(r["trainable params"], 1)
-        ax.scatter(x, r["test acc (%)"], s=40)
-        ax.annotate(r["method"], (x, r["test acc (%)"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        ax.scatter(x, r["test acc (%)"], s=50, color=style.color(key), label=r["method"], edgecolor="black", lw=0.5)
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log; zero-shot drawn at 1)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def plot_val_curves(runs: str | Path, profile: str):
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    for method, run_dir in latest_runs(runs, profile).items():
-        h = Path(run_dir) / records.HISTORY
-        if h.is_file():
-            df = pd.read_csv(h)
-            ax.plot(df.epoch, df.val_acc, marker=".", label=TITLES[method])
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, never 2.5
-    ax.set_ylabel("validation accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_reliability(runs: str | Path, profile: str):
-    """One reliability diagram per method (first seed), its ECE in the title.
-
-    Bars span the 10 confidence bins; a dot marks each bin's mean confidence, so a
-    calibrated bin has its dot on the diagonal."""
-    runs_ = latest_runs(runs, profile)
-    n = max(1, len(runs_))
-    cols = min(4, n)
-    fig, axes = plt.subplots(
-        (n + cols - 1) // cols,
-        cols,
-        figsize=(2.6 * cols, 2.6 * ((n + cols - 1) // cols)),
-        squeeze=False,
-        sharex=True,
-        sharey=True,
-    )
-    for ax, (method, run_dir) in zip(axes.flat, runs_.items(), strict=False):
-        labels, probs, _ = _test_arrays(run_dir)
-        rel = reliability(probs, labels)
-        n = len(rel["accuracy"])
-        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-        ax.bar((np.arange(n) + 0.5) / n, rel["accuracy"], width=1 / n, alpha=0.6, edgecolor="white")
-        ax.plot(rel["confidence"], rel["accuracy"], "k.", ms=4)  # each bin's mean confidence
-        ax.set_title(f"{TITLES[method]}\nECE {expected_calibration_error(probs, labels):.3f}", fontsize=8)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-    for ax in axes.flat[len(runs_) :]:
-        ax.axis("off")
-    fig.supxlabel("confidence", fontsize=9)
-    fig.supylabel("accuracy", fontsize=9)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     return fig
 

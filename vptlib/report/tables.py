@@ -1,0 +1,104 @@
+"""The Results page's two tables, cut from :func:`~vptlib.report.results.results_table`, and the
+definitions of the metrics they show.
+
+The headline table keeps what a reader compares first (accuracy with its spread and its
+interval, what each method trains, and the earlier report's number) in five columns that
+fit the article column; everything else is in the secondary table below it.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pandas as pd
+
+from vptlib.runs.metrics import expected_calibration_error, wilson_ci
+
+EARLIER = "earlier report (%)"
+HEADLINE = ["method", "test acc. (%)", "95% CI", "trainable params", EARLIER]
+SECONDARY = [
+    "method",
+    "per seed (%)",
+    "balanced acc. (%)",
+    "macro-F1",
+    "ECE",
+    "train acc. (%)",
+    "checkpoint",
+    "s / epoch",
+    "selected epoch",
+]
+
+
+def _number(x: object, digits: int) -> str:
+    return "–" if x is None or x == "–" or pd.isna(x) else f"{float(x):,.{digits}f}"
+
+
+def headline_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Method, seed-mean test accuracy ± std (one decimal), the 95% Wilson interval, trainable
+    parameters with thousands separators, and the earlier report's accuracy (labelled as
+    not reproduced: it came from code with known bugs and test-set selection)."""
+    if table.empty:
+        return pd.DataFrame(columns=HEADLINE).set_index("method")
+    std = table["± std"].map(lambda s: "" if s.startswith("–") else f" ± {float(s):.1f}")
+    out = pd.DataFrame(
+        {
+            "method": table["method"],
+            "test acc. (%)": table["test acc (%)"].map(lambda v: f"{v:.1f}") + std,
+            "95% CI": table["95% CI"],
+            "trainable params": table["trainable params"].map(lambda n: f"{int(n):,}"),
+            EARLIER: table["earlier report acc (%, not reproduced)"].map(lambda v: _number(v, 1)),
+        }
+    )
+    return out.set_index("method")
+
+
+def secondary_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The other metrics, each with one number of decimals throughout its column."""
+    if table.empty:
+        return pd.DataFrame(columns=SECONDARY).set_index("method")
+    out = pd.DataFrame(
+        {
+            "method": table["method"],
+            "per seed (%)": table["per seed (%)"],
+            "balanced acc. (%)": table["balanced acc (%)"].map(lambda v: _number(v, 1)),
+            "macro-F1": table["macro-F1"].map(lambda v: _number(v, 3)),
+            "ECE": table["ECE"].map(lambda v: _number(v, 3)),
+            "train acc. (%)": table["train acc (%)"].map(lambda v: _number(v, 1)),
+            "checkpoint": table["checkpoint"],
+            "s / epoch": table["s / epoch"].map(lambda v: _number(v, 2)),
+            "selected epoch": table["selected epoch"],
+        }
+    )
+    return out.set_index("method")
+
+
+def _ece_bins() -> int:
+    return inspect.signature(expected_calibration_error).parameters["bins"].default
+
+
+def _ci_level() -> float:
+    return inspect.signature(wilson_ci).parameters["level"].default
+
+
+def metric_definitions() -> str:
+    """Markdown: what each column means, with the constants the code uses."""
+    level = round(100 * _ci_level())
+    return "\n".join(
+        [
+            "- **test acc. (%)**: the share of test images whose most probable class is the true one, "
+            "averaged over the method's seeds, ± the standard deviation over seeds.",
+            f"- **{level}% CI**: the Wilson score interval of that accuracy over the test images "
+            f"(each image counted by the share of seeds that get it right).",
+            "- **balanced acc. (%)**: the mean over the classes of each class's recall, so a "
+            "class with fewer test images weighs as much as the others.",
+            "- **macro-F1**: the unweighted mean over the classes of F1, the harmonic mean of a "
+            "class's precision and recall.",
+            f"- **ECE**: expected calibration error, the mean over {_ece_bins()} equal-width "
+            "confidence bins, weighted by their share of images, of |accuracy − mean confidence| "
+            "(0 is calibrated).",
+            "- **train acc. (%)**: accuracy on the training images at the selected epoch; far above "
+            "test accuracy means the method memorised its training images more than it learned.",
+            "- **selected epoch**: per seed, the epoch chosen on validation accuracy (ties: lower "
+            "validation loss); **s / epoch**: mean training seconds per epoch on this build's machine.",
+        ]
+    )
