@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format clean help tiny-model book notebooks run browser bench sweep
+.PHONY: install test lint format clean help tiny-model book notebooks run browser bench sweep pdf
 # A bare `make` prints the targets; it never starts an install (rules below come before help).
 .DEFAULT_GOAL := help
 
@@ -69,6 +69,7 @@ help:
 	@echo "make lint      ruff check + ruff format --check"
 	@echo "make format    ruff format + ruff check --fix"
 	@echo "make book      run the study and render the report (PROFILE=full|smoke, DATA=, MODEL=, DRY_RUN=1, TIMEOUT=s)"
+	@echo "make pdf       the built book as one PDF, banner on every page: _build/pdf/book.pdf (after make book)"
 	@echo "make bench     measure step time and memory of every method on this machine"
 	@echo "make run       re-execute one experiment: make run NB=vpt_deep ARGS=\"-p lr 0.5\""
 	@echo "make sweep     run a profile's grid ahead of the book: make sweep SWEEP=fewshot|prompts [WORKERS=n]"
@@ -107,10 +108,18 @@ book: install $(MODEL_DEP)
 	@$(VPTLIB) book preflight --profile $(PROFILE_FILE) $(DATA_ARG) $(MODEL_ARG) --stamp $(INPUTS)
 	@$(VPTLIB) book guard --profile $(PROFILE_FILE) --dir $(GEN)
 	@$(MAKE) --no-print-directory notebooks PROFILE=$(PROFILE)
-	@$(VPTLIB) book config --profile $(PROFILE_FILE) --out _build/_config.yml --toc _build/_toc.yml
-	$(VENV)/bin/jupyter-book build . --config _build/_config.yml --toc _build/_toc.yml -W -n --keep-going -q
+	@$(VPTLIB) book toc --out _build/_toc.yml
+	$(VENV)/bin/jupyter-book build . --toc _build/_toc.yml -W -n --keep-going -q
 	@echo "make book PROFILE=$(PROFILE): $$(( $$(date +%s) - $(BOOK_START) )) s wall time"
 	@echo "HTML report: $(CURDIR)/_build/html/index.html"
+
+# The executed pages as one PDF (Jupyter Book's single-page HTML, printed by Chromium
+# offline: vptlib.study.pdf). It renders what make book executed; it executes nothing.
+pdf: install
+	@test -f $(GEN)/PROFILE || { echo "make pdf: there is no executed book to print; run make book PROFILE=$(PROFILE) first" >&2; exit 2; }
+	@$(VPTLIB) book toc --out _build/_toc.yml
+	$(VENV)/bin/jupyter-book build . --toc _build/_toc.yml --builder singlehtml -W -n --keep-going -q
+	@$(VPTLIB) book pdf --html _build/singlehtml/index.html --out _build/pdf/book.pdf
 
 notebooks: $(EXPERIMENTS) $(GEN)/dataset.ipynb $(GEN)/results.ipynb $(GEN)/curves.ipynb $(GEN)/attention.ipynb \
 	$(GEN)/reproducibility.ipynb

@@ -173,12 +173,29 @@ def test_profiles_are_valid_and_notebooks_take_only_the_profile_path():
             assert set(hp) <= set(RunConfig.__dataclass_fields__) | set(option_names(method))
 
 
-def test_smoke_config_has_banner_and_full_does_not(tmp_path):
-    smoke = yaml.safe_load(book.write_config(REPO / "profiles" / "smoke.yaml", tmp_path / "s.yml").read_text())
-    full = yaml.safe_load(book.write_config(REPO / "profiles" / "full.yaml", tmp_path / "f.yml").read_text())
-    assert "Smoke build" in smoke["html"]["announcement"]
-    assert "announcement" not in full.get("html", {})
-    assert smoke["execute"]["execute_notebooks"] == "off"
+def test_smoke_pages_carry_their_banner_and_full_ones_none(tmp_path):
+    from vptlib.study import banner
+
+    gen = tmp_path / "book" / "generated"
+    book.guard("smoke", gen)
+    book.write_banner(REPO / "profiles" / "smoke.yaml", gen)
+    assert "Smoke build" in banner.read_banner(tmp_path)
+    assert "BANNER" in (gen / book.OUTPUTS).read_text()  # vptlib's own file: a profile change removes it
+    book.guard("full", gen)  # another profile clears the smoke pages, banner included
+    assert banner.read_banner(tmp_path) == ""
+    book.write_banner(REPO / "profiles" / "full.yaml", gen)
+    assert banner.read_banner(tmp_path) == ""
+    config = yaml.safe_load((REPO / "_config.yml").read_text())
+    assert "vptlib.study.banner" in config["sphinx"]["extra_extensions"]  # plain `jupyter-book build .` too
+    assert config["execute"]["execute_notebooks"] == "off"
+
+
+def test_the_print_banner_is_a_css_string_on_every_page():
+    from vptlib.study import banner
+
+    css = banner.print_css('a "quoted" \\ text')
+    assert "@page" in css and "@top-center" in css and 'content: "a \\"quoted\\" \\\\ text"' in css
+    assert "counter(page)" in css
 
 
 def test_guard_clears_other_profiles_pages(tmp_path):

@@ -214,8 +214,7 @@ def test_dry_run_cuts_every_run_and_marks_every_page(monkeypatch, tmp_path):
         assert sweep["seeds"] == full.sweeps[name]["seeds"][:1]
         assert all(len(v) == 1 for k, v in sweep.items() if k not in ("methods", "seeds"))
         assert all(cfg.epochs <= 1 for _, cfg in sweep_grid(dry, name, check=False))  # the main table's budget
-    banner = book.write_config(REPO / "profiles" / "full.yaml", tmp_path / "c.yml").read_text()
-    assert "Dry run" in banner
+    assert "Dry run" in book.banner_text(REPO / "profiles" / "full.yaml")
     monkeypatch.setenv("VPTLIB_DRY_RUN", "0")
     assert load(REPO / "profiles" / "full.yaml") == full
 

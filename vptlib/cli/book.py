@@ -25,14 +25,17 @@ def _book(a: argparse.Namespace) -> None:
         method = params.get("method")
         title = METHODS[method].title if method in METHODS else None if a.title_from_method else a.title
         notebooks.execute(a.template, a.output, a.profile, params, title)
-    elif a.book_command == "config":
-        book.write_config(a.profile, a.out)
-        if a.toc:
-            book.write_toc(a.toc)
+    elif a.book_command == "toc":
+        book.write_toc(a.out)
+    elif a.book_command == "pdf":
+        from vptlib.study.pdf import print_pdf
+
+        print(f"PDF: {print_pdf(a.html, a.out).resolve()}")
     elif a.book_command == "guard":
         from vptlib.study.profile import load
 
         book.guard(load(a.profile).profile, a.dir)  # the profile's own name: a dry run is another build
+        book.write_banner(a.profile, a.dir)
     elif a.book_command == "clean":
         book.clean(a.dir)
     elif a.book_command == "rerun":
@@ -66,11 +69,12 @@ def add_book_parser(sub) -> None:
     ex.add_argument("--model", default=None, help="override the profile's model")
     ex.add_argument("--title", default=None, help="page title")
     ex.add_argument("--title-from-method", action="store_true", help="title the page after the method parameter")
-    co = bsub.add_parser("config", help="write the Jupyter Book config for a profile")
-    _profile_option(co)
+    co = bsub.add_parser("toc", help="write the table of contents, one page per registered method")
     co.add_argument("--out", required=True, help="output YAML")
-    co.add_argument("--toc", default=None, help="also write the table of contents, one page per registered method")
-    gu = bsub.add_parser("guard", help="clear generated pages of another profile")
+    pd_ = bsub.add_parser("pdf", help="print the single-page book to a PDF with Chromium (make pdf)")
+    pd_.add_argument("--html", required=True, help="the single-page HTML (jupyter-book build --builder singlehtml)")
+    pd_.add_argument("--out", required=True, help="the PDF to write")
+    gu = bsub.add_parser("guard", help="clear generated pages of another profile and write the build's banner")
     _profile_option(gu)
     gu.add_argument("--dir", required=True, help="generated pages folder")
     cl = bsub.add_parser("clean", help="delete the pages vptlib wrote (never a file of yours)")

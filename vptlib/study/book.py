@@ -162,14 +162,24 @@ DRY_RUN_BANNER = (
 )
 
 
-def write_config(profile_path: str | Path, out: str | Path) -> Path:
-    """``_config.yml`` plus, for the smoke profile and for dry runs, a banner on every page."""
+BANNER = "BANNER"  # the build's banner text, beside its pages (empty: none); vptlib.study.banner shows it
+
+
+def banner_text(profile_path: str | Path) -> str:
+    """What every page of this profile's book says first: the smoke and dry-run warnings, or ""."""
     profile = load_profile(profile_path)
-    config = yaml.safe_load((REPO / "_config.yml").read_text())
     banners = [SMOKE_BANNER] * (profile.get("banner") == "smoke") + [DRY_RUN_BANNER] * bool(profile.get("dry_run"))
-    if banners:
-        config.setdefault("html", {})["announcement"] = " ".join(banners)
-    return atomic.write_text(out, yaml.safe_dump(config, sort_keys=False))
+    return " ".join(banners)
+
+
+def write_banner(profile_path: str | Path, generated: str | Path) -> Path:
+    """Write :func:`banner_text` into the generated pages' folder, where the book's Sphinx
+    extension (:mod:`vptlib.study.banner`, listed in ``_config.yml``) reads it. The banner
+    thus travels with the pages it describes: a plain ``jupyter-book build .`` of smoke
+    pages carries it as ``make book`` does, in the HTML and on every page of the PDF."""
+    path = atomic.write_text(Path(generated) / BANNER, banner_text(profile_path) + "\n")
+    record_output(path)
+    return path
 
 
 def write_toc(out: str | Path) -> Path:
