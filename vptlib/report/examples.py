@@ -54,19 +54,25 @@ def prediction_explorer(run_dir: str | Path, data_root: str | Path):
     """An ipywidgets explorer of test predictions in a live notebook; a static table otherwise.
 
     The static build (papermill for the book, ``VPTLIB_STATIC=1``) gets the table, so the
-    HTML needs no widget JavaScript from a CDN.
+    HTML needs no widget JavaScript from a CDN. The explorer itself is inert until a
+    reader changes a filter: it writes its view into the ``Output`` widget's ``outputs``
+    kernel-side (``append_display_data``), never by capturing a cell's output (``with
+    out:``), which only a live front end routes; executed headless (plain papermill,
+    nbclient) it builds, stores its state and returns at once (tests/report/test_explorer.py).
     """
     p = _predictions(run_dir)
+    shown = pd.concat([by_class(p[p.true == p.pred], 10), by_class(p[p.true != p.pred], 10)])
+    table = shown[["path", "true", "pred", *[c for c in p.columns if c.startswith("prob_")]]].round(3)
     if flag(STATIC_ENV):  # every class, right and wrong, not the first rows of one class
-        shown = pd.concat([by_class(p[p.true == p.pred], 10), by_class(p[p.true != p.pred], 10)])
-        return shown[["path", "true", "pred", *[c for c in p.columns if c.startswith("prob_")]]].round(3)
+        return table
     import ipywidgets as w
-    from IPython.display import display
+    from IPython.display import Markdown
 
-    classes = ["(any)", *sorted(p.true.unique())]
+    classes = ["(any)", *sorted(set(p.true) | set(p.pred))]  # a class may be predicted and never true
     true_dd = w.Dropdown(options=classes, description="true")
     pred_dd = w.Dropdown(options=classes, description="predicted")
     out = w.Output()
+    out.append_display_data(table)  # what the static page shows, until a filter changes
 
     def show(*_):
         sel = p
@@ -74,15 +80,13 @@ def prediction_explorer(run_dir: str | Path, data_root: str | Path):
             sel = sel[sel.true == true_dd.value]
         if pred_dd.value != "(any)":
             sel = sel[sel.pred == pred_dd.value]
-        out.clear_output()
-        with out:
-            print(f"{len(sel)} images")
-            if len(sel):
-                display(misclassified_from(sel.head(8), data_root))
+        out.outputs = ()
+        out.append_display_data(Markdown(f"{len(sel)} images"))
+        if len(sel):
+            out.append_display_data(misclassified_from(sel.head(8), data_root))
 
     true_dd.observe(show, "value")
     pred_dd.observe(show, "value")
-    show()
     return w.VBox([w.HBox([true_dd, pred_dd]), out])
 
 
