@@ -175,6 +175,15 @@ return out;
 """
 
 
+# Images of the article that are not in a numbered, captioned figure.
+UNCAPTIONED = """
+return [...document.querySelectorAll('article img')].filter(i => {
+  const f = i.closest('figure');
+  return !(f && f.querySelector('.caption-number') && f.querySelector('figcaption').innerText.trim().length > 12);
+}).map(i => i.src.split('/').pop());
+"""
+
+
 # The first table's own width against the box that would scroll it and the article column.
 HEADLINE_FITS = """
 const t = arguments[0];
@@ -230,6 +239,8 @@ def test_reader_checks_in_chromium(repo, built, browser, tmp_path):
         assert "Show code cell" not in body and not browser.find_elements("css selector", ".cell_input"), page
         clipped = browser.execute_script(CLIPPED_TABLES)
         assert not clipped, (page, clipped)
+        uncaptioned = browser.execute_script(UNCAPTIONED)
+        assert not uncaptioned, (page, uncaptioned)  # every figure numbered ("Fig. N") and captioned
 
     results = html / "book" / "generated" / "results.html"
     browser.get(results.as_uri())

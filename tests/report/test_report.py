@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -238,8 +239,14 @@ def test_attention_dedup_and_reliability_figures(runs, prepared):
     assert set(maps["maps"]) == {"linear", "vpt_shallow"}  # zero-shot is not among the compared methods
     assert maps["maps"]["linear"].shape == (4, 7, 7) and len(maps["labels"]) == 4
     assert (maps["prompts"]["linear"] == 0).all() and (maps["prompts"]["vpt_shallow"] > 0).all()
-    assert len(report.plot_attention(maps).axes) == 4 * 3
-    assert len(report.plot_prompt_attention(maps).axes[0].get_lines()) >= 1
+    att = report.plot_attention(maps)
+    assert len(att.axes) == 4 * 3 + 1 and att.axes[-1].get_ylabel() == "attention / image's maximum"  # colour bar
+    prompt = report.plot_prompt_attention(maps)
+    assert len(prompt.axes[0].get_lines()) >= 1
+    for fig in (att, prompt):
+        assert min(report.style.rendered_font_sizes(fig)) >= 7.5
+    bars = [seg for c in prompt.axes[0].collections for seg in c.get_segments()]
+    assert min(y for seg in bars for _, y in seg) >= 0  # a share's error bar stops at 0%
     table = report.dedup_table(runs, "t", prepared)
     assert list(table.index) == ["Zero-shot CLIP", "Linear probe", "VPT-shallow"]
     assert (table["raw acc (%)"] == table["de-duplicated acc (%)"]).all()  # the phantoms have no duplicates
@@ -449,9 +456,18 @@ def test_a_method_has_one_colour_in_every_figure(runs):
     assert len(set(palette.values())) == len(palette)  # no two methods share a colour
 
 
-def test_results_figures_are_readable_at_the_column_width(runs):
+def test_every_figure_is_readable_at_the_column_width(runs, prepared):
     table = report.results_table(runs, "t")
+    vpt, probe = report.latest_run(runs, "t", "vpt_shallow"), report.latest_run(runs, "t", "linear")
     figures = [
+        report.plot_history(vpt),
+        report.plot_training(probe),
+        report.plot_confusion(vpt),
+        report.misclassified(vpt, prepared),
+        report.misclassified_from(pd.read_csv(vpt / "predictions.csv").head(8), prepared),
+        report.sample_grid(prepared),
+        report.class_distribution(prepared),
+        report.plot_sizes(prepared),
         report.plot_accuracy(table),
         report.plot_acc_vs_params(table),
         report.plot_val_curves(runs, "t"),
@@ -460,7 +476,8 @@ def test_results_figures_are_readable_at_the_column_width(runs):
         report.plot_reliability(runs, "t"),
     ]
     for fig in figures:
-        assert min(report.style.rendered_font_sizes(fig)) >= 7.5, fig.axes[0].get_title()
+        sizes = report.style.rendered_font_sizes(fig)
+        assert min(sizes) >= 7.5, (fig.axes[0].get_title(), fig.get_figwidth(), min(sizes))
 
 
 def test_accuracy_error_bars_stay_within_0_and_100(runs):
@@ -470,31 +487,73 @@ def test_accuracy_error_bars_stay_within_0_and_100(runs):
     assert xs and min(xs) >= 0 and max(xs) <= 100
 
 
-def _shown(monkeypatch, run_dir) -> list:
-    import IPython.display
-
-    out: list = []
-    monkeypatch.setattr(IPython.display, "display", lambda *objs: out.extend(objs))
-    report.show_training(run_dir)
-    return out
-
-
-def test_zero_shot_page_shows_its_prompts_and_no_training_panels(runs, monkeypatch):
-    from IPython.display import Markdown
-
+def test_zero_shot_page_shows_its_prompts_and_no_training_figure(runs):
     run_dir = report.latest_run(runs, "t", "zero_shot")
-    shown = _shown(monkeypatch, run_dir)
-    assert not [o for o in shown if isinstance(o, matplotlib.figure.Figure)]  # no empty panels
-    assert "trains nothing" in shown[0].data and isinstance(shown[0], Markdown)
-    table = shown[-1]
+    assert report.plot_training(run_dir) is None  # no empty panels
+    assert "trains nothing" in report.training_note(run_dir) and "class texts" in report.training_note(run_dir)
+    table = report.class_prompts(run_dir)
     prompts = json.loads((run_dir / "config.json").read_text())["text_prompts"]
     assert len(table) == sum(len(p) for p in prompts.values())  # every prompt it averaged
     assert set(table["prompt"]) == {p for ps in prompts.values() for p in ps}
 
 
-def test_a_trained_methods_page_shows_its_curves_and_no_prompts(runs, monkeypatch):
-    shown = _shown(monkeypatch, report.latest_run(runs, "t", "vpt_shallow"))
-    assert len(shown) == 1 and isinstance(shown[0], matplotlib.figure.Figure)
-    assert report.class_prompts(report.latest_run(runs, "t", "vpt_shallow")) is None
-    probe = _shown(monkeypatch, report.latest_run(runs, "t", "linear"))
-    assert probe[0].axes[0].get_xscale() == "log"  # validation accuracy over C
+def test_a_trained_methods_page_shows_its_curves_and_no_prompts(runs):
+    vpt = report.latest_run(runs, "t", "vpt_shallow")
+    assert isinstance(report.plot_training(vpt), matplotlib.figure.Figure)
+    assert "by epochs" in report.training_note(vpt) and "class texts" not in report.training_note(vpt)
+    assert report.class_prompts(vpt) is None
+    probe = report.latest_run(runs, "t", "linear")
+    assert report.plot_training(probe).axes[0].get_xscale() == "log"  # validation accuracy over C
+    assert "over C" in report.training_note(probe)
+
+
+def test_the_methods_page_states_the_ece_bins_the_code_uses():
+    import inspect
+
+    from vptlib.runs.metrics import expected_calibration_error
+
+    bins = inspect.signature(expected_calibration_error).parameters["bins"].default
+    assert f"({bins} equal-width bins)" in (REPO / "book" / "methods.md").read_text()
+
+
+def test_the_conclusion_is_this_builds_numbers(runs):
+    table = report.results_table(runs, "t")
+    sig = report.significance_table(runs, "t")
+    text = report.conclusion(table, sig)
+    r = table.set_index("method")
+    best = r["test acc (%)"].idxmax()
+    assert f"{best}'s, {r.loc[best, 'test acc (%)']:.1f}% (95% CI {r.loc[best, '95% CI']})" in text
+    better, worse, _ = report.comparison.signed(sig)
+    assert f"{len(better)} of {len(sig)} methods were better and {len(worse)} worse" in text
+    assert f"mean ECE {r['ECE'].min():.3f}" in text and "test the pipeline" not in text
+    assert report.conclusion(table, sig, pipeline_only=True).startswith("**These numbers test the pipeline.**")
+    empty = pd.DataFrame()
+    empty.attrs["missing_reference"] = "vpt_shallow"
+    assert "no difference is claimed" in report.conclusion(table, empty)
+
+
+def test_shown_commands_fit_a_line_and_still_run_as_recorded(runs):
+    import shlex
+
+    from vptlib.report.reproducibility import WRAP, wrap_command
+
+    text = report.run_commands_markdown(runs, "t")
+    blocks = re.findall(r"```bash\n(.*?)\n```", text, re.S)
+    assert blocks
+    for block in blocks:
+        assert all(len(line) <= WRAP for line in block.splitlines()), block
+        joined = block.replace("\\\n", "")
+        assert shlex.split(joined)[:2] == ["vptlib", "run"]
+    cmd = report.run_command(json.loads((report.latest_run(runs, "t", "vpt_shallow") / "config.json").read_text()))
+    assert shlex.split(wrap_command(cmd).replace("\\\n", "")) == shlex.split(cmd)
+
+
+def test_the_environment_lists_every_runtime_requirement_against_its_pin():
+    from importlib.metadata import requires
+
+    env = report.environment_table()
+    runtime = {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower() for r in requires("vptlib") if "extra ==" not in r}
+    assert {n.replace("_", "-") for n in runtime} <= set(env.index)
+    assert {"torch", "transformers", "peft", "scikit-learn", "scipy", "numpy", "pillow"} <= set(env.index)
+    assert env.loc["torch", "pinned (requirements.txt)"] == "2.13.0" and env.loc["torch", "same"] == "yes"
+    assert "pytest" not in env.index and "ruff" not in env.index  # tools decide no number

@@ -16,7 +16,10 @@ from vptlib.models.backbone import load_clip
 from vptlib.runs import records
 from vptlib.runs.records import load_run
 
+from . import style
 from .loading import TITLES, latest_runs
+
+CMAP = "inferno"  # attention over the grey image, with its colour bar
 
 ATTENTION_METHODS = ("linear", "vpt_shallow", "vpt_deep", "full")
 
@@ -71,27 +74,34 @@ def plot_attention(maps: dict):
         return fig
     methods = list(maps["maps"])
     n = len(maps["labels"])
-    fig, axes = plt.subplots(n, 1 + len(methods), figsize=(1.9 * (1 + len(methods)), 1.9 * n), squeeze=False)
+    cols = 1 + len(methods)
+    side = style.COLUMN_INCHES / (cols + 0.4)  # the column's width, with room for the colour bar
+    fig, axes = plt.subplots(
+        n, cols, figsize=(style.COLUMN_INCHES, side * n + 0.6), squeeze=False, layout="constrained"
+    )
     for i in range(n):
         img = maps["images"][i].float().mean(0).numpy()
         axes[i, 0].imshow(img, cmap="gray")
-        axes[i, 0].set_ylabel(DISPLAY_NAMES.get(maps["labels"][i], maps["labels"][i]), fontsize=8)
+        axes[i, 0].set_ylabel(DISPLAY_NAMES.get(maps["labels"][i], maps["labels"][i]), fontsize=9)
         for j, m in enumerate(methods, start=1):
             a = maps["maps"][m][i]
             axes[i, j].imshow(img, cmap="gray")
             axes[i, j].imshow(
                 a / a.max(),
-                cmap="inferno",
+                cmap=CMAP,
+                vmin=0,
+                vmax=1,
                 alpha=0.55,
                 extent=(0, img.shape[1], img.shape[0], 0),
                 interpolation="bilinear",
             )
     for j, title in enumerate(["image", *[TITLES[m] for m in methods]]):
-        axes[0, j].set_title(title, fontsize=8)
+        axes[0, j].set_title(title, fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
+    bar = plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap=CMAP)
+    fig.colorbar(bar, ax=axes[:, 1:].ravel().tolist(), shrink=0.8, label="attention / image's maximum")
     return fig
 
 
@@ -102,12 +112,21 @@ def plot_prompt_attention(maps: dict):
         if np.asarray(share).max() > 0:
             mean, std = np.asarray(share).mean(1), np.asarray(share).std(1)
             layers = np.arange(1, len(mean) + 1)
-            ax.errorbar(layers, 100 * mean, yerr=100 * std, marker="o", capsize=3, label=TITLES[m])
+            low = np.minimum(std, mean)  # a share is never below 0%: the bar stops there
+            ax.errorbar(
+                layers,
+                100 * mean,
+                yerr=[100 * low, 100 * std],
+                marker="o",
+                capsize=3,
+                label=TITLES[m],
+                color=style.color(m),
+            )
     ax.set_xlabel("layer")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole layers, never 2.5
     ax.set_ylabel("CLS attention to prompts (%)")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+        ax.legend()
     fig.tight_layout()
     return fig

@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from . import style
 from .loading import TITLES
 
 
@@ -42,20 +43,21 @@ def _sweep_points(df: pd.DataFrame) -> pd.DataFrame:
 def _sweep_plot(points: pd.DataFrame, x: str, xlabel: str, log_base: float, label_points: str | None = None):
     """One line per method through the seed means, with a band of ± one standard deviation over seeds."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    sns.lineplot(points, x=x, y="test accuracy (%)", hue="method", errorbar="sd", marker="o", ax=ax)
+    palette = {t: style.color(k) for t, k in zip(points["method"], style.keys_of(points["method"]), strict=True)}
+    sns.lineplot(points, x=x, y="test accuracy (%)", hue="method", palette=palette, errorbar="sd", marker="o", ax=ax)
     if label_points:
         for (_, value), g in points.groupby(["method", label_points]):
             ax.annotate(
                 f"P={int(value)}",
                 (g[x].iloc[0], g["test accuracy (%)"].mean()),
-                fontsize=7,
+                fontsize=8,
                 xytext=(3, 3),
                 textcoords="offset points",
             )
     ax.set_xscale("log", base=log_base)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%): seed mean, band ± 1 sd")
-    ax.legend(fontsize=8, title=None)
+    ax.legend(title=None)
     fig.tight_layout()
     return fig
 

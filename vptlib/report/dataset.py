@@ -11,13 +11,17 @@ from PIL import Image
 
 from vptlib.data.classes import DISPLAY_NAMES
 
+from . import style
 from .loading import manifest
 
 
 def sample_grid(data_root: str | Path, per_class: int = 4, seed: int = 0):
     df = manifest(data_root)
     classes = list(dict.fromkeys(df["class"]))
-    fig, axes = plt.subplots(len(classes), per_class, figsize=(2 * per_class, 2.1 * len(classes)), squeeze=False)
+    side = min(2.0, style.COLUMN_INCHES / per_class)
+    fig, axes = plt.subplots(
+        len(classes), per_class, figsize=(side * per_class, 1.05 * side * len(classes)), squeeze=False
+    )
     for i, c in enumerate(classes):
         rows = df[(df["class"] == c) & (df.split == "train")].sample(per_class, random_state=seed)
         for j, (_, r) in enumerate(rows.iterrows()):
@@ -61,7 +65,7 @@ def size_table(data_root: str | Path) -> pd.DataFrame:
 def plot_sizes(data_root: str | Path):
     """Image size and aspect-ratio distributions per class: the shape shortcut, made visible."""
     df = manifest(data_root)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, axes = plt.subplots(1, 2, figsize=(style.COLUMN_INCHES, 3.2))
     for label, g in df.groupby("label"):
         axes[0].scatter(g.width, g.height, s=10, alpha=0.6, label=label)
         axes[1].hist(g.aspect, bins=20, alpha=0.5, label=label)
@@ -69,7 +73,7 @@ def plot_sizes(data_root: str | Path):
     axes[0].set_ylabel("height (px)")
     axes[1].set_xlabel("aspect ratio (width / height)")
     axes[1].set_ylabel("images")
-    axes[1].legend(fontsize=8)
+    axes[1].legend()
     fig.tight_layout()
     return fig
 
@@ -178,7 +182,7 @@ def plot_nearest(nn: pd.DataFrame, flag: bool = True):
     how = nn["matched as"].iloc[0] if flag is False and len(nn) else "thumbnail correlation"
     if flag:
         ax.axvline(AUDIT_FLAG, color="#c44e52", ls="--", label=f"flagged at {AUDIT_FLAG}")
-        ax.legend(fontsize=8)
+        ax.legend()
     ax.set_xlabel(f"similarity of the nearest training/validation image ({how})")
     ax.set_ylabel("test images")
     fig.tight_layout()
@@ -187,16 +191,19 @@ def plot_nearest(nn: pd.DataFrame, flag: bool = True):
 
 
 def nearest_pairs(nn: pd.DataFrame, data_root: str | Path, k: int = 6):
-    """The ``k`` most similar (test, nearest training) pairs as images, side by side."""
+    """The ``k`` most similar (test, nearest training) pairs as images, side by side (their
+    file names are in :func:`nearest_table`)."""
     root = Path(data_root)
     top = nn.head(k)
-    fig, axes = plt.subplots(2, max(1, len(top)), figsize=(2 * max(1, len(top)), 4.4), squeeze=False)
+    cols = max(1, len(top))
+    side = style.COLUMN_INCHES / cols
+    fig, axes = plt.subplots(2, cols, figsize=(style.COLUMN_INCHES, 2 * side + 0.9), squeeze=False)
     for j, r in enumerate(top.to_dict("records")):
-        for i, (path, label) in enumerate(((r["test"], "test"), (r["nearest"], r["split"]))):
+        for i, (path, label) in enumerate(((r["test"], f"test {j + 1}"), (r["nearest"], r["split"]))):
             ax = axes[i, j]
             ax.imshow(Image.open(root / path).convert("L"), cmap="gray")
-            note = f"\n{r['similarity']:.3f}, {r['matched as']}" if i else ""
-            ax.set_title(f"{label}: {Path(path).name}{note}", fontsize=7)
+            note = f"\n{r['similarity']:.3f}" if i else ""
+            ax.set_title(f"{label}{note}", fontsize=9)
             ax.set_axis_off()
     fig.tight_layout()
     plt.close(fig)

@@ -12,6 +12,7 @@ from PIL import Image
 from vptlib.data.classes import DISPLAY_NAMES
 from vptlib.switches import flag
 
+from . import style
 from .loading import STATIC_ENV, _predictions
 
 
@@ -22,7 +23,8 @@ def misclassified(run_dir: str | Path, data_root: str | Path, n: int = 8):
     wrong = by_class(p[p.true != p.pred], n)
     cols = max(1, min(4, len(wrong)))
     rows = max(1, -(-len(wrong) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows), squeeze=False)
+    side = style.COLUMN_INCHES / 4  # four a row at the column's width, whatever the count
+    fig, axes = plt.subplots(rows, cols, figsize=(side * cols, (side + 0.45) * rows), squeeze=False)
     for ax in axes.ravel():
         ax.set_axis_off()
     if wrong.empty:
@@ -32,7 +34,7 @@ def misclassified(run_dir: str | Path, data_root: str | Path, n: int = 8):
         conf = r[f"prob_{r.pred}"]
         ax.set_title(
             f"true {DISPLAY_NAMES.get(r.true, r.true)}\npred {DISPLAY_NAMES.get(r.pred, r.pred)} ({conf:.2f})",
-            fontsize=8,
+            fontsize=9,
         )
     fig.tight_layout()
     return fig
@@ -91,10 +93,14 @@ def prediction_explorer(run_dir: str | Path, data_root: str | Path):
 
 
 def misclassified_from(rows: pd.DataFrame, data_root: str | Path):
-    fig, axes = plt.subplots(1, max(1, len(rows)), figsize=(2.4 * max(1, len(rows)), 2.6), squeeze=False)
+    cols = max(1, min(4, len(rows)))
+    side = style.COLUMN_INCHES / 4
+    grid = max(1, -(-len(rows) // cols))
+    fig, axes = plt.subplots(grid, cols, figsize=(side * cols, (side + 0.3) * grid), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
     for ax, (_, r) in zip(axes.ravel(), rows.iterrows(), strict=False):
         ax.imshow(Image.open(Path(data_root) / r.path).convert("L"), cmap="gray")
-        ax.set_title(f"{r.true} -> {r.pred}", fontsize=8)
-        ax.set_axis_off()
+        ax.set_title(f"{r.true} -> {r.pred}", fontsize=9)
     plt.close(fig)
     return fig

@@ -14,6 +14,7 @@ from matplotlib.ticker import MaxNLocator
 from vptlib.data.classes import DISPLAY_NAMES
 from vptlib.runs import records
 
+from . import style
 from .loading import TITLES, _bytes, _changed, verified_run
 
 
@@ -49,38 +50,35 @@ def class_prompts(run_dir: str | Path) -> pd.DataFrame | None:
     return pd.DataFrame(rows, columns=["class", "prompt"]).set_index("class")
 
 
-def show_training(run_dir: str | Path) -> None:
-    """The page's Training section, as the method trains: the epoch curves
-    (:func:`plot_history`), the probe's search over C, or, for a method that trains
-    nothing, a sentence saying so and no empty panels; then a text method's prompts."""
-    from IPython.display import Markdown, display
+def _trained(run_dir: str | Path) -> dict | None:
+    """The run's record if it trained (epochs, or the probe's fit over C); None if it trained nothing."""
+    r = verified_run(run_dir)
+    return r if (Path(run_dir) / records.HISTORY).is_file() or r["metrics"].get("linear_probe_curve") else None
 
+
+def training_note(run_dir: str | Path) -> str:
+    """Markdown: what the page's Training figure shows for this run's method, or why there is none."""
     r = verified_run(run_dir)
     title = TITLES.get(r["config"]["method"], r["config"]["method"])
-    trained = (Path(run_dir) / records.HISTORY).is_file() or r["metrics"].get("linear_probe_curve")
-    if trained:
-        fig = plot_history(run_dir)
-        display(fig)
-        plt.close(fig)
-    else:
-        display(
-            Markdown(
-                f"{title} trains nothing, so there are no training curves: it scores each image by the "
-                "cosine similarity of its embedding with the mean embedding of each class's prompts "
-                "below (CLIP's prompt ensembling)."
-            )
+    prompts = " Its class texts are listed below." if r["config"].get("text_prompts") else ""
+    if _trained(run_dir) is None:
+        return (
+            f"{title} trains nothing, so there is no training figure: it scores each image by the cosine "
+            f"similarity of its embedding with the mean embedding of each class's prompts (CLIP's prompt "
+            f"ensembling).{prompts}"
         )
-    prompts = class_prompts(run_dir)
-    if prompts is not None:
-        n = prompts.groupby(level=0).size()
-        display(
-            Markdown(
-                f"The class texts {title} reads ({n.min()}–{n.max()} per class):"
-                if n.min() != n.max()
-                else f"The class texts {title} reads ({n.min()} per class):"
-            )
-        )
-        display(prompts)
+    if r["metrics"].get("linear_probe_curve"):
+        return f"{title} is fitted in closed form for each value of C: the figure is its search over C.{prompts}"
+    return f"{title} trains by epochs: loss, accuracy and the gradient norm per epoch.{prompts}"
+
+
+def plot_training(run_dir: str | Path):
+    """The page's Training figure (:func:`plot_history`), or None for a method that trains nothing."""
+    if _trained(run_dir) is None:
+        return None
+    fig = plot_history(run_dir)
+    plt.close(fig)  # shown once, as the cell's result
+    return fig
 
 
 def plot_history(run_dir: str | Path):
@@ -94,7 +92,12 @@ def plot_history(run_dir: str | Path):
         return plot_probe_curve(r["metrics"])
     norms = h is not None and "grad_norm_mean" in h
     panels = 2 + bool(norms) + bool(curve)
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6))
+    # Two panels a row at the column's width, so the fonts are shown at their size.
+    rows = (panels + 1) // 2
+    fig, grid = plt.subplots(rows, 2, figsize=(style.COLUMN_INCHES, 3.1 * rows), squeeze=False)
+    for extra in grid.flat[panels:]:
+        fig.delaxes(extra)
+    axes = list(grid.flat[:panels])
     if h is None:
         for ax in axes:
             ax.text(0.5, 0.5, "no training: nothing to plot", ha="center", va="center")

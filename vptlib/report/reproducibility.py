@@ -8,7 +8,6 @@ from pathlib import Path
 import pandas as pd
 
 from vptlib import REPO
-from vptlib.runs import provenance as run_provenance
 from vptlib.runs import records
 
 from .loading import TITLES, latest_runs, short_commit
@@ -78,7 +77,7 @@ def run_commands_markdown(runs: str | Path, profile: str) -> str:
     lines = []
     for method, run_dir in latest_runs(runs, profile).items():
         cfg = records.read_run(run_dir)["config"]
-        lines += [f"**{TITLES[method]}** (`{run_dir.name}`)", "", "```bash", run_command(cfg), "```", ""]
+        lines += [f"**{TITLES[method]}** (`{run_dir.name}`)", "", "```bash", wrap_command(run_command(cfg)), "```", ""]
     return "\n".join(lines)
 
 
@@ -95,12 +94,62 @@ def commands_markdown(profile: str) -> str:
 
 
 def environment_table() -> pd.DataFrame:
-    v = run_provenance.versions()
+    """Every package vptlib runs on (its installed runtime requirements, which decide the
+    numbers), the Python, platform and device, each with the version the lock
+    (``requirements.txt``) pins, so a build on other versions shows where it differs."""
+    import platform
+    import re
+    from importlib.metadata import PackageNotFoundError, requires, version
+
     import torch
 
-    v["CUDA available"] = str(torch.cuda.is_available())
-    v["CPU threads"] = str(torch.get_num_threads())
-    return pd.DataFrame({"value": v})
+    pins = {}
+    lock = REPO / "requirements.txt"
+    for line in lock.read_text().splitlines() if lock.is_file() else []:
+        name, _, pinned = line.split("#")[0].strip().partition("==")
+        if pinned:
+            pins[name.lower().replace("_", "-")] = pinned
+    rows = {"python": (platform.python_version(), "–"), "vptlib": (version("vptlib"), "–")}
+    for text in requires("vptlib") or []:
+        if "extra ==" in text:
+            continue  # the book, test and dev tools decide no number
+        name = re.split(r"[<>=!~;\[ ]", text, maxsplit=1)[0].lower().replace("_", "-")
+        try:
+            rows[name] = (version(name), pins.get(name, "–"))
+        except PackageNotFoundError:
+            rows[name] = ("not installed", pins.get(name, "–"))
+    rows["platform"] = (platform.platform(), "–")
+    rows["CUDA (torch build)"] = (str(torch.version.cuda), "–")
+    rows["CUDA available"] = (str(torch.cuda.is_available()), "–")
+    rows["CPU threads"] = (str(torch.get_num_threads()), "–")
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=["installed", "pinned (requirements.txt)"])
+    table["same"] = [
+        "–" if p == "–" else ("yes" if i.split("+")[0] == p else "no") for i, p in table.itertuples(index=False)
+    ]
+    return table
+
+
+WRAP = 88  # characters per line of a shown command: a book column shows it whole
+
+
+def wrap_command(command: str, width: int = WRAP) -> str:
+    """``command`` over lines of at most ``width`` characters (where its words allow), each
+    option kept with its value and the lines joined by shell continuations."""
+    words = command.split(" ")
+    groups, i = [], 0
+    while i < len(words):  # "--flag value" stays together
+        take = 2 if words[i].startswith("--") and i + 1 < len(words) and not words[i + 1].startswith("--") else 1
+        groups.append(" ".join(words[i : i + take]))
+        i += take
+    lines, line = [], ""
+    for g in groups:
+        if line and len(line) + 1 + len(g) > width - 2:
+            lines.append(line)
+            line = "  " + g
+        else:
+            line = f"{line} {g}" if line else g
+    lines.append(line)
+    return " \\\n".join(lines)
 
 
 def benchmark_markdown(folder: str | Path | None = None) -> str:

@@ -130,6 +130,54 @@ def key_findings(results: pd.DataFrame, table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def conclusion(results: pd.DataFrame, table: pd.DataFrame, pipeline_only: bool = False) -> str:
+    """The Results page's closing paragraphs, generated from this build's two tables.
+
+    ``pipeline_only``: a smoke build or dry run (its banner), whose numbers test the
+    pipeline; the paragraphs then say so first."""
+    if results.empty:
+        return "No method has finished runs in this build, so there is nothing to conclude."
+    r = results.set_index("method")
+    acc = r["test acc (%)"]
+    best = acc.idxmax()
+    out = []
+    if pipeline_only:
+        out.append(
+            "**These numbers test the pipeline.** They come from a smoke build or a dry run, so the "
+            "sentences below describe what the code produced, not how the methods compare on CLIP and brain MRI."
+        )
+    out.append(f"The highest mean test accuracy was {best}'s, {acc[best]:.1f}% (95% CI {r.loc[best, '95% CI']}).")
+    if "missing_reference" in table.attrs or table.empty:
+        out.append("No method was compared with the reference in this build (see above), so no difference is claimed.")
+    else:
+        ref = table["reference"].iloc[0]
+        better, worse, same = signed(table)
+        claim = (
+            f"Against the reference fixed before any result, {ref} ({acc[ref]:.1f}%), "
+            f"{len(better)} of {len(table)} methods were better and {len(worse)} worse after the Holm correction"
+        )
+        out.append(
+            claim + (f"; {', '.join(same)} could not be told apart from it on these test images." if same else ".")
+        )
+        level = [ref, *better, *same]  # not shown worse than the reference
+        params = r.loc[level, "trainable params"].astype(int)
+        cheapest = params.idxmin()
+        out.append(
+            f"The method with the fewest trainable parameters that was not shown worse than the reference is "
+            f"{cheapest}, with {params[cheapest]:,}."
+        )
+    ece = r["ECE"].astype(float)
+    out.append(
+        f"The best calibrated on test was {ece.idxmin()} (mean ECE {ece.min():.3f}); the worst {ece.idxmax()} "
+        f"({ece.max():.3f})."
+    )
+    out.append(
+        "These are the results of one split of one data set whose images carry no patient identifiers; the "
+        "Discussion says what they can and cannot show."
+    )
+    return "\n\n".join(out)
+
+
 def plot_accuracy(table: pd.DataFrame):
     """Each method's seed-mean test accuracy with its 95% Wilson interval (the main table's CI)."""
     t = table.copy()

@@ -126,6 +126,7 @@ def execute(
             tags = cell.metadata.setdefault("tags", [])
             if "injected-parameters" in tags and "remove-cell" not in tags:
                 tags.append("remove-cell")
+        unique_figure_names(nb, output.stem)
         if title:
             first = next(c for c in nb.cells if c.cell_type == "markdown")
             lines = first.source.splitlines()
@@ -142,6 +143,18 @@ def execute(
         else:
             os.environ["VPTLIB_STATIC"] = env_before
     return output
+
+
+def unique_figure_names(nb: Any, page: str) -> None:
+    """Prefix each captioned figure's name (a cell's ``mystnb.figure.name``) with its page's.
+
+    A template's names are its own; ten experiment pages from one template would give
+    Sphinx ten ``fig-training`` labels (a duplicate-label warning, which fails the build).
+    """
+    for cell in nb.cells:
+        figure = cell.metadata.get("mystnb", {}).get("figure", {})
+        if figure.get("name") and not figure["name"].startswith(f"{page}-"):
+            figure["name"] = f"{page}-{figure['name']}"
 
 
 class Heartbeat:
