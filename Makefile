@@ -110,7 +110,7 @@ book: install $(MODEL_DEP)
 	@$(MAKE) --no-print-directory notebooks PROFILE=$(PROFILE)
 	@$(VPTLIB) book toc --out _build/_toc.yml
 	$(VENV)/bin/jupyter-book build . --toc _build/_toc.yml -W -n --keep-going -q
-	@echo "make book PROFILE=$(PROFILE): $$(( $$(date +%s) - $(BOOK_START) )) s wall time"
+	@$(VPTLIB) book timed --profile $(PROFILE_FILE) --started $(BOOK_START) --out _build/book-time-$(PROFILE).json
 	@echo "HTML report: $(CURDIR)/_build/html/index.html"
 
 # The executed pages as one PDF (Jupyter Book's single-page HTML, printed by Chromium

@@ -273,3 +273,31 @@ def test_measure_casts_frozen_layers_as_the_engine_does(monkeypatch):
     monkeypatch.setattr(measure, "cast_frozen", lambda m, p: cast.append(real(m, p)))
     bench.measure("forward", "bf16", batch=2, steps=1, warmup=0, tiny=True, device="cpu")
     assert len(cast) == 1 and cast[0] > 0
+
+
+def test_make_books_time_is_kept_with_its_machine_and_rendered_into_the_readme(tmp_path, monkeypatch):
+    import json
+    import os
+    import time
+
+    from vptlib import REPO
+    from vptlib.bench.output import BOOK_TIME_MARKERS, book_time_markdown, book_time_record, update_readme
+
+    monkeypatch.chdir(tmp_path)  # the profile's runs/ is relative
+    started = time.time() - 125
+    for i, age in enumerate((3600, 10)):  # one run from an earlier build, one from this one
+        d = tmp_path / "runs" / "smoke" / "vpt_deep" / f"r{i}"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text("{}")
+        os.utime(d / "metrics.json", (time.time() - age, time.time() - age))
+    rec = book_time_record(REPO / "profiles" / "smoke.yaml", started, tmp_path / "t.json")
+    assert json.loads((tmp_path / "t.json").read_text()) == rec
+    assert rec["profile"] == "smoke" and 124 <= rec["seconds"] <= 135 and rec["cpus"] == os.cpu_count()
+    assert (rec["runs_trained"], rec["runs_reused"]) == (1, 1)
+    text = book_time_markdown(rec)
+    assert f"took {rec['seconds'] / 60:.0f} min" in text and rec["machine"] in text and "trained 1 runs" in text
+    readme = tmp_path / "README.md"
+    readme.write_text(f"a\n{BOOK_TIME_MARKERS[0]}\nold\n{BOOK_TIME_MARKERS[1]}\nb\n")
+    assert update_readme(readme, text, BOOK_TIME_MARKERS)
+    assert text in readme.read_text() and "old" not in readme.read_text()
+    assert BOOK_TIME_MARKERS[0] in (REPO / "README.md").read_text()  # the README keeps a place for it

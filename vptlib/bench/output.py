@@ -105,15 +105,65 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(readme: Path, md: str) -> bool:
-    """Replace the README's benchmark section (between the markers) with ``md``."""
+def update_readme(readme: Path, md: str, markers: tuple[str, str] = (README_START, README_END)) -> bool:
+    """Replace the README's section between ``markers`` (the benchmark's by default) with ``md``."""
+    start, end = markers
     text = readme.read_text() if readme.is_file() else ""
-    if README_START not in text or README_END not in text:
+    if start not in text or end not in text:
         return False
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    atomic.write_text(readme, f"{head}{README_START}\n{md.rstrip()}\n{README_END}{tail}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    atomic.write_text(readme, f"{head}{start}\n{md.rstrip()}\n{end}{tail}")
     return True
+
+
+BOOK_TIME_MARKERS = ("<!-- book-time:start -->", "<!-- book-time:end -->")
+
+
+def book_time_record(profile_path: str | Path, started: float, out: str | Path) -> dict[str, Any]:
+    """What ``make book`` measured: its wall time since ``started`` (epoch seconds), the machine,
+    and how many finished runs of the profile it trained (their record is newer than the start)
+    or reused; written to ``out`` for :func:`book_time_markdown`."""
+    import datetime
+    import os
+    import time
+
+    import torch
+
+    from vptlib.runs import provenance, records
+    from vptlib.study.profile import load
+
+    from .timing import machine_name
+
+    prof = load(profile_path)
+    root = records.profile_folder(prof.runs, prof.profile)
+    done = list(root.rglob(records.METRICS)) if root.is_dir() else []
+    trained = sum(p.stat().st_mtime >= started for p in done)
+    rec = {
+        "profile": prof.profile,
+        "seconds": round(time.time() - started),
+        "machine": machine_name(torch.device("cpu")),
+        "cpus": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+        "commit": provenance.git_commit()[:12],
+        "runs_trained": trained,
+        "runs_reused": len(done) - trained,
+    }
+    atomic.write_json(out, rec)
+    return rec
+
+
+def book_time_markdown(rec: dict[str, Any]) -> str:
+    """The README's sentence on how long a build took, from ``make book``'s own record."""
+    minutes = rec["seconds"] / 60
+    return (
+        f"Measured: `make book PROFILE={rec['profile']}` took {minutes:.0f} min of wall time on "
+        f"`{rec['machine']}` ({rec['cpus']} CPUs, {rec['gpu']}) on {rec['date']} at commit `{rec['commit']}`; "
+        f"it trained {rec['runs_trained']} runs and reused {rec['runs_reused']} finished ones, with the "
+        f"environment and the tiny model already installed. Rendered by `python -m vptlib.bench --render-book` "
+        f"from the record that build left in `_build/book-time-{rec['profile']}.json`."
+    )
 
 
 def plot(r: dict[str, Any], path: Path) -> None:

@@ -27,6 +27,11 @@ def _book(a: argparse.Namespace) -> None:
         notebooks.execute(a.template, a.output, a.profile, params, title)
     elif a.book_command == "toc":
         book.write_toc(a.out)
+    elif a.book_command == "timed":
+        from vptlib.bench.output import book_time_record
+
+        rec = book_time_record(a.profile, a.started, a.out)
+        print(f"make book PROFILE={rec['profile']}: {rec['seconds']} s wall time")
     elif a.book_command == "pdf":
         from vptlib.study.pdf import print_pdf
 
@@ -71,6 +76,10 @@ def add_book_parser(sub) -> None:
     ex.add_argument("--title-from-method", action="store_true", help="title the page after the method parameter")
     co = bsub.add_parser("toc", help="write the table of contents, one page per registered method")
     co.add_argument("--out", required=True, help="output YAML")
+    ti = bsub.add_parser("timed", help="print make book's wall time and keep it with the machine (for the README)")
+    _profile_option(ti)
+    ti.add_argument("--started", type=float, required=True, help="when the build started (epoch seconds)")
+    ti.add_argument("--out", required=True, help="the JSON record to write")
     pd_ = bsub.add_parser("pdf", help="print the single-page book to a PDF with Chromium (make pdf)")
     pd_.add_argument("--html", required=True, help="the single-page HTML (jupyter-book build --builder singlehtml)")
     pd_.add_argument("--out", required=True, help="the PDF to write")

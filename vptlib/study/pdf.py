@@ -19,6 +19,18 @@ from vptlib import atomic
 from vptlib.errors import UserError
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+# Headless and offline: no GPU, no sandbox (containers), no update or sync traffic, and every
+# host name unresolvable, so nothing is fetched. The browser test drives Chromium the same way.
+HEADLESS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+)
 TIMEOUT_S = 600
 
 
@@ -63,14 +75,7 @@ def print_pdf(html: str | Path, out: str | Path, timeout: float = TIMEOUT_S) -> 
         pdf = Path(tmp) / "book.pdf"
         cmd = [
             browser,
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--host-resolver-rules=MAP * ~NOTFOUND",  # offline: nothing is fetched
+            *HEADLESS,
             f"--user-data-dir={Path(tmp) / 'profile'}",
             "--allow-file-access-from-files",
             "--no-pdf-header-footer",  # the book's own @page boxes say what each page needs
