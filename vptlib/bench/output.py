@@ -120,6 +120,12 @@ def update_readme(readme: Path, md: str, markers: tuple[str, str] = (README_STAR
 BOOK_TIME_MARKERS = ("<!-- book-time:start -->", "<!-- book-time:end -->")
 
 
+def _short(commit: str) -> str:
+    """A commit's first 12 hex digits, keeping its ``-dirty`` mark."""
+    sha, _, mark = commit.partition("-")
+    return sha[:12] + (f"-{mark}" if mark else "")
+
+
 def book_time_record(profile_path: str | Path, started: float, out: str | Path) -> dict[str, Any]:
     """What ``make book`` measured: its wall time since ``started`` (epoch seconds), the machine,
     and how many finished runs of the profile it trained (their record is newer than the start)
@@ -146,7 +152,7 @@ def book_time_record(profile_path: str | Path, started: float, out: str | Path) 
         "cpus": os.cpu_count(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU",
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
-        "commit": provenance.git_commit()[:12],
+        "commit": _short(provenance.git_commit()),
         "runs_trained": trained,
         "runs_reused": len(done) - trained,
     }
