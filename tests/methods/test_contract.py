@@ -46,7 +46,10 @@ def check_contract(name: str, clip) -> None:
 
     # requires_grad is exactly what trains and what a checkpoint holds
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert set(model.trainable_state()) == trainable
+    buffers = dict(model.named_buffers())
+    assert set(model.fitted_buffers) <= set(buffers), f"{name}: fitted_buffers names a tensor that is no buffer"
+    assert set(model.trainable_state()) == trainable | set(model.fitted_buffers)
+    assert set(model.data_sized) <= set(model.trainable_state())
     assert bool(trainable) == spec.trains, f"{name}: trains={spec.trains} but {len(trainable)} trainable tensors"
 
     # capabilities: declared, and true of the behaviour

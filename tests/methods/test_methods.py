@@ -44,6 +44,14 @@ def test_trainable_parameter_formulas_vit_b32(b32):
     # CLIP-LoRA: rank-2 A and B on q, k, v (D x D) of every layer of both encoders; no head.
     r, Dv, Dt, Lt = 2, 768, 512, 12
     assert count_parameters(build("clip_lora", b32, C))[0] == L * 3 * 2 * r * Dv + Lt * 3 * 2 * r * Dt == 184_320
+    # CoOp: n_ctx context vectors of the text width (16 x 512); CLAP: one prototype per class
+    # in the 512-d joint space; Tip-Adapter-F: one 512-d key per training image (480 here).
+    assert count_parameters(build("coop", b32, C))[0] == 16 * Dt == 8_192
+    assert count_parameters(build("clap", b32, C))[0] == C * 512 == 2_048
+    tip, n_train = build("tip_adapter_f", b32, C), 480
+    views = torch.nn.functional.normalize(torch.randn(10, n_train, 512), dim=-1)
+    tip.fit_features({"views": (views, torch.arange(n_train) % C)})
+    assert count_parameters(tip)[0] == n_train * 512 == 245_760
 
 
 @pytest.mark.parametrize("p", [0, 1, 10])
@@ -71,7 +79,7 @@ def test_build_never_modifies_the_callers_model(tiny_clip):
 @pytest.mark.parametrize(
     "method,options,needle",
     [
-        ("vpt", {}, "unknown method 'vpt'; choose one of: zero_shot, linear, vpt_shallow"),
+        ("vpt", {}, "unknown method 'vpt'; choose one of: zero_shot, linear, clap"),
         (
             "linear",
             {"prompt_tokens": 5},

@@ -112,10 +112,18 @@ def _assert_same_predictions(ours: pd.DataFrame, saved: pd.DataFrame, classes) -
 
 @pytest.mark.parametrize(
     ("method", "precision"),
-    [("vpt_deep", "fp32"), ("vpt_deep", "bf16"), ("linear", "bf16"), ("wise_ft", "bf16")],
+    [
+        ("vpt_deep", "fp32"),
+        ("vpt_deep", "bf16"),
+        ("linear", "bf16"),
+        ("wise_ft", "bf16"),
+        ("tip_adapter_f", "fp32"),  # its cache has one key per training image: sized by the data
+        ("coop", "bf16"),
+        ("clap", "fp32"),
+    ],
 )
 def test_reloaded_run_reproduces_its_predictions(method, precision, prepared, tiny_model, tmp_path):
-    kw = {"lr": 1e-4, "epochs": 1} if method == "wise_ft" else {}
+    kw = {"lr": 1e-4, "epochs": 1} if method == "wise_ft" else {"epochs": 2} if method in ("clap", "coop") else {}
     res = run(_cfg(prepared, tiny_model, tmp_path, method=method, precision=precision, **kw), progress=False)
     predictor = load_predictor(res.run_dir)
     assert predictor.precision == precision and predictor.classes == tuple(res.metrics["test"]["per_class"])

@@ -12,7 +12,8 @@ Adding a method (the checklist; ``tests/methods/test_contract.py`` checks the re
    :class:`~vptlib.methods.base.TextOptions` if it reads the class texts; give each
    field a default, and :func:`~vptlib.methods.base.flag` for a command-line flag),
    ``DEFAULTS`` (the paper's epochs, learning rate, optimiser, weight decay and gradient
-   clipping; epochs 0 if nothing trains), ``uses_seed(opts)`` if some options make its
+   clipping; epochs 0 if nothing trains), ``FIXED_RECIPE = True`` if the paper tunes none
+   of its settings on validation, ``uses_seed(opts)`` if some options make its
    runs independent of the seed (they then run once), a :class:`~vptlib.methods.base.Classifier` subclass (its
    ``requires_grad`` parameters are what it trains; set the capabilities that apply,
    override the hooks it needs; wrap another method with
@@ -34,7 +35,20 @@ from typing import Any
 
 from vptlib.data.classes import CLASSES
 
-from . import clip_lora, flyp, full, linear, text_ce, vision_lora, visual_prompt, wise_ft, zero_shot
+from . import (
+    clap,
+    clip_lora,
+    coop,
+    flyp,
+    full,
+    linear,
+    text_ce,
+    tip_adapter,
+    vision_lora,
+    visual_prompt,
+    wise_ft,
+    zero_shot,
+)
 from .base import Classifier, TextOptions, TrainDefaults, count_parameters
 
 
@@ -57,6 +71,9 @@ class MethodSpec:
 
     # (options) -> whether a run's result depends on its seed; None: whenever it trains.
     seeded: Callable[[Any], bool] | None = None
+    # True: the paper fixes its settings and tunes none of them on validation (CoOp, CLAP,
+    # Tip-Adapter-F's training), so the profiles give it no grid (tests/study/test_tuning.py).
+    fixed_recipe: bool = False
 
     @property
     def trains(self) -> bool:
@@ -73,7 +90,14 @@ class MethodSpec:
 
 
 def _spec(module: Any, title: str, build: Callable[..., Classifier] | None = None) -> MethodSpec:
-    return MethodSpec(build or module.build, module.Options, module.DEFAULTS, title, getattr(module, "uses_seed", None))
+    return MethodSpec(
+        build or module.build,
+        module.Options,
+        module.DEFAULTS,
+        title,
+        getattr(module, "uses_seed", None),
+        getattr(module, "FIXED_RECIPE", False),
+    )
 
 
 # The one list of methods, in report order: the CLI, the report, the bench, the sweeps and
@@ -81,6 +105,9 @@ def _spec(module: Any, title: str, build: Callable[..., Classifier] | None = Non
 METHODS: dict[str, MethodSpec] = {
     "zero_shot": _spec(zero_shot, "Zero-shot CLIP"),
     "linear": _spec(linear, "Linear probe"),
+    "clap": _spec(clap, "CLAP (zero-shot-initialised probe)"),
+    "tip_adapter_f": _spec(tip_adapter, "Tip-Adapter-F"),
+    "coop": _spec(coop, "CoOp"),
     "vpt_shallow": _spec(visual_prompt, "VPT-shallow", visual_prompt.build_shallow),
     "vpt_deep": _spec(visual_prompt, "VPT-deep", visual_prompt.build_deep),
     "vision_lora": _spec(vision_lora, "Vision LoRA + linear head"),

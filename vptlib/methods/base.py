@@ -55,7 +55,17 @@ class TextOptions:
 HOOKS = ("loss", "param_groups", "on_epoch_start", "on_step_end", "fit_features", "finalize", "features", "describe")
 # What the engine may rely on, as attributes (a class default, or set in ``__init__`` when
 # an option decides it). Tests check each against the method's behaviour.
-CAPABILITIES = ("uses_feature_cache", "batch_loss_is_global", "unused_params_possible", "text_prompts", "peft_export")
+CAPABILITIES = (
+    "uses_feature_cache",
+    "feature_views",
+    "epoch_covers_views",
+    "batch_loss_is_global",
+    "unused_params_possible",
+    "text_prompts",
+    "peft_export",
+    "fitted_buffers",
+    "data_sized",
+)
 
 
 class Classifier(nn.Module):
@@ -72,6 +82,14 @@ class Classifier(nn.Module):
 
     # True: the engine trains ``head`` on cached frozen ``features``.
     uses_feature_cache: bool = False
+    # With the feature cache: how many augmented views of each training image are cached beside
+    # its plain features (Tip-Adapter's cache averages 10, CLAP trains on 20); 0: no views, the
+    # head trains on the plain features. ``fit_features`` then sees them as ``splits["views"]``.
+    feature_views: int = 0
+    # With views: True, an epoch passes over every (image, view) pair (CLAP's epoch over its
+    # augmented copies); False, each epoch shows each image once, as one view drawn from the
+    # epoch's seed (an augmentation per epoch, as Tip-Adapter-F re-augments each epoch).
+    epoch_covers_views: bool = False
     # True: ``loss`` is the whole batch's loss on every data-parallel process (in-batch
     # contrastive losses gather the batch); False: the mean over this process's share.
     batch_loss_is_global: bool = False
@@ -80,6 +98,12 @@ class Classifier(nn.Module):
     # A LoRA method's adapters (vision_lora.PeftExport): saved beside the checkpoint in
     # PEFT's format, so `PeftModel.from_pretrained` loads them (runs.records.save_adapter).
     peft_export: Any = None
+    # Buffers fitted from the data, not by the optimiser (Tip-Adapter-F's cache values, its
+    # alpha and beta chosen on validation): a checkpoint holds them beside the trained tensors.
+    fitted_buffers: tuple[str, ...] = ()
+    # Checkpoint tensors whose first dimension the run's data decides (one cache key per
+    # training image): a reloaded run takes their shape from the checkpoint.
+    data_sized: tuple[str, ...] = ()
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), labels)
@@ -97,8 +121,11 @@ class Classifier(nn.Module):
     def fit_features(self, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict | None:
         """Hook for methods fitted in closed form on cached features (the L-BFGS linear probe).
 
-        ``splits`` maps train/val/test to (features, labels). Returns what to record in
-        the metrics once fitted (the engine then trains no epochs), or None to train.
+        ``splits`` maps train/val/test to (features, labels), and "views", with
+        ``feature_views``, to the ``(V, N, D)`` augmented views of the training features and
+        their labels. Returns what to record in the metrics once fitted (the engine then
+        trains no epochs), or None to train; a method may fit state from the data here and
+        still train (Tip-Adapter-F's cache, CLAP's multipliers).
         """
         return None
 
@@ -120,8 +147,10 @@ class Classifier(nn.Module):
         return ""
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        """Every tensor this method trains, by name: what a checkpoint holds."""
-        return {n: p for n, p in self.named_parameters() if p.requires_grad}
+        """Every tensor this method trains, and its ``fitted_buffers``, by name: what a checkpoint holds."""
+        state = {n: p for n, p in self.named_parameters() if p.requires_grad}
+        buffers = dict(self.named_buffers())
+        return {**state, **{n: buffers[n] for n in self.fitted_buffers}}
 
 
 class Wrapper(Classifier):

@@ -52,10 +52,15 @@ def results_table(runs: str | Path, profile: str) -> pd.DataFrame:
                 "balanced acc (%)": 100 * np.mean([m["test"]["balanced_accuracy"] for m in metrics]),
                 "macro-F1": np.mean([m["test"]["macro_f1"] for m in metrics]),
                 "ECE": np.mean([m["test"]["ece"] for m in metrics]),
+                "set coverage (%)": _mean_of(metrics, "coverage", 100),
+                "set size": _mean_of(metrics, "mean_set_size"),
                 "train acc (%)": 100 * np.mean([m["train_accuracy"] for m in metrics]),
                 "trainable params": first["metrics"]["trainable_params"],
                 "checkpoint": _bytes(first["metrics"]["checkpoint_bytes"]),
                 "s / epoch": np.mean([m["seconds_per_epoch"] for m in metrics]),
+                "training (s)": np.mean([m.get("seconds", {}).get("training", np.nan) for m in metrics]),
+                "GFLOPs / image": first["metrics"].get("flops_per_image", {}).get("inference", np.nan) / 1e9,
+                "train GFLOPs / image": first["metrics"].get("flops_per_image", {}).get("train_step", np.nan) / 1e9,
                 "selected epoch": ", ".join(str(m["best_epoch"]) for m in metrics),
                 "earlier report acc (%, not reproduced)": EARLIER_REPORT.get(method, "–"),
                 "settings": _changed(first["config"]),
@@ -68,6 +73,12 @@ def results_table(runs: str | Path, profile: str) -> pd.DataFrame:
     return df.round(
         {"test acc (%)": 2, "train acc (%)": 2, "balanced acc (%)": 2, "macro-F1": 3, "ECE": 3, "s / epoch": 2}
     )
+
+
+def _mean_of(metrics: list[dict], key: str, scale: float = 1.0) -> float:
+    """The seed mean of a conformal-set statistic (NaN for runs recorded without sets)."""
+    values = [m["test"].get("conformal", {}).get(key) for m in metrics]
+    return scale * float(np.mean(values)) if values and None not in values else float("nan")
 
 
 def test_looks(runs: str | Path, profile: str) -> pd.DataFrame:

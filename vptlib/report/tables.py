@@ -12,9 +12,12 @@ import inspect
 
 import pandas as pd
 
+from vptlib.runs import conformal
 from vptlib.runs.metrics import expected_calibration_error, wilson_ci
 
 EARLIER = "earlier report (%)"
+COST = "GFLOPs / image: predict, train step"
+SETS = f"{round(100 * (1 - conformal.ALPHA))}% sets: coverage (%) / size"
 HEADLINE = ["method", "test acc. (%)", "95% CI", "trainable params", EARLIER]
 SECONDARY = [
     "method",
@@ -22,9 +25,12 @@ SECONDARY = [
     "balanced acc. (%)",
     "macro-F1",
     "ECE",
+    SETS,
     "train acc. (%)",
     "checkpoint",
     "s / epoch",
+    "training (s)",
+    COST,
     "selected epoch",
 ]
 
@@ -63,13 +69,23 @@ def secondary_table(table: pd.DataFrame) -> pd.DataFrame:
             "balanced acc. (%)": table["balanced acc (%)"].map(lambda v: _number(v, 1)),
             "macro-F1": table["macro-F1"].map(lambda v: _number(v, 3)),
             "ECE": table["ECE"].map(lambda v: _number(v, 3)),
+            SETS: table["set coverage (%)"].map(lambda v: _number(v, 1))
+            + " / "
+            + table["set size"].map(lambda v: _number(v, 2)),
             "train acc. (%)": table["train acc (%)"].map(lambda v: _number(v, 1)),
             "checkpoint": table["checkpoint"],
             "s / epoch": table["s / epoch"].map(lambda v: _number(v, 2)),
+            "training (s)": table["training (s)"].map(lambda v: _number(v, 1)),
+            COST: table["GFLOPs / image"].map(_flops) + ", " + table["train GFLOPs / image"].map(_flops),
             "selected epoch": table["selected epoch"],
         }
     )
     return out.set_index("method")
+
+
+def _flops(g: float) -> str:
+    """GFLOPs with three significant digits (the tiny model's are a few MFLOPs)."""
+    return "–" if pd.isna(g) else f"{g:.3g}"
 
 
 def _ece_bins() -> int:
@@ -96,8 +112,16 @@ def metric_definitions() -> str:
             f"- **ECE**: expected calibration error, the mean over {_ece_bins()} equal-width "
             "confidence bins, weighted by their share of images, of |accuracy − mean confidence| "
             "(0 is calibrated).",
+            f"- **{SETS}**: split-conformal prediction sets (APS, non-randomised), calibrated on the "
+            f"validation images so that a set holds the true class for at least {round(100 * (1 - conformal.ALPHA))}% "
+            "of exchangeable images; on test, the share of images whose set holds the true class, and "
+            "the mean number of classes a set holds (1 is a single label, 4 says nothing).",
             "- **train acc. (%)**: accuracy on the training images at the selected epoch; far above "
             "test accuracy means the method memorised its training images more than it learned.",
+            f"- **{COST}**: floating-point operations (a multiply-add is two) per image, counted by "
+            "PyTorch's `FlopCounterMode` on a batch: a prediction from pixels, and one training step's "
+            "forward and backward as the method trains (a feature-cache method's step runs its head only); "
+            "**training (s)**: the seed-mean wall time of the training epochs.",
             "- **selected epoch**: per seed, the epoch chosen on validation accuracy (ties: lower "
             "validation loss); **s / epoch**: mean training seconds per epoch on this build's machine.",
         ]

@@ -145,7 +145,8 @@ def _train_and_record(
     # and pixels are loaded once per process, so later runs in one process pay little.
     setup_seconds = time.perf_counter() - started
     # A method fitted in closed form on the cached features trains no epochs (CLIP's linear probe).
-    fitted = model.fit_features(inputs.splits) if inputs.features else None
+    views = {"views": inputs.views} if inputs.views is not None else {}
+    fitted = model.fit_features({**inputs.splits, **views}) if inputs.features else None
     if fitted is not None:
         cfg = dataclasses.replace(cfg, epochs=0)
         fitted["fit_seconds"] = time.perf_counter() - started - setup_seconds

@@ -25,7 +25,7 @@ from vptlib.data.dataset import Data, Preprocess, load_data
 from vptlib.methods import Classifier, count_parameters
 from vptlib.models.backbone import model_signature
 
-from . import ledger, provenance, records
+from . import conformal, flops, ledger, provenance, records
 from .config import RunConfig
 from .evaluation import accuracy, evaluate
 from .metrics import classification_report
@@ -114,13 +114,16 @@ def write_result(
 
     Returns the metrics (every process computes them; only ``main`` writes).
     """
-    results, rows, losses = {}, [], {}
+    results, rows, losses, scored = {}, [], {}, {}
     for split in ("val", "test") if cfg.evaluate_test else ("val",):
         losses[split], probs = evaluate(inputs, split, cfg)
         labels = inputs.splits[split][1].cpu().numpy()
         if len(labels):
             results[split] = classification_report(labels, probs, data.classes)
+            scored[split] = (probs, labels)
         rows += _rows(split, data, labels, probs)
+    if "val" in scored and "test" in scored:  # prediction sets calibrated on validation, scored on test
+        results["test"]["conformal"] = conformal.report(*scored["val"], *scored["test"])
     _, train_probs = evaluate(inputs, "train", cfg)
     hist = pd.DataFrame(outcome.history)
     trainable_n, total_n = count_parameters(model)
@@ -156,6 +159,7 @@ def write_result(
         if len(hist):
             atomic.write_bytes(run_dir / records.HISTORY, hist.to_csv(index=False).encode())
         metrics["seconds"] = _cost(outcome, hist, inputs)
+        metrics["flops_per_image"] = flops.per_image(inputs, cfg.precision)  # counted, after the timed work
         if results.get("test"):  # counted before metrics.json: a kill in between leaves the look counted
             curve = [
                 (float(r["test_acc"]), f"epoch {int(r['epoch'])} curve (plot only)")
@@ -195,11 +199,16 @@ def add_test(run_dir: Path, cfg: RunConfig, clip: Any = None, device: torch.devi
     data = load_data(cfg.data, predictor.prep)  # the test split: whole, also for a few-shot run
     probs = predictor.probabilities(data.test.pixels)
     labels = data.test.labels.numpy()
-    if len(labels):
-        metrics["test"] = classification_report(labels, probs, data.classes)
-    metrics["test_evaluated"] = True
     old = pd.read_csv(run_dir / records.PREDICTIONS, keep_default_na=False)
     old = old[old["split"] != "test"]  # test rows of an earlier attempt killed before metrics.json
+    val = old[old["split"] == "val"]
+    if len(labels):
+        metrics["test"] = classification_report(labels, probs, data.classes)
+        if len(val):  # the recorded validation probabilities calibrate the sets, as in write_result
+            val_probs = val[[f"prob_{c}" for c in data.classes]].to_numpy(float)
+            val_labels = val["true"].map(list(data.classes).index).to_numpy()
+            metrics["test"]["conformal"] = conformal.report(val_probs, val_labels, probs, labels)
+    metrics["test_evaluated"] = True
     rows = pd.concat([old, pd.DataFrame(_rows("test", data, labels, probs))], ignore_index=True)
     atomic.write_bytes(run_dir / records.PREDICTIONS, rows.to_csv(index=False).encode())
     if metrics["test"]:  # counted before the record says so: a kill in between leaves the look counted

@@ -233,8 +233,11 @@ def load_run(run_dir: str | Path, clip=None, device: str | torch.device = "cpu")
     redo = f"the run cannot be used: delete {run_dir} and rerun it"
     weights = read_weights(run_dir / WEIGHTS, redo)
     expected = model.trainable_state()
+    # A tensor sized by the run's data (Tip-Adapter-F's cache: one key per training image) takes
+    # the checkpoint's shape as it loads; every other shape must be the one the method builds.
+    sized = set(getattr(model, "data_sized", ()))
     wrong = sorted(k for k in set(weights) | set(expected) if k not in weights or k not in expected)
-    wrong += sorted(k for k in set(weights) & set(expected) if weights[k].shape != expected[k].shape)
+    wrong += sorted(k for k in set(weights) & set(expected) if weights[k].shape != expected[k].shape and k not in sized)
     if wrong:
         raise UserError(
             f"{run_dir / WEIGHTS} does not fit {run_dir / CONFIG} ({cfg['method']}'s trainable tensors differ "

@@ -8,6 +8,9 @@ on the device, so the data pipeline never waits on the host.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
 from typing import TYPE_CHECKING
 
 import torch
@@ -41,19 +44,30 @@ class StagedRun:
         # A run that may not look at test (a tuning grid's point) never holds the test split:
         # no code path, however it is written, can score it.
         names = staged_splits(cfg)
+        # (V, N, D) augmented views of the training features and their labels (feature_views).
+        self.views: tuple[torch.Tensor, torch.Tensor] | None = None
         if self.features:
             self.splits = _feature_cache(model, data, cfg, device, model_fingerprint, dist, names)
+            if model.feature_views:
+                self.views = _view_cache(model, data, cfg, device, model_fingerprint, dist)
         else:
             self.splits = {
                 s: (_to(getattr(data, s).pixels, device), _to(getattr(data, s).labels, device)) for s in names
             }
         self.augment = Augment() if cfg.augment and not self.features else None
         self.eval_seconds = 0.0  # time spent in evaluate(), for the run's cost breakdown
-        # The module a training step calls: the trainable part, wrapped for DDP when parallel.
-        trains = model.head if self.features else model
-        self.train_module = dist.wrap(trains, find_unused=model.unused_params_possible) if cfg.epochs else trains
-        if cfg.compile:
-            self.train_module = torch.compile(self.train_module)
+        self._dist = dist
+
+    @functools.cached_property
+    def train_module(self) -> torch.nn.Module:
+        """The module a training step calls: the trainable part, wrapped for DDP when parallel.
+
+        Made on first use, after ``fit_features``: a method that sizes its trainable tensors
+        from the data there (Tip-Adapter-F's cache keys) is wrapped with its final tensors."""
+        trains = self.model.head if self.features else self.model
+        if self.cfg.epochs:
+            trains = self._dist.wrap(trains, find_unused=self.model.unused_params_possible)
+        return torch.compile(trains) if self.cfg.compile else trains
 
     def logits(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         if self.features:
@@ -82,7 +96,7 @@ def _feature_cache(
     Under data parallelism the main process computes them and the others load its file.
     """
     kernel = attention_kernel(device, cfg.precision)  # eager and SDPA round differently under bf16
-    key = f"features-{model_fingerprint}-{data.manifest_hash}-{data.prep.key()}-{cfg.precision}-{kernel}"
+    key = f"features-{_feature_key(model, model_fingerprint, data, cfg.precision, kernel)}"
     path = data.root / "cache" / f"{key}.safetensors"
     identity = {"key": key, "rows": ",".join(str(len(_full(data, s))) for s in ("train", "val", "test"))}
     if dist.main and tensorfile.read_cache(path, identity) is None:  # missing, damaged or not these features
@@ -108,6 +122,55 @@ def _feature_cache(
             f = f[_subset_rows(_full(data, s).paths, split.paths)]
         out[s] = (f.to(device), split.labels.to(device))
     return out
+
+
+def _feature_key(model, model_fingerprint: str, data: Data, precision: str, kernel: str) -> str:
+    """What decides a cached feature: the backbone, the data, the preprocessing, the precision,
+    the attention kernel, and which features the method reads (the linear probe's post-LN CLS
+    feature, CLAP's projected one, Tip-Adapter-F's unit-norm projected one): the method's
+    ``features`` function, by name and source, so two methods share a cache only when they
+    share that function, and an edit of it computes the features anew."""
+    reader = type(model).features
+    try:
+        source = inspect.getsource(reader)
+    except (OSError, TypeError):  # no source file (a method defined in a notebook cell, say)
+        source = ""
+    what = hashlib.sha256(f"{reader.__module__}.{reader.__qualname__}\n{source}".encode()).hexdigest()[:8]
+    return f"{model_fingerprint}-{data.manifest_hash}-{data.prep.key()}-{precision}-{kernel}-{what}"
+
+
+# The views' augmentation is drawn from these seeds, not from the run's: the cache is shared by
+# every run and seed on one (backbone, data, preprocessing, precision), as the plain features are.
+VIEW_SEED = 20220709
+
+
+def _view_cache(model, data: Data, cfg: RunConfig, device, model_fingerprint: str, dist: Dist) -> tuple:
+    """``(V, N, D)`` features of V augmented views of the training split (the run's few-shot
+    rows of it), with their labels: computed once per (backbone, manifest, preprocessing,
+    precision, augmentation, V), as :func:`_feature_cache` does for the plain features."""
+    augment, n_views = Augment(), model.feature_views
+    key = _feature_key(model, model_fingerprint, data, cfg.precision, attention_kernel(device, cfg.precision))
+    path = data.root / "cache" / f"views{n_views}-{key}.safetensors"
+    split = _full(data, "train")
+    identity = {"key": key, "rows": str(len(split)), "augment": repr(augment), "views": str(n_views)}
+    if dist.main and tensorfile.read_cache(path, identity) is None:
+        views = []
+        for v in tqdm(range(n_views), desc="augmented views (train)", leave=False):
+            gen, chunks = torch.Generator().manual_seed(VIEW_SEED + v), []
+            for i in range(0, len(split), cfg.batch_size):
+                x = normalize(augment(split.pixels[i : i + cfg.batch_size].to(device), gen), data.prep)
+                with torch.inference_mode(), autocast(device, cfg.precision):
+                    chunks.append(model.features(x).float().cpu())
+            views.append(torch.cat(chunks) if chunks else torch.zeros(0, model.head.in_features))
+        tensorfile.write_cache(path, {"views": torch.stack(views)}, identity)
+    dist.barrier()
+    cached = tensorfile.read_cache(path, identity)
+    if cached is None:
+        raise UserError(f"{path} could not be read back after writing it; check the disk, then rerun")
+    views = cached["views"]
+    if split is not data.train:  # a few-shot subset of the cached split
+        views = views[:, _subset_rows(split.paths, data.train.paths)]
+    return views.to(device), data.train.labels.to(device)
 
 
 def _full(data: Data, split: str):

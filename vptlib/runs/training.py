@@ -158,11 +158,25 @@ def steps_per_epoch(cfg: RunConfig, inputs: StagedRun) -> int:
     few-shot run trains on."""
     data = inputs.data
     n = len(data.train_full or data.train) if cfg.epoch_steps == "full-split" else len(data.train)
-    return max(1, math.ceil(n / cfg.batch_size))
+    return max(1, math.ceil(n * _copies(inputs) / cfg.batch_size))
+
+
+def _copies(inputs: StagedRun) -> int:
+    """How many examples an image is per epoch: its V views under ``epoch_covers_views``, else 1."""
+    return len(inputs.views[0]) if inputs.views is not None and inputs.model.epoch_covers_views else 1
+
+
+def train_examples(inputs: StagedRun) -> tuple[torch.Tensor, torch.Tensor]:
+    """What an epoch iterates over: the training split, or every (image, view) pair of its
+    cached augmented views when the method's epoch covers them (CLAP)."""
+    if _copies(inputs) == 1:
+        return inputs.splits["train"]
+    views, labels = inputs.views
+    return views.flatten(0, 1), labels.repeat(len(views))
 
 
 def _images_per_epoch(cfg: RunConfig, inputs: StagedRun) -> int:
-    n = len(inputs.data.train)
+    n = len(inputs.data.train) * _copies(inputs)
     return n if cfg.epoch_steps == "pass" else steps_per_epoch(cfg, inputs) * cfg.batch_size
 
 
@@ -205,7 +219,8 @@ def _check_initial_loss(inputs: StagedRun, cfg: RunConfig) -> None:
 def _train_epoch(
     inputs: StagedRun, opt, sched, scaler, cfg: RunConfig, epoch: int, trainable: list, progress: bool, dist: Dist
 ):
-    x, y = inputs.splits["train"]
+    x, y = train_examples(inputs)
+    views = inputs.views if inputs.views is not None and not inputs.model.epoch_covers_views else None
     model = inputs.model
     model.train()
     torch.manual_seed(int(generator(cfg.seed, epoch, 1).initial_seed()))  # dropout draws
@@ -220,7 +235,10 @@ def _train_epoch(
     bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
     for step in bar:
         idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-        xb = x[idx]
+        if views is not None:  # each image as one of its cached augmented views, drawn per epoch
+            xb = views[0][torch.randint(len(views[0]), (len(idx),), generator=aug_gen).to(idx.device), idx]
+        else:
+            xb = x[idx]
         if inputs.augment is not None:  # the whole batch, as in one process, then this process's share
             xb = inputs.augment(xb, aug_gen)
         mine = slice(dist.rank, None, dist.world)

@@ -1,0 +1,77 @@
+"""Cached augmented views of the training features (``feature_views``): Tip-Adapter-F's
+cache and CLAP's training set. Computed once per backbone and data, shared by runs and
+seeds, subset for few-shot runs, and walked the way each method's epoch walks them."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from helpers import tiny_config
+
+from vptlib.models.backbone import load_clip
+from vptlib.runs.engine import run
+from vptlib.runs.training import steps_per_epoch, train_examples
+
+
+def _views(prepared):
+    return sorted((prepared / "cache").glob("views*.safetensors"))
+
+
+def test_views_are_cached_once_and_shared_by_seeds(prepared, tiny_model, tmp_path):
+    a = run(tiny_config(prepared, tiny_model, tmp_path, method="tip_adapter_f", epochs=1), progress=False)
+    files = [p for p in _views(prepared) if p.name.startswith("views10-")]
+    assert len(files) == 1
+    stamp = files[0].stat().st_mtime_ns
+    b = run(tiny_config(prepared, tiny_model, tmp_path, method="tip_adapter_f", epochs=1, seed=1), progress=False)
+    assert files[0].stat().st_mtime_ns == stamp  # the second seed read the cache, did not redo it
+    dim = load_clip(tiny_model).model.config.projection_dim
+    assert a.metrics["trainable_params"] == b.metrics["trainable_params"] == a.metrics["train_images"] * dim
+
+
+def test_a_few_shot_run_caches_only_its_own_images(prepared, tiny_model, tmp_path):
+    res = run(
+        tiny_config(prepared, tiny_model, tmp_path, method="tip_adapter_f", epochs=1, train_per_class=3),
+        progress=False,
+        keep_model=True,
+    )
+    head = res.model.head
+    assert head.keys.shape[0] == 12 and head.values.sum(0).tolist() == [3.0] * 4  # 3 images a class
+
+
+def _inputs(n: int, views: int, covers: bool, full: int | None = None):
+    labels = torch.arange(n) % 4
+    data = SimpleNamespace(train=list(range(n)), train_full=list(range(full)) if full else None)
+    return SimpleNamespace(
+        data=data,
+        splits={"train": (torch.zeros(n, 8), labels)},
+        views=(torch.randn(views, n, 8), labels) if views else None,
+        model=SimpleNamespace(epoch_covers_views=covers),
+    )
+
+
+def test_an_epoch_over_views_passes_every_view_once():
+    cfg = SimpleNamespace(batch_size=16, epoch_steps="pass")
+    clap_like, tip_like = _inputs(40, 20, covers=True), _inputs(40, 10, covers=False)
+    assert steps_per_epoch(cfg, clap_like) == 50 and steps_per_epoch(cfg, tip_like) == 3
+    x, y = train_examples(clap_like)
+    assert x.shape == (800, 8) and torch.equal(x[40], clap_like.views[0][1, 0]) and torch.equal(y[40], y[0])
+    assert train_examples(tip_like)[0] is tip_like.splits["train"][0]  # one view per image, drawn per epoch
+
+
+def test_methods_reading_different_features_never_share_a_cache(prepared, tiny_model, tmp_path):
+    """The linear probe caches the post-LN CLS feature, CLAP the projected one, Tip-Adapter-F
+    the unit-norm projected one: one data folder holds each, and each run reads its own."""
+    for method in ("linear", "clap", "tip_adapter_f"):
+        res = run(tiny_config(prepared, tiny_model, tmp_path, method=method, epochs=1), progress=False, keep_model=True)
+        x = res.model.features(torch.zeros(1, 3, 112, 112)).float()
+        assert res.model.head(x).shape == (1, 4), method
+    widths = {load_file_width(p) for p in (prepared / "cache").glob("features-*.safetensors")}
+    clip = load_clip(tiny_model).model.config
+    assert {clip.vision_config.hidden_size, clip.projection_dim} <= widths
+
+
+def load_file_width(path) -> int:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))["train"].shape[1]
