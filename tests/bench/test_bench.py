@@ -71,6 +71,29 @@ def test_plain_forward_shares_the_steps_weights_and_process():
     assert set(_step("forward", clip, x, y, "fp32", torch.device("cpu"), False)) == {"step"}
 
 
+def test_a_feature_cache_method_is_timed_on_its_head_and_costed_with_its_views():
+    """CLAP and Tip-Adapter-F train on cached features, as the linear probe does: the bench
+    times their head step (never an image), Tip-Adapter-F's with the study's 480 cache keys,
+    and the study's cost counts the augmented views they extract and CLAP's epoch over them."""
+    import inspect
+
+    import torch
+
+    from vptlib.bench.timing import _model, _step
+    from vptlib.bench.verdicts import _feature_cache_of
+
+    clip, _ = _model(tiny=True)
+    no_images, y = torch.zeros(4, 1), torch.arange(4)  # a head step never reads the pixels
+    for kind in ("linear", "clap", "tip_adapter_f"):
+        fns = _step(kind, clip, no_images, y, "fp32", torch.device("cpu"), False)
+        assert set(fns) == {"step"}
+        fns["step"]()
+    tip = inspect.getclosurevars(fns["step"]).nonlocals["model"]
+    assert tip.head.keys.shape[0] == 480
+    assert _feature_cache_of("clap") == (20, True) and _feature_cache_of("tip_adapter_f") == (10, False)
+    assert _feature_cache_of("linear") == (0, False) and _feature_cache_of("coop") is None
+
+
 def _fake(fwd=1.0, vpt=2.0, vpt16=1.0, mem_vpt=2.0, mem_full=3.0, data=400.0, fast=True):
     res = {}
     for kind in ("forward", *bench.METHODS):

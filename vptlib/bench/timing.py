@@ -126,8 +126,14 @@ def _step(
     run = torch.compile(model) if compile_ else model
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-6) if kind in ADAMW_FULL else torch.optim.SGD(params, lr=1e-6)
-    if kind == "linear":  # trains on cached features: the step never sees an image
+    if model.uses_feature_cache:  # trains on cached features: the step never sees an image
         feats = torch.randn(len(x), model.head.in_features, device=dev)
+        if model.feature_views:  # fitted from the views first, as the engine does (Tip-Adapter-F's
+            # cache: one key per training image, the study's 480)
+            views = torch.nn.functional.normalize(torch.randn(model.feature_views, 480, feats.shape[1]), dim=-1)
+            model.fit_features({"views": (views.to(dev), (torch.arange(480) % 4).to(dev))})
+            params = [p for p in model.parameters() if p.requires_grad]
+            opt = torch.optim.SGD(params, lr=1e-6)
 
         def head_step():
             opt.zero_grad(set_to_none=True)

@@ -10,6 +10,7 @@ when every round agrees: PASS when all rounds meet it, FAIL when none does, and
 
 from __future__ import annotations
 
+import functools
 import statistics
 from pathlib import Path
 from typing import Any
@@ -157,8 +158,12 @@ def study_cost(r: dict[str, Any], profile: Profile | dict[str, Any]) -> dict:
         steps = epochs * -(-(steps_over or n_train) // batch)
         if kind == "forward":
             return (n_train + eval_images) * fwd_img
-        if kind == "linear":
-            return (n_train + eval_images) * fwd_img + steps * res[f"linear/{prec}"]["seconds_per_step"]
+        cache = _feature_cache_of(kind)
+        if cache is not None:  # one extraction pass (and V of the augmented views), then head steps
+            views, covers = cache
+            steps *= views if covers else 1
+            extract = n_train * (1 + views) + eval_images
+            return extract * fwd_img + steps * res[f"{kind}/{prec}"]["seconds_per_step"]
         step = res[f"{kind}/{prec}"]["seconds_per_step"] * (
             min(n_train, batch) / batch if n_train < batch and not steps_over else 1
         )
@@ -186,6 +191,22 @@ def study_cost(r: dict[str, Any], profile: Profile | dict[str, Any]) -> dict:
         "rows": rows,
         "total_seconds": sum(x["seconds"] for x in rows),
     }
+
+
+@functools.cache
+def _feature_cache_of(method: str) -> tuple[int, bool] | None:
+    """(augmented views, whether an epoch covers them) of a method that trains on cached
+    features, None for one that trains on images; read from the method built on the tiny CLIP."""
+    from types import SimpleNamespace
+
+    from transformers import CLIPModel
+
+    from vptlib.methods import build
+    from vptlib.models.offline import byte_level_tokenizer, tiny_clip_config
+
+    clip = SimpleNamespace(model=CLIPModel(tiny_clip_config()), tokenizer=byte_level_tokenizer())
+    model = build(method, clip, 4)
+    return (model.feature_views, model.epoch_covers_views) if model.uses_feature_cache else None
 
 
 def accuracy_check(device: str = "auto", seeds: tuple[int, ...] = (0, 1)) -> dict[str, Any]:

@@ -11,17 +11,23 @@ image forward is about 8.8 GFLOPs (4.4 GMACs). Two numbers per run, each per ima
 
 Both are measured on a batch of :data:`BATCH` and divided by it, so a cost shared by the
 batch (CoOp's and CLIP-LoRA's class texts through the text tower) is spread as in training.
+:func:`recorded` counts once per (backbone, method and options, training-set size, batch,
+precision, kernel) and keeps the count under the data folder's ``cache/``, so a run whose
+features are cached never runs its backbone again to count them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import TYPE_CHECKING
 
 from torch.utils.flop_counter import FlopCounterMode
 
+from vptlib import atomic
 from vptlib.data.dataset import normalize
 
-from .devices import autocast
+from .devices import attention_kernel, autocast
 
 if TYPE_CHECKING:
     from .staging import StagedRun
@@ -67,3 +73,38 @@ def per_image(inputs: StagedRun, precision: str) -> dict[str, float]:
         p.grad = None
     model.train(was_training)
     return {"inference": inference / n, "train_step": train / n}
+
+
+def recorded(inputs: StagedRun, precision: str) -> dict[str, float]:
+    """:func:`per_image`, counted once and then read from the data folder's cache.
+
+    Every process counts when it is missing (a method's loss may gather across processes,
+    FLYP's does, so one process alone would wait for the others forever); the main one writes it."""
+    model, dist = inputs.model, inputs.dist
+    what = {
+        "backbone": inputs.model_fingerprint,
+        "method": f"{type(model).__module__}.{type(model).__qualname__}",
+        "options": json.dumps(getattr(model, "options", {}), sort_keys=True, default=str),
+        # the training-set size matters only where it sizes the model (Tip-Adapter-F's cache)
+        "train_images": len(inputs.data.train) if model.data_sized else None,
+        "batch": min(BATCH, len(inputs.data.train)),
+        "precision": precision,
+        "kernel": attention_kernel(inputs.device, precision),
+    }
+    key = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+    path = inputs.data.root / "cache" / f"flops-{key}.json"
+
+    def read() -> dict[str, float] | None:
+        try:
+            kept = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return {k: float(kept[k]) for k in ("inference", "train_step")} if kept.get("what") == what else None
+
+    hit = dist.broadcast(read() if dist.main else None)
+    if hit is not None:
+        return hit
+    counted = per_image(inputs, precision)
+    if dist.main:
+        atomic.write_json(path, {**counted, "what": what})
+    return counted

@@ -149,6 +149,7 @@ def write_result(
         "train_images": len(inputs.splits["train"][1]),
         **outcome.extra,
     }
+    metrics["flops_per_image"] = flops.recorded(inputs, cfg.precision)  # on every process: see recorded
     if main:  # the record is written once, by one process
         trained = model.trainable_state()
         metrics["checkpoint_bytes"] = records.save_weights(run_dir / records.WEIGHTS, trained)
@@ -159,7 +160,6 @@ def write_result(
         if len(hist):
             atomic.write_bytes(run_dir / records.HISTORY, hist.to_csv(index=False).encode())
         metrics["seconds"] = _cost(outcome, hist, inputs)
-        metrics["flops_per_image"] = flops.per_image(inputs, cfg.precision)  # counted, after the timed work
         if results.get("test"):  # counted before metrics.json: a kill in between leaves the look counted
             curve = [
                 (float(r["test_acc"]), f"epoch {int(r['epoch'])} curve (plot only)")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 from typing import TYPE_CHECKING
 
 import torch
@@ -56,7 +55,7 @@ class StagedRun:
             }
         self.augment = Augment() if cfg.augment and not self.features else None
         self.eval_seconds = 0.0  # time spent in evaluate(), for the run's cost breakdown
-        self._dist = dist
+        self.dist, self.model_fingerprint = dist, model_fingerprint
 
     @functools.cached_property
     def train_module(self) -> torch.nn.Module:
@@ -66,7 +65,7 @@ class StagedRun:
         from the data there (Tip-Adapter-F's cache keys) is wrapped with its final tensors."""
         trains = self.model.head if self.features else self.model
         if self.cfg.epochs:
-            trains = self._dist.wrap(trains, find_unused=self.model.unused_params_possible)
+            trains = self.dist.wrap(trains, find_unused=self.model.unused_params_possible)
         return torch.compile(trains) if self.cfg.compile else trains
 
     def logits(self, x: torch.Tensor, train: bool) -> torch.Tensor:
@@ -127,15 +126,10 @@ def _feature_cache(
 def _feature_key(model, model_fingerprint: str, data: Data, precision: str, kernel: str) -> str:
     """What decides a cached feature: the backbone, the data, the preprocessing, the precision,
     the attention kernel, and which features the method reads (the linear probe's post-LN CLS
-    feature, CLAP's projected one, Tip-Adapter-F's unit-norm projected one): the method's
-    ``features`` function, by name and source, so two methods share a cache only when they
-    share that function, and an edit of it computes the features anew."""
-    reader = type(model).features
-    try:
-        source = inspect.getsource(reader)
-    except (OSError, TypeError):  # no source file (a method defined in a notebook cell, say)
-        source = ""
-    what = hashlib.sha256(f"{reader.__module__}.{reader.__qualname__}\n{source}".encode()).hexdigest()[:8]
+    feature, CLAP's projected one, Tip-Adapter-F's unit-norm projected one): the class that
+    defines the method's ``features``, so two methods share a cache only when they share it."""
+    owner = next(c for c in type(model).__mro__ if "features" in vars(c))
+    what = hashlib.sha256(f"{owner.__module__}.{owner.__qualname__}".encode()).hexdigest()[:8]
     return f"{model_fingerprint}-{data.manifest_hash}-{data.prep.key()}-{precision}-{kernel}-{what}"
 
 
