@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Classifier, TextOptions, TrainDefaults, flag
-from .text import class_embeddings, class_prompts, tokenize
+from .text import zero_shot_classifier
 
 DEFAULTS = TrainDefaults(epochs=300, lr=0.1, optimizer="sgd", weight_decay=0.0)
 # CLAP is validation-free by design: one setting for every task.
@@ -77,10 +77,7 @@ class CLAP(Classifier):
         model = clip.model
         self.vision = copy.deepcopy(model.vision_model).requires_grad_(False)
         self.visual_projection = copy.deepcopy(model.visual_projection).requires_grad_(False)
-        self.text_prompts = class_prompts(opts.class_names, opts.templates, opts.synonyms)
-        tokens, owner = tokenize(clip.tokenizer, self.text_prompts)
-        with torch.no_grad():
-            text = class_embeddings(model, tokens, owner, num_classes)
+        self.text_prompts, text = zero_shot_classifier(clip, num_classes, opts)
         self.head = PrototypeHead(text, model.logit_scale.detach().exp().clone())
         self.constraint = opts.constraint
         # lambda_c, fitted on the training views before training; 1 until then.

@@ -68,3 +68,13 @@ class ClassTokens(nn.Module):
         if rows is None:
             return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
         return {"input_ids": self.input_ids[rows], "attention_mask": self.attention_mask[rows]}
+
+
+@torch.no_grad()
+def zero_shot_classifier(clip, num_classes: int, opts) -> tuple[dict[str, list[str]], torch.Tensor]:
+    """The class prompts of ``opts`` (a :class:`~vptlib.methods.base.TextOptions`) and their
+    ``(C, d)`` ensembled class embeddings: zero-shot CLIP's classifier, which Tip-Adapter-F and
+    CLAP start from."""
+    prompts = class_prompts(opts.class_names, opts.templates, opts.synonyms)
+    tokens, owner = tokenize(clip.tokenizer, prompts)
+    return prompts, class_embeddings(clip.model, tokens, owner, num_classes)

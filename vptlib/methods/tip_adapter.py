@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Classifier, TextOptions, TrainDefaults
-from .text import class_embeddings, class_prompts, tokenize
+from .text import zero_shot_classifier
 
 DEFAULTS = TrainDefaults(epochs=20, lr=1e-3, optimizer="adamw", weight_decay=0.0)
 # The training settings are fixed; only alpha and beta are searched on validation (finalize).
@@ -99,10 +99,7 @@ class TipAdapterF(Classifier):
         model = clip.model
         self.vision = copy.deepcopy(model.vision_model).requires_grad_(False)
         self.visual_projection = copy.deepcopy(model.visual_projection).requires_grad_(False)
-        self.text_prompts = class_prompts(opts.class_names, opts.templates, opts.synonyms)
-        tokens, owner = tokenize(clip.tokenizer, self.text_prompts)
-        with torch.no_grad():
-            text = class_embeddings(model, tokens, owner, num_classes)
+        self.text_prompts, text = zero_shot_classifier(clip, num_classes, opts)
         self.head = CacheHead(text, model.logit_scale.detach().exp().clone(), opts.init_alpha, opts.init_beta)
         self.search_scale, self.search_step = tuple(opts.search_scale), tuple(opts.search_step)
 

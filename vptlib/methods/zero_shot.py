@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Classifier, TextOptions, TrainDefaults
-from .text import class_embeddings, class_prompts, tokenize
+from .text import zero_shot_classifier
 
 DEFAULTS = TrainDefaults(epochs=0, lr=1.0)
 
@@ -28,10 +28,7 @@ class ZeroShot(Classifier):
         model = clip.model
         self.vision = copy.deepcopy(model.vision_model).requires_grad_(False)
         self.visual_projection = copy.deepcopy(model.visual_projection).requires_grad_(False)
-        self.text_prompts = class_prompts(opts.class_names, opts.templates, opts.synonyms)
-        tokens, owner = tokenize(clip.tokenizer, self.text_prompts)
-        with torch.no_grad():
-            text = class_embeddings(model, tokens, owner, num_classes)
+        self.text_prompts, text = zero_shot_classifier(clip, num_classes, opts)
         self.register_buffer("text_embeddings", text)
         self.register_buffer("logit_scale", model.logit_scale.detach().exp().clone())
 
