@@ -6,7 +6,7 @@ import torch
 from helpers import tiny_config
 from transformers import CLIPModel
 
-from vptlib.models.offline import vit_b32_config
+from vptlib.models.offline import tiny_clip_config, vit_b32_config
 from vptlib.runs.engine import run
 from vptlib.runs.flops import count
 
@@ -17,6 +17,24 @@ def test_a_vit_b32_forward_counts_as_twice_its_macs():
     model = CLIPModel(vit_b32_config()).eval()
     flops = count(lambda: model.get_image_features(pixel_values=torch.randn(1, 3, 224, 224)))
     assert abs(flops / 1e9 - 2 * 4.41) / (2 * 4.41) < 0.02
+
+
+def test_attention_counts_alike_on_every_kernel():
+    """On a CPU, SDPA dispatches to a flash kernel PyTorch's counter does not know: counted
+    as it stands, a fp32 run's attention was zero FLOPs, eager attention's its matmuls."""
+    from vptlib.runs.devices import set_attention
+
+    torch.manual_seed(0)
+    model = CLIPModel(tiny_clip_config()).vision_model.eval()
+    x = torch.randn(2, 3, model.config.image_size, model.config.image_size, requires_grad=True)
+    counted = {}
+    for kernel in ("eager", "sdpa"):
+        set_attention(model, kernel)
+        counted[kernel] = count(lambda: model(pixel_values=x).pooler_output.sum())
+        counted[kernel + " step"] = count(lambda: model(pixel_values=x).pooler_output.sum().backward())
+    assert counted["sdpa"] == counted["eager"], counted
+    # The flash backward recomputes the attention scores: more than eager's, never less.
+    assert counted["sdpa step"] >= counted["eager step"] > 2 * counted["eager"], counted
 
 
 def test_each_run_records_what_a_step_and_a_prediction_cost(prepared, tiny_model, tmp_path):

@@ -6,7 +6,9 @@ load on the machine hits a round's configurations alike; :mod:`.verdicts` turns 
 rounds into PASS, FAIL, N/A (not applicable on this hardware) or ``noisy: rerun`` when
 the rounds disagree, estimates what ``make book`` (full profile) costs here, and runs
 the bf16 accuracy check (the smoke profile's methods trained in fp32 and in bf16 on the
-tiny model); :mod:`.output` writes ``benchmarks/results/<machine>.json`` / ``.md`` /
+tiny model); :mod:`.peers` times vptlib's VPT step beside a KMnP/vpt-style port and
+Hugging Face's whole layers in one process, and the machine's matmul peak that every
+step's FLOPs are compared with; :mod:`.output` writes ``benchmarks/results/<machine>.json`` / ``.md`` /
 ``.png`` and the README's benchmark section.
 """
 

@@ -17,7 +17,8 @@ from vptlib.runs.devices import bf16_supported, pick_device
 
 from . import __doc__ as PACKAGE_DOC
 from .output import cost_markdown, markdown, plot, update_readme
-from .timing import METHODS, data_throughput, machine_name, measure, one_process
+from .peers import matmul_peak, measure_peers
+from .timing import METHODS, data_throughput, machine_name, measure, one_process, run_json
 from .verdicts import accuracy_check, study_cost
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -39,7 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--render-book", metavar="JSON", help="keep a make book time record and rewrite the README's sentence on it"
     )
+    p.add_argument(
+        "--peers-only",
+        action="store_true",
+        help="measure only the peers (KMnP-style, HF whole-layer) and the matmul peak, into this machine's saved result",
+    )
     p.add_argument("--one", nargs=2, metavar=("KIND", "PRECISION"), help=argparse.SUPPRESS)
+    p.add_argument("--peers-one", nargs="+", metavar="PRECISION", help=argparse.SUPPRESS)
     p.add_argument("--compile-one", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -115,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
             saved.pop("study_cost", None)
             saved["study_costs"] = study_costs(saved)
         return _write(saved, Path(args.render).parent, saved["tiny"])
+    if args.peers_one:
+        peers = measure_peers(
+            tuple(args.peers_one), args.batch, args.rounds, args.steps, args.warmup, args.tiny, args.device
+        )
+        print(json.dumps(peers))
+        return 0
     if args.one:
         print(
             json.dumps(
@@ -139,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
             "--force-bf16 measures it anyway",
             flush=True,
         )
+    if args.peers_only:  # into the result make bench saved for this machine
+        saved = Path(args.out) / (r["machine"] + ("-tiny" if args.tiny else "") + ".json")
+        if not saved.is_file():
+            print(f"no saved result at {saved}: run `make bench` (python -m vptlib.bench) first")
+            return 2
+        r = {**json.loads(saved.read_text()), **_peers_and_peak(args, precisions)}
+        return _write(r, Path(args.out), args.tiny)
     configs = [(kind, prec, False) for kind in ("forward", *METHODS) for prec in precisions]
     if args.compile:
         configs += [(kind, precisions[-1], True) for kind in ("vpt_shallow", "vpt_deep")]
@@ -146,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     r["linear_probe"] = _linear_probe(r, args.batch)
     r["data_rounds"] = [data_throughput(args.batch, size, args.device) for _ in range(args.rounds)]
     r["data_images_per_s"] = statistics.median(r["data_rounds"])
+    r.update(_peers_and_peak(args, precisions))
     if not args.tiny:
         r["study_costs"] = study_costs(r)
         for cost in r["study_costs"]:
@@ -154,6 +175,16 @@ def main(argv: list[str] | None = None) -> int:
         print("bf16 accuracy check on the smoke profile ...", flush=True)
         r["accuracy_check"] = accuracy_check(args.device)
     return _write(r, Path(args.out), args.tiny)
+
+
+def _peers_and_peak(args, precisions: tuple[str, ...]) -> dict[str, Any]:
+    """This machine's matmul peak per precision, and the peers measured in one process."""
+    n = 512 if args.tiny else 4096
+    print("matmul peak ...", flush=True)
+    peak = {prec: matmul_peak(args.device, prec, n) for prec in precisions}
+    print("peers (vptlib, KMnP-style, HF whole-layer) in one process ...", flush=True)
+    cmd = ["--peers-one", *precisions, "--rounds", str(args.rounds)]
+    return {"peak_flops": peak, "peers": run_json(cmd, args)}
 
 
 def _write(r: dict[str, Any], out: Path, tiny: bool) -> int:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
 from vptlib import atomic
 
+from .peers import TARGET
 from .timing import METHODS
 from .verdicts import targets
 
@@ -60,13 +62,14 @@ def markdown(r: dict[str, Any]) -> str:
         f"{'tiny test model' if r['tiny'] else 'ViT-B/32 architecture, random weights'}; "
         f"{n_rounds} interleaved round(s), median of rounds shown",
         "",
-        "| configuration | precision | s / step | range over rounds | images / s | peak memory (GB) |",
-        "|---|---|---|---|---|---|",
+        "| configuration | precision | s / step | range over rounds | images / s | peak memory (GB) | "
+        "GFLOP / step | % of peak |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for v in r["results"].values():
         lines.append(
             f"| {v['kind']} | {v['precision']} | {v['seconds_per_step']:.3f} | {_spread(v)} | "
-            f"{v['images_per_s']:.1f} | {v['peak_bytes'] / 1e9:.2f} |"
+            f"{v['images_per_s']:.1f} | {v['peak_bytes'] / 1e9:.2f} | {_flops(r, v)} |"
         )
     lp = r["linear_probe"]
     lines += [
@@ -87,6 +90,7 @@ def markdown(r: dict[str, Any]) -> str:
             if any("plain_forward_rounds" in v for v in r["results"].values())
             else []
         ),
+        *peers_markdown(r),
         "",
         "| target | measured | result |",
         "|---|---|---|",
@@ -103,6 +107,64 @@ def markdown(r: dict[str, Any]) -> str:
             "speed target does not apply here, and bf16 was not measured unless --force-bf16.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _gflop_and_peak(r: dict[str, Any], flops: float | None, seconds: float, precision: str) -> str:
+    peak = (r.get("peak_flops") or {}).get(precision)
+    if not flops:
+        return "- | -"
+    share = f"{100 * flops / seconds / peak:.1f}" if peak else "-"
+    return f"{flops / 1e9:.1f} | {share}"
+
+
+def _flops(r: dict[str, Any], v: dict[str, Any]) -> str:
+    return _gflop_and_peak(r, v.get("flops_per_step"), v["seconds_per_step"], v["precision"])
+
+
+PEER_NAMES = {"vptlib": "vptlib", "kmnp": "KMnP/vpt-style port", "hf": "HF whole layers"}
+
+
+def peers_markdown(r: dict[str, Any]) -> list[str]:
+    """The peers' table: each implementation's step beside vptlib's, in one process."""
+    if not r.get("peers"):
+        return []
+    peak = r.get("peak_flops") or {}
+    lines = [
+        "",
+        "Matmul peak of this machine (best `torch.mm` of two 4096 x 4096 matrices): "
+        + ", ".join(f"{p} {v / 1e12:.2f} TFLOP/s" for p, v in peak.items())
+        + ". FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` on one step (a multiply-add is two).",
+        "",
+        "VPT beside its peers (`vptlib.bench.peers`): the same weights, prompts and batch, timed in turn in one "
+        "process; each first checked to give vptlib's fp32 logits and prompt gradients within 1e-4. "
+        "Memory: bytes autograd keeps for the backward (weights not counted).",
+        "",
+        "| method | precision | implementation | s / step | x vptlib's step (range over rounds) | "
+        "saved for backward (MB) | GFLOP / step | % of peak |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, peers in r["peers"].items():
+        kind, prec = key.split("/")
+        for name, label in PEER_NAMES.items():
+            v = peers[name]
+            over = [a / b for a, b in zip(v["rounds"], peers["vptlib"]["rounds"], strict=True)]
+            shown = f"{statistics.median(over):.2f} ({min(over):.2f} to {max(over):.2f})"
+            lines.append(
+                f"| {kind} | {prec} | {label} | {v['seconds_per_step']:.3f} | {shown} | "
+                f"{v['saved_bytes'] / 1e6:.0f} | {_gflop_and_peak(r, v['flops_per_step'], v['seconds_per_step'], prec)} |"
+            )
+    needed = [
+        f"{key} {100 * p['vptlib']['flops_per_step'] / (TARGET * p['kmnp']['seconds_per_step']) / peak[prec]:.0f}%"
+        for key, p in r["peers"].items()
+        if (prec := key.split("/")[1]) in peak
+    ]
+    if needed:  # how far the target is from what the machine can do
+        lines += [
+            "",
+            f"The matmul floor: to take {TARGET}x the KMnP-style step's time, vptlib's step would have to run "
+            f"its FLOPs at this share of the matmul peak: {', '.join(needed)}.",
+        ]
+    return lines
 
 
 def update_readme(readme: Path, md: str, markers: tuple[str, str] = (README_START, README_END)) -> bool:

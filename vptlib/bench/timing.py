@@ -24,6 +24,7 @@ from vptlib.data.dataset import Preprocess, normalize
 from vptlib.methods import METHODS as REGISTRY
 from vptlib.models.offline import byte_level_tokenizer, tiny_clip_config, vit_b32_config
 from vptlib.runs.devices import attention_kernel, autocast, cast_frozen, pick_device, set_attention
+from vptlib.runs.flops import count
 
 # Methods whose step costs the same as a measured one (WiSE-FT trains like `full`); a
 # method that trains nothing costs one frozen forward.
@@ -190,6 +191,9 @@ def measure(
         "step_times": times["step"],
         "images_per_s": batch / seconds,
         "peak_bytes": _peak_bytes(dev),
+        # Counted on one more step (not under torch.compile, whose graph hides its kernels):
+        # the work a step does, for the fraction of the machine's matmul peak it reaches.
+        "flops_per_step": None if compile_ else count(fns["step"]),
     }
     for name in ("own_forward", "plain_forward"):
         if name in times:
@@ -225,27 +229,16 @@ def machine_name(device: torch.device) -> str:
 
 def one_process(kind: str, precision: str, args, compile_: bool = False) -> dict[str, Any]:
     """:func:`measure` in a fresh Python process (its own peak memory, no state from the others)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "vptlib.bench",
-        "--one",
-        kind,
-        precision,
-        "--batch",
-        str(args.batch),
-        "--steps",
-        str(args.steps),
-        "--warmup",
-        str(args.warmup),
-        "--device",
-        args.device,
-    ]
-    if args.tiny:
-        cmd.append("--tiny")
-    if compile_:
-        cmd.append("--compile-one")
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    return run_json(["--one", kind, precision, *(["--compile-one"] if compile_ else [])], args)
+
+
+def run_json(flags: list[str], args) -> Any:
+    """``python -m vptlib.bench <flags>`` in a fresh process, with the bench's size arguments;
+    its last line of output, read as JSON."""
+    cmd = [sys.executable, "-m", "vptlib.bench", *flags]
+    cmd += ["--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    cmd += ["--device", args.device, *(["--tiny"] if args.tiny else [])]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     if res.returncode != 0:
-        raise RuntimeError(f"benchmark {kind}/{precision} failed:\n{res.stderr[-2000:]}")
+        raise RuntimeError(f"benchmark {' '.join(flags)} failed:\n{res.stderr[-2000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])

@@ -90,6 +90,19 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
             verdict(ratio, lambda v: v >= 5),
         )
     )
+    return out + peer_targets(r)
+
+
+def peer_targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """vptlib's VPT step against the KMnP-style port's, round by round in one process."""
+    from .peers import TARGET
+
+    out = []
+    for key, peers in (r.get("peers") or {}).items():
+        ours = _ratio(peers["vptlib"]["rounds"], peers["kmnp"]["rounds"])
+        kind, prec = key.split("/")
+        name = f"{kind}: {prec} step <= {TARGET}x the KMnP-style step"
+        out.append((name, _shown(ours), verdict(ours, lambda v: v <= TARGET)))
     return out
 
 

@@ -22,7 +22,8 @@ import hashlib
 import json
 from typing import TYPE_CHECKING
 
-from torch.utils.flop_counter import FlopCounterMode
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from vptlib import atomic
 from vptlib.data.dataset import normalize
@@ -35,9 +36,25 @@ if TYPE_CHECKING:
 BATCH = 8
 
 
+def _sdpa_cpu(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _sdpa_cpu_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# PyTorch counts the CUDA attention kernels but not the CPU's flash kernel, the one SDPA
+# dispatches to on a CPU in fp32: without these a CPU run's attention counted zero FLOPs.
+CPU_ATTENTION = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward,
+}
+
+
 def count(fn) -> int:
-    """FLOPs that ``fn()`` dispatches."""
-    with FlopCounterMode(display=False) as counter:
+    """FLOPs that ``fn()`` dispatches, attention on every device's kernel included."""
+    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION) as counter:
         fn()
     return int(counter.get_total_flops())
 
