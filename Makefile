@@ -13,8 +13,9 @@ STAMP := $(VENV)/.installed
 # `make book` builds the full study by default; PROFILE=smoke is the offline build.
 PROFILE ?= full
 # PROFILE must name a file in profiles/, checked here before any shell sees it. Values a
-# user types (NB, ARGS, DATA, MODEL, SWEEP, WORKERS) reach commands only through the
-# environment, quoted ("$$NB"), never pasted into a shell line, and vptlib validates them.
+# user types (NB, ARGS, DATA, MODEL, SWEEP, WORKERS, LAUNCHER, CLUSTER) reach commands only
+# through the environment, quoted ("$$NB"), never pasted into a shell line, and vptlib
+# validates them.
 PROFILES := $(basename $(notdir $(wildcard profiles/*.yaml)))
 ifneq ($(words $(PROFILE))$(findstring %,$(PROFILE)),1)
 $(error PROFILE must be one profile name; choose one of: $(PROFILES))
@@ -22,7 +23,7 @@ endif
 ifeq ($(filter $(PROFILE),$(PROFILES)),)
 $(error PROFILE=$(PROFILE) is not in profiles/; choose one of: $(PROFILES))
 endif
-export PROFILE NB ARGS DATA MODEL SWEEP WORKERS
+export PROFILE NB ARGS DATA MODEL SWEEP WORKERS LAUNCHER CLUSTER
 # DRY_RUN=1: every run cut to one epoch, one seed and the first grid point, under
 # runs/<profile>-dry-run/, every page marked (vptlib.study.profile.dry_run). vptlib reads it as:
 export VPTLIB_DRY_RUN := $(DRY_RUN)
@@ -73,6 +74,7 @@ help:
 	@echo "make bench     measure step time and memory of every method on this machine"
 	@echo "make run       re-execute one experiment: make run NB=vpt_deep ARGS=\"-p lr 0.5\""
 	@echo "make sweep     run a profile's grid ahead of the book: make sweep SWEEP=fewshot|prompts [WORKERS=n]"
+	@echo "               [LAUNCHER=submitit CLUSTER=local|slurm]: the same runs as submitit jobs"
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -165,12 +167,14 @@ run: install $(MODEL_DEP)
 
 # A profile's named grid (methods x seeds x training images or prompt lengths) as
 # independent runs over the visible GPUs, or over CPU workers; the Curves page aggregates
-# them. Finished points are reused and interrupted ones resume.
+# them. Finished points are reused and interrupted ones resume. LAUNCHER=submitit sends the
+# same runs through submitit (CLUSTER=local subprocesses, or slurm jobs; vptlib.study.launch).
 sweep: install $(MODEL_DEP)
 	@test -n "$$SWEEP" || { echo "usage: make sweep SWEEP=<name> [PROFILE=smoke] [WORKERS=n]  (names: the profile's sweeps)"; exit 2; }
 	@$(VPTLIB) book preflight --profile $(PROFILE_FILE) $(DATA_ARG) $(MODEL_ARG)
 	@$(MAKE) --no-print-directory $(DATA_DIR)/manifest.csv PROFILE=$(PROFILE)
-	$(VPTLIB) sweep --profile $(PROFILE_FILE) --name "$$SWEEP" $(if $(WORKERS),--workers "$$WORKERS") $(MODEL_ARG)
+	$(VPTLIB) sweep --profile $(PROFILE_FILE) --name "$$SWEEP" $(if $(WORKERS),--workers "$$WORKERS") $(MODEL_ARG) \
+	  $(if $(LAUNCHER),--launcher "$$LAUNCHER") $(if $(CLUSTER),--cluster "$$CLUSTER")
 
 # Cost of each method on the real ViT-B/32 architecture (random weights), one process per
 # configuration; writes benchmarks/results/<machine>.{json,md,png}. Several minutes on 2 cores.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vptlib.errors import UserError
+from vptlib.study.launch import CLUSTERS, LAUNCHERS
 
 from .data import count_arg
 
@@ -105,13 +106,25 @@ def add_book_parser(sub) -> None:
 def _sweep(a: argparse.Namespace) -> None:
     import dataclasses
 
+    from vptlib.study.launch import parse_params
     from vptlib.study.profile import load
     from vptlib.study.sweep import run_sweep
 
+    params = parse_params(a.submitit_param)
+    if params and a.launcher != "submitit":
+        raise UserError("--submitit-param applies to --launcher submitit only")
     profile = load(a.profile)
     if a.model:
         profile = dataclasses.replace(profile, model=a.model)
-    df = run_sweep(profile, a.name, workers=a.workers, progress=not a.quiet)
+    df = run_sweep(
+        profile,
+        a.name,
+        workers=a.workers,
+        progress=not a.quiet,
+        launcher=a.launcher,
+        cluster=a.cluster,
+        params=params,
+    )
     done = df[df.error.fillna("") == ""]
     print(
         f"sweep {a.name}: {len(done)} of {len(df)} points finished; index in "
@@ -126,7 +139,8 @@ def add_sweep_parser(sub) -> None:
         "sweep",
         help="run a profile's named grid of runs (make sweep)",
         description="Run every point of a profile's sweep as an independent run, over the "
-        "visible GPUs or CPU workers. Finished points are reused.",
+        "visible GPUs or CPU workers, or through submitit (local subprocesses or SLURM jobs). "
+        "Finished points are reused and interrupted ones resume.",
     )
     _profile_option(s)
     s.add_argument("--name", required=True, help="the sweep's name under `sweeps:` in the profile")
@@ -134,5 +148,23 @@ def add_sweep_parser(sub) -> None:
         "--workers", type=count_arg, default=None, help="parallel jobs (default: one per GPU, else per 2 cores)"
     )
     s.add_argument("--model", default=None, help="override the profile's model")
+    s.add_argument(
+        "--launcher",
+        choices=LAUNCHERS,
+        default="pool",
+        help="pool: worker processes on this machine (default); submitit: jobs through submitit",
+    )
+    s.add_argument(
+        "--cluster",
+        choices=CLUSTERS,
+        default="local",
+        help="with --launcher submitit: local subprocesses (default), slurm jobs, or debug (in this process)",
+    )
+    s.add_argument(
+        "--submitit-param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a submitit parameter, repeatable: slurm_partition=gpu timeout_min=120 gpus_per_node=1 ...",
+    )
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_sweep)

@@ -30,7 +30,7 @@ from vptlib.methods import option_names, spec
 from vptlib.runs import records
 from vptlib.runs.engine import RunConfig, run, validate
 
-from . import tuning
+from . import launch, tuning
 from .profile import Profile, as_profile
 
 # Axes a sweep may span, beyond methods and seeds: RunConfig fields or method options. An
@@ -163,24 +163,46 @@ def workers_for_machine() -> tuple[int, list[int] | None, int]:
 
 
 def run_sweep(
-    profile: Profile | dict[str, Any], name: str, workers: int | None = None, progress: bool = True
+    profile: Profile | dict[str, Any],
+    name: str,
+    workers: int | None = None,
+    progress: bool = True,
+    launcher: str = "pool",
+    cluster: str = "local",
+    params: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Run (or reuse) every point of sweep ``name``; returns and writes its index."""
+    """Run (or reuse) every point of sweep ``name``; returns and writes its index.
+
+    ``launcher``: ``pool``, this module's worker processes, or ``submitit`` on ``cluster``
+    (:mod:`.launch`: local subprocesses or SLURM jobs, with submitit ``params``). Both run
+    the same job per point, so the runs, their reuse and the index are the same.
+    """
     profile = as_profile(profile)
+    if launcher not in launch.LAUNCHERS:
+        raise UserError(f"--launcher {launcher!r}: choose one of {', '.join(launch.LAUNCHERS)}")
     grid(profile, name)  # a bad axis or value fails before any tuning run
+    if launcher == "submitit":
+        launch.executor(_submitit_folder(profile, name), cluster, params or {})  # refused before tuning
     settings = tuned_settings(profile, profile.sweeps[name]["methods"], progress)
     points = grid(profile, name, settings=settings)
     n, gpus, threads = workers_for_machine()
+    if launcher == "submitit" and cluster == "slurm":  # the cluster's machines, not this one's
+        n, gpus, threads = workers or len(points), None, None
     n = min(workers or n, len(points)) or 1
     rows: list[dict[str, Any]] = [{**axes, **_settings(cfg)} for axes, cfg in points]
-    bar = tqdm(total=len(points), desc=f"sweep {name} ({n} worker{'s' if n > 1 else ''})", disable=not progress)
+    via = f"submitit {cluster}, " if launcher == "submitit" else ""
+    bar = tqdm(total=len(points), desc=f"sweep {name} ({via}{n} worker{'s' if n > 1 else ''})", disable=not progress)
+    cfgs = [cfg for _, cfg in points]
     try:
-        if n == 1 and not gpus:
+        if launcher == "submitit":
+            folder = _submitit_folder(profile, name)
+            launch.submit_points(rows, cfgs, folder, cluster, n, gpus, threads, params or {}, bar, _job)
+        elif n == 1 and not gpus:
             for row, (_, cfg) in zip(rows, points, strict=True):
                 row.update(_job(cfg))
                 bar.update()
         else:
-            _pooled(rows, [cfg for _, cfg in points], n, gpus, threads, bar)
+            _pooled(rows, cfgs, n, gpus, threads, bar)
     finally:  # also on Ctrl-C: the index holds every point finished so far
         bar.close()
         _write_index(profile, name, rows)
@@ -236,6 +258,10 @@ def _pool_round(rows, cfgs, indices: list[int], n: int, gpus, threads: int, bar,
 
 def _index_path(profile: Profile, name: str):
     return records.profile_folder(profile.runs, profile.profile) / "sweeps" / f"{name}.csv"
+
+
+def _submitit_folder(profile: Profile, name: str):
+    return _index_path(profile, name).with_name(f"{name}-submitit")
 
 
 def _write_index(profile: Profile, name: str, rows: list[dict]) -> None:
