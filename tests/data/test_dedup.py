@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from vptlib.data import dedup
 from vptlib.data.manifest import read_manifest
 from vptlib.data.prepare import PrepareOptions, prepare
 
@@ -138,3 +139,79 @@ def test_a_mirrored_copy_is_a_duplicate_once_flipped(phantom_source):
         mirrors=[mirrored(x) for x in rows],
     )
     assert [(p.a, p.b, p.kind) for p in pairs] == [(3, 6, "mirror")]
+
+
+def _brute_force(sha, dh, ph, thumbs, mirrors):
+    """The rules pair by pair, as the module docstring states them."""
+
+    def near(a, b):  # (distance, hit) of hashes a against b
+        d = max(bin(a[0] ^ b[0]).count("1"), bin(a[1] ^ b[1]).count("1"))
+        return d, d <= dedup.NEAR_MAX_DISTANCE and float(a[2] @ b[2]) >= dedup.NEAR_MIN_CORR
+
+    rows = [(dh[i], ph[i], thumbs[i]) for i in range(len(sha))]
+    flips = [(m.dhash, m.phash, m.thumb) for m in mirrors]
+    out = []
+    for i in range(len(sha)):
+        for j in range(i + 1, len(sha)):
+            d, hit = near(rows[i], rows[j])
+            (d1, h1), (d2, h2) = near(rows[i], flips[j]), near(flips[i], rows[j])
+            if sha[i] == sha[j]:
+                out.append(dedup.DuplicatePair(i, j, "exact", 0))
+            elif hit:
+                out.append(dedup.DuplicatePair(i, j, "near", d))
+            elif h1 or h2:
+                out.append(dedup.DuplicatePair(i, j, "mirror", min(d1, d2)))
+    return out
+
+
+@pytest.mark.parametrize("block", [1024, 7])
+def test_the_blocked_search_finds_every_pair_the_rules_name(monkeypatch, block):
+    """Hashes drawn so that exact, near, mirrored and distinct pairs all occur, across the
+    search's row blocks too; the index the draw uses agrees with the pairwise search."""
+    rng = np.random.default_rng(0)
+    n, base = 40, 12
+    flips = lambda x: int(x) ^ int(rng.integers(1, 2**63)) & 0b111  # noqa: E731  (at most 3 bits)
+    dh0, ph0 = rng.integers(0, 2**63, base, dtype=np.uint64), rng.integers(0, 2**63, base, dtype=np.uint64)
+    t0 = rng.normal(size=(base, 1024)).astype(np.float32)
+    src = rng.integers(0, base, n)
+    dh = [flips(dh0[k]) for k in src]
+    ph = [flips(ph0[k]) for k in src]
+    thumbs = t0[src] + rng.normal(scale=rng.choice([0.01, 0.5], n)[:, None], size=(n, 1024)).astype(np.float32)
+    thumbs /= np.linalg.norm(thumbs, axis=1, keepdims=True)
+    sha = [f"s{k}" if i % 5 == 0 else f"u{i}" for i, k in enumerate(src)]
+    mirrors = [
+        dedup.Hashes(
+            int(dh0[(k + 1) % base]), int(ph0[(k + 1) % base]), t0[(k + 1) % base] / np.linalg.norm(t0[(k + 1) % base])
+        )
+        for k in src
+    ]
+    monkeypatch.setattr(dedup, "BLOCK", block)
+    found = dedup.find_duplicates(sha, dh, ph, thumbs, mirrors=mirrors)
+    assert found == _brute_force(sha, dh, ph, thumbs, mirrors)
+    assert {p.kind for p in found} == {"exact", "near", "mirror"}
+    index, added = dedup.DuplicateIndex(), []
+    for i in range(n):  # the draw's question: does image i duplicate one added before it?
+        hit = index.find(sha[i], dh[i], ph[i], thumbs[i], mirrors[i])
+        assert hit == _index_reference(added, (sha[i], dh[i], ph[i], thumbs[i], mirrors[i]))
+        if hit is None:
+            index.add(str(i), sha[i], dh[i], ph[i], thumbs[i])
+            added.append((str(i), sha[i], dh[i], ph[i], thumbs[i]))
+    assert 0 < len(added) < n
+
+
+def _index_reference(added, query):
+    """Exact first; else the nearest near hit (first added on a tie); else the same through the mirror."""
+    sha, dh, ph, thumb, mirror = query
+    same = [name for name, s, *_ in added if s == sha]
+    if same:
+        return same[0], "exact", 0
+    for kind, (qd, qp, qt) in (("near", (dh, ph, thumb)), ("mirror", (mirror.dhash, mirror.phash, mirror.thumb))):
+        hits = []
+        for name, _, d, p, t in added:
+            dist = max(bin(qd ^ d).count("1"), bin(qp ^ p).count("1"))
+            if dist <= dedup.NEAR_MAX_DISTANCE and float(t @ qt) >= dedup.NEAR_MIN_CORR:
+                hits.append((dist, name))
+        if hits:
+            dist, name = min(hits, key=lambda h: h[0])
+            return name, kind, dist
+    return None

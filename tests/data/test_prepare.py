@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from vptlib.data.classes import parse_classes
-from vptlib.data.prepare import PrepareOptions, prepare
+from vptlib.data.prepare import STAGES, PrepareOptions, prepare
 from vptlib.errors import UserError
 
 
@@ -157,6 +157,8 @@ def test_all_takes_every_usable_image(phantom_source, tmp_path):
     skipped = df[df.split == "skipped"]
     assert len(skipped) == 2 and skipped.note.str.contains("duplicate").sum() == 1
     assert res.table
+    assert list(res.seconds) == list(STAGES) and all(v >= 0 for v in res.seconds.values())
+    assert res.timing().startswith("took ") and "duplicate search" in res.timing()
     for bad in ("none", "0", "-3", "1.5"):
         with pytest.raises(UserError, match="per-class|whole number"):
             PrepareOptions(src, tmp_path / "x", train_per_class=bad)

@@ -18,6 +18,7 @@ from vptlib.runs.devices import bf16_supported, pick_device
 from . import __doc__ as PACKAGE_DOC
 from .output import cost_markdown, markdown, plot, update_readme
 from .peers import matmul_peak, measure_peers
+from .scaling import measure_scaling
 from .timing import METHODS, data_throughput, machine_name, measure, one_process, run_json
 from .verdicts import accuracy_check, study_cost
 
@@ -45,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="measure only the peers (KMnP-style, HF whole-layer) and the matmul peak, into this machine's saved result",
     )
+    p.add_argument(
+        "--scaling-only",
+        action="store_true",
+        help="measure only how prepare, the caches and a VPT epoch grow with the data, into the saved result",
+    )
+    p.add_argument("--scaling-one", metavar="PRECISION", help=argparse.SUPPRESS)
     p.add_argument("--one", nargs=2, metavar=("KIND", "PRECISION"), help=argparse.SUPPRESS)
     p.add_argument("--peers-one", nargs="+", metavar="PRECISION", help=argparse.SUPPRESS)
     p.add_argument("--compile-one", action="store_true", help=argparse.SUPPRESS)
@@ -122,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             saved.pop("study_cost", None)
             saved["study_costs"] = study_costs(saved)
         return _write(saved, Path(args.render).parent, saved["tiny"])
+    if args.scaling_one:
+        print(json.dumps(measure_scaling(args.tiny, args.scaling_one, args.batch, args.device)))
+        return 0
     if args.peers_one:
         peers = measure_peers(
             tuple(args.peers_one), args.batch, args.rounds, args.steps, args.warmup, args.tiny, args.device
@@ -152,12 +162,16 @@ def main(argv: list[str] | None = None) -> int:
             "--force-bf16 measures it anyway",
             flush=True,
         )
-    if args.peers_only:  # into the result make bench saved for this machine
+    if args.peers_only or args.scaling_only:  # into the result make bench saved for this machine
         saved = Path(args.out) / (r["machine"] + ("-tiny" if args.tiny else "") + ".json")
         if not saved.is_file():
             print(f"no saved result at {saved}: run `make bench` (python -m vptlib.bench) first")
             return 2
-        r = {**json.loads(saved.read_text()), **_peers_and_peak(args, precisions)}
+        r = json.loads(saved.read_text())
+        if args.peers_only:
+            r.update(_peers_and_peak(args, precisions))
+        if args.scaling_only:
+            r["scaling"] = _scaling(args, precisions)
         return _write(r, Path(args.out), args.tiny)
     configs = [(kind, prec, False) for kind in ("forward", *METHODS) for prec in precisions]
     if args.compile:
@@ -167,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     r["data_rounds"] = [data_throughput(args.batch, size, args.device) for _ in range(args.rounds)]
     r["data_images_per_s"] = statistics.median(r["data_rounds"])
     r.update(_peers_and_peak(args, precisions))
+    r["scaling"] = _scaling(args, precisions)
     if not args.tiny:
         r["study_costs"] = study_costs(r)
         for cost in r["study_costs"]:
@@ -185,6 +200,12 @@ def _peers_and_peak(args, precisions: tuple[str, ...]) -> dict[str, Any]:
     print("peers (vptlib, KMnP-style, HF whole-layer) in one process ...", flush=True)
     cmd = ["--peers-one", *precisions, "--rounds", str(args.rounds)]
     return {"peak_flops": peak, "peers": run_json(cmd, args)}
+
+
+def _scaling(args, precisions: tuple[str, ...]) -> dict[str, Any]:
+    """prepare, the caches and a VPT epoch at growing sizes, in a fresh process (its memory its own)."""
+    print("scaling with the data (phantom sets; the first run generates them once) ...", flush=True)
+    return run_json(["--scaling-one", precisions[-1]], args)
 
 
 def _write(r: dict[str, Any], out: Path, tiny: bool) -> int:

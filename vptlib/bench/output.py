@@ -8,6 +8,7 @@ from typing import Any
 
 from vptlib import atomic
 
+from . import scaling
 from .peers import TARGET
 from .timing import METHODS
 from .verdicts import targets
@@ -91,6 +92,7 @@ def markdown(r: dict[str, Any]) -> str:
             else []
         ),
         *peers_markdown(r),
+        *scaling.markdown(r.get("scaling")),
         "",
         "| target | measured | result |",
         "|---|---|---|",

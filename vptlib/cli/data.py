@@ -58,7 +58,7 @@ def _data_prepare(a: argparse.Namespace) -> None:
     )
     print(res.table)
     dropped = f"; {res.excluded} test images excluded as duplicates of training images" if res.excluded else ""
-    print(f"wrote {res.manifest} ({res.chosen} images, {res.skipped} files skipped{dropped})")
+    print(f"wrote {res.manifest} ({res.chosen} images, {res.skipped} files skipped{dropped}); {res.timing()}")
 
 
 def _data_fetch(a: argparse.Namespace) -> None:

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vptlib import locks
@@ -62,6 +63,19 @@ class PrepareResult:
     cross_split_pairs: int
     excluded: int
     table: str
+    # Wall seconds per stage (STAGES): what `make bench` reports as prepare's cost at each size.
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def timing(self) -> str:
+        return f"took {sum(self.seconds.values()):.1f} s: " + ", ".join(
+            f"{k} {v:.1f} s" for k, v in self.seconds.items()
+        )
+
+
+# prepare's stages: decoding every candidate and hashing it (sha256, dHash, pHash, thumbnail
+# and the mirror's, each checked against the images chosen so far), the pairwise search
+# among the chosen, and writing the set.
+STAGES = ("read and hash", "duplicate search", "write")
 
 
 def prepare(opts: PrepareOptions) -> PrepareResult:
@@ -79,11 +93,19 @@ def prepare(opts: PrepareOptions) -> PrepareResult:
         raise UserError(f"--out {opts.out} exists and is not a folder")
     if opts.out.is_dir():
         check_ownership(opts.out)  # early, before minutes of hashing; again under the lock
+    clock = [time.perf_counter()]
+
+    def lap() -> float:
+        clock.append(time.perf_counter())
+        return clock[-1] - clock[-2]
+
     chosen, skipped = draw(opts)
+    seconds = {STAGES[0]: lap()}
     inside = next((r.source for r in chosen if (opts.source / r.source).resolve().is_relative_to(opts.out)), None)
     if inside:
         raise UserError(f"--source file {inside} is a link into --out {opts.out}; prepare would replace its own input")
     pairs = mark_duplicates(chosen, opts.drop_test_duplicates)
+    seconds[STAGES[1]] = lap()
     manifest = _csv([r.as_dict() for r in chosen + skipped], MANIFEST_FIELDS)
     dup_rows = [
         {"a": a.path, "b": b.path, "a_split": a.split, "b_split": b.split, "kind": k, "distance": str(d)}
@@ -108,6 +130,7 @@ def prepare(opts: PrepareOptions) -> PrepareResult:
         check_ownership(opts.out)
         files = [(row.path, (opts.source / row.source).resolve()) for row in chosen]
         commit(opts.out, write_set(opts.out, files, opts.classes.names, opts.source, opts.link, manifest, duplicates))
+    seconds[STAGES[2]] = lap()
     cross = sum(a.split != b.split for a, b, _, _ in pairs)
     excluded = sum(bool(r.excluded) for r in chosen)
     return PrepareResult(
@@ -118,6 +141,7 @@ def prepare(opts: PrepareOptions) -> PrepareResult:
         cross,
         excluded,
         summary_table(chosen, skipped, pairs, opts.classes.names),
+        seconds,
     )
 
 
