@@ -40,13 +40,18 @@ def test_a_stage_growing_faster_than_n_log_n_fails_and_the_pairwise_search_is_he
     assert got[dup] == ("0.7% (k = 2.00)", "PASS")
     times["duplicate search"] = lambda n: (n / 1000) ** 2
     assert {t: v for t, _, v in scaling.targets(_fake(times))}[dup] == "FAIL"
-    assert scaling.targets(None) == [] and scaling.markdown(None) == []
 
 
-def test_the_table_has_a_row_per_stage_and_a_column_per_size():
-    md = "\n".join(scaling.markdown(_fake({s: lambda n: n / 1000 for s in STAGES})))
+def test_the_table_has_a_row_per_stage_in_the_order_the_work_runs():
+    rec = _fake({s: lambda n: n / 1000 for s in [scaling.EVAL, *reversed(STAGES)]})
+    rec |= {"machine": "m", "device": "cpu", "torch": "x", "tiny": False}
+    md = scaling.markdown(json.loads(json.dumps(rec, sort_keys=True)))  # as a saved record reads back
+    assert md.startswith("Machine: m (cpu)")
     assert "| stage | 800 images (s) | 2,400 images (s) | 7,024 images (s) | k |" in md
     assert re.search(r"\| read and hash \| 0\.80 \| 2\.40 \| 7\.02 \| 1\.00 \|", md)
+    rows = [line.split(" | ")[0][2:] for line in md.splitlines() if line.startswith("| ") and " images" not in line]
+    assert rows[:4] == [*STAGES, scaling.EVAL] and md.count("| PASS |") == 3
+    assert md.count("| FAIL |") == 1  # the duplicate search at a third of prepare
 
 
 def test_scaling_runs_every_stage_on_the_tiny_model(tmp_path, monkeypatch):
@@ -57,15 +62,20 @@ def test_scaling_runs_every_stage_on_the_tiny_model(tmp_path, monkeypatch):
     stages = [*STAGES, *scaling.STAGES_RUN, scaling.EVAL]
     assert all(list(x["seconds"]) == stages and min(x["seconds"].values()) > 0 for x in s["sizes"])
     assert len(list((tmp_path / "build" / "bench-scaling").iterdir())) == 2  # kept for the next run
-    assert len(scaling.targets(s)) == len(stages)
+    assert len(scaling.targets({**s, "machine": "m", "device": "cpu", "torch": "x"})) == len(stages)
 
 
-def test_scaling_only_merges_into_the_saved_result(tmp_path, monkeypatch):
-    saved = {"machine": "m", "kept": 1}
+def test_scaling_only_writes_a_record_of_its_own_and_renders_it_again(tmp_path, monkeypatch):
+    """No saved bench result needed; the record names its machine, and --render-scaling rewrites it."""
     monkeypatch.setattr(cli, "machine_name", lambda dev: "m")
-    monkeypatch.setattr(cli, "run_json", lambda flags, args: {"asked": flags})
-    written = []
-    monkeypatch.setattr(cli, "_write", lambda r, out, tiny: written.append(r) or 0)
-    (tmp_path / "m-tiny.json").write_text(json.dumps(saved))
+    asked = []
+    fake = _fake({s: lambda n: n / 100 for s in STAGES})
+    monkeypatch.setattr(cli, "run_json", lambda flags, args: asked.append(flags) or fake)
     assert cli.main(["--scaling-only", "--tiny", "--out", str(tmp_path), "--force-bf16"]) == 0
-    assert written == [{"machine": "m", "kept": 1, "scaling": {"asked": ["--scaling-one", "bf16"]}}]
+    assert asked == [["--scaling-one", "bf16"]]
+    rec = json.loads((tmp_path / "scaling-m-tiny.json").read_text())
+    assert rec["machine"] == "m" and rec["sizes"] == fake["sizes"] and rec["tiny"] is True
+    md = (tmp_path / "scaling-m-tiny.md").read_text()
+    (tmp_path / "scaling-m-tiny.md").unlink()
+    assert cli.main(["--render-scaling", str(tmp_path / "scaling-m-tiny.json")]) == 0
+    assert (tmp_path / "scaling-m-tiny.md").read_text() == md

@@ -224,6 +224,11 @@ def test_benchmark_markdown(tmp_path):
     assert "make bench" in report.benchmark_markdown(tmp_path)  # test-model results are never shown
     (tmp_path / "cpu-x.md").write_text("| a | b |\n")
     assert report.benchmark_markdown(tmp_path).endswith("| a | b |\n")
+    (tmp_path / "scaling-cpu-y.md").write_text("| stage | k |\n")  # shown after the table, never as it
+    got = report.benchmark_markdown(tmp_path)
+    assert got.startswith("From `benchmarks/results/cpu-x.md`") and got.endswith(
+        "scaling-cpu-y.md`:\n\n| stage | k |\n"
+    )
     shipped = report.benchmark_markdown()  # the repository's own benchmarks/results, wherever report lives
     assert shipped.startswith("From `benchmarks/results/") and "| target | measured | result |" in shipped
 

@@ -16,8 +16,9 @@ from vptlib.models.offline import tiny_clip_config
 from vptlib.runs.devices import bf16_supported, pick_device
 
 from . import __doc__ as PACKAGE_DOC
-from .output import cost_markdown, markdown, plot, update_readme
+from .output import SCALING_MARKERS, cost_markdown, markdown, plot, update_readme
 from .peers import matmul_peak, measure_peers
+from .scaling import markdown as scaling_markdown
 from .scaling import measure_scaling
 from .timing import METHODS, data_throughput, machine_name, measure, one_process, run_json
 from .verdicts import accuracy_check, study_cost
@@ -49,8 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scaling-only",
         action="store_true",
-        help="measure only how prepare, the caches and a VPT epoch grow with the data, into the saved result",
+        help="measure only how prepare, the caches and a VPT epoch grow with the data (its own record)",
     )
+    p.add_argument("--render-scaling", metavar="JSON", help="rewrite the scaling .md and README section from a record")
     p.add_argument("--scaling-one", metavar="PRECISION", help=argparse.SUPPRESS)
     p.add_argument("--one", nargs=2, metavar=("KIND", "PRECISION"), help=argparse.SUPPRESS)
     p.add_argument("--peers-one", nargs="+", metavar="PRECISION", help=argparse.SUPPRESS)
@@ -129,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
             saved.pop("study_cost", None)
             saved["study_costs"] = study_costs(saved)
         return _write(saved, Path(args.render).parent, saved["tiny"])
+    if args.render_scaling:
+        rec = json.loads(Path(args.render_scaling).read_text())
+        return _write_scaling(rec, Path(args.render_scaling).parent, rec["tiny"])
     if args.scaling_one:
         print(json.dumps(measure_scaling(args.tiny, args.scaling_one, args.batch, args.device)))
         return 0
@@ -162,16 +167,14 @@ def main(argv: list[str] | None = None) -> int:
             "--force-bf16 measures it anyway",
             flush=True,
         )
-    if args.peers_only or args.scaling_only:  # into the result make bench saved for this machine
+    if args.scaling_only:  # a record of its own: it needs no other measurement
+        return _write_scaling(_scaling(args, precisions, r), Path(args.out), args.tiny)
+    if args.peers_only:  # into the result make bench saved for this machine
         saved = Path(args.out) / (r["machine"] + ("-tiny" if args.tiny else "") + ".json")
         if not saved.is_file():
             print(f"no saved result at {saved}: run `make bench` (python -m vptlib.bench) first")
             return 2
-        r = json.loads(saved.read_text())
-        if args.peers_only:
-            r.update(_peers_and_peak(args, precisions))
-        if args.scaling_only:
-            r["scaling"] = _scaling(args, precisions)
+        r = {**json.loads(saved.read_text()), **_peers_and_peak(args, precisions)}
         return _write(r, Path(args.out), args.tiny)
     configs = [(kind, prec, False) for kind in ("forward", *METHODS) for prec in precisions]
     if args.compile:
@@ -181,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     r["data_rounds"] = [data_throughput(args.batch, size, args.device) for _ in range(args.rounds)]
     r["data_images_per_s"] = statistics.median(r["data_rounds"])
     r.update(_peers_and_peak(args, precisions))
-    r["scaling"] = _scaling(args, precisions)
+    _write_scaling(_scaling(args, precisions, r), Path(args.out), args.tiny)
     if not args.tiny:
         r["study_costs"] = study_costs(r)
         for cost in r["study_costs"]:
@@ -202,10 +205,25 @@ def _peers_and_peak(args, precisions: tuple[str, ...]) -> dict[str, Any]:
     return {"peak_flops": peak, "peers": run_json(cmd, args)}
 
 
-def _scaling(args, precisions: tuple[str, ...]) -> dict[str, Any]:
+def _scaling(args, precisions: tuple[str, ...], machine: dict[str, Any]) -> dict[str, Any]:
     """prepare, the caches and a VPT epoch at growing sizes, in a fresh process (its memory its own)."""
     print("scaling with the data (phantom sets; the first run generates them once) ...", flush=True)
-    return run_json(["--scaling-one", precisions[-1]], args)
+    measured = run_json(["--scaling-one", precisions[-1]], args)
+    return {k: machine[k] for k in ("machine", "device", "torch", "tiny")} | measured
+
+
+def _write_scaling(rec: dict[str, Any], out: Path, tiny: bool) -> int:
+    """``scaling-<machine>.{json,md}`` and, for the real model, the README's section on it."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"scaling-{rec['machine']}{'-tiny' if tiny else ''}"
+    atomic.write_json(stem.with_suffix(".json"), rec)
+    md = scaling_markdown(rec)
+    atomic.write_text(stem.with_suffix(".md"), md)
+    print(md)
+    print(f"wrote {stem}.json and .md")
+    if not tiny and out.resolve() == RESULTS.resolve() and update_readme(REPO / "README.md", md, SCALING_MARKERS):
+        print("updated the scaling section of README.md")
+    return 0
 
 
 def _write(r: dict[str, Any], out: Path, tiny: bool) -> int:

@@ -8,7 +8,6 @@ from typing import Any
 
 from vptlib import atomic
 
-from . import scaling
 from .peers import TARGET
 from .timing import METHODS
 from .verdicts import targets
@@ -92,7 +91,6 @@ def markdown(r: dict[str, Any]) -> str:
             else []
         ),
         *peers_markdown(r),
-        *scaling.markdown(r.get("scaling")),
         "",
         "| target | measured | result |",
         "|---|---|---|",
@@ -181,6 +179,7 @@ def update_readme(readme: Path, md: str, markers: tuple[str, str] = (README_STAR
     return True
 
 
+SCALING_MARKERS = ("<!-- bench-scaling:start -->", "<!-- bench-scaling:end -->")
 BOOK_TIME_MARKERS = ("<!-- book-time:start -->", "<!-- book-time:end -->")
 
 
@@ -248,7 +247,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
     measured = [p for p in ("fp32", "bf16") if f"forward/{p}" in r["results"]]
     for i, prec in enumerate(measured):
         xs = [j + 0.4 * i for j in range(len(kinds))]
-        res = [r["results"][f"{k}/{prec}"] for k in kinds]
+        res = [r["results"].get(f"{k}/{prec}", {"seconds_per_step": 0.0, "peak_bytes": 0.0}) for k in kinds]
         mid = [v["seconds_per_step"] for v in res]
         lo = [m - min(v.get("rounds") or [m]) for m, v in zip(mid, res, strict=True)]
         hi = [max(v.get("rounds") or [m]) - m for m, v in zip(mid, res, strict=True)]

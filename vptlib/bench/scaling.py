@@ -118,6 +118,15 @@ def measure_scaling(tiny: bool, precision: str, batch: int, device: str) -> dict
     return {"pixels": pixels, "precision": precision, "batch": batch, "sizes": rows}
 
 
+def _stages(s: dict[str, Any]) -> list[str]:
+    """The stages in the order the work runs (a saved record's keys come back sorted)."""
+    from vptlib.data.prepare import STAGES
+
+    order = [*STAGES, *STAGES_RUN, EVAL]
+    seen = s["sizes"][0]["seconds"]
+    return [x for x in order if x in seen] + sorted(set(seen) - set(order))
+
+
 def exponent(n: list[int], t: list[float]) -> float:
     """k in t ~ n^k between the first and last size."""
     return math.log(max(t[-1], 1e-9) / max(t[0], 1e-9)) / math.log(n[-1] / n[0])
@@ -127,13 +136,11 @@ def n_log_n(n: list[int]) -> float:
     return math.log(n[-1] * math.log(n[-1]) / (n[0] * math.log(n[0]))) / math.log(n[-1] / n[0])
 
 
-def targets(s: dict[str, Any] | None) -> list[tuple[str, str, str]]:
-    if not s:
-        return []
+def targets(s: dict[str, Any]) -> list[tuple[str, str, str]]:
     n = [x["images"] for x in s["sizes"]]
     bound = n_log_n(n) + SLACK
     out = []
-    for stage in s["sizes"][0]["seconds"]:
+    for stage in _stages(s):
         t = [x["seconds"][stage] for x in s["sizes"]]
         k = exponent(n, t)
         if stage == DUP:
@@ -147,20 +154,22 @@ def targets(s: dict[str, Any] | None) -> list[tuple[str, str, str]]:
     return out
 
 
-def markdown(s: dict[str, Any] | None) -> list[str]:
-    if not s:
-        return []
+def markdown(s: dict[str, Any]) -> str:
+    """The scaling record as the README shows it: the machine, a row per stage, the verdicts."""
     n = [x["images"] for x in s["sizes"]]
     lines = [
-        "",
-        f"Cost as the data grows (`vptlib.bench.scaling`): phantom sets of {s['pixels']}-pixel JPEGs prepared "
-        f"whole, then a linear probe and one VPT-shallow epoch on them ({s['precision']}, batch {s['batch']}); "
-        "k is the exponent in t ~ n^k from the smallest to the largest set, one round each.",
+        f"Machine: {s['machine']} ({s['device']}); torch {s['torch']}; phantom sets of {s['pixels']}-pixel "
+        f"JPEGs prepared whole, then a linear probe's feature cache and one VPT-shallow epoch on the "
+        f"{'tiny test model' if s.get('tiny') else 'ViT-B/32 architecture, random weights'} "
+        f"({s['precision']}, batch {s['batch']}); k is the exponent in t ~ n^k from the smallest to the "
+        "largest set, one round each.",
         "",
         "| stage | " + " | ".join(f"{x:,} images (s)" for x in n) + " | k |",
         "|---|" + "---|" * (len(n) + 1),
     ]
-    for stage in s["sizes"][0]["seconds"]:
+    for stage in _stages(s):
         t = [x["seconds"][stage] for x in s["sizes"]]
         lines.append(f"| {stage} | " + " | ".join(f"{v:.2f}" for v in t) + f" | {exponent(n, t):.2f} |")
-    return lines
+    lines += ["", "| target | measured | result |", "|---|---|---|"]
+    lines += [f"| {t} | {m} | {ok} |" for t, m, ok in targets(s)]
+    return "\n".join(lines) + "\n"

@@ -18,7 +18,6 @@ from typing import Any
 from vptlib.methods import METHODS as REGISTRY
 from vptlib.study.profile import Profile, as_profile
 
-from . import scaling
 from .timing import SAME_COST
 
 NOISY = "noisy: rerun"
@@ -91,7 +90,7 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
             verdict(ratio, lambda v: v >= 5),
         )
     )
-    return out + peer_targets(r) + scaling.targets(r.get("scaling"))
+    return out + peer_targets(r)
 
 
 def peer_targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:

@@ -153,9 +153,21 @@ def wrap_command(command: str, width: int = WRAP) -> str:
 
 
 def benchmark_markdown(folder: str | Path | None = None) -> str:
-    """The newest `make bench` table (benchmarks/results/*.md), or how to produce one."""
+    """The newest `make bench` table (benchmarks/results/<machine>.md) and, after it, the newest
+    record of how the work grows with the data (scaling-<machine>.md), or how to produce one."""
     folder = Path(folder) if folder else REPO / "benchmarks" / "results"
-    tables = sorted((p for p in folder.glob("*.md") if not p.stem.endswith("-tiny")), key=lambda p: p.stat().st_mtime)
-    if not tables:
+
+    def newest(pattern: str, exclude: tuple[str, ...] = ()) -> Path | None:
+        found = [p for p in folder.glob(pattern) if not p.stem.endswith("-tiny") and not p.name.startswith(exclude)]
+        return max(found, key=lambda p: (p.stat().st_mtime, p.name), default=None)
+
+    table = newest("*.md", exclude=("scaling-", "book-"))
+    if table is None:
         return "No benchmark has been recorded yet: run `make bench`."
-    return f"From `benchmarks/results/{tables[-1].name}`, written by `make bench`:\n\n" + tables[-1].read_text()
+    out = f"From `benchmarks/results/{table.name}`, written by `make bench`:\n\n" + table.read_text()
+    scaling = newest("scaling-*.md")
+    if scaling is not None:
+        out += (
+            f"\nHow the work grows with the data, from `benchmarks/results/{scaling.name}`:\n\n" + scaling.read_text()
+        )
+    return out
