@@ -177,7 +177,9 @@ sweep: install $(MODEL_DEP)
 	  $(if $(LAUNCHER),--launcher "$$LAUNCHER") $(if $(CLUSTER),--cluster "$$CLUSTER")
 
 # Cost of each method on the real ViT-B/32 architecture (random weights), one process per
-# configuration; writes benchmarks/results/<machine>.{json,md,png}. Several minutes on 2 cores.
+# configuration; writes benchmarks/results/<machine>.{json,md,png} and scaling-<machine>.{json,md}.
+# About 50 minutes on 2 cores: some 30 for the timing rounds and peers, 19 for the scaling rows
+# (measured on amd-epyc-2t; making the phantom sets, once, adds about 3).
 bench: install
 	$(PY) -m vptlib.bench
 

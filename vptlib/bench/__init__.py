@@ -8,7 +8,8 @@ the rounds disagree, estimates what ``make book`` (full profile) costs here, and
 the bf16 accuracy check (the smoke profile's methods trained in fp32 and in bf16 on the
 tiny model); :mod:`.peers` times vptlib's VPT step beside a KMnP/vpt-style port and
 Hugging Face's whole layers in one process, and the machine's matmul peak that every
-step's FLOPs are compared with; :mod:`.output` writes ``benchmarks/results/<machine>.json`` / ``.md`` /
+step's FLOPs are compared with; :mod:`.scaling` times ``prepare``, the caches and a VPT
+epoch at growing data sizes (its own record, ``scaling-<machine>.json``); :mod:`.output` writes ``benchmarks/results/<machine>.json`` / ``.md`` /
 ``.png`` and the README's benchmark section.
 """
 
