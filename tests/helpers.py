@@ -23,6 +23,22 @@ def tiny_config(data: Path | str, model: Path | str, out: Path | str, **kw: Any)
     return RunConfig(**{**base, **kw})
 
 
+def sweep_profile(prepared: Path, model: Path, runs: Path, sweeps: dict[str, Any]) -> dict[str, Any]:
+    """A profile ``s`` for sweep tests: CPU fp32 on ``model``, short budgets, the given ``sweeps``."""
+    return {
+        "profile": "s",
+        "data": str(prepared),
+        "model": str(model),
+        "runs": str(runs),
+        "seed": 0,
+        "device": "cpu",
+        "precision": "fp32",
+        "batch_size": 16,
+        "hparams": {"linear": {"epochs": 2}, "vpt_shallow": {"epochs": 1}, "zero_shot": {"epochs": 0}},
+        "sweeps": sweeps,
+    }
+
+
 def job_that_dies_on(cfg: Any) -> dict[str, Any]:
     """A sweep job for the worker-death test: SIGKILLs its own process on ``"die"`` (as the
     out-of-memory killer would), else returns a result row. Importable by spawned workers."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+from helpers import sweep_profile
 from tqdm import tqdm
 
 from vptlib.cli.app import main
@@ -19,18 +20,8 @@ from vptlib.study.sweep import run_sweep
 
 
 def _profile(prepared, tiny_model, tmp_path) -> dict:
-    return {
-        "profile": "s",
-        "data": str(prepared),
-        "model": str(tiny_model),
-        "runs": str(tmp_path),
-        "seed": 0,
-        "device": "cpu",
-        "precision": "fp32",
-        "batch_size": 16,
-        "hparams": {"linear": {"epochs": 2}, "vpt_shallow": {"epochs": 1}, "zero_shot": {"epochs": 0}},
-        "sweeps": {"few": {"methods": ["zero_shot", "linear", "vpt_shallow"], "train_per_class": [2, 4], "seeds": [0]}},
-    }
+    few = {"methods": ["zero_shot", "linear", "vpt_shallow"], "train_per_class": [2, 4], "seeds": [0]}
+    return sweep_profile(prepared, tiny_model, tmp_path, {"few": few})
 
 
 def _ledger(tmp_path: Path) -> list:

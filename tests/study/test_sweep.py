@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import sweep_profile
 
 from vptlib import report
 from vptlib.data.manifest import read_manifest
@@ -16,18 +17,7 @@ from vptlib.study.sweep import grid, run_sweep
 
 
 def _profile(prepared, tiny_model, tmp_path, sweeps) -> dict:
-    return {
-        "profile": "s",
-        "data": str(prepared),
-        "model": str(tiny_model),
-        "runs": str(tmp_path),
-        "seed": 0,
-        "device": "cpu",
-        "precision": "fp32",
-        "batch_size": 16,
-        "hparams": {"linear": {"epochs": 2}, "vpt_shallow": {"epochs": 1}, "zero_shot": {"epochs": 0}},
-        "sweeps": sweeps,
-    }
+    return sweep_profile(prepared, tiny_model, tmp_path, sweeps)
 
 
 @pytest.mark.parametrize("name", ["smoke", "full", "kaggle-full"])
