@@ -24,6 +24,16 @@ ifeq ($(filter $(PROFILE),$(PROFILES)),)
 $(error PROFILE=$(PROFILE) is not in profiles/; choose one of: $(PROFILES))
 endif
 export PROFILE NB ARGS DATA MODEL SWEEP WORKERS LAUNCHER CLUSTER
+# BACKBONES="name=folder,...": local folders for the profile's backbones (its `backbones:`), as
+# MODEL= is for its main model; vptlib.study.profile reads it.
+export VPTLIB_BACKBONES := $(BACKBONES)
+# JOBS: pages executed at once. A page's fixed cost (a kernel, its imports) is single-threaded
+# Python, so two at a time nearly halve a smoke build on two cores; pages that share runs
+# wait for each other (the rules below), and every shared file is written atomically or
+# under a lock. JOBS=1 executes them one by one. Each page's torch gets its share of the
+# cores (OMP_NUM_THREADS, unless you set it): with two pages each threading over both cores,
+# a tiny model's training step took 2.8 s instead of some 0.03 s, measured on two cores.
+JOBS ?= 2
 # DRY_RUN=1: every run cut to one epoch, one seed and the first grid point, under
 # runs/<profile>-dry-run/, every page marked (vptlib.study.profile.dry_run). vptlib reads it as:
 export VPTLIB_DRY_RUN := $(DRY_RUN)
@@ -61,15 +71,16 @@ DATA_ARG := $(if $(DATA),--data "$$DATA")
 # commit and weights), the data folder and DRY_RUN, rewritten by preflight only when it
 # changed, so another model or a toggled dry run re-executes them (vptlib.study.book.preflight).
 INPUTS := _build/inputs-$(PROFILE).json
-# The smoke profile's model is built here; the full profile's comes from the hub or MODEL=.
-MODEL_DEP = $(if $(filter smoke,$(PROFILE)),$(TINY)/model.safetensors)
+# The smoke profile's models are built here; the full profile's come from the hub or MODEL=.
+MODEL_DEP = $(if $(filter smoke,$(PROFILE)),$(TINY)/model.safetensors $(TINY_B)/model.safetensors)
 
 help:
 	@echo "make install   create .venv and install the pinned requirements"
 	@echo "make test      lint + the test suite (CPU, offline)"
 	@echo "make lint      ruff check + ruff format --check"
 	@echo "make format    ruff format + ruff check --fix"
-	@echo "make book      run the study and render the report (PROFILE=full|smoke, DATA=, MODEL=, DRY_RUN=1, TIMEOUT=s)"
+	@echo "make book      run the study and render the report (PROFILE=full|smoke, DATA=, MODEL=, BACKBONES=, DRY_RUN=1,"
+	@echo "               TIMEOUT=s, JOBS=n pages at once)"
 	@echo "make pdf       the built book as one PDF, banner on every page: _build/pdf/book.pdf (after make book)"
 	@echo "make bench     measure step time and memory of every method on this machine"
 	@echo "make run       re-execute one experiment: make run NB=vpt_deep ARGS=\"-p lr 0.5\""
@@ -91,7 +102,13 @@ TINY := models/tiny-clip
 $(TINY)/model.safetensors: $(STAMP) vptlib/study/pretrain.py vptlib/data/phantoms.py vptlib/models/offline.py
 	$(VENV)/bin/vptlib model tiny --out $(TINY) --pretrain-epochs 20
 
-tiny-model: $(TINY)/model.safetensors
+# The smoke profile's second backbone (its `backbones:`): the same architecture, another
+# seed and a shorter warm-up, so a backbone comparison runs offline (~15 s on 2 cores).
+TINY_B := models/tiny-clip-b
+$(TINY_B)/model.safetensors: $(STAMP) vptlib/study/pretrain.py vptlib/data/phantoms.py vptlib/models/offline.py
+	$(VENV)/bin/vptlib model tiny --out $(TINY_B) --seed 1 --pretrain-epochs 10
+
+tiny-model: $(TINY)/model.safetensors $(TINY_B)/model.safetensors
 
 lint: install
 	$(VENV)/bin/ruff check vptlib tests
@@ -101,7 +118,7 @@ format: install
 	$(VENV)/bin/ruff format vptlib tests
 	$(VENV)/bin/ruff check --fix vptlib tests
 
-test: install lint browser $(TINY)/model.safetensors
+test: install lint browser $(TINY)/model.safetensors $(TINY_B)/model.safetensors
 	VPTLIB_TINY_MODEL=$(TINY) $(PY) -m pytest $(PYTEST_ARGS)
 
 # ---------------------------------------------------------------- the report
@@ -109,7 +126,8 @@ book: install $(MODEL_DEP)
 	@test -n "$(METHODS)" || { echo "make book: cannot list the methods (python -m vptlib.methods failed)" >&2; exit 2; }
 	@$(VPTLIB) book preflight --profile $(PROFILE_FILE) $(DATA_ARG) $(MODEL_ARG) --stamp $(INPUTS)
 	@$(VPTLIB) book guard --profile $(PROFILE_FILE) --dir $(GEN)
-	@$(MAKE) --no-print-directory notebooks PROFILE=$(PROFILE)
+	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(( ($$(nproc) + $(JOBS) - 1) / $(JOBS) ))} \
+	  $(MAKE) --no-print-directory -j$(JOBS) notebooks PROFILE=$(PROFILE)
 	@$(VPTLIB) book toc --out _build/_toc.yml
 	$(VENV)/bin/jupyter-book build . --toc _build/_toc.yml -W -n --keep-going -q
 	@$(VPTLIB) book timed --profile $(PROFILE_FILE) --started $(BOOK_START) --out _build/book-time-$(PROFILE).json
@@ -123,8 +141,8 @@ pdf: install
 	$(VENV)/bin/jupyter-book build . --toc _build/_toc.yml --builder singlehtml -W -n --keep-going -q
 	@$(VPTLIB) book pdf --html _build/singlehtml/index.html --out _build/pdf/book.pdf
 
-notebooks: $(EXPERIMENTS) $(GEN)/dataset.ipynb $(GEN)/results.ipynb $(GEN)/curves.ipynb $(GEN)/attention.ipynb \
-	$(GEN)/reproducibility.ipynb $(GEN)/benchmark.ipynb
+notebooks: $(EXPERIMENTS) $(GEN)/dataset.ipynb $(GEN)/results.ipynb $(GEN)/variants.ipynb $(GEN)/curves.ipynb \
+	$(GEN)/attention.ipynb $(GEN)/reproducibility.ipynb $(GEN)/benchmark.ipynb
 
 $(DATA_DIR)/manifest.csv: $(PROFILE_FILE) vptlib/data/prepare.py vptlib/data/phantoms.py | $(STAMP)
 	$(VPTLIB) book data --profile $(PROFILE_FILE) $(DATA_ARG)
@@ -140,14 +158,21 @@ $(INPUTS): | $(STAMP)
 $(GEN)/experiments/%.ipynb: notebooks/experiment.ipynb $(PROFILE_FILE) $(PAGE_SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP) $(INPUTS)
 	$(VPTLIB) book execute notebooks/experiment.ipynb $@ --profile $(PROFILE_FILE) -p method $* --title-from-method $(MODEL_ARG)
 
-$(GEN)/results.ipynb: notebooks/results.ipynb $(EXPERIMENTS)
+$(GEN)/results.ipynb: notebooks/results.ipynb $(EXPERIMENTS) $(GEN)/variants.ipynb
 	$(VPTLIB) book execute notebooks/results.ipynb $@ --profile $(PROFILE_FILE)
+
+# The profile's backbones and protocols (vptlib.study.variants): their runs are in folders of
+# their own, so the page trains beside the experiment pages; the Results page reads both.
+$(GEN)/variants.ipynb: notebooks/variants.ipynb $(PROFILE_FILE) $(PAGE_SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP) $(INPUTS)
+	$(VPTLIB) book execute notebooks/variants.ipynb $@ --profile $(PROFILE_FILE) $(MODEL_ARG)
 
 $(GEN)/attention.ipynb: notebooks/attention.ipynb $(EXPERIMENTS)
 	$(VPTLIB) book execute notebooks/attention.ipynb $@ --profile $(PROFILE_FILE)
 
-# The sweeps reuse every point already finished by the same code (see `make sweep`).
-$(GEN)/curves.ipynb: notebooks/curves.ipynb $(PROFILE_FILE) $(PAGE_SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP) $(INPUTS)
+# The sweeps reuse every point already finished by the same code (see `make sweep`), and
+# start from each method's tuned setting: after the experiment pages, which tune them.
+$(GEN)/curves.ipynb: notebooks/curves.ipynb $(PROFILE_FILE) $(PAGE_SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP) $(INPUTS) \
+	$(EXPERIMENTS)
 	$(VPTLIB) book execute notebooks/curves.ipynb $@ --profile $(PROFILE_FILE) $(MODEL_ARG)
 
 $(GEN)/reproducibility.ipynb: notebooks/reproducibility.ipynb $(EXPERIMENTS) $(GEN)/curves.ipynb

@@ -36,6 +36,12 @@ REPO = "openai/clip-vit-base-patch32"
 MAIN_SHA = "3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268"
 PR_SHA = "c237dc49a33fc61debc9276459120b7eac67e7ef"
 PR_REF = "refs/pr/66"
+# The full profile's second backbone, laid out as its repo is: main holds the text files and
+# pytorch_model.bin (with tf_model.h5 and flax_model.msgpack), no safetensors. The commit is the
+# one the profile pins; the weights are the tiny CLIP's, like the first repo's.
+PUBMED = "flaviagiammarino/pubmed-clip-vit-base-patch32"
+PUBMED_SHA = "26c0c67f6da303ad2a38909130bd35744ea93517"
+REPOS = (REPO, PUBMED)
 LFS = (".bin", ".safetensors", ".h5", ".msgpack")
 
 
@@ -59,6 +65,7 @@ def lay_out_clip(tiny_model: Path, root: Path) -> Path:
     (main / "flax_model.msgpack").write_bytes(b"placeholder: nothing reads it")
     shutil.copytree(main, pr)
     shutil.copyfile(tiny_model / "model.safetensors", pr / "model.safetensors")
+    shutil.copytree(main, root / "pubmed")
     return root
 
 
@@ -140,11 +147,12 @@ class _HubHandler(_Handler):
         if len(segs) >= 4 and segs[:2] == ["api", "models"]:
             if not hub.api:  # a mirror that serves downloads only
                 return self.reply(404, b"Not Found", head=head)
-            if "/".join(segs[2:4]) != REPO:
+            repo = "/".join(segs[2:4])
+            if repo not in REPOS:
                 return self.reply(401, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"}, head)
             kind, rest = (segs[4], segs[5:]) if len(segs) > 4 else ("", [])
             rev = ("/".join(rest[:3]) if rest[:1] == ["refs"] else rest[0]) if rest else "main"
-            ref = hub.ref(rev)
+            ref = hub.ref(rev, repo)
             if ref is None:
                 return self.reply(404, {"error": f"Invalid rev id: {rev}"}, {"X-Error-Code": "RevisionNotFound"}, head)
             commit, folder = ref
@@ -152,13 +160,14 @@ class _HubHandler(_Handler):
                 return self.reply(200, [_tree_entry(p) for p in sorted(folder.iterdir()) if p.is_file()], head=head)
             siblings = [{"rfilename": p.name} for p in sorted(folder.iterdir()) if p.is_file()]
             return self.reply(
-                200, {"id": REPO, "modelId": REPO, "sha": commit, "private": False, "siblings": siblings}, head=head
+                200, {"id": repo, "modelId": repo, "sha": commit, "private": False, "siblings": siblings}, head=head
             )
         if len(segs) >= 5 and segs[2] == "resolve":
-            if "/".join(segs[:2]) != REPO:
+            repo = "/".join(segs[:2])
+            if repo not in REPOS:
                 return self.reply(401, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"}, head)
             rev, path = ("/".join(segs[3:6]), segs[6:]) if segs[3] == "refs" else (segs[3], segs[4:])
-            ref = hub.ref(rev)
+            ref = hub.ref(rev, repo)
             if ref is None:
                 return self.reply(404, {"error": f"Invalid rev id: {rev}"}, {"X-Error-Code": "RevisionNotFound"}, head)
             commit, folder = ref
@@ -222,7 +231,9 @@ class HubStandIn(_Server):
         super().stop()
         self.cdn.stop()
 
-    def ref(self, rev: str) -> tuple[str, Path] | None:
+    def ref(self, rev: str, repo: str = REPO) -> tuple[str, Path] | None:
+        if repo == PUBMED:
+            return (PUBMED_SHA, self.root / "pubmed") if rev in ("main", PUBMED_SHA) else None
         refs = {"main": MAIN_SHA, MAIN_SHA: MAIN_SHA, PR_REF: PR_SHA, PR_SHA: PR_SHA}
         commit = refs.get(rev)
         if commit is None:

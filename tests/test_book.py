@@ -50,8 +50,10 @@ def repo(tmp_path_factory) -> Path:
     tiny = Path(os.environ.get("VPTLIB_TINY_MODEL", ROOT / "models" / "tiny-clip")).resolve()
     (dest / "models").mkdir()
     shutil.copytree(tiny, dest / "models" / "tiny-clip", copy_function=shutil.copy2)
-    for p in (dest / "models" / "tiny-clip").iterdir():  # newer than its make prerequisites
-        os.utime(p)
+    # The smoke profile's second backbone, built by make test beside the first.
+    shutil.copytree(ROOT / "models" / "tiny-clip-b", dest / "models" / "tiny-clip-b", copy_function=shutil.copy2)
+    for p in [*(dest / "models" / "tiny-clip").iterdir(), *(dest / "models" / "tiny-clip-b").iterdir()]:
+        os.utime(p)  # newer than their make prerequisites
     return dest
 
 
@@ -384,7 +386,12 @@ def test_full_profile_offline_fails_fast(repo, tmp_path):
     from vptlib.models import hub
 
     fetch_model = hub.fetch_command(hub.DEFAULT_MODEL, hub.PINNED[hub.DEFAULT_MODEL])
+    pubmed = "flaviagiammarino/pubmed-clip-vit-base-patch32"  # the profile's backbone: its own way forward
+    fetch_backbone = hub.fetch_command(pubmed, "26c0c67f6da303ad2a38909130bd35744ea93517")
+    backbone_way = f"make book BACKBONES=pubmedclip={hub.default_folder(pubmed)}"
     for needle in (fetch_model, "vptlib data fetch --archive", "make book DATA=", "make book PROFILE=smoke"):
+        assert needle in out, needle
+    for needle in ("backbone pubmedclip:", fetch_backbone, backbone_way):
         assert needle in out, needle
     assert not (repo / "runs" / "full").exists()  # stopped before any training
 
@@ -400,7 +407,16 @@ def test_dry_run_of_the_full_profile_on_the_tiny_model(repo, built, tmp_path):
 
     kaggle = write_phantoms(tmp_path / "kaggle", per_class=200, size=64, seed=1)  # 120 train + 80 test per class
     t0 = time.monotonic()
-    res = _make(repo, "book", "PROFILE=full", "DRY_RUN=1", f"DATA={kaggle}", "MODEL=models/tiny-clip", timeout=1200)
+    res = _make(
+        repo,
+        "book",
+        "PROFILE=full",
+        "DRY_RUN=1",
+        f"DATA={kaggle}",
+        "MODEL=models/tiny-clip",
+        "BACKBONES=pubmedclip=models/tiny-clip-b",  # a local folder for the profile's PubMedCLIP
+        timeout=1200,
+    )
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     print(f"dry run of the full profile built in {time.monotonic() - t0:.0f} s")
     assert not (repo / "runs" / "full").exists()  # a rehearsal never mixes with the real runs
@@ -411,6 +427,13 @@ def test_dry_run_of_the_full_profile_on_the_tiny_model(repo, built, tmp_path):
         metrics = json.loads((root / m / group["runs"][0] / "metrics.json").read_text())
         assert metrics["epochs_run"] == (1 if spec.trains and m != "linear" else 0), m
         assert metrics["test"]["n"] == 320  # the full profile's own test split
+    for variant, method in (("backbone-pubmedclip", "vpt_deep"), ("protocol-fixed", "vpt_deep")):
+        folder = repo / "runs" / f"full-dry-run-{variant}" / method
+        cfg = json.loads(
+            (folder / json.loads((folder / "group.json").read_text())["runs"][0] / "config.json").read_text()
+        )
+        assert cfg["epochs"] == 1 and cfg["select"] == ("last" if variant.startswith("protocol") else "val"), variant
+        assert cfg["model"].endswith("tiny-clip-b") == variant.startswith("backbone"), variant
     html = repo / "_build" / "html"
     pages = [p for p in _pages(repo) if 'http-equiv="Refresh"' not in p.read_text()]  # index.html redirects
     assert len(pages) >= len(METHODS) + 7

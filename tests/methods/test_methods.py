@@ -280,3 +280,42 @@ def test_wise_ft_finalize_picks_alpha_by_validation(tiny_clip):
     info = model.finalize(lambda split: scores[model.alpha])
     assert info["wise_ft_alpha"] == 1.0  # tie on accuracy: lower validation loss
     assert model.alpha == 1.0 and [r["alpha"] for r in info["wise_ft_curve"]] == [0.0, 0.5, 1.0]
+
+
+def _hub_models() -> set[str]:
+    """Every hub id a profile loads: its model and each of its backbones."""
+    from pathlib import Path
+
+    from vptlib.models.hub import is_hub_id
+    from vptlib.study.profile import load
+
+    found = set()
+    for path in sorted((Path(__file__).resolve().parents[2] / "profiles").glob("*.yaml")):
+        p = load(path)
+        found |= {m for m in [p.model, *(b["model"] for b in p.backbones.values())] if is_hub_id(m)}
+    return found
+
+
+def test_every_backbone_a_profile_names_has_a_known_architecture():
+    from vptlib.models.offline import ARCHITECTURES
+
+    named = _hub_models()
+    assert "flaviagiammarino/pubmed-clip-vit-base-patch32" in named  # the full profile's medical CLIP
+    assert named <= set(ARCHITECTURES), named - set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("model_id", sorted(_hub_models()))
+def test_every_method_runs_on_each_backbones_architecture(model_id):
+    """Built offline with random weights: every registered method builds, trains what its
+    formula says (VPT-deep and CLIP-LoRA pinned here) and returns logits on a 224-px image."""
+    from vptlib.models.offline import ARCHITECTURES
+
+    torch.manual_seed(0)
+    clip = SimpleNamespace(model=CLIPModel(ARCHITECTURES[model_id]()), tokenizer=byte_level_tokenizer())
+    x = torch.randn(1, 3, 224, 224)
+    for method in METHODS:
+        model = build(method, clip, 4).eval()
+        with torch.no_grad():
+            assert model(x).shape == (1, 4), (model_id, method)
+    assert count_parameters(build("vpt_deep", clip, 4))[0] == 49_156
+    assert count_parameters(build("clip_lora", clip, 4))[0] == 184_320

@@ -21,7 +21,18 @@ from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
-from stand_ins import MAIN_SHA, PR_REF, PR_SHA, REPO, HubStandIn, KaggleStandIn, ProxyStandIn, lay_out_clip
+from stand_ins import (
+    MAIN_SHA,
+    PR_REF,
+    PR_SHA,
+    PUBMED,
+    PUBMED_SHA,
+    REPO,
+    HubStandIn,
+    KaggleStandIn,
+    ProxyStandIn,
+    lay_out_clip,
+)
 
 from vptlib.data import fetch as kaggle
 from vptlib.errors import UserError
@@ -331,6 +342,14 @@ def test_preflight_of_the_full_profile_through_a_mirror(stand_in, online, monkey
     preflight(profile, data=str(phantom_source))
     assert set(stand_in.downloaded()) == STUDY_FILES
     assert any(MAIN_SHA in p for p in stand_in.paths())
+    # The profile's second backbone came the same way, at the commit the profile pins, .bin only.
+    pubmed = [p for m in ("HEAD", "GET") for p in stand_in.paths(m) if p.startswith(f"/{PUBMED}/")]
+    assert any(p == f"/{PUBMED}/resolve/{PUBMED_SHA}/pytorch_model.bin" for p in pubmed), pubmed
+    assert not any("model.safetensors" in p and PUBMED in p for p in stand_in.paths())
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # then offline: both from the cache, nothing asked
+    asked = len(stand_in.requests)
+    preflight(profile, data=str(phantom_source))
+    assert len(stand_in.requests) == asked
 
 
 # ---------------------------------------------------------------- the Kaggle dataset

@@ -163,6 +163,7 @@ def test_profiles_are_valid_and_notebooks_take_only_the_profile_path():
         extra = {
             "experiment": {"method", "model", "options"},  # options: any setting, by name
             "curves": {"model"},
+            "variants": {"model"},
             "dataset": {"model"},  # its CLIP-embedding audit
         }.get(template.stem, set())
         assert declared == {"profile_path"} | extra, template.name

@@ -125,9 +125,10 @@ def test_a_local_model_folder_is_one_identity_however_it_is_written(prepared, ti
     assert run(b, progress=False, reuse=True).run_dir == first.run_dir
 
 
-def test_the_pages_inputs_stamp_changes_with_the_model_only(tiny_model, tmp_path):
+def test_the_pages_inputs_stamp_changes_with_the_model_only(tiny_model, tmp_path, monkeypatch):
     profile = tmp_path / "p.yaml"
-    text = (book.REPO / "profiles" / "smoke.yaml").read_text().replace("models/tiny-clip", str(tiny_model))
+    text = (book.REPO / "profiles" / "smoke.yaml").read_text()
+    text = text.replace("models/tiny-clip-b", str(tiny_model)).replace("models/tiny-clip", str(tiny_model))
     profile.write_text(text.replace("data: data/smoke", f"data: {tmp_path / 'data'}"))
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "manifest.csv").write_text("")
@@ -140,8 +141,13 @@ def test_the_pages_inputs_stamp_changes_with_the_model_only(tiny_model, tmp_path
     write_tiny_clip(other, seed=3)
     book.preflight(profile, model=str(other), stamp=stamp)
     assert stamp.read_text() != first  # MODEL=<another>: the training pages are out of date
+    book.preflight(profile, stamp=stamp)
+    assert stamp.read_text() == first
+    monkeypatch.setenv("VPTLIB_BACKBONES", f"tiny-b={other}")  # BACKBONES=: the variants page is out of date
+    book.preflight(profile, stamp=stamp)
+    assert json.loads(stamp.read_text())["backbones"]["tiny-b"] != json.loads(first)["backbones"]["tiny-b"]
     makefile = (book.REPO / "Makefile").read_text()
-    for page in ("$(GEN)/experiments/%.ipynb:", "$(GEN)/curves.ipynb:"):
+    for page in ("$(GEN)/experiments/%.ipynb:", "$(GEN)/curves.ipynb:", "$(GEN)/variants.ipynb:"):
         rule = next(line for line in makefile.splitlines() if line.startswith(page))
         assert "$(INPUTS)" in rule, rule
     assert "--stamp $(INPUTS)" in makefile

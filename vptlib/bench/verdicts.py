@@ -155,7 +155,9 @@ def study_cost(r: dict[str, Any], profile: Profile | dict[str, Any]) -> dict:
     forward's speed (the linear probe: one extraction pass, then head steps). The split
     sizes come from the profile's ``source.prepare`` (:func:`split_sizes`). Tuning grids
     add their points (one seed each); sweeps add their points with the training set cut to
-    ``k`` images per class and, under ``epoch_steps="full-split"``, the main run's step count. Data preparation, model loading and the book build are not included.
+    ``k`` images per class and, under ``epoch_steps="full-split"``, the main run's step count;
+    each backbone and protocol variant adds its methods' runs (:mod:`vptlib.study.variants`).
+    Data preparation, model loading and the book build are not included.
     """
     from vptlib.data.classes import CLASSES
 
@@ -197,6 +199,12 @@ def study_cost(r: dict[str, Any], profile: Profile | dict[str, Any]) -> dict:
             n = train_images if k is None else min(train_images, len(CLASSES) * k)
             total += one(cfg.method, cfg.epochs, n, train_images if cfg.epoch_steps == "full-split" else None)
         rows.append({"what": f"sweep {name}", "runs": len(points), "seconds": total})
+    from vptlib.study.variants import variants
+
+    for v in variants(profile):  # another backbone of the same architecture costs the same per step
+        counts = {m: grid_runs(v.profile, m) for m in v.methods}
+        seconds = sum(n * one(m, v.profile.run_config(m).resolved().epochs, train_images) for m, n in counts.items())
+        rows.append({"what": f"{v.kind} {v.name}", "runs": sum(counts.values()), "seconds": seconds})
     return {
         "profile": profile.profile,
         "images": [train_images, val_images, test_images],

@@ -51,6 +51,7 @@ def _run(a: argparse.Namespace) -> None:
         precision=a.precision,
         grad_clip=a.grad_clip,
         early_stopping=a.early_stopping,
+        select=a.select,
         augment=not a.no_augment,
         test_curves=a.test_curves,
         train_per_class=a.train_per_class,
@@ -110,13 +111,14 @@ def _add_predict_parser(sub) -> None:
 def _add_run_parser(sub) -> None:
     from vptlib.methods import METHODS
     from vptlib.models.hub import DEFAULT_MODEL
+    from vptlib.runs.config import SELECTIONS
 
     methods = list(METHODS)
     r = sub.add_parser(
         "run",
         help="train and evaluate one method, writing a run record",
         description="Train one method on a prepared data folder. Unset hyper-parameters take "
-        "the method's defaults; the epoch is selected on validation.",
+        "the method's defaults; the epoch is selected on validation (--select last: the last epoch).",
     )
     r.add_argument("--method", required=True, help=f"one of: {', '.join(methods)}")
     r.add_argument("--data", required=True, help="a folder written by `vptlib data prepare`")
@@ -150,6 +152,13 @@ def _add_run_parser(sub) -> None:
         help=f"max global gradient norm, 0 disables (default: the method's recipe: {clipped}; the others 0)",
     )
     r.add_argument("--early-stopping", type=int, default=0, help="patience in epochs, 0 disables (default 0)")
+    r.add_argument(
+        "--select",
+        choices=list(SELECTIONS),
+        default="val",
+        help="val: keep the best epoch on validation and make every choice there (default); last: the "
+        "validation-free protocol, the last epoch and each method's fixed values",
+    )
     r.add_argument("--no-augment", action="store_true", help="train without augmentation")
     r.add_argument(
         "--test-curves",

@@ -30,6 +30,7 @@ DEFAULTS = TrainDefaults(epochs=50, lr=1e-3, optimizer="adamw", weight_decay=1e-
 # Inverse L2 strength: CLIP's sweep, 96 log-spaced values from 1e-6 to 1e6 (Radford et al.
 # 2021, appendix A.3), every one fitted and scored on validation.
 C_GRID = tuple(float(c) for c in np.logspace(-6, 6, 96))
+FIXED_C = 1.0  # Options.fixed_c's default: scikit-learn's LogisticRegression default
 
 
 @dataclass
@@ -50,6 +51,13 @@ class Options:
     refit: bool = flag(
         False, "--refit", "linear, lbfgs only: refit the chosen C on train + validation, as CLIP does (default off)"
     )
+    # The C of a run that chooses nothing on validation (--select last, the validation-free
+    # protocol): scikit-learn's default. CLIP's protocol has no fixed C; this is the study's.
+    fixed_c: float = flag(
+        FIXED_C,
+        "--fixed-c",
+        f"linear, lbfgs: C when nothing is chosen on validation (--select last; default {FIXED_C:g})",
+    )
 
 
 def uses_seed(opts: Options) -> bool:
@@ -66,6 +74,7 @@ class LinearProbe(Classifier):
         self.head = linear_head(self.vision.config.hidden_size, num_classes)
         self.solver = opts.solver
         self.refit = opts.refit
+        self.fixed_c = opts.fixed_c
         self.uses_feature_cache = not opts.through_backbone
 
     @torch.no_grad()
@@ -87,7 +96,8 @@ class LinearProbe(Classifier):
             x, y = splits[split]
             return x.float().cpu().numpy().astype(np.float64), y.cpu().numpy()
 
-        (xt, yt), (xv, yv) = arrays("train"), arrays("val")
+        # No validation split given (select="last"): the fixed C, nothing chosen, nothing refitted.
+        (xt, yt), (xv, yv) = arrays("train"), arrays("val") if "val" in splits else (None, np.zeros(0))
         classes = np.arange(self.head.out_features)
 
         def fit(c: float) -> LogisticRegression:
@@ -106,7 +116,7 @@ class LinearProbe(Classifier):
                 }
             )
         # Ties: the smaller C, the stronger regularisation.
-        best = curve[best_index(curve, tiebreak=lambda r: r["C"])]["C"] if curve else 1.0
+        best = curve[best_index(curve, tiebreak=lambda r: r["C"])]["C"] if curve else self.fixed_c
         if self.refit and len(yv):
             xt, yt = np.concatenate([xt, xv]), np.concatenate([yt, yv])
         clf = fit(best)
@@ -122,7 +132,9 @@ class LinearProbe(Classifier):
         return {
             "linear_probe_C": best,
             "linear_probe_curve": curve,
-            "selected_by": "validation accuracy over C (ties: lower validation loss, then smaller C)",
+            "selected_by": "validation accuracy over C (ties: lower validation loss, then smaller C)"
+            if curve
+            else "fixed C (nothing chosen on validation)",
             "linear_probe_refit_on_val": bool(self.refit and len(yv)),
         }
 
@@ -143,6 +155,8 @@ def build(clip, num_classes: int, opts: Options) -> LinearProbe:
         raise ValueError(f"solver must be lbfgs or sgd, got {opts.solver!r}")
     if opts.refit and opts.solver != "lbfgs":
         raise ValueError("refit applies to the L-BFGS fit: pass solver='lbfgs' (the default)")
+    if not opts.fixed_c > 0:
+        raise ValueError(f"fixed_c must be a positive number, got {opts.fixed_c}")
     if opts.through_backbone and opts.solver != "sgd":
         raise ValueError("through_backbone trains by SGD: pass solver='sgd' too")
     return LinearProbe(vision_model(clip), num_classes, opts)

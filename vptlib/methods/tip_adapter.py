@@ -127,9 +127,15 @@ class TipAdapterF(Classifier):
         return None
 
     def finalize(self, score: Callable[[str], tuple[float, float]]) -> dict:
-        """``search_hp`` on validation: the first (beta, alpha) of best accuracy over the grid."""
-        if not all(self.search_step):
-            return {"tip_alpha": float(self.head.alpha), "tip_beta": float(self.head.beta)}
+        """``search_hp`` on validation: the first (beta, alpha) of best accuracy over the grid.
+        Without a search (``search_step`` 0, or select="last": nothing is chosen on validation)
+        the values it trained with stay, ``init_alpha`` and ``init_beta``."""
+        if not all(self.search_step) or "val" not in getattr(score, "splits", ("val",)):
+            return {
+                "tip_alpha": float(self.head.alpha),
+                "tip_beta": float(self.head.beta),
+                "selected_by": "the initial alpha and beta (no search on validation)",
+            }
         betas, alphas = (search_grid(s, n) for s, n in zip(self.search_scale, self.search_step, strict=True))
         best = (-1.0, float(self.head.beta), float(self.head.alpha))
         for beta in betas:

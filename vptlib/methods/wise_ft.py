@@ -29,12 +29,16 @@ from .zero_shot import ZeroShot
 
 DEFAULTS = TrainDefaults(epochs=10, lr=1e-5, optimizer="adamw", weight_decay=0.1, grad_clip=1.0)
 ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
+# The mixing coefficient of a run that chooses nothing on validation (--select last): the
+# paper's own fixed choice, the "WiSE-FT (alpha = 0.5)" rows of Wortsman et al. (2022).
+FIXED_ALPHA = 0.5
 
 
 @dataclass
 class Options(TextOptions):
     base: str = flag("full", "--base", "wise_ft: full | flyp, what is fine-tuned before mixing (default full)")
     alphas: tuple[float, ...] = ALPHAS  # mixing coefficients tried on validation
+    fixed_alpha: float = FIXED_ALPHA  # the coefficient when nothing is chosen on validation (select last)
 
 
 class ZeroShotHeadCLIP(ZeroShot):
@@ -65,7 +69,7 @@ class WiseFT(Wrapper):
             super().__init__(ZeroShotHeadCLIP(clip, num_classes, opts))
         else:
             super().__init__(flyp.FLYP(clip, num_classes, flyp.Options(**dataclasses.asdict(texts))))
-        self.base, self.alphas = opts.base, tuple(opts.alphas)
+        self.base, self.alphas, self.fixed_alpha = opts.base, tuple(opts.alphas), opts.fixed_alpha
         # The zero-shot endpoint: a plain dict, so it is neither trained nor checkpointed.
         self._zero_shot = {k: v.detach().clone() for k, v in self.trainable_state().items()}
         self.alpha = 1.0
@@ -81,6 +85,9 @@ class WiseFT(Wrapper):
 
     def finalize(self, score: Callable[[str], tuple[float, float]]) -> dict:
         fine_tuned = {k: v.detach().clone() for k, v in self.trainable_state().items()}
+        if "val" not in getattr(score, "splits", ("val",)):  # select="last": the paper's fixed alpha
+            self.mix(self.fixed_alpha, fine_tuned)
+            return {"wise_ft_alpha": self.fixed_alpha, "selected_by": "fixed alpha (nothing chosen on validation)"}
         curve = []
         may_look = "test" in getattr(score, "splits", ())  # a grid point's record holds no test number
         for alpha in self.alphas:
@@ -107,6 +114,8 @@ class WiseFT(Wrapper):
 def build(clip, num_classes: int, opts: Options) -> WiseFT:
     if opts.base not in ("full", "flyp"):
         raise ValueError(f"base must be full or flyp, got {opts.base!r}")
+    if not 0 <= opts.fixed_alpha <= 1:
+        raise ValueError(f"fixed_alpha must be in [0, 1], got {opts.fixed_alpha}")
     if not opts.alphas or any(not 0 <= a <= 1 for a in opts.alphas):
         raise ValueError(f"alphas must be numbers in [0, 1], got {opts.alphas}")
     return WiseFT(clip, num_classes, opts)

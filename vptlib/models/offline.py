@@ -47,6 +47,16 @@ def vit_b32_config() -> CLIPConfig:
     )
 
 
+# The architecture of every hub CLIP a profile names (its model, its backbones), so tests build
+# each offline with random weights and run every method on it. PubMedCLIP is OpenAI's ViT-B/32
+# fine-tuned on ROCO (Eslami et al. 2023): its config.json has ViT-B/32's towers, widths,
+# patch size, projection and tokenizer, so every method runs on it unchanged.
+ARCHITECTURES = {
+    "openai/clip-vit-base-patch32": vit_b32_config,
+    "flaviagiammarino/pubmed-clip-vit-base-patch32": vit_b32_config,
+}
+
+
 def tiny_clip_config(layers: int = 3, width: int = 64, image_size: int = 112, patch_size: int = 16) -> CLIPConfig:
     """A few-layer CLIP for tests and the smoke profile.
 

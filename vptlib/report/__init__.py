@@ -81,6 +81,15 @@ from .results import (
     test_looks,
 )
 from .tables import headline_table, metric_definitions, secondary_table
+from .variants import (
+    method_by_variant,
+    plot_versus,
+    protocol_definitions,
+    protocol_note,
+    versus,
+    versus_display,
+    versus_sentence,
+)
 
 style.apply()  # every page's figures get the same fonts
 
@@ -163,4 +172,11 @@ __all__ = [
     "test_looks",
     "timing_table",
     "tuning_table",
+    "method_by_variant",
+    "plot_versus",
+    "protocol_definitions",
+    "protocol_note",
+    "versus",
+    "versus_display",
+    "versus_sentence",
 ]

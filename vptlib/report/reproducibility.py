@@ -49,6 +49,7 @@ _FLAGS = {
     "precision": "--precision",
     "grad_clip": "--grad-clip",
     "early_stopping": "--early-stopping",
+    "select": "--select",
     "train_per_class": "--train-per-class",
     "epoch_steps": "--epoch-steps",
 }

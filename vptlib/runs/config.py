@@ -21,6 +21,13 @@ from vptlib.seeds import SEED_RANGE, is_seed
 from .devices import PRECISIONS
 
 EPOCH_STEPS = ("pass", "full-split")  # RunConfig.epoch_steps
+# RunConfig.select: what a run keeps and how it makes its post-training choices.
+SELECTIONS = {
+    "val": "the epoch with the best validation accuracy (ties: lower validation loss), and every post-training "
+    "choice (the probe's C, WiSE-FT's alpha, Tip-Adapter-F's alpha and beta) made on validation",
+    "last": "the last epoch, and no choice made on validation: each method's fixed values stand in "
+    "(validation is still scored each epoch for the curves, and calibrates the conformal sets)",
+}
 
 
 @dataclass
@@ -47,6 +54,9 @@ class RunConfig:
     precision: str = "auto"
     grad_clip: float | None = None  # max global grad norm; 0 disables; None: the method's recipe
     early_stopping: int = 0  # patience in epochs without a better val accuracy; 0 disables
+    # "val": the study's protocol, the best epoch on validation; "last": the validation-free
+    # protocol of CLIP-LoRA and CLAP, the last iterate and nothing chosen on validation (SELECTIONS).
+    select: str = "val"
     augment: bool = True  # batch augmentation for methods trained on images
     test_curves: bool = False  # also evaluate test each epoch, for plots only (never for selection)
     # False for the points of a tuning grid: the run is chosen among others on validation and
@@ -184,6 +194,11 @@ def validate(cfg: RunConfig) -> None:
         ),
         (cfg.grad_clip >= 0, f"--grad-clip must be >= 0, got {cfg.grad_clip}"),
         (cfg.early_stopping >= 0, f"--early-stopping must be >= 0, got {cfg.early_stopping}"),
+        (cfg.select in SELECTIONS, f"--select must be {' or '.join(SELECTIONS)}, got {cfg.select!r}"),
+        (
+            not (cfg.select == "last" and cfg.early_stopping),
+            "--early-stopping stops on validation accuracy: it cannot go with --select last",
+        ),
         (spec(cfg.method).trains or cfg.epochs == 0, f"{cfg.method} trains nothing: use --epochs 0"),
     ]
     for ok, msg in checks:

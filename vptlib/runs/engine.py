@@ -3,8 +3,9 @@
 One run trains one method on one prepared data folder and writes a run record
 (:mod:`vptlib.runs.records`). The rules that keep it honest:
 
-* the epoch is **selected on validation** accuracy (ties: lower validation loss);
-  test metrics are computed on that checkpoint. Per-epoch test accuracy is recorded
+* the epoch is **selected on validation** accuracy (ties: lower validation loss), or
+  under ``select="last"`` (the validation-free protocol) the last epoch is kept and no
+  method choice reads validation; test metrics are computed on that checkpoint. Per-epoch test accuracy is recorded
   for plotting (``test_curves``) and never used for any choice; a tuning grid's points
   (``evaluate_test=False``) never look at test at all;
 * every epoch's shuffling, augmentation and dropout draw from generators seeded by
@@ -146,7 +147,9 @@ def _train_and_record(
     setup_seconds = time.perf_counter() - started
     # A method fitted in closed form on the cached features trains no epochs (CLIP's linear probe).
     views = {"views": inputs.views} if inputs.views is not None else {}
-    fitted = model.fit_features({**inputs.splits, **views}) if inputs.features else None
+    # Under select="last" nothing is chosen on validation: a closed-form fit never sees it.
+    seen = {k: v for k, v in inputs.splits.items() if k != "val" or cfg.select == "val"}
+    fitted = model.fit_features({**seen, **views}) if inputs.features else None
     if fitted is not None:
         cfg = dataclasses.replace(cfg, epochs=0)
         fitted["fit_seconds"] = time.perf_counter() - started - setup_seconds

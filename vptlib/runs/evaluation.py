@@ -68,18 +68,20 @@ class Scorer:
     """``score(split) -> (accuracy, loss)`` of the model as it stands, for the choices a
     method makes after training (:meth:`~vptlib.methods.base.Classifier.finalize`).
 
-    ``splits`` names what it may score: the test split only when the run may look at it.
-    Asking for another split is an error, never a silent look.
+    ``splits`` names what it may score: the test split only when the run may look at it, and
+    the validation split only when the run selects on it (``select="val"``). Asking for
+    another split is an error, never a silent look.
     """
 
     def __init__(self, inputs: StagedRun, cfg: RunConfig):
         self.inputs, self.cfg = inputs, cfg
-        self.splits = tuple(inputs.splits)
+        self.splits = tuple(s for s in inputs.splits if s != "val" or cfg.select == "val")
         self.test_looks: list[tuple[float, str]] = []  # every test score it gave, for the ledger
 
     def __call__(self, split: str) -> tuple[float, float]:
         if split not in self.splits:
-            raise PermissionError(f"this run may not look at the {split} split (a tuning grid's point)")
+            why = "a tuning grid's point" if split == "test" else "it chooses nothing on validation: select last"
+            raise PermissionError(f"this run may not look at the {split} split ({why})")
         loss, probs = evaluate(self.inputs, split, self.cfg)
         acc = accuracy(probs, self.inputs.splits[split][1])
         if split == "test":

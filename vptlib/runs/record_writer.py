@@ -135,7 +135,7 @@ def write_result(
         "val_loss": losses["val"],
         "train_accuracy": accuracy(train_probs, inputs.splits["train"][1]),
         "best_epoch": outcome.best_epoch,
-        "selected_by": "validation accuracy (ties: lower validation loss)",
+        "selected_by": "validation accuracy (ties: lower validation loss)" if cfg.select == "val" else "the last epoch",
         "epochs_run": len(hist),
         "stopped_early": bool(len(hist) < cfg.epochs),
         "trainable_params": trainable_n,

@@ -38,9 +38,10 @@ class State:
     epoch: int = 0  # epochs completed
     stale: int = 0  # epochs since the best one
 
-    def consider(self, epoch: int, val_acc: float, val_loss: float, has_val: bool, model: Classifier) -> None:
-        """Keep this epoch if it beats the best on validation (:mod:`vptlib.selection`)."""
-        if not has_val or improves(val_acc, val_loss, self.best["val_acc"], self.best["val_loss"]):
+    def consider(self, epoch: int, val_acc: float, val_loss: float, by_val: bool, model: Classifier) -> None:
+        """Keep this epoch if it beats the best on validation (:mod:`vptlib.selection`), or
+        always when the run does not select on validation (the last epoch is kept)."""
+        if not by_val or improves(val_acc, val_loss, self.best["val_acc"], self.best["val_loss"]):
             self.best = {"epoch": epoch + 1, "val_acc": val_acc, "val_loss": val_loss}
             self.best_state = {k: v.detach().clone().cpu() for k, v in model.trainable_state().items()}
             self.stale = 0
@@ -71,7 +72,8 @@ def fit(cfg: RunConfig, inputs: StagedRun, run_dir: Path, dist: Dist, progress: 
             row = _epoch(inputs, opt, sched, scaler, cfg, epoch, trainable, progress, dist)
         except TrainingDiverged as exc:
             _keep_best(exc, state, run_dir, dist)
-        state.consider(epoch, row["val_acc"], row["val_loss"], len(inputs.splits["val"][1]) > 0, model)
+        by_val = cfg.select == "val" and len(inputs.splits["val"][1]) > 0  # "last": every epoch replaces the kept one
+        state.consider(epoch, row["val_acc"], row["val_loss"], by_val, model)
         state.history.append({**row, "selected_so_far": state.best["epoch"]})
         state.epoch = epoch + 1
         bar.set_postfix(val_acc=f"{row['val_acc']:.3f}", best=state.best["epoch"])

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from vptlib import REPO, atomic
+from vptlib import REPO, atomic, locks
 from vptlib.errors import UserError
 from vptlib.paths import inside
 
@@ -94,14 +94,35 @@ def preflight(
         clip = load_clip(prof.model, revision=prof.revision)
     except UserError as exc:
         problems.append(f"model: {exc}")
+    backbones = {}
+    for name, spec in prof.backbones.items():  # each variant's CLIP, as fast and as plainly as the main one
+        try:
+            backbones[name] = load_clip(spec["model"], revision=spec.get("revision")).source.record()
+        except UserError as exc:
+            problems.append(f"backbone {name}: {exc}\n{_backbone_way(name, spec)}")
     if problems:
         kaggle = prof.source.get("kaggle", "data/kaggle-brain-mri")
         raise UserError(
             _ways_forward(_listed("cannot build the full report:", problems), prof.model, prof.revision, kaggle)
         )
     if stamp is not None:
-        write_if_changed(Path(stamp), json.dumps(inputs_identity(prof, clip), indent=2, sort_keys=True) + "\n")
+        identity = {**inputs_identity(prof, clip), "backbones": backbones}
+        write_if_changed(Path(stamp), json.dumps(identity, indent=2, sort_keys=True) + "\n")
     return profile
+
+
+def _backbone_way(name: str, spec: dict[str, Any]) -> str:
+    """The route that works for one backbone: fetch it where there is a network, then point to it."""
+    from vptlib.models import hub
+
+    model = spec["model"]
+    if not hub.is_hub_id(model):
+        return f"give the backbone a folder that holds it: make book BACKBONES={name}=/path/to/its/folder"
+    rev = spec.get("revision") or hub.PINNED.get(model, "main")
+    return (
+        f"on a machine with a network run `{hub.fetch_command(model, rev)}`, copy the folder here, then: "
+        f"make book BACKBONES={name}={hub.default_folder(model)}"
+    )
 
 
 def inputs_identity(prof, clip) -> dict[str, Any]:
@@ -198,6 +219,7 @@ def write_toc(out: str | Path) -> Path:
 
 STAMP = "PROFILE"  # the build's profile, written by guard
 OUTPUTS = ".vptlib-outputs"  # every page vptlib wrote into the folder, one relative path a line
+OWN = (OUTPUTS, STAMP, locks.LOCK_NAME)  # the folder's own bookkeeping, never a page
 
 
 def guard(profile_name: str, generated: str | Path, clear: bool = True) -> None:
@@ -211,7 +233,7 @@ def guard(profile_name: str, generated: str | Path, clear: bool = True) -> None:
     generated = Path(generated)
     stamp = generated / STAMP
     built = stamp.read_text().strip() if stamp.is_file() else None
-    if built is None and generated.is_dir() and any(p.name not in (STAMP, OUTPUTS) for p in generated.iterdir()):
+    if built is None and generated.is_dir() and any(p.name not in OWN for p in generated.iterdir()):
         raise UserError(f"{generated} holds files without vptlib's {STAMP} stamp; move them away first")
     if built is not None and built != profile_name:
         if not clear:
@@ -233,10 +255,12 @@ def record_output(path: str | Path) -> None:
     root = next((d for d in path.parents if (d / STAMP).is_file()), None)
     if root is None:
         return
-    listed = _outputs(root)
     rel = path.relative_to(root).as_posix()
-    if rel not in listed or not (root / OUTPUTS).is_file():
-        atomic.write_text(root / OUTPUTS, "".join(f"{p}\n" for p in sorted({*listed, rel})))
+    # Pages execute in parallel (make -j): the list is read and rewritten by one at a time.
+    with locks.exclusive(root, f"the list of pages in {root}", wait=True):
+        listed = _outputs(root)
+        if rel not in listed or not (root / OUTPUTS).is_file():
+            atomic.write_text(root / OUTPUTS, "".join(f"{p}\n" for p in sorted({*listed, rel})))
 
 
 def _outputs(root: Path) -> set[str]:
@@ -260,7 +284,7 @@ def clean(generated: str | Path) -> list[Path]:
             continue  # an entry that leads outside is never followed
         if target.is_file() and not target.is_symlink():
             target.unlink()
-    for name in (OUTPUTS, STAMP):
+    for name in OWN:
         (generated / name).unlink(missing_ok=True)
     for d in sorted((p for p in generated.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
         if not any(d.iterdir()):

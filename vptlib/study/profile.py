@@ -8,6 +8,7 @@ anything runs. :class:`Profile` documents each key where it is defined.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from vptlib.errors import UserError
 from vptlib.switches import flag
 
 from . import schema
+from .protocols import SELECT, VARIANT_KINDS
 
 if TYPE_CHECKING:
     from vptlib.runs.config import RunConfig
@@ -48,6 +50,13 @@ class Profile:
     grids: dict[str, dict[str, list]] = field(default_factory=dict)
     sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)  # named grids for `make sweep` and Curves
     source: dict[str, Any] = field(default_factory=dict)  # how to obtain the data (phantoms | kaggle, prepare)
+    protocol: str = "validated"  # PROTOCOLS: how this profile's runs choose their settings and epochs
+    # Studies beside this one, each a profile derived from it (Profile.variant, vptlib.study.variants)
+    # with its runs under <runs>/<profile>-<kind>-<name>/: the same data, seeds and reference,
+    # and either another CLIP (backbones: name -> {model, revision, methods, hparams}) or another
+    # protocol (protocols: protocol -> {methods, hparams}); hparams override this profile's per method.
+    backbones: dict[str, dict[str, Any]] = field(default_factory=dict)
+    protocols: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def grid_seed(self) -> int:
@@ -61,6 +70,42 @@ class Profile:
         """This profile with another model (``make book MODEL=``): the pinned revision was the
         profile model's, so the other one takes its own default (:mod:`vptlib.models.hub`)."""
         return self if not model or model == self.model else dataclasses.replace(self, model=model, revision=None)
+
+    def with_backbones(self, folders: dict[str, str]) -> Profile:
+        """This profile with some backbones' models replaced by local folders (``make book
+        BACKBONES=name=folder``), as :meth:`with_model` does for the main one."""
+        unknown = sorted(set(folders) - set(self.backbones))
+        if unknown:
+            raise UserError(
+                f"BACKBONES names {', '.join(unknown)}, which profile {self.profile} does not have; "
+                f"its backbones: {', '.join(self.backbones) or 'none'}"
+            )
+        backbones = {
+            n: {**b, "model": folders[n], "revision": None} if n in folders else b for n, b in self.backbones.items()
+        }
+        return dataclasses.replace(self, backbones=backbones)
+
+    def variant(self, kind: str, name: str) -> Profile:
+        """The study of backbone or protocol ``name`` beside this one, as a profile of its own:
+        runs under ``<runs>/<profile>-<kind>-<name>/``, this profile's data, seeds, tuning seed,
+        batch size and reference, its ``hparams`` with the variant's over them, and no sweeps
+        or variants of its own. A backbone keeps this protocol (and its grids); a protocol
+        keeps this model, and "fixed" has no grids."""
+        if kind not in VARIANT_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(VARIANT_KINDS)}, got {kind!r}")
+        found = self.backbones if kind == "backbone" else self.protocols
+        if name not in found:
+            raise UserError(f"profile {self.profile} has no {kind} {name!r}; it has: {', '.join(found) or 'none'}")
+        spec, own = found[name], found[name].get("hparams", {})
+        hparams = {m: {**self.hparams.get(m, {}), **own.get(m, {})} for m in {**self.hparams, **own}}
+        changes: dict[str, Any] = dict(
+            profile=f"{self.profile}-{kind}-{name}", hparams=hparams, backbones={}, protocols={}, sweeps={}
+        )
+        if kind == "backbone":
+            changes.update(model=spec["model"], revision=spec.get("revision"))
+        else:
+            changes.update(protocol=name, grids={} if SELECT[name] == "last" else self.grids)
+        return dataclasses.replace(self, **changes)
 
     def run_config(self, method: str, **overrides: Any) -> RunConfig:
         """The run of ``method`` under this profile: shared fields, then ``hparams[method]``,
@@ -80,6 +125,7 @@ class Profile:
             "device": self.device,
             "precision": self.precision,
             "batch_size": self.batch_size,
+            "select": SELECT[self.protocol],
         }
         return run_config(method, self.hparams, **{**shared, **{k: v for k, v in overrides.items() if v is not None}})
 
@@ -107,6 +153,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "grids": (dict,),
     "sweeps": (dict,),
     "source": (dict,),
+    "protocol": (str,),
+    "backbones": (dict,),
+    "protocols": (dict,),
 }
 
 
@@ -143,10 +192,26 @@ def load(path: str | Path, check_methods: bool = True) -> Profile:
     prof = Profile(**raw)
     if check_methods:
         schema.check(prof, path)
+    folders = backbone_folders(os.environ.get(BACKBONES_ENV, ""))
+    prof = prof.with_backbones(folders) if folders else prof
     return dry_run(prof) if flag(DRY_RUN_ENV) else prof
 
 
 DRY_RUN_ENV = "VPTLIB_DRY_RUN"
+# make book BACKBONES="name=folder,...": local folders for the profile's backbones (offline,
+# air-gapped), as MODEL= is for the main one; vptlib reads it here, as DRY_RUN above.
+BACKBONES_ENV = "VPTLIB_BACKBONES"
+
+
+def backbone_folders(text: str) -> dict[str, str]:
+    """``"name=folder,name=folder"`` as a mapping; anything else is one :class:`UserError` line."""
+    out = {}
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        name, sep, folder = item.partition("=")
+        if not sep or not name.strip() or not folder.strip():
+            raise UserError(f"BACKBONES={text!r}: give name=folder pairs separated by commas, e.g. pubmedclip=models/x")
+        out[name.strip()] = folder.strip()
+    return out
 
 
 def dry_run(p: Profile) -> Profile:
@@ -163,6 +228,13 @@ def dry_run(p: Profile) -> Profile:
     def cut(method: str, hp: dict[str, Any]) -> dict[str, Any]:
         return {**hp, "epochs": 1} if method in METHODS and METHODS[method].trains else dict(hp)
 
+    def cut_variants(found: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        out = {}
+        for name, spec in found.items():
+            own = {m: cut(m, hp) for m, hp in spec.get("hparams", {}).items()}
+            out[name] = {**spec, "hparams": own} if own else dict(spec)
+        return out
+
     sweeps = {}
     for name, sweep in p.sweeps.items():
         sweeps[name] = {k: (v[:1] if isinstance(v, list) and k != "methods" else v) for k, v in sweep.items()}
@@ -175,6 +247,8 @@ def dry_run(p: Profile) -> Profile:
         hparams={m: cut(m, hp) for m, hp in p.hparams.items()},
         grids={m: {axis: values[:1] for axis, values in axes.items()} for m, axes in p.grids.items()},
         sweeps=sweeps,
+        backbones=cut_variants(p.backbones),
+        protocols=cut_variants(p.protocols),
     )
 
 

@@ -96,6 +96,7 @@ def check(p: Any, path: Path) -> None:
         raise bad(f"device must be one of {', '.join(DEVICES)}, got {p.device!r}")
     if p.banner not in BANNERS:
         raise bad(f"banner must be one of {', '.join(BANNERS)}, got {p.banner!r}")
+    _check_variants(p, bad)
     for name, sweep in p.sweeps.items():
         if not isinstance(sweep, dict) or not isinstance(sweep.get("methods"), list):
             raise bad(f"sweeps.{name} must be a mapping with a list of methods")
@@ -142,6 +143,8 @@ def _check_runs(p: Any, bad) -> None:
     ``optimizer: adam`` or a misspelt option stops the build here, not hours in."""
     from vptlib.runs.config import run_config, validate
 
+    from .protocols import SELECT
+
     for method in {*p.hparams, *p.grids}:
         base = dict(p.hparams.get(method, {}))
         variants = [("hparams", base)]
@@ -151,6 +154,7 @@ def _check_runs(p: Any, bad) -> None:
         for where, hp in variants:
             try:
                 shared = {"data": ".", "model": p.model, "batch_size": p.batch_size, "precision": p.precision}
+                shared["select"] = SELECT.get(p.protocol, "val")
                 validate(run_config(method, {method: hp}, **shared).resolved())
             except (UserError, TypeError) as exc:
                 raise bad(f"{where if where != 'hparams' else f'hparams.{method}'}: {exc}") from None
@@ -215,3 +219,51 @@ def _check_sweep(name: str, sweep: dict[str, Any], bad) -> None:
     size *= len(sweep["methods"])
     if size > MAX_GRID:
         raise bad(f"sweeps.{name} has {size} points (each a training run); at most {MAX_GRID}")
+
+
+def _check_variants(p: Any, bad) -> None:
+    """``protocol``, ``backbones:`` and ``protocols:`` (:meth:`~vptlib.study.profile.Profile.variant`):
+    known protocols, keys and methods, the reference among each variant's methods (its
+    comparisons need it), a pinned revision, and every variant's runs valid as the main ones."""
+    from vptlib.methods import METHODS
+
+    from .protocols import BACKBONE_KEYS, PROTOCOL_KEYS, PROTOCOLS, SELECT
+
+    if p.protocol not in PROTOCOLS:
+        raise bad(f"protocol must be one of {', '.join(PROTOCOLS)}, got {p.protocol!r}")
+    if SELECT[p.protocol] == "last" and p.grids:
+        raise bad(f"protocol {p.protocol} chooses nothing on validation: remove grids ({', '.join(p.grids)})")
+    for key, found, allowed in (("backbones", p.backbones, BACKBONE_KEYS), ("protocols", p.protocols, PROTOCOL_KEYS)):
+        for name, spec in found.items():
+            where = f"{key}.{name}"
+            try:
+                component(str(name), f"{key} name")
+            except UserError as exc:
+                raise bad(str(exc)) from None
+            if not isinstance(spec, dict) or not isinstance(spec.get("methods"), list) or not spec["methods"]:
+                raise bad(f"{where} must be a mapping with a non-empty list of methods")
+            unknown = sorted(set(spec) - set(allowed))
+            if unknown:
+                raise bad(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(allowed)}")
+            odd = [m for m in spec["methods"] if m not in METHODS]
+            if odd or len(set(spec["methods"])) != len(spec["methods"]):
+                raise bad(f"{where}.methods: unknown or repeated method(s) {odd or spec['methods']}")
+            if p.reference not in spec["methods"]:
+                raise bad(f"{where}.methods must include the reference {p.reference} (every comparison is with it)")
+            hparams = spec.get("hparams", {})
+            if not isinstance(hparams, dict) or not all(isinstance(v, dict) for v in hparams.values()):
+                raise bad(f"{where}.hparams must map methods to settings, got {hparams!r}")
+            for method, hp in hparams.items():
+                if method not in METHODS:
+                    raise bad(f"{where}.hparams: unknown method {method!r}")
+                hparams[method] = _typed(method, hp, f"{where}.hparams.{method}", bad)
+            if key == "backbones":
+                if not isinstance(spec.get("model"), str) or not spec["model"]:
+                    raise bad(f"{where}.model must be a hub id or a local folder")
+                rev = spec.get("revision")
+                if rev is not None and (not isinstance(rev, str) or not SHA.match(rev)):
+                    raise bad(f"{where}.revision must be a full 40-character commit sha (a branch moves), got {rev!r}")
+            elif name not in PROTOCOLS or name == p.protocol:
+                others = [x for x in PROTOCOLS if x != p.protocol]
+                raise bad(f"{where}: a protocol other than this profile's ({p.protocol}): one of {', '.join(others)}")
+            _check_runs(p.variant(key[:-1], name), lambda msg, w=where: bad(f"{w}: {msg}"))
