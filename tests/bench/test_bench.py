@@ -195,6 +195,11 @@ def test_study_cost_estimate_from_step_times():
     per_image = 0.5 / 32
     assert rows["vpt_deep"]["seconds"] / 45 == pytest.approx(50 * 12 * 1.0 + 50 * 96 * per_image + 800 * per_image)
     assert rows["sweep fewshot"]["runs"] == 7 * (4 * 3 + 2) and rows["sweep prompts"]["runs"] == 2 * 4 * 3
+    # The studies beside the main one: PubMedCLIP tunes and seeds its nine methods as the main
+    # study does; the fixed protocol runs its ten methods once per seed, no grid (the probe once).
+    assert rows["backbone pubmedclip"]["runs"] == 1 + 1 + 5 + 5 + 5 + 45 + 45 + (3 + 5) + (6 + 5)
+    assert rows["protocol fixed"]["runs"] == 1 + 9 * 5
+    assert rows["backbone pubmedclip"]["seconds"] > rows["vpt_deep"]["seconds"] + rows["vpt_shallow"]["seconds"]
     assert cost["total_seconds"] == sum(x["seconds"] for x in cost["rows"])
     assert "| **total** |" in bench.cost_markdown(cost)
     assert cost["images"] == [384, 96, 320] and "PROFILE=full` (384 training" in bench.cost_markdown(cost)
@@ -308,17 +313,20 @@ def test_make_books_time_is_kept_with_its_machine_and_rendered_into_the_readme(t
 
     monkeypatch.chdir(tmp_path)  # the profile's runs/ is relative
     started = time.time() - 125
-    for i, age in enumerate((3600, 10)):  # one run from an earlier build, one from this one
-        d = tmp_path / "runs" / "smoke" / "vpt_deep" / f"r{i}"
+    # one run from an earlier build, one from this one; and this build's runs of a sweep and of a
+    # variant study (their own folders) count too, but not another profile's
+    folders = ("smoke", "smoke", "smoke-prompts", "smoke-protocol-fixed", "other")
+    for i, (folder, age) in enumerate(zip(folders, (3600, 10, 10, 10, 10), strict=True)):
+        d = tmp_path / "runs" / folder / "vpt_deep" / f"r{i}"
         d.mkdir(parents=True)
         (d / "metrics.json").write_text("{}")
         os.utime(d / "metrics.json", (time.time() - age, time.time() - age))
     rec = book_time_record(REPO / "profiles" / "smoke.yaml", started, tmp_path / "t.json")
     assert json.loads((tmp_path / "t.json").read_text()) == rec
     assert rec["profile"] == "smoke" and 124 <= rec["seconds"] <= 135 and rec["cpus"] == os.cpu_count()
-    assert (rec["runs_trained"], rec["runs_reused"]) == (1, 1)
+    assert (rec["runs_trained"], rec["runs_reused"]) == (3, 1)
     text = book_time_markdown(rec)
-    assert f"took {rec['seconds'] / 60:.0f} min" in text and rec["machine"] in text and "trained 1 runs" in text
+    assert f"took {rec['seconds'] / 60:.0f} min" in text and rec["machine"] in text and "trained 3 runs" in text
     readme = tmp_path / "README.md"
     readme.write_text(f"a\n{BOOK_TIME_MARKERS[0]}\nold\n{BOOK_TIME_MARKERS[1]}\nb\n")
     assert update_readme(readme, text, BOOK_TIME_MARKERS)

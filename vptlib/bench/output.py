@@ -191,8 +191,8 @@ def _short(commit: str) -> str:
 
 def book_time_record(profile_path: str | Path, started: float, out: str | Path) -> dict[str, Any]:
     """What ``make book`` measured: its wall time since ``started`` (epoch seconds), the machine,
-    and how many finished runs of the profile it trained (their record is newer than the start)
-    or reused; written to ``out`` for :func:`book_time_markdown`."""
+    and how many finished runs of the profile (its main study, sweeps and variants) it trained
+    (their record is newer than the start) or reused; written to ``out`` for :func:`book_time_markdown`."""
     import datetime
     import os
     import time
@@ -201,12 +201,15 @@ def book_time_record(profile_path: str | Path, started: float, out: str | Path) 
 
     from vptlib.runs import provenance, records
     from vptlib.study.profile import load
+    from vptlib.study.variants import variants
 
     from .timing import machine_name
 
     prof = load(profile_path)
-    root = records.profile_folder(prof.runs, prof.profile)
-    done = list(root.rglob(records.METRICS)) if root.is_dir() else []
+    # Every runs folder the build writes: the main study's, each sweep's and each variant's.
+    names = [prof.profile, *(f"{prof.profile}-{s}" for s in prof.sweeps), *(v.profile.profile for v in variants(prof))]
+    roots = [r for r in (records.profile_folder(prof.runs, n) for n in names) if r.is_dir()]
+    done = [p for root in roots for p in root.rglob(records.METRICS)]
     trained = sum(p.stat().st_mtime >= started for p in done)
     rec = {
         "profile": prof.profile,
