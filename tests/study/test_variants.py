@@ -162,7 +162,11 @@ def test_each_method_is_compared_on_the_same_test_images(study):
     assert set(report_variants.versus(p, "backbone").method) == {"Zero-shot CLIP", "VPT-shallow"}
     grid = report_variants.method_by_variant(p, "backbone")
     assert list(grid.columns) == [f"main ({Path(p.model).name})", f"b ({Path(p.variant('backbone', 'b').model).name})"]
-    assert grid.loc["Linear probe"].iloc[1] == "–"  # run on the main backbone only
+    assert list(grid.index) == ["Zero-shot CLIP", "VPT-shallow"]  # what the backbone runs: there is a comparison
+    protocols = report_variants.method_by_variant(p, "protocol")
+    assert list(protocols.index) == ["Linear probe", "VPT-shallow"]
+    fig = report_variants.plot_versus(p, "protocol")
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["Linear probe", "VPT-shallow"]
     sentence = report_variants.versus_sentence(table, "protocol")
     assert f"Of {len(table)} method comparisons" in sentence
     assert "validated" in report_variants.protocol_note(p) and "fixed" in report_variants.protocol_definitions(p)

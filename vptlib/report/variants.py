@@ -91,11 +91,20 @@ def versus_display(table: pd.DataFrame) -> pd.DataFrame:
     return shown.set_index(["method", "variant"])
 
 
-def method_by_variant(profile: Profile, kind: str) -> pd.DataFrame:
-    """Methods x (the main study and each variant of ``kind``): seed-mean test accuracy ± std."""
+def _columns(profile: Profile, kind: str) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
+    """Each study's per-seed correctness (the main one first), and the methods a variant of
+    ``kind`` runs, in the registry's order: the ones there is something to compare for."""
+    found = variants(profile, kind)
     columns = {main_label(profile, kind): _per_seed(profile)}
-    columns.update({v.label: _per_seed(v.profile) for v in variants(profile, kind)})
-    methods = [m for m in TITLES if any(m in c for c in columns.values())]
+    columns.update({v.label: _per_seed(v.profile) for v in found})
+    methods = [m for m in TITLES if any(m in v.methods for v in found) and any(m in c for c in columns.values())]
+    return columns, methods
+
+
+def method_by_variant(profile: Profile, kind: str) -> pd.DataFrame:
+    """The methods a variant of ``kind`` runs x (the main study and each such variant):
+    seed-mean test accuracy ± std ("–": not run there)."""
+    columns, methods = _columns(profile, kind)
     return pd.DataFrame(
         {label: [_acc(c[m]) if m in c else "–" for m in methods] for label, c in columns.items()},
         index=pd.Index([TITLES[m] for m in methods], name="test acc. (%)"),
@@ -118,12 +127,10 @@ def versus_sentence(table: pd.DataFrame, kind: str) -> str:
 
 
 def plot_versus(profile: Profile, kind: str):
-    """Each method's seed-mean test accuracy in the main study and each variant of ``kind``,
-    side by side, with ± one standard deviation over seeds."""
-    columns = {main_label(profile, kind): _per_seed(profile)}
-    columns.update({v.label: _per_seed(v.profile) for v in variants(profile, kind)})
-    methods = [m for m in TITLES if any(m in c for c in columns.values())]
-    fig, ax = plt.subplots(figsize=(7, 0.5 * len(methods) * max(1, len(columns) / 2) + 1.4))
+    """Each method a variant of ``kind`` runs: its seed-mean test accuracy in the main study and
+    in each such variant, side by side, with ± one standard deviation over seeds."""
+    columns, methods = _columns(profile, kind)
+    fig, ax = plt.subplots(figsize=(7, 0.5 * max(1, len(methods)) * max(1, len(columns) / 2) + 1.4))
     height = 0.8 / len(columns)
     for j, (label, c) in enumerate(columns.items()):
         ys = [i + (j - (len(columns) - 1) / 2) * height for i in range(len(methods))]
@@ -135,6 +142,6 @@ def plot_versus(profile: Profile, kind: str):
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
     ax.set_xlabel("test accuracy (%), seed mean ± sd")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.3 / len(methods)), ncol=2, frameon=False)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
