@@ -40,22 +40,37 @@ def significance_table(runs: str | Path, profile: str, reference: str = "vpt_sha
             continue
         d = paired_difference(per_seed[method], per_seed[reference])
         dfs.append(d["df"])
-        rows.append(
-            {
-                "reference": TITLES[reference],
-                "vs": TITLES[method],
-                "difference (points)": round(100 * d["diff"], 2),
-                "paired 95% CI": f"{100 * d['ci_low']:.1f} to {100 * d['ci_high']:.1f}",
-                "p": d["p_value"],
-            }
-        )
-    table = pd.DataFrame(rows)
+        rows.append({"reference": TITLES[reference], "vs": TITLES[method], **difference_columns(d)})
+    table = with_holm(pd.DataFrame(rows))
+    if not table.empty:
+        table["df"] = [round(d, 1) for d in dfs]
+    return table
+
+
+SIGNIFICANT = "significant (Holm, 5%)"
+
+
+def difference_columns(d: dict[str, float]) -> dict[str, object]:
+    """A :func:`~vptlib.runs.metrics.paired_difference` as a table's columns, in points."""
+    return {
+        "difference (points)": round(100 * d["diff"], 2),
+        "paired 95% CI": f"{100 * d['ci_low']:.1f} to {100 * d['ci_high']:.1f}",
+        "p": d["p_value"],
+    }
+
+
+def with_holm(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its p-values Holm-corrected as one family, and which survive at 5%."""
     if table.empty:
         return table
     table["Holm p"] = holm(list(table["p"]))
-    table["significant (Holm, 5%)"] = np.where(table["Holm p"] < 0.05, "yes", "no")
-    table["df"] = [round(d, 1) for d in dfs]
+    table[SIGNIFICANT] = np.where(table["Holm p"] < 0.05, "yes", "no")
     return table
+
+
+def p_values_shown(table: pd.DataFrame) -> pd.DataFrame:
+    """p-values to four decimals, never a bare 0."""
+    return table.assign(p=table["p"].map(format_p), **{"Holm p": table["Holm p"].map(format_p)})
 
 
 def missing_reference(reference: str, profile: str) -> pd.DataFrame:
@@ -72,12 +87,11 @@ def significance_display(table: pd.DataFrame) -> pd.DataFrame:
     """The table as the page shows it: p-values to four decimals, never a bare 0."""
     if table.empty:
         return table
-    shown = table.assign(p=table["p"].map(format_p), **{"Holm p": table["Holm p"].map(format_p)})
-    return shown.set_index(["reference", "vs"])
+    return p_values_shown(table).set_index(["reference", "vs"])
 
 
 def signed(table: pd.DataFrame) -> tuple[list[str], list[str], list[str]]:
-    sig = table["significant (Holm, 5%)"] == "yes"
+    sig = table[SIGNIFICANT] == "yes"
     better = list(table.loc[sig & (table["difference (points)"] > 0), "vs"])
     worse = list(table.loc[sig & (table["difference (points)"] < 0), "vs"])
     return better, worse, list(table.loc[~sig, "vs"])

@@ -15,14 +15,13 @@ import numpy as np
 import pandas as pd
 
 from vptlib.runs.config import SELECTIONS
-from vptlib.runs.metrics import format_p, holm, paired_difference
+from vptlib.runs.metrics import paired_difference
 from vptlib.study.profile import Profile
 from vptlib.study.protocols import PROTOCOLS, SELECT
 from vptlib.study.variants import main_label, variants
 
+from .comparison import SIGNIFICANT, difference_columns, p_values_shown, with_holm
 from .loading import TITLES, latest_groups, same_test_images, seed_correct
-
-SIGNIFICANT = "significant (Holm, 5%)"
 
 
 def protocol_note(profile: Profile) -> str:
@@ -70,25 +69,17 @@ def versus(profile: Profile, kind: str) -> pd.DataFrame:
                     "variant": v.label,
                     main_label(profile, kind): _acc(main[m]),
                     "variant acc. (%)": _acc(mine[m]),
-                    "difference (points)": round(100 * d["diff"], 2),
-                    "paired 95% CI": f"{100 * d['ci_low']:.1f} to {100 * d['ci_high']:.1f}",
-                    "p": d["p_value"],
+                    **difference_columns(d),
                 }
             )
-    table = pd.DataFrame(rows)
-    if table.empty:
-        return table
-    table["Holm p"] = holm(list(table["p"]))
-    table[SIGNIFICANT] = np.where(table["Holm p"] < 0.05, "yes", "no")
-    return table
+    return with_holm(pd.DataFrame(rows))
 
 
 def versus_display(table: pd.DataFrame) -> pd.DataFrame:
     """The table as the page shows it: p-values to four decimals, never a bare 0."""
     if table.empty:
         return table
-    shown = table.assign(p=table["p"].map(format_p), **{"Holm p": table["Holm p"].map(format_p)})
-    return shown.set_index(["method", "variant"])
+    return p_values_shown(table).set_index(["method", "variant"])
 
 
 def _columns(profile: Profile, kind: str) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
