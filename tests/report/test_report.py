@@ -430,6 +430,9 @@ def test_metric_definitions_state_the_codes_constants():
     assert f"{bins} equal-width" in text and f"{round(100 * level)}% CI" in text
     for column in ("balanced acc.", "macro-F1", "ECE", "selected epoch"):
         assert f"**{column}" in text
+    assert "chosen on validation accuracy" in text  # the validated protocol's epoch
+    fixed = report.metric_definitions("fixed")
+    assert "the last epoch" in fixed and "chosen on validation accuracy" not in fixed
 
 
 def test_recall_by_class_is_the_runs_own_recall_with_a_colour_bar(runs):

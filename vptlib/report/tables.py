@@ -96,9 +96,17 @@ def _ci_level() -> float:
     return inspect.signature(wilson_ci).parameters["level"].default
 
 
-def metric_definitions() -> str:
-    """Markdown: what each column means, with the constants the code uses."""
+def metric_definitions(protocol: str = "validated") -> str:
+    """Markdown: what each column means, with the constants the code uses; the selected epoch
+    as the profile's ``protocol`` keeps it (:data:`vptlib.study.protocols.SELECT`)."""
+    from vptlib.study.protocols import SELECT
+
     level = round(100 * _ci_level())
+    kept = (
+        "the epoch chosen on validation accuracy (ties: lower validation loss)"
+        if SELECT[protocol] == "val"
+        else "the last epoch (the validation-free protocol chooses nothing on validation)"
+    )
     return "\n".join(
         [
             "- **test acc. (%)**: the share of test images whose most probable class is the true one, "
@@ -122,7 +130,7 @@ def metric_definitions() -> str:
             "PyTorch's `FlopCounterMode` on a batch: a prediction from pixels, and one training step's "
             "forward and backward as the method trains (a feature-cache method's step runs its head only); "
             "**training (s)**: the seed-mean wall time of the training epochs.",
-            "- **selected epoch**: per seed, the epoch chosen on validation accuracy (ties: lower "
-            "validation loss); **s / epoch**: mean training seconds per epoch on this build's machine.",
+            f"- **selected epoch**: per seed, {kept}; **s / epoch**: mean training seconds per epoch on "
+            "this build's machine.",
         ]
     )
