@@ -170,9 +170,10 @@ $(GEN)/attention.ipynb: notebooks/attention.ipynb $(EXPERIMENTS)
 	$(VPTLIB) book execute notebooks/attention.ipynb $@ --profile $(PROFILE_FILE)
 
 # The sweeps reuse every point already finished by the same code (see `make sweep`), and
-# start from each method's tuned setting: after the experiment pages, which tune them.
+# start from each method's tuned setting: so under make -j they run after the experiment pages,
+# which tune them (order-only: a `make run` of one experiment does not re-execute this page).
 $(GEN)/curves.ipynb: notebooks/curves.ipynb $(PROFILE_FILE) $(PAGE_SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP) $(INPUTS) \
-	$(EXPERIMENTS)
+	| $(EXPERIMENTS)
 	$(VPTLIB) book execute notebooks/curves.ipynb $@ --profile $(PROFILE_FILE) $(MODEL_ARG)
 
 $(GEN)/reproducibility.ipynb: notebooks/reproducibility.ipynb $(EXPERIMENTS) $(GEN)/curves.ipynb
