@@ -100,7 +100,7 @@ def test_empty_class_is_an_error(phantom_source, tmp_path):
 
 
 def test_too_few_images_is_an_error(phantom_source, tmp_path):
-    with pytest.raises(UserError, match="only 40 usable images .* 41 requested"):
+    with pytest.raises(UserError, match="only 40 images that are not copies .* 41 requested"):
         prepare(PrepareOptions(phantom_source, tmp_path / "o", 41, 5))
 
 
@@ -142,7 +142,8 @@ def test_cli_prints_table(phantom_source, tmp_path):
 
 
 def test_all_takes_every_usable_image(phantom_source, tmp_path):
-    """``all``: the whole dataset (profiles/kaggle-full.yaml), duplicates still skipped."""
+    """``all``: the whole dataset pooled (profiles/kaggle-full.yaml), split by copy cluster:
+    every usable image is chosen once or skipped as a copy of a chosen one."""
     src = tmp_path / "src"
     shutil.copytree(phantom_source, src)
     glioma = sorted((src / "Training" / "glioma").iterdir())
@@ -152,10 +153,11 @@ def test_all_takes_every_usable_image(phantom_source, tmp_path):
     df = _manifest(tmp_path / "out")
     kept = df[df.split != "skipped"]
     counts = kept.groupby(["split", "class"]).size().unstack()
-    assert (counts.loc["train"] + counts.loc["val"] == 40).all()  # every Training image, once
-    assert counts.loc["test"].to_dict() == {"glioma": 40, "meningioma": 40, "notumor": 40, "pituitary": 40}
+    # 80 clusters a class (the copy joins its original, the broken file is left out): a fifth in test
+    assert counts.loc["test"].to_dict() == {"glioma": 16, "meningioma": 16, "notumor": 16, "pituitary": 16}
+    assert counts.sum().to_dict() == {"glioma": 80, "meningioma": 80, "notumor": 80, "pituitary": 80}
     skipped = df[df.split == "skipped"]
-    assert len(skipped) == 2 and skipped.note.str.contains("duplicate").sum() == 1
+    assert len(skipped) == 2 and skipped.note.str.contains("exact copy").sum() == 1
     assert res.table
     assert list(res.seconds) == list(STAGES) and all(v >= 0 for v in res.seconds.values())
     assert res.timing().startswith("took ") and "duplicate search" in res.timing()

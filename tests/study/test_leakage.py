@@ -52,15 +52,14 @@ def test_dataset_page_sentence(prepared):
 
 
 @pytest.fixture(scope="module")
-def planted_copies(tmp_path_factory):
+def planted_source(tmp_path_factory):
     """Phantoms with 8 mirrored, 8 two-pixel-shifted and 8 5%-cropped copies of training images
-    placed among the test images, then prepared as usual."""
+    placed among the test images."""
     import random
 
     from PIL import Image, ImageOps
 
     from vptlib.data.phantoms import write_phantoms
-    from vptlib.data.prepare import PrepareOptions, prepare
 
     tmp = tmp_path_factory.mktemp("copies")
     src = write_phantoms(tmp / "src", per_class=40, size=128, seed=0)
@@ -76,29 +75,46 @@ def planted_copies(tmp_path_factory):
             copy.paste(img, (2, 2))
         else:
             copy = img.crop((round(w * 0.025), round(h * 0.025), w - round(w * 0.025), h - round(h * 0.025)))
-        copy.save(src / "Testing" / f.parent.name / f"copy_{kind}_{k}.jpg", quality=95)
-    prepare(PrepareOptions(src, tmp / "out", train_per_class=None, test_per_class=None, seed=0))
-    return tmp / "out"
+        copy.save(src / "Testing" / f.parent.name / f"copy_{kind}_{k}_{f.stem}.jpg", quality=95)
+    return src
 
 
-def test_mirrored_shifted_and_cropped_copies_are_caught_or_listed(planted_copies):
-    """Mirrored copies are skipped as duplicates; shifted and cropped ones escape the duplicate
-    rules but head the nearest-neighbour audit, above every distinct slice and the flag."""
+def _prepared(src, out, keep: bool):
+    from vptlib.data.prepare import PrepareOptions, prepare
+
+    prepare(PrepareOptions(src, out, train_per_class="all", test_per_class=30, seed=0, keep_duplicates=keep))
+    return out
+
+
+def test_the_audit_and_prepare_share_one_definition_of_a_copy(planted_source, tmp_path):
+    """Kept (``--keep-duplicates``), the 24 planted copies are exactly what the audit lists as
+    copies, each with its original and kind; drawn by cluster, the audit lists none, and no
+    planted copy sits in test beside its original in training."""
+    from vptlib.data.copies import SIMILAR
     from vptlib.data.manifest import read_manifest
-    from vptlib.study.leakage import AUDIT_FLAG, nearest_training
+    from vptlib.study.leakage import nearest_training
 
-    test = read_manifest(planted_copies).query("split == 'test'")
-    in_test = {p.rsplit("/", 1)[-1].split("_")[1] for p in test.path if "/copy_" in p}
-    assert in_test == {"shift", "crop"}  # not one mirrored copy reached the test split
-    nn = nearest_training(planted_copies)
-    copies = nn.test.str.contains("/copy_")
-    assert copies.sum() == 16 and copies[:16].all()  # the 16 escaped copies rank first
-    assert (nn.similarity[copies] >= AUDIT_FLAG).all() and (nn.similarity[~copies] < AUDIT_FLAG).all()
-    assert set(nn["matched as"][copies & nn.test.str.contains("crop")]) == {"crop 5%"}
+    kept = _prepared(planted_source, tmp_path / "kept", keep=True)
+    nn = nearest_training(kept)
+    test = set(read_manifest(kept).query("split == 'test'").path)
+    planted = {p for p in test if "/copy_" in p}
+    assert set(nn.test[nn["copy"] != ""]) == planted and nn["copy"][: len(planted)].ne("").all()
+    for r in nn[nn["copy"] != ""].itertuples():
+        assert r.nearest.rsplit("/", 1)[1] == r.test.rsplit("/", 1)[1].split("_", 3)[3]  # copy_<kind>_<k>_<original>
+    kinds = {r.test.split("copy_")[1].split("_")[0]: r.copy for r in nn[nn["copy"] != ""].itertuples()}
+    assert kinds["mirror"] == "mirrored" and kinds["shift"] == "shifted"
     table = report.nearest_table(nn)
-    assert len(table) == 16 and "16 of" in report.nearest_markdown(nn)
-    assert len(report.nearest_pairs(nn, planted_copies, k=4).axes) == 8
+    assert len(table) == len(planted) and f"{len(planted)} have a copy" in report.nearest_markdown(nn)
+    assert len(report.nearest_pairs(nn, kept, k=4).axes) == 8
     assert report.plot_nearest(nn).axes[0].get_xlabel().startswith("similarity")
+    drawn = _prepared(planted_source, tmp_path / "drawn", keep=False)
+    nn = nearest_training(drawn)
+    assert nn["copy"].eq("").all() and "none has a copy" in report.nearest_markdown(nn)
+    assert (nn.similarity < SIMILAR).all()
+    chosen = read_manifest(drawn)
+    stems = {p.rsplit("/", 1)[1].rsplit(".", 1)[0] for p in chosen.path}
+    for p in chosen.path[chosen.path.str.contains("/copy_")]:
+        assert p.rsplit("/", 1)[1].split("_", 3)[3].rsplit(".", 1)[0] not in stems  # its original was skipped
 
 
 def _phantoms_saved_at(root, qualities: dict[str, int]):

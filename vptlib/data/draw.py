@@ -1,5 +1,27 @@
-"""Drawing the study's subset from a source tree: candidate files per class in a seeded
-order, the first usable ones taken per split, and duplicates among them marked.
+"""Drawing the study's subset from a source tree: every usable file read once, copies found
+(:mod:`.copies`) and grouped into copy clusters, and the splits drawn by cluster, so that a
+copy of a training or validation image never reaches test.
+
+Two ways to draw, by the profile's counts:
+
+Every split holds one image per copy cluster (the cluster's other images are skipped, each
+named as a copy of the one kept), so no image is a copy of another, within or across splits.
+
+* **per class** (``test_per_class`` a number): the test split comes from the source's own
+  test folder (``Testing/``), training from ``Training/`` (a flat pool serves both). Each
+  class's clusters are visited in a seeded order; training takes one image of each cluster
+  that has one in its folder until it has ``train_per_class`` (``all``: every such cluster),
+  then test does the same among the clusters left. Validation is ``val_fraction`` of the
+  training clusters.
+* **pooled** (``test_per_class`` is ``all``): the whole data set is one pool, split by
+  cluster and class. Each class's clusters are shuffled; ``test_fraction`` of them go to
+  test, ``val_fraction`` of the rest to validation and the others to training.
+  No class is left with less than :data:`MIN_TEST_SHARE` of the test split (the largest
+  classes give up clusters to training until none is).
+
+A cluster whose images carry different labels (the same slice filed under two classes) is
+skipped whole: its label is unknown. ``keep_duplicates`` restores the earlier behaviour:
+files drawn in a seeded order per folder, copies kept and only reported.
 
 :func:`vptlib.data.prepare.prepare` calls :func:`draw` and writes what it returns.
 """
@@ -7,7 +29,8 @@ order, the first usable ones taken per split, and duplicates among them marked.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,43 +40,51 @@ from vptlib.paths import display, is_utf8
 from vptlib.seeds import SEED_RANGE, is_seed
 
 from .classes import STUDY_CLASSES, ClassMap
-from .dedup import DuplicateIndex, Hashes, dhash, find_duplicates, mirrored, phash, sha256_file, thumbnail
+from .copies import CopyPair, Signature, clusters, dhash, find_copies, phash, sha256_file
 from .images import IMAGE_SUFFIXES, BadImage, is_hidden, load_rgb
 from .sources import scan_layout
 
 SPLITS = ("train", "val", "test")
+# Pooled draws leave no class with less than this share of the test split: half a balanced
+# share (12.5% for four classes is 1 / (2 x 4)).
+MIN_TEST_SHARE_OF_BALANCED = 0.5
 
 
 @dataclass
 class PrepareOptions:
     source: Path
     out: Path
-    # Images per class; None (or "all" in a profile or on the command line): every usable
-    # image of that split, after duplicates are skipped (the classes then keep their imbalance).
+    # Images per class; None (or "all" in a profile or on the command line): the pooled
+    # draw (every usable image, split by copy cluster; the classes keep their imbalance).
     train_per_class: int | None = 120
     test_per_class: int | None = 80
     val_fraction: float = 0.2
     seed: int = 0
     classes: ClassMap = STUDY_CLASSES
     link: bool = False  # symlink instead of copying the chosen images
-    # Free of exact, near and mirrored duplicates by default: a candidate that duplicates an
-    # image already chosen (any split, any class) is skipped, with the reason, and the next
-    # candidate is drawn, so no validation or test image has such a copy in training. True
-    # restores the earlier behaviour: duplicates are kept and only reported.
+    # Free of copies by default: splits are drawn by copy cluster, one image per cluster in
+    # validation and test. True restores the earlier behaviour: files drawn one by one,
+    # copies kept and only reported.
     keep_duplicates: bool = False
-    drop_test_duplicates: bool = False  # with keep_duplicates: exclude test images that duplicate a train/val one
+    drop_test_duplicates: bool = False  # with keep_duplicates: exclude test images that copy a train/val one
+    test_fraction: float = 0.2  # pooled draw: the share of each class's clusters that go to test
 
     def __post_init__(self):
         """Every value checked on construction, so a profile's ``prepare:`` is refused before any work."""
         self.train_per_class = per_class(self.train_per_class)
         self.test_per_class = per_class(self.test_per_class)
-        vf = self.val_fraction
-        if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0 <= vf < 1:
-            raise UserError(f"--val-fraction must be a number in [0, 1), got {vf!r}")
+        for name in ("val_fraction", "test_fraction"):
+            vf = getattr(self, name)
+            if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0 <= vf < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be a number in [0, 1), got {vf!r}")
         check_seed(self.seed)
         for name in ("link", "keep_duplicates", "drop_test_duplicates"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}")
+
+    @property
+    def pooled(self) -> bool:
+        return self.test_per_class is None
 
 
 def per_class(value: int | str | None) -> int | None:
@@ -93,9 +124,8 @@ class Row:
     duplicate_of: str = ""
     duplicate_kind: str = ""
     excluded: str = ""
-    dup_distance: int = 0  # Hamming distance to the image it duplicates (skipped duplicates only)
-    thumb: np.ndarray | None = None  # 32x32 grey thumbnail for near-duplicate confirmation
-    mirror: Hashes | None = None  # the hashes of the image flipped left to right (mirrored copies)
+    folder: str = ""  # the source split it was read from: "train", "test" or "pool"
+    signature: Signature | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, str]:
         chosen = self.split != "skipped"
@@ -141,103 +171,206 @@ def _candidates(folder: Path, source: Path, skipped: list[Row], cls: str) -> lis
     return files
 
 
-def _take(
-    files: list[Path],
-    quota: int | None,
-    rng: np.random.Generator,
-    source: Path,
-    cls: str,
-    skipped: list[Row],
-    where: str,
-    seen: DuplicateIndex | None,
-) -> list[Row]:
-    """The first ``quota`` usable files in a seeded order (every one when ``quota`` is None);
-    with ``seen``, none duplicating a chosen image."""
-    taken: list[Row] = []
-    bad = dups = 0
-    for idx in rng.permutation(len(files)):
-        if quota is not None and len(taken) == quota:
-            break
-        path = files[idx]
-        rel = path.relative_to(source).as_posix()
-        try:
-            img, mode, note = load_rgb(path)
-        except BadImage as exc:
-            bad += 1
-            skipped.append(Row("", cls, "skipped", rel, note=str(exc)))
-            continue
-        row = Row(
-            "",
-            cls,
-            "",
-            rel,
-            sha256=sha256_file(path),
-            width=img.width,
-            height=img.height,
-            mode=mode,
-            note=note,
-            dhash=dhash(img),
-            phash=phash(img),
-            thumb=thumbnail(img),
-            mirror=mirrored(img),
-        )
-        if seen is not None:
-            hit = seen.find(row.sha256, row.dhash, row.phash, row.thumb, row.mirror)
-            if hit is not None:
-                dups += 1
-                of, kind, dist = hit
-                skipped.append(
-                    Row(
-                        "",
-                        cls,
-                        "skipped",
-                        rel,
-                        sha256=row.sha256,
-                        duplicate_of=of,
-                        duplicate_kind=kind,
-                        dup_distance=dist,
-                        note=f"{kind} duplicate (of chosen image {of})",
-                    )
-                )
-                continue
-            seen.add(rel, row.sha256, row.dhash, row.phash, row.thumb)
-        taken.append(row)
-    if quota is not None and len(taken) < quota:
-        raise UserError(
-            f"class {cls!r} in {where}: only {len(taken)} usable images ({bad} unreadable, {dups} duplicates of "
-            f"images already chosen), {quota} requested; lower the per-class count"
-        )
-    return taken
+def read_rows(path: Path, source: Path, cls: str, folder: str) -> Row:
+    """One usable file as a row with its hashes and copy signature; raises :class:`BadImage`."""
+    img, mode, note = load_rgb(path)
+    return Row(
+        "",
+        cls,
+        "",
+        path.relative_to(source).as_posix(),
+        sha256=sha256_file(path),
+        width=img.width,
+        height=img.height,
+        mode=mode,
+        note=note,
+        dhash=dhash(img),
+        phash=phash(img),
+        folder=folder,
+        signature=Signature.of(img),
+    )
 
 
-def draw(opts: PrepareOptions) -> tuple[list[Row], list[Row]]:
+def read_source(opts: PrepareOptions, progress: bool = False) -> tuple[list[Row], list[Row]]:
+    """Every usable image of the source (in folder, class and file order) and the skipped files."""
+    from tqdm import tqdm
+
     layout = scan_layout(opts.source, opts.classes)
-    chosen: list[Row] = []
+    rows: list[Row] = []
     skipped: list[Row] = []
-    # Training images are drawn first, for every class, then test images: a candidate that
-    # duplicates anything already chosen is replaced by the next one in its seeded order.
-    seen = None if opts.keep_duplicates else DuplicateIndex()
+    work = [(folder, cls, p) for folder in layout for cls in opts.classes.names
+            for p in _candidates(layout[folder][cls], opts.source, skipped, cls)]  # fmt: skip
+    for folder, cls, p in tqdm(work, desc="read and hash", disable=not progress, mininterval=2):
+        try:
+            rows.append(read_rows(p, opts.source, cls, folder))
+        except BadImage as exc:
+            skipped.append(Row("", cls, "skipped", p.relative_to(opts.source).as_posix(), note=str(exc)))
+    return rows, skipped
 
-    def draw(c: int, split: str, quota: int | None, stream: int, where: str) -> list[Row]:
-        # One seeded stream per (class, split): changing one split's quota never reshuffles another.
-        cls = opts.classes.names[c]
-        files = _candidates(layout[split][cls], opts.source, skipped, cls)
-        rng = np.random.default_rng([opts.seed, c, stream])
-        return _take(files, quota, rng, opts.source, cls, skipped, where, seen)
 
-    classes = range(len(opts.classes.names))
-    if "pool" in layout:
-        if opts.test_per_class is None:
-            raise UserError("a flat folder of classes has no test split of its own: give --test-per-class a number")
-        quota = None if opts.train_per_class is None else opts.test_per_class + opts.train_per_class
-        both = {c: draw(c, "pool", quota, 2, "the pool") for c in classes}
-        tests = {c: both[c][: opts.test_per_class] for c in classes}
-        trains = {c: both[c][opts.test_per_class :] for c in classes}
-    else:
-        trains = {c: draw(c, "train", opts.train_per_class, 0, "Training") for c in classes}
-        tests = {c: draw(c, "test", opts.test_per_class, 1, "Testing") for c in classes}
-    for c in classes:
-        train, test = trains[c], tests[c]
+@dataclass
+class Drawn:
+    """What :func:`draw` returns: the chosen and skipped rows and the copy pairs among all usable images."""
+
+    chosen: list[Row]
+    skipped: list[Row]
+    pairs: list[tuple[Row, Row, CopyPair]]  # every copy pair of the source (either side chosen or not)
+
+
+def draw(opts: PrepareOptions, rows: list[Row], skipped: list[Row]) -> Drawn:
+    """The splits drawn from ``rows`` (:func:`read_source`); copies skipped are added to ``skipped``."""
+    pairs = find_copies([r.sha256 for r in rows], [r.signature for r in rows])
+    by = _draw_files if opts.keep_duplicates else _draw_clusters
+    chosen = by(opts, rows, pairs, skipped)
+    _name(chosen, opts)
+    where = {r.source: r.path for r in chosen}
+    for row in skipped:  # name the chosen image a skipped copy copies by its place in the set
+        if row.duplicate_of in where:
+            row.note = row.note.replace(row.duplicate_of, where[row.duplicate_of])
+            row.duplicate_of = where[row.duplicate_of]
+    skipped.sort(key=lambda r: r.source)
+    return Drawn(chosen, skipped, [(rows[p.a], rows[p.b], p) for p in pairs])
+
+
+def _name(chosen: list[Row], opts: PrepareOptions) -> None:
+    """Order the chosen rows (split, class, source) and give each its place in the set; two
+    files of one name (from two source folders) get a numbered second name."""
+    order = {s: i for i, s in enumerate(SPLITS)}
+    chosen.sort(key=lambda r: (order[r.split], opts.classes.names.index(r.cls), r.source))
+    used: set[str] = set()
+    for row in chosen:
+        name = Path(row.source)
+        path, k = f"images/{row.split}/{row.cls}/{name.name}", 1
+        while path in used:
+            k += 1
+            path = f"images/{row.split}/{row.cls}/{name.stem}-{k}{name.suffix}"
+        used.add(path)
+        row.path = path
+
+
+def _shortfall(cls: str, where: str, got: int, quota: int) -> UserError:
+    return UserError(
+        f"class {cls!r} in {where}: only {got} images that are not copies of one another or of an image "
+        f"already chosen, {quota} requested; lower the per-class count"
+    )
+
+
+def pooled_test_counts(clusters_per_class: dict[str, int], fraction: float) -> dict[str, int]:
+    """Test clusters per class in a pooled draw: ``fraction`` of each class's clusters, then the
+    largest classes give clusters back to training until every class holds at least
+    :data:`MIN_TEST_SHARE_OF_BALANCED` of a balanced share of the test split."""
+    n = {c: round(fraction * k) for c, k in clusters_per_class.items()}
+    floor = MIN_TEST_SHARE_OF_BALANCED / max(1, len(n))
+    while sum(n.values()) and min(n.values()) < floor * sum(n.values()):
+        n[max(n, key=lambda c: (n[c], c))] -= 1
+    return n
+
+
+def _draw_clusters(opts: PrepareOptions, rows: list[Row], pairs: list[CopyPair], skipped: list[Row]) -> list[Row]:
+    label = clusters(len(rows), pairs)
+    members: dict[int, list[int]] = defaultdict(list)
+    for i, c in enumerate(label):
+        members[int(c)].append(i)
+    direct = {(p.a, p.b): p for p in pairs}
+    by_class: dict[str, list[int]] = {c: [] for c in opts.classes.names}
+    for k, idx in sorted(members.items()):
+        if len({rows[i].cls for i in idx}) > 1:
+            for i in idx:
+                others = ", ".join(rows[j].source for j in idx if rows[j].cls != rows[i].cls)
+                skipped.append(_skipped(rows[i], f"its copies are filed under another class ({others}): label unknown"))
+            continue
+        by_class[rows[idx[0]].cls].append(k)
+    pooled_tests = (
+        pooled_test_counts({c: len(v) for c, v in by_class.items()}, opts.test_fraction) if opts.pooled else {}
+    )
+    # Per-class draws take training images from the training folder and test images from the
+    # test folder (a flat pool serves both); a pooled draw takes any image for any split.
+    train_from = None if opts.pooled else ("train", "pool")
+    test_from = None if opts.pooled else ("test", "pool")
+    chosen: list[Row] = []
+    for c, cls in enumerate(opts.classes.names):
+        rng = np.random.default_rng([opts.seed, c, 0])
+        visit = [by_class[cls][i] for i in rng.permutation(len(by_class[cls]))]
+
+        if opts.pooled:
+            n_test = pooled_tests[cls]
+            test, train = visit[:n_test], visit[n_test:]
+            if opts.train_per_class is not None:
+                train = train[: opts.train_per_class]
+        else:
+            quota = opts.train_per_class
+            train = [k for k in visit if _has(rows, members[k], train_from)][:quota]
+            if quota is not None and len(train) < quota:
+                raise _shortfall(cls, "Training", len(train), quota)
+            rest = set(train)
+            test = [k for k in visit if k not in rest and _has(rows, members[k], test_from)][: opts.test_per_class]
+            if len(test) < opts.test_per_class:
+                raise _shortfall(cls, "Testing", len(test), opts.test_per_class)
+        n_val = round(len(train) * opts.val_fraction)
+        val = {train[i] for i in np.random.default_rng([opts.seed, c, 3]).permutation(len(train))[:n_val]}
+        splits = (
+            ("test", test),
+            ("val", [k for k in train if k in val]),
+            ("train", [k for k in train if k not in val]),
+        )
+        for split, ks in splits:
+            folders = test_from if split == "test" else train_from
+            for k in ks:
+                idx = [i for i in members[k] if folders is None or rows[i].folder in folders]
+                keep = [idx[int(rng.integers(len(idx)))]]
+                for i in keep:
+                    rows[i].split = split
+                    chosen.append(rows[i])
+                for i in members[k]:
+                    if i not in keep:
+                        skipped.append(_copy_of(rows, i, keep, direct))
+    return chosen
+
+
+def _has(rows: list[Row], idx: list[int], folders: tuple[str, ...] | None) -> bool:
+    return folders is None or any(rows[i].folder in folders for i in idx)
+
+
+def _skipped(row: Row, note: str, of: str = "", kind: str = "") -> Row:
+    return Row("", row.cls, "skipped", row.source, sha256=row.sha256, note=note, duplicate_of=of, duplicate_kind=kind)
+
+
+def _copy_of(rows: list[Row], i: int, keep: list[int], direct: dict[tuple[int, int], CopyPair]) -> Row:
+    """The skipped row of image ``i``, a copy of the kept images of its cluster: the direct
+    pair's kind where there is one, else "linked" (a copy of a copy)."""
+    pair = next((direct.get((min(i, k), max(i, k))) for k in keep if (min(i, k), max(i, k)) in direct), None)
+    kept = rows[keep[0]] if pair is None else rows[pair.a if pair.b == i else pair.b]
+    kind = pair.kind if pair else "linked"
+    # The chosen image's place in the set is named later (_name); the source path for now.
+    return _skipped(rows[i], f"{kind} copy (of chosen image {kept.source})", kept.source, kind)
+
+
+def _draw_files(opts: PrepareOptions, rows: list[Row], pairs: list[CopyPair], skipped: list[Row]) -> list[Row]:
+    """``keep_duplicates``: per folder and class, files in a seeded order, the first ones taken."""
+    by_place: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for r in rows:
+        by_place[r.folder, r.cls].append(r)
+    chosen: list[Row] = []
+    for c, cls in enumerate(opts.classes.names):
+
+        def order(folder: str, stream: int, c: int = c, cls: str = cls) -> list[Row]:
+            pool = by_place[folder, cls]
+            return [pool[i] for i in np.random.default_rng([opts.seed, c, stream]).permutation(len(pool))]
+
+        if ("pool", cls) in by_place:
+            both = order("pool", 2)
+            if opts.test_per_class is None:
+                raise UserError("--keep-duplicates with a flat folder of classes needs a --test-per-class number")
+            test = both[: opts.test_per_class]
+            train = both[opts.test_per_class :][: opts.train_per_class]
+            where = "the pool"
+        else:
+            train = order("train", 0)[: opts.train_per_class]
+            test = order("test", 1)[: opts.test_per_class]
+            where = "Training"
+        for got, quota, place in ((train, opts.train_per_class, where), (test, opts.test_per_class, "Testing")):
+            if quota is not None and len(got) < quota:
+                raise _shortfall(cls, place, len(got), quota)
         n_val = round(len(train) * opts.val_fraction)
         val_idx = set(np.random.default_rng([opts.seed, c, 3]).permutation(len(train))[:n_val].tolist())
         for i, row in enumerate(train):
@@ -245,33 +378,22 @@ def draw(opts: PrepareOptions) -> tuple[list[Row], list[Row]]:
         for row in test:
             row.split = "test"
         chosen += train + test
+    return chosen
+
+
+def mark_duplicates(drawn: Drawn, drop_test: bool) -> list[tuple[Row, Row, CopyPair]]:
+    """The copy pairs among the chosen images (``a`` before ``b`` in split order), each ``b``
+    marked as a copy of ``a``; with ``drop_test``, test images with a train/val copy excluded."""
     order = {s: i for i, s in enumerate(SPLITS)}
-    chosen.sort(key=lambda r: (order[r.split], opts.classes.names.index(r.cls), r.source))
-    for row in chosen:
-        row.path = f"images/{row.split}/{row.cls}/{Path(row.source).name}"
-    where = {r.source: r for r in chosen}
-    for row in skipped:  # name the chosen image a skipped duplicate copies by its place in the data set
-        if row.duplicate_of in where:
-            row.note = row.note.replace(row.duplicate_of, where[row.duplicate_of].path)
-            row.duplicate_of = where[row.duplicate_of].path
-    skipped.sort(key=lambda r: r.source)
-    return chosen, skipped
-
-
-def mark_duplicates(chosen: list[Row], drop_test: bool) -> list[tuple[Row, Row, str, int]]:
-    pairs = find_duplicates(
-        [r.sha256 for r in chosen],
-        [r.dhash for r in chosen],
-        [r.phash for r in chosen],
-        np.stack([r.thumb for r in chosen]),
-        mirrors=[r.mirror for r in chosen] if all(r.mirror is not None for r in chosen) else None,
-    )
     out = []
-    for p in pairs:
-        a, b = chosen[p.a], chosen[p.b]  # a precedes b: train < val < test
-        out.append((a, b, p.kind, p.distance))
+    for x, y, p in drawn.pairs:
+        if x.split not in order or y.split not in order:
+            continue
+        a, b = sorted((x, y), key=lambda r: (order[r.split], r.path))
+        out.append((a, b, p))
         if not b.duplicate_of or (p.kind == "exact" and b.duplicate_kind != "exact"):
             b.duplicate_of, b.duplicate_kind = a.path, p.kind
         if drop_test and b.split == "test" and a.split in ("train", "val"):
-            b.excluded = f"{p.kind} duplicate of {a.split} image {a.path}"
+            b.excluded = f"{p.kind} copy of {a.split} image {a.path}"
+    out.sort(key=lambda t: (order[t[0].split], t[0].path, order[t[1].split], t[1].path))
     return out

@@ -6,15 +6,15 @@ Input layouts:
 * split-level (Kaggle, SARTAJ): ``Training/<class>/`` and ``Testing/<class>/``;
 * flat: ``<class>/`` only; the test split is then drawn from the same pool.
 
-Sampling is deterministic for a seed and stratified: every class contributes
-``train_per_class`` training and ``test_per_class`` test images, and a validation
-split (``val_fraction`` of each class's training images) is carved from training.
-Files are inspected in a seeded random order and the first usable ones are taken, so
-an unreadable file is reported and replaced by the next one in that order.
+Every file of the source is read once; unreadable ones are reported and left out. Copies
+(:mod:`.copies`: exact, near, mirrored, re-windowed, shifted) are grouped into copy
+clusters, and the splits are drawn by cluster (:mod:`.draw`), deterministic for a seed and
+stratified by class, so no validation or test image has a copy in another split.
 
 Output in ``out/``: ``images/<split>/<class>/`` copies (or symlinks), ``manifest.csv``
-(one row per chosen image, plus one ``split=skipped`` row per unusable file with the
-reason) and ``duplicates.csv`` (every exact or near-duplicate pair among the chosen).
+(one row per chosen image, plus one ``split=skipped`` row per unusable file or skipped
+copy with the reason) and ``duplicates.csv`` (every copy pair among the chosen images,
+and each skipped copy with the chosen image it copies).
 
 Those three are one *set*, swapped in as a unit. A set lives in ``out/.sets/<id>/``
 with a marker file (:data:`SET_MARKER`) naming the tool, the classes and the
@@ -41,9 +41,17 @@ from pathlib import Path
 from vptlib import locks
 from vptlib.errors import UserError
 
-from .draw import SPLITS, PrepareOptions, Row, check_seed, draw, mark_duplicates
+from .copies import CopyPair
+from .draw import SPLITS, PrepareOptions, Row, check_seed, draw, mark_duplicates, read_source
 from .manifest import MANIFEST_FIELDS
 from .sets import MANIFEST, check_apart, check_ownership, commit, write_set
+
+DUPLICATE_FIELDS = ("a", "b", "a_split", "b_split", "kind", "similarity", "transform")
+
+
+def _pair_row(a: str, b: str, a_split: str, b_split: str, p: CopyPair) -> dict[str, str]:
+    return {"a": a, "b": b, "a_split": a_split, "b_split": b_split, "kind": p.kind,
+            "similarity": f"{p.similarity:.4f}", "transform": p.transform}  # fmt: skip
 
 
 def _csv(rows: list[dict[str, str]], fields: tuple[str, ...]) -> bytes:
@@ -72,13 +80,13 @@ class PrepareResult:
         )
 
 
-# prepare's stages: decoding every candidate and hashing it (sha256, dHash, pHash, thumbnail
-# and the mirror's, each checked against the images chosen so far), the pairwise search
-# among the chosen, and writing the set.
+# prepare's stages: decoding every file of the source and hashing it (sha256, dHash, pHash,
+# the copy signature), the pairwise copy search over them all and the draw by cluster, and
+# writing the set.
 STAGES = ("read and hash", "duplicate search", "write")
 
 
-def prepare(opts: PrepareOptions) -> PrepareResult:
+def prepare(opts: PrepareOptions, progress: bool = False) -> PrepareResult:
     """Sample, copy, hash and report; returns a summary with a printable table.
 
     Every check runs before anything in ``--out`` is changed.
@@ -99,39 +107,42 @@ def prepare(opts: PrepareOptions) -> PrepareResult:
         clock.append(time.perf_counter())
         return clock[-1] - clock[-2]
 
-    chosen, skipped = draw(opts)
+    rows, skipped = read_source(opts, progress)
     seconds = {STAGES[0]: lap()}
+    drawn = draw(opts, rows, skipped)
+    chosen = drawn.chosen
     inside = next((r.source for r in chosen if (opts.source / r.source).resolve().is_relative_to(opts.out)), None)
     if inside:
         raise UserError(f"--source file {inside} is a link into --out {opts.out}; prepare would replace its own input")
-    pairs = mark_duplicates(chosen, opts.drop_test_duplicates)
+    pairs = mark_duplicates(drawn, opts.drop_test_duplicates)
     seconds[STAGES[1]] = lap()
     manifest = _csv([r.as_dict() for r in chosen + skipped], MANIFEST_FIELDS)
-    dup_rows = [
-        {"a": a.path, "b": b.path, "a_split": a.split, "b_split": b.split, "kind": k, "distance": str(d)}
-        for a, b, k, d in pairs
-    ]
+    dup_rows = [_pair_row(a.path, b.path, a.split, b.split, p) for a, b, p in pairs]
     split_of = {r.path: r.split for r in chosen}
-    dup_rows += [
-        {
-            "a": r.duplicate_of,
-            "b": r.source,
-            "a_split": split_of.get(r.duplicate_of, ""),
-            "b_split": "skipped",
-            "kind": r.duplicate_kind,
-            "distance": str(r.dup_distance),
-        }
-        for r in skipped
-        if r.duplicate_kind
-    ]
-    duplicates = _csv(dup_rows, ("a", "b", "a_split", "b_split", "kind", "distance"))
+    direct = {(x.source, y.source): p for x, y, p in drawn.pairs} | {(y.source, x.source): p for x, y, p in drawn.pairs}
+    source_of = {r.path: r.source for r in chosen}
+    for r in skipped:
+        if r.duplicate_kind:
+            p = direct.get((source_of.get(r.duplicate_of, ""), r.source))
+            dup_rows.append(
+                {
+                    "a": r.duplicate_of,
+                    "b": r.source,
+                    "a_split": split_of.get(r.duplicate_of, ""),
+                    "b_split": "skipped",
+                    "kind": r.duplicate_kind,
+                    "similarity": f"{p.similarity:.4f}" if p else "",
+                    "transform": p.transform if p else "through other copies",
+                }
+            )
+    duplicates = _csv(dup_rows, DUPLICATE_FIELDS)
     opts.out.mkdir(parents=True, exist_ok=True)
     with locks.exclusive(opts.out, f"--out {opts.out}"):
         check_ownership(opts.out)
         files = [(row.path, (opts.source / row.source).resolve()) for row in chosen]
         commit(opts.out, write_set(opts.out, files, opts.classes.names, opts.source, opts.link, manifest, duplicates))
     seconds[STAGES[2]] = lap()
-    cross = sum(a.split != b.split for a, b, _, _ in pairs)
+    cross = sum(a.split != b.split for a, b, _ in pairs)
     excluded = sum(bool(r.excluded) for r in chosen)
     return PrepareResult(
         opts.out / MANIFEST,
@@ -154,11 +165,11 @@ def summary_table(chosen: list[Row], skipped: list[Row], pairs, names: tuple[str
     lines.append(
         f"{'total':<14}" + "".join(f"{sum(counts[n, s] for n in names):>8}" for s in SPLITS) + f"{len(skipped):>9}"
     )
-    kinds = Counter((k, "cross-split" if a.split != b.split else "within-split") for a, b, k, _ in pairs)
+    kinds = Counter((p.kind, "cross-split" if a.split != b.split else "within-split") for a, b, p in pairs)
     if pairs:
-        lines.append("duplicates: " + ", ".join(f"{n} {k} {w}" for (k, w), n in sorted(kinds.items())))
+        lines.append("copies kept: " + ", ".join(f"{n} {k} {w}" for (k, w), n in sorted(kinds.items())))
     else:
-        lines.append("duplicates: none found")
+        lines.append("copies kept: none (no two chosen images are copies)")
     reasons = Counter(r.note.split(" (")[0] for r in skipped)
     for reason, n in sorted(reasons.items()):
         lines.append(f"skipped {n}: {reason}")

@@ -20,6 +20,7 @@ from .curves import (
 )
 from .dataset import (
     class_distribution,
+    copy_rule_markdown,
     duplicates_table,
     low_level_floor_markdown,
     nearest_markdown,
@@ -108,6 +109,7 @@ __all__ = [
     "dedup_table",
     "conclusion",
     "duplicates_table",
+    "copy_rule_markdown",
     "nearest_markdown",
     "nearest_pairs",
     "nearest_table",

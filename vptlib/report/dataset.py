@@ -150,39 +150,53 @@ def origin_markdown(data_root: str | Path) -> str:
     )
 
 
-def nearest_markdown(nn: pd.DataFrame) -> str:
-    """What the nearest-neighbour audit checked and found, from :mod:`vptlib.study.leakage`'s constants."""
-    from vptlib.study.leakage import AUDIT_CROPS, AUDIT_FLAG, AUDIT_SHIFTS, AUDIT_SIZE
+def copy_rule_markdown() -> str:
+    """The copy rule in words, from :mod:`vptlib.data.copies`'s constants."""
+    from vptlib.data import copies as c
 
+    return (
+        f"Two images are **copies** when they have the same bytes (*exact*); when their {c.THUMB}×{c.THUMB} grey "
+        f"thumbnails, mean-centred, have a cosine of at least {c.SIMILAR} as they are (*near*) or with one "
+        f"flipped left to right (*mirrored*), which ignores any change of brightness and contrast; when the "
+        f"thumbnails after histogram equalisation reach {c.EQUALISED} (*re-windowed*: another window or gamma; "
+        f"a near copy whose grey levels differ by more than {c.REWINDOW_GREY:g} of 255 on average is called "
+        f"re-windowed too); or, for pairs at {c.CANDIDATE} or more, when a shift of up to one thumbnail pixel "
+        f"or a {c.CROP:.0%} centre crop lifts the cosine to {c.ALIGNED} (*shifted*). Copies are grouped into "
+        f"clusters (copies of copies), and `vptlib data prepare` draws every split by cluster, one image per "
+        f"cluster: no image has a copy in another split, by this rule."
+    )
+
+
+def nearest_markdown(nn: pd.DataFrame) -> str:
+    """What the copy audit of the prepared splits found."""
     if nn.empty:
         return "No test or no training images: nothing to audit."
-    crops = ", ".join(f"{c:.0%}" for c in AUDIT_CROPS if c)
-    reach = max(max(abs(dx), abs(dy)) for dx, dy in AUDIT_SHIFTS)
-    flagged = int((nn.similarity >= AUDIT_FLAG).sum())
+    found = int(nn["copy"].ne("").sum())
+    verdict = (
+        "none has a copy in training or validation: the draw kept every copy cluster on one side"
+        if not found
+        else f"**{found} have a copy in training or validation** (listed below; `--keep-duplicates` keeps them)"
+    )
     return (
-        f"Every test image was compared with every training and validation image by the correlation of "
-        f"{AUDIT_SIZE}×{AUDIT_SIZE} grey thumbnails, taking the best over each training image as it is, "
-        f"mirrored, centre-cropped by {crops}, and shifted by up to {reach} thumbnail pixel"
-        f"{'s' if reach > 1 else ''} (1/{AUDIT_SIZE} of the image) in each direction. Copies that the duplicate "
-        f"rules miss score near 1 under one of these transforms. **{flagged} of {len(nn)} test images** "
-        f"have a training or validation image at a similarity of {AUDIT_FLAG} or more (listed below with "
-        f"the transform that matched); the closest pairs are shown as images whatever their score. "
-        f"This checks copies under those transforms only: a copy rotated, rescaled or re-windowed further, "
-        f"or a neighbouring slice of the same patient, is not ruled out."
+        f"Every test image was compared with every training and validation image by the same copy rule "
+        f"`prepare` splits by. Of {len(nn)} test images, {verdict}. The histogram shows each test image's "
+        f"closest training image as it is or mirrored, and the closest pairs are shown as images whatever their "
+        f"score. Copies under other transforms (a rotation, a strong crop, a neighbouring slice of the same "
+        f"patient) are not ruled out."
     )
 
 
 def plot_nearest(nn: pd.DataFrame, flag: bool = True):
-    """Histogram of each test image's best similarity to a training image, with the thumbnail
-    audit's flag line (``flag``; the CLIP-embedding audit has none)."""
-    from vptlib.study.leakage import AUDIT_FLAG
+    """Histogram of each test image's best similarity to a training image, with the copy rule's
+    threshold (``flag``; the CLIP-embedding audit has none)."""
+    from vptlib.data.copies import SIMILAR
 
     fig, ax = plt.subplots(figsize=(7, 3))
     ax.hist(nn.similarity, bins=40, color="#4c72b0")
-    how = nn["matched as"].iloc[0] if flag is False and len(nn) else "thumbnail correlation"
+    how = nn["matched as"].iloc[0] if flag is False and len(nn) else "thumbnail cosine"
     if flag:
-        ax.axvline(AUDIT_FLAG, color="#c44e52", ls="--", label=f"flagged at {AUDIT_FLAG}")
-        ax.legend()
+        ax.axvline(SIMILAR, color="#c44e52", ls="--", label=f"a copy at {SIMILAR}")
+        ax.legend(loc="upper left")
     ax.set_xlabel(f"similarity of the nearest training/validation image ({how})")
     ax.set_ylabel("test images")
     fig.tight_layout()
@@ -211,10 +225,8 @@ def nearest_pairs(nn: pd.DataFrame, data_root: str | Path, k: int = 6):
 
 
 def nearest_table(nn: pd.DataFrame) -> pd.DataFrame:
-    """The flagged pairs (similarity at or above the flag), or the closest five when none is."""
-    from vptlib.study.leakage import AUDIT_FLAG
-
-    flagged = nn[nn.similarity >= AUDIT_FLAG]
-    out = (flagged if len(flagged) else nn.head(5)).copy()
+    """The test images with a copy in training or validation, or the closest five when none has."""
+    copies = nn[nn["copy"] != ""]
+    out = (copies if len(copies) else nn.head(5)).copy()
     out["similarity"] = out.similarity.round(4)
     return out.reset_index(drop=True)

@@ -3,9 +3,10 @@
 * :func:`leaked_test_images`: test images with an exact or near duplicate in train or
   validation (from ``duplicates.csv``). Accuracy on them measures memory, not skill,
   so :func:`dedup_accuracy` reports each method on the raw and on the de-duplicated test set.
-* :func:`nearest_training` and :func:`nearest_by_features`: every test image's most
-  similar training or validation image, by thumbnail correlation under flips, shifts and
-  crops, and by CLIP's image embedding, for the copies the duplicate rules miss.
+* :func:`nearest_training`: every test image's closest training or validation image by the
+  one copy rule ``prepare`` splits by (:mod:`vptlib.data.copies`), so whatever it lists as a
+  copy at that rule's thresholds ``prepare`` would have kept out of test;
+  :func:`nearest_by_features`: the same in CLIP's image embedding, for a reader to look at.
 
 The shortcuts a classifier could use instead of anatomy (image shape, file and intensity
 statistics) are :mod:`vptlib.study.shortcuts`.
@@ -54,104 +55,56 @@ def dedup_accuracy(predictions: dict[str, pd.DataFrame], data_root: str | Path) 
     return pd.DataFrame(rows).round(2)
 
 
-# The nearest-neighbour audit: each test image against every training and validation image
-# under the copies a duplicate rule misses. A training image is compared as it is, mirrored,
-# centre-cropped by each fraction (a crop of it placed in test) and shifted by one thumbnail
-# pixel (1/64 of the image) each way, so a shifted, cropped or flipped copy still scores near
-# 1 while distinct slices score lower.
-AUDIT_CROPS = (0.0, 0.05, 0.1)
-AUDIT_SHIFTS = tuple((dx, dy) for dy in (0, 1, -1) for dx in (0, 1, -1))
-AUDIT_SIZE = 64
-# Listed as a likely copy at this similarity or above. On the phantoms, distinct slices reach
-# at most 0.96 and 2-pixel-shifted, 5%-cropped and mirrored copies at least 0.99
-# (tests/study/test_leakage.py plants them).
-AUDIT_FLAG = 0.98
-
-
-def _audit_thumb(img, crop: float = 0.0) -> np.ndarray:
-    from PIL import Image
-
-    g = img.convert("L")
-    if crop:
-        w, h = g.size
-        dx, dy = round(w * crop / 2), round(h * crop / 2)
-        g = g.crop((dx, dy, w - dx, h - dy))
-    return np.asarray(g.resize((AUDIT_SIZE, AUDIT_SIZE), Image.Resampling.BOX), dtype=np.float32)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = x.reshape(len(x), -1)
-    x = x - x.mean(1, keepdims=True)
-    return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-6)
-
-
-def _transform_name(crop: float, flip: bool, shift: tuple[int, int]) -> str:
-    parts = ["mirrored"] if flip else []
-    parts += [f"crop {crop:.0%}"] if crop else []
-    parts += [f"shift {shift}"] if shift != (0, 0) else []
-    return " + ".join(parts) or "as is"
-
-
-def _variants(img) -> list[tuple[str, np.ndarray]]:
-    out = []
-    for crop in AUDIT_CROPS:
-        base = _audit_thumb(img, crop)
-        for flip in (False, True):
-            g = base[:, ::-1] if flip else base
-            for shift in AUDIT_SHIFTS:
-                out.append((_transform_name(crop, flip, shift), np.roll(g, shift, axis=(1, 0))))
-    return out
-
-
-def nearest_training(data_root: str | Path, progress: bool = False, chunk: int = 256) -> pd.DataFrame:
-    """For every test image, its most similar training or validation image: the thumbnail
-    correlation, maximised over the transforms above, and the transform that reached it.
-    Sorted most similar first, so a copy that escaped the duplicate rules heads the list.
-    Training images are read ``chunk`` at a time, so memory stays flat as the data grow."""
+def nearest_training(data_root: str | Path, progress: bool = False) -> pd.DataFrame:
+    """For every test image, its closest training or validation image by the copy rule of
+    :mod:`vptlib.data.copies`, the one ``prepare`` splits by: ``copy`` names the kind when the
+    two are copies (then ``nearest`` is that copy and ``matched as`` the transform that matched),
+    else ``nearest`` is the image with the highest thumbnail cosine as it is or mirrored.
+    Copies first, then most similar first: a copy that reached test heads the list."""
     from PIL import Image
     from tqdm import tqdm
 
+    from vptlib.data.copies import Signature, find_copies, sha256_file, unit
     from vptlib.data.manifest import read_manifest
 
     root = Path(data_root)
     df = read_manifest(root)
-    df = df[df.excluded == ""] if "excluded" in df else df
+    cols = ["test", "nearest", "split", "similarity", "matched as", "copy"]
     train, test = df[df.split != "test"].reset_index(drop=True), df[df.split == "test"].reset_index(drop=True)
     if train.empty or test.empty:
-        return pd.DataFrame(columns=["test", "nearest", "split", "similarity", "matched as"])
-    queries = []
-    for path in test.path:
+        return pd.DataFrame(columns=cols)
+    paths = list(test.path) + list(train.path)
+    sigs = []
+    for path in tqdm(paths, desc="copy audit", disable=not progress, mininterval=2):
         with Image.open(root / path) as img:
-            queries.append(_audit_thumb(img))
-    q = _unit(np.stack(queries))
-    best = np.full(len(test), -np.inf)
-    where = np.zeros(len(test), dtype=int)
-    how = [""] * len(test)
-    bar = tqdm(total=len(train), desc="nearest-neighbour audit", disable=not progress)
-    for lo in range(0, len(train), chunk):
-        names, thumbs, owner = [], [], []
-        for i in range(lo, min(lo + chunk, len(train))):
-            with Image.open(root / train.path[i]) as img:
-                for name, t in _variants(img):
-                    names.append(name)
-                    thumbs.append(t)
-                    owner.append(i)
-            bar.update()
-        sim = q @ _unit(np.stack(thumbs)).T  # (test, images in chunk x transforms)
-        top = sim.argmax(1)
-        for t in np.nonzero(sim[np.arange(len(q)), top] > best)[0]:
-            best[t], where[t], how[t] = sim[t, top[t]], owner[top[t]], names[top[t]]
-    bar.close()
+            sigs.append(Signature.of(img))
+    grey = np.stack([s.grey for s in sigs]).astype(np.float32)
+    q, t = unit(grey[: len(test)]), grey[len(test) :]
+    sim = np.maximum(q @ unit(t).T, q @ unit(t[:, :, ::-1]).T)  # (test, train + val)
+    where = sim.argmax(1)
+    flipped = (q @ unit(t[:, :, ::-1]).T)[np.arange(len(q)), where] > (q @ unit(t).T)[np.arange(len(q)), where]
     out = pd.DataFrame(
         {
             "test": test.path,
             "nearest": train.path[where].to_numpy(),
             "split": train.split[where].to_numpy(),
-            "similarity": best,
-            "matched as": how,
+            "similarity": sim[np.arange(len(q)), where],
+            "matched as": np.where(flipped, "mirrored", "as is"),
+            "copy": "",
         }
     )
-    return out.sort_values("similarity", ascending=False, ignore_index=True)
+    for p in find_copies([sha256_file(root / x) for x in paths], sigs):
+        if (p.a < len(test)) == (p.b < len(test)):
+            continue  # within test, or within train + val
+        i, j = (p.a, p.b - len(test)) if p.a < len(test) else (p.b, p.a - len(test))
+        if out.at[i, "copy"] and out.at[i, "similarity"] >= p.similarity:
+            continue
+        out.loc[i, ["nearest", "split", "similarity", "matched as", "copy"]] = (
+            train.path[j], train.split[j], p.similarity, p.transform, p.kind
+        )  # fmt: skip
+    out["similarity"] = out.similarity.astype(float)
+    order = np.lexsort((-out.similarity.to_numpy(), out["copy"].eq("").to_numpy()))
+    return out.iloc[order].reset_index(drop=True)
 
 
 def nearest_by_features(

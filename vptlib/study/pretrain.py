@@ -42,6 +42,9 @@ def pretrain_tiny(
                 test_per_class=min(20, per_class),
                 val_fraction=0.1,
                 seed=seed,
+                # Synthetic slices of one generator: at 200 a class some pairs reach the copy rule's
+                # cosine without being copies; the warm-up wants every one, drawn as before.
+                keep_duplicates=True,
             )
         )
         cfg = RunConfig(
