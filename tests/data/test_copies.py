@@ -94,7 +94,11 @@ def test_the_blocked_search_equals_the_pairwise_rule(monkeypatch):
 
 
 def test_clusters_are_connected_components():
-    pairs = [copies.CopyPair(0, 3, "near", 1, ""), copies.CopyPair(3, 5, "near", 1, ""), copies.CopyPair(1, 2, "", 1, "")]
+    pairs = [
+        copies.CopyPair(0, 3, "near", 1, ""),
+        copies.CopyPair(3, 5, "near", 1, ""),
+        copies.CopyPair(1, 2, "", 1, ""),
+    ]
     assert copies.clusters(6, pairs).tolist() == [0, 1, 1, 0, 4, 0]
 
 
@@ -125,7 +129,9 @@ def test_keep_duplicates_reports_pairs_and_drop_excludes_test_copies(planted, tm
     prepare(PrepareOptions(src, tmp_path / "o", drop_test_duplicates=True, **opts))
     dups = pd.read_csv(tmp_path / "o" / "duplicates.csv", dtype=str, keep_default_na=False)
     cross = dups[(dups.a_split == "train") & (dups.b_split == "test")]
-    found = {(a.rsplit("/", 1)[1], b.rsplit("/", 1)[1]): k for a, b, k in zip(cross.a, cross.b, cross.kind, strict=True)}
+    found = {
+        (a.rsplit("/", 1)[1], b.rsplit("/", 1)[1]): k for a, b, k in zip(cross.a, cross.b, cross.kind, strict=True)
+    }
     assert found == {plant: kind for kind, plant in plants.items()}
     assert len(dups) == len(PLANTS)
     df = pd.read_csv(tmp_path / "o" / "manifest.csv", dtype=str, keep_default_na=False)

@@ -15,6 +15,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from vptlib import REPO
 from vptlib.methods import METHODS as REGISTRY
 from vptlib.study.profile import Profile, as_profile
 
@@ -122,9 +123,11 @@ def grid_runs(profile: Profile, method: str) -> int:
     return len(grid_points(profile, method)) + seeds
 
 
-# The Kaggle dataset's Training/ and Testing/ folders: what ``per_class: all`` prepares at
-# most (duplicates skipped make it a little less).
+# The Kaggle dataset's Training/ and Testing/ folders, and its copy clusters per class as
+# `vptlib data audit` counted them on the 224-px copy of the images (a pooled draw, per_class
+# all, takes one image per cluster).
 KAGGLE_IMAGES = {"train": 5712, "test": 1311}
+KAGGLE_AUDIT = REPO / "benchmarks" / "results" / "audit-kaggle-brain-mri-224.json"
 
 
 def split_sizes(profile: Profile | dict[str, Any]) -> tuple[int, int, int]:
@@ -133,10 +136,10 @@ def split_sizes(profile: Profile | dict[str, Any]) -> tuple[int, int, int]:
     from vptlib.data.prepare import PrepareOptions
 
     profile = as_profile(profile)
-    prep = {
-        **{k: getattr(PrepareOptions, k) for k in ("train_per_class", "test_per_class", "val_fraction")},
-        **profile.source.get("prepare", {}),
-    }
+    keys = ("train_per_class", "test_per_class", "val_fraction", "test_fraction")
+    prep = {**{k: getattr(PrepareOptions, k) for k in keys}, **profile.source.get("prepare", {})}
+    if prep["test_per_class"] in (None, "all"):
+        return pooled_sizes(float(prep["val_fraction"]), float(prep["test_fraction"]))
 
     def images(key: str, split: str) -> int:
         k = prep[key]
@@ -145,6 +148,19 @@ def split_sizes(profile: Profile | dict[str, Any]) -> tuple[int, int, int]:
     pool = images("train_per_class", "train")
     val = round(pool * float(prep["val_fraction"]))
     return pool - val, val, images("test_per_class", "test")
+
+
+def pooled_sizes(val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
+    """(train, validation, test) of the pooled draw on the Kaggle images: one image per copy
+    cluster, split by cluster and class as :mod:`vptlib.data.draw` does."""
+    import json
+
+    from vptlib.data.draw import pooled_test_counts
+
+    clusters = json.loads(KAGGLE_AUDIT.read_text())["clusters"]["by_class"]
+    tests = pooled_test_counts(clusters, test_fraction)
+    val = {c: round((k - tests[c]) * val_fraction) for c, k in clusters.items()}
+    return sum(clusters[c] - tests[c] - val[c] for c in clusters), sum(val.values()), sum(tests.values())
 
 
 def study_cost(r: dict[str, Any], profile: Profile | dict[str, Any]) -> dict:

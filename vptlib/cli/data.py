@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
+from vptlib import REPO
 from vptlib.errors import UserError
 from vptlib.seeds import SEED_RANGE, is_seed
 
@@ -38,27 +40,54 @@ def _per_class(value: str) -> int | None:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+# prepare's drawing settings, as flags and as a profile's ``source: prepare:`` keys.
+PREPARE_DEFAULTS = {"train_per_class": 120, "test_per_class": 80, "val_fraction": 0.2, "test_fraction": 0.2, "seed": 0}
+
+
 def _data_prepare(a: argparse.Namespace) -> None:
     from vptlib.data.classes import parse_classes
     from vptlib.data.prepare import PrepareOptions, prepare
 
+    settings = dict(PREPARE_DEFAULTS)
+    if a.profile:
+        from vptlib.study import profile
+
+        path = Path(a.profile)
+        if not path.suffix and not path.exists():  # a name: profiles/<name>.yaml
+            path = REPO / "profiles" / f"{a.profile}.yaml"
+        prof = profile.load(path, check_methods=False)
+        settings |= (prof.source or {}).get("prepare", {})
+    given = {k: getattr(a, k) for k in PREPARE_DEFAULTS if getattr(a, k) is not None}
+    if a.profile and given:
+        raise UserError(
+            f"--profile {a.profile} sets how the splits are drawn; drop --{next(iter(given)).replace('_', '-')}"
+        )
+    settings |= given
     res = prepare(
         PrepareOptions(
             Path(a.source),
             Path(a.out),
-            a.train_per_class,
-            a.test_per_class,
-            a.val_fraction,
-            a.seed,
-            parse_classes(a.classes),
-            a.link,
+            classes=parse_classes(a.classes),
+            link=a.link,
             keep_duplicates=a.keep_duplicates,
             drop_test_duplicates=a.drop_test_duplicates,
-        )
+            **settings,
+        ),
+        progress=sys.stderr.isatty(),  # a bar for a person; a log or a test reads one line
     )
     print(res.table)
-    dropped = f"; {res.excluded} test images excluded as duplicates of training images" if res.excluded else ""
+    dropped = f"; {res.excluded} test images excluded as copies of training images" if res.excluded else ""
     print(f"wrote {res.manifest} ({res.chosen} images, {res.skipped} files skipped{dropped}); {res.timing()}")
+
+
+def _data_audit(a: argparse.Namespace) -> None:
+    from vptlib.data.classes import parse_classes
+    from vptlib.study import audit
+
+    report = audit.audit(a.source, parse_classes(a.classes), progress=sys.stderr.isatty())
+    out = audit.write(report, a.out or Path("audits") / Path(a.source).resolve().name)
+    print(audit.table(report))
+    print(f"wrote {out}/audit.json, pairs.csv, shifted.csv, closest.png")
 
 
 def _data_fetch(a: argparse.Namespace) -> None:
@@ -127,18 +156,29 @@ def add_data_parser(sub) -> None:
     pr.add_argument("--source", required=True, help="Training/ + Testing/ (Kaggle, SARTAJ) or flat class folders")
     pr.add_argument("--out", required=True, help="output folder (images/, manifest.csv, duplicates.csv)")
     pr.add_argument(
+        "--profile",
+        default=None,
+        help="draw exactly as this profile's book does (its source: prepare: settings): a name in profiles/ or a path",
+    )
+    pr.add_argument(
         "--train-per-class",
         type=_per_class,
-        default=120,
-        help="training images per class, val included, or 'all' (default 120)",
+        default=None,
+        help="training images per class, val included, or 'all': the pooled split by copy cluster (default 120)",
     )
     pr.add_argument(
-        "--test-per-class", type=_per_class, default=80, help="test images per class, or 'all' (default 80)"
+        "--test-per-class", type=_per_class, default=None, help="test images per class, or 'all' (default 80)"
     )
     pr.add_argument(
-        "--val-fraction", type=float, default=0.2, help="share of training carved out for validation (default 0.2)"
+        "--val-fraction", type=float, default=None, help="share of training carved out for validation (default 0.2)"
     )
-    pr.add_argument("--seed", type=seed_arg, default=0, help="sampling seed (default 0)")
+    pr.add_argument(
+        "--test-fraction",
+        type=float,
+        default=None,
+        help="with --test-per-class all: share of each class's copy clusters in test (default 0.2)",
+    )
+    pr.add_argument("--seed", type=seed_arg, default=None, help="sampling seed (default 0)")
     pr.add_argument(
         "--classes", default=None, help='your own classes: "name[=alias|alias],..." (default: the study\'s four)'
     )
@@ -158,6 +198,19 @@ def add_data_parser(sub) -> None:
     pr.set_defaults(func=_data_prepare)
 
     from vptlib.data.fetch import KAGGLE_HANDLE
+
+    au = dsub.add_parser(
+        "audit",
+        help="the leakage report of a source: copies within and across its folders, per class; the floors",
+        description="Compare every image of SOURCE with every other by the copy rule prepare splits by "
+        "(vptlib.data.copies) and report copies by kind, class and folder pair, the Testing images with a "
+        "copy in Training, the copy clusters and the floors. Writes audit.json, pairs.csv, shifted.csv and "
+        "closest.png.",
+    )
+    au.add_argument("source", help="Training/ + Testing/ (Kaggle, SARTAJ) or flat class folders")
+    au.add_argument("--out", default=None, help="output folder (default audits/<source folder name>)")
+    au.add_argument("--classes", default=None, help="class names or aliases, as for prepare")
+    au.set_defaults(func=_data_audit)
 
     fe = dsub.add_parser(
         "fetch",

@@ -167,6 +167,31 @@ def copy_rule_markdown() -> str:
     )
 
 
+def official_split_table(data_root: str | Path) -> pd.DataFrame:
+    """The source's own split measured (``vptlib data audit`` on the folder the set was prepared
+    from): per class, its Testing images and how many have a copy in its Training folder, by kind."""
+    from vptlib.data.copies import KINDS
+    from vptlib.data.sets import set_info
+    from vptlib.study.audit import audit
+
+    source = Path((set_info(data_root) or {}).get("source", ""))
+    if not source.is_dir() or not (set_info(data_root) or {}).get("source"):
+        return pd.DataFrame({"finding": [f"the source folder {source} is not here to audit"]})
+    official = audit(source)["official_test"]
+    rows = []
+    for cls, o in official.items():
+        if not o["test_images"]:
+            continue
+        row = {"class": DISPLAY_NAMES.get(cls, cls), "Testing images": o["test_images"]}
+        row["with a copy in Training"] = o["with_copy_in_training"]
+        row["share (%)"] = round(100 * o["with_copy_in_training"] / o["test_images"], 1)
+        row |= {k: o["by_kind"].get(k, 0) for k in KINDS}
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame({"finding": ["the source has no Testing folder of its own (a flat pool of classes)"]})
+    return pd.DataFrame(rows).set_index("class")
+
+
 def nearest_markdown(nn: pd.DataFrame) -> str:
     """What the copy audit of the prepared splits found."""
     if nn.empty:
