@@ -183,3 +183,20 @@ def test_pooled_test_counts_keep_every_class_at_half_a_balanced_share(clusters, 
     got = pooled_test_counts(clusters, 0.2)
     assert got == expected
     assert min(got.values()) >= 0.125 * sum(got.values())
+
+
+def test_the_readme_real_data_section_is_rendered_from_the_saved_record():
+    """The README's numbers on the real images come from benchmarks/results/audit-*.json,
+    rendered by `python -m vptlib.study.audit --render` (never typed)."""
+    import json
+
+    from vptlib import REPO
+    from vptlib.bench.verdicts import KAGGLE_AUDIT
+    from vptlib.study.audit import README_MARKERS, readme_markdown
+
+    record = json.loads(KAGGLE_AUDIT.read_text())
+    text = (REPO / "README.md").read_text()
+    start, end = README_MARKERS
+    assert text.split(start, 1)[1].split(end, 1)[0].strip() == readme_markdown(record).strip()
+    official = record["official_test"]
+    assert sum(v["test_images"] for v in official.values()) == 1311

@@ -150,14 +150,17 @@ def split_sizes(profile: Profile | dict[str, Any]) -> tuple[int, int, int]:
     return pool - val, val, images("test_per_class", "test")
 
 
-def pooled_sizes(val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
-    """(train, validation, test) of the pooled draw on the Kaggle images: one image per copy
-    cluster, split by cluster and class as :mod:`vptlib.data.draw` does."""
+def pooled_sizes(
+    val_fraction: float, test_fraction: float, clusters: dict[str, int] | None = None
+) -> tuple[int, int, int]:
+    """(train, validation, test) of the pooled draw on the Kaggle images (``clusters`` per class,
+    by default the audited ones): one image per copy cluster, split by cluster and class as
+    :mod:`vptlib.data.draw` does."""
     import json
 
     from vptlib.data.draw import pooled_test_counts
 
-    clusters = json.loads(KAGGLE_AUDIT.read_text())["clusters"]["by_class"]
+    clusters = clusters or json.loads(KAGGLE_AUDIT.read_text())["clusters"]["by_class"]
     tests = pooled_test_counts(clusters, test_fraction)
     val = {c: round((k - tests[c]) * val_fraction) for c, k in clusters.items()}
     return sum(clusters[c] - tests[c] - val[c] for c in clusters), sum(val.values()), sum(tests.values())

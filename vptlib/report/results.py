@@ -236,3 +236,40 @@ def dedup_table(runs: str | Path, profile: str, data_root: str | Path) -> pd.Dat
     if not preds:
         return pd.DataFrame({"finding": ["no finished runs yet"]})
     return dedup_accuracy(preds, data_root).set_index("method")
+
+
+def official_images(data_root: str | Path) -> pd.DataFrame:
+    """The source's Testing folder, each image marked by its copy of a training image (or none)."""
+    from vptlib.study.official import official_images as images
+
+    return images(data_root)
+
+
+def _official(kind: str, runs: str | Path, profile: str, images: pd.DataFrame) -> pd.DataFrame:
+    from vptlib.study import official
+
+    if images.empty:
+        return pd.DataFrame({"finding": ["the set's source folder, or its Testing folder, is not here"]})
+    found = {TITLES[m]: d for m, d in latest_runs(runs, profile).items()}
+    if not found:
+        return pd.DataFrame({"finding": ["no finished runs yet"]})
+    return getattr(official, kind)(found, images)
+
+
+def official_accuracy(runs: str | Path, profile: str, images: pd.DataFrame) -> pd.DataFrame:
+    """Each method (first seed) on the official Testing folder: all, the copies of training images, the rest."""
+    return _official("official_table", runs, profile, images)
+
+
+def official_by_class(runs: str | Path, profile: str, images: pd.DataFrame) -> pd.DataFrame:
+    """Each method's accuracy per class on the copies and on the rest of the official Testing folder."""
+    return _official("official_by_class", runs, profile, images)
+
+
+def official_leakage(images: pd.DataFrame) -> pd.DataFrame:
+    """Per class: official test images and how many copy an image the runs learned from."""
+    from vptlib.study.official import leakage_by_class
+
+    if images.empty:
+        return pd.DataFrame({"finding": ["the set's source folder, or its Testing folder, is not here"]})
+    return leakage_by_class(images)
