@@ -62,3 +62,70 @@ def diverging_at(real: Any, epoch: int, calls: dict[str, int]) -> Any:
         return real(*a, **k)
 
     return train_epoch
+
+
+# ---------------------------------------------------------------- real images (../shared/data)
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kaggle-brain-mri-224"
+
+
+def require_real() -> Path:
+    """The shared real images; a one-line skip where they are absent, a failure under CI."""
+    import os
+
+    import pytest
+
+    if not (REAL / "Training").is_dir():
+        msg = f"real images missing: {REAL} (the shared data beside the repo)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{msg}; CI must run these tests")
+        pytest.skip(msg)
+    return REAL
+
+
+def thumbs(paths: list[Path]):
+    """The independent copy measure's vectors, written apart from vptlib's rule: 64x64 grey
+    thumbnails (PIL's bicubic), mean-centred, unit norm; as they are and mirrored."""
+    import numpy as np
+    from PIL import Image
+
+    x = []
+    for p in paths:
+        with Image.open(p) as img:
+            x.append(np.asarray(img.convert("L").resize((64, 64), Image.Resampling.BICUBIC), dtype=np.float64))
+    x = np.stack(x)
+
+    def unit(a):
+        a = a.reshape(len(a), -1)
+        a = a - a.mean(1, keepdims=True)
+        return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+    return unit(x), unit(x[:, :, ::-1])
+
+
+def real_subset(out: Path, per_class: int = 60, seed: int = 0) -> Path:
+    """A Kaggle-layout source of real images with their leakage: ``per_class`` Testing images a
+    class, every Training image whose independent match with one of them is 0.9 or more, and
+    ``per_class`` more Training images a class."""
+    import shutil
+
+    import numpy as np
+
+    real = require_real()
+    rng = np.random.default_rng(seed)
+    train_all = sorted((real / "Training").rglob("*.jpg"))
+    t, tm = thumbs(train_all)
+    for cls in ("glioma", "meningioma", "notumor", "pituitary"):
+        tests = sorted((real / "Testing" / cls).glob("*.jpg"))
+        tests = [tests[i] for i in sorted(rng.choice(len(tests), per_class, replace=False))]
+        q, _ = thumbs(tests)
+        linked = np.nonzero(np.maximum(q @ t.T, q @ tm.T).max(0) >= 0.9)[0]
+        own = [i for i, p in enumerate(train_all) if p.parent.name == cls]
+        extra = rng.choice(own, per_class, replace=False)
+        for f in tests:
+            (out / "Testing" / cls).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, out / "Testing" / cls / f.name)
+        for i in sorted(set(linked.tolist()) | set(extra.tolist())):
+            f = train_all[i]
+            (out / "Training" / f.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, out / "Training" / f.parent.name / f.name)
+    return out

@@ -58,9 +58,23 @@ def repo(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def built(repo) -> subprocess.CompletedProcess:
+def real_source(repo) -> Path | None:
+    """Real brain MRI for the book (a subset of ../shared/data, with its leakage), so every page
+    renders real images in CI; None where the shared images are absent (never under CI)."""
+    from helpers import REAL, real_subset
+
+    if not (REAL / "Training").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"real images missing: {REAL}; CI builds the book on them")
+        return None
+    return real_subset(repo.parent / "real-src", per_class=40)
+
+
+@pytest.fixture(scope="module")
+def built(repo, real_source) -> subprocess.CompletedProcess:
+    """The smoke book, on real images where they are here (DATA=), else on the phantoms."""
     t0 = time.monotonic()
-    res = _make(repo, "book", "PROFILE=smoke")
+    res = _make(repo, "book", "PROFILE=smoke", *([f"DATA={real_source}"] if real_source else []))
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     print(f"smoke book built in {time.monotonic() - t0:.0f} s")
     return res
@@ -439,3 +453,23 @@ def test_dry_run_of_the_full_profile_on_the_tiny_model(repo, built, tmp_path):
     assert len(pages) >= len(METHODS) + 7
     for page in pages:
         assert "Dry run" in page.read_text(), page.relative_to(html)
+
+
+def test_every_page_is_built_on_real_mri_in_ci(repo, built, real_source):
+    """With the shared images here, the book's data are real MRI, drawn by copy cluster: the
+    banner says so, the Dataset page finds no test image with a copy in training, and the
+    official split's copies are measured on the Results page."""
+    if real_source is None:
+        pytest.skip("real images absent: the book was built on phantoms")
+    html = {p.name: p.read_text(errors="replace") for p in _pages(repo)}
+    dataset = next(t for n, t in html.items() if n.startswith("dataset"))
+    assert "Its images are real" in dataset
+    assert "none has a copy in training or validation" in dataset
+    assert "with a copy in Training" in dataset
+    results = next(t for n, t in html.items() if n.startswith("results"))
+    assert "copies of a training image" in results and "the rest: accuracy" in results
+    import pandas as pd
+
+    manifest = pd.read_csv(repo / "data" / "smoke" / "manifest.csv", dtype=str, keep_default_na=False)
+    used = manifest[manifest.split != "skipped"]
+    assert set(used.width) == {"224"} and set(used.source.str.split("/").str[0]) == {"Training", "Testing"}

@@ -12,76 +12,29 @@ under CI.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+from helpers import real_subset, thumbs
 
 from vptlib import REPO
 from vptlib.data.prepare import PrepareOptions, prepare
 
-REAL = REPO.parent / "shared" / "data" / "kaggle-brain-mri-224"
 PER_CLASS = 60
-
-
-def _require_real() -> Path:
-    if not (REAL / "Training").is_dir():
-        msg = f"real images missing: {REAL} (the shared data beside the repo)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{msg}; CI must run these tests")
-        pytest.skip(msg)
-    return REAL
-
-
-def _thumbs(paths: list[Path]) -> np.ndarray:
-    """The independent measure's vectors: (n, 64*64) mean-centred, unit-norm; and mirrored."""
-    x = []
-    for p in paths:
-        with Image.open(p) as img:
-            x.append(np.asarray(img.convert("L").resize((64, 64), Image.Resampling.BICUBIC), dtype=np.float64))
-    x = np.stack(x)
-
-    def unit(a):
-        a = a.reshape(len(a), -1)
-        a = a - a.mean(1, keepdims=True)
-        return a / np.linalg.norm(a, axis=1, keepdims=True)
-
-    return unit(x), unit(x[:, :, ::-1])
 
 
 def _best_match(queries: list[Path], pool: list[Path]) -> np.ndarray:
     """Each query's highest cosine with a pool image, as it is or mirrored."""
-    q, _ = _thumbs(queries)
-    p, pm = _thumbs(pool)
+    q, _ = thumbs(queries)
+    p, pm = thumbs(pool)
     return np.maximum(q @ p.T, q @ pm.T).max(1)
 
 
 @pytest.fixture(scope="module")
-def real_subset(tmp_path_factory) -> Path:
-    real = _require_real()
-    rng = np.random.default_rng(0)
-    out = tmp_path_factory.mktemp("real") / "src"
-    train_all = sorted((real / "Training").rglob("*.jpg"))
-    t, tm = _thumbs(train_all)
-    for cls in ("glioma", "meningioma", "notumor", "pituitary"):
-        tests = sorted((real / "Testing" / cls).glob("*.jpg"))
-        tests = [tests[i] for i in sorted(rng.choice(len(tests), PER_CLASS, replace=False))]
-        q, _ = _thumbs(tests)
-        linked = np.nonzero(np.maximum(q @ t.T, q @ tm.T).max(0) >= 0.9)[0]
-        own = [i for i, p in enumerate(train_all) if p.parent.name == cls]
-        extra = rng.choice(own, PER_CLASS, replace=False)
-        for f in tests:
-            (out / "Testing" / cls).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, out / "Testing" / cls / f.name)
-        for i in sorted(set(linked.tolist()) | set(extra.tolist())):
-            f = train_all[i]
-            (out / "Training" / f.parent.name).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, out / "Training" / f.parent.name / f.name)
-    return out
+def real(tmp_path_factory) -> Path:
+    return real_subset(tmp_path_factory.mktemp("real") / "src", PER_CLASS)
 
 
 def _leaks(out: Path) -> tuple[np.ndarray, pd.Series]:
@@ -92,63 +45,63 @@ def _leaks(out: Path) -> tuple[np.ndarray, pd.Series]:
     return _best_match([out / p for p in test.path], [out / p for p in rest.path]), test["class"]
 
 
-def test_the_subset_has_the_real_leakage(real_subset):
+def test_the_subset_has_the_real_leakage(real):
     """Most of the subset's Testing images have a copy in its Training folder (independent measure)."""
-    tests = sorted((real_subset / "Testing").rglob("*.jpg"))
-    best = _best_match(tests, sorted((real_subset / "Training").rglob("*.jpg")))
+    tests = sorted((real / "Testing").rglob("*.jpg"))
+    best = _best_match(tests, sorted((real / "Training").rglob("*.jpg")))
     assert (best >= 0.95).mean() > 0.5
 
 
 @pytest.mark.parametrize(
     "counts", [{"train_per_class": 40, "test_per_class": 25}, {"train_per_class": "all", "test_per_class": "all"}]
 )
-def test_prepare_leaves_no_test_image_with_a_copy_in_train_or_val(real_subset, tmp_path, counts):
+def test_prepare_leaves_no_test_image_with_a_copy_in_train_or_val(real, tmp_path, counts):
     out = tmp_path / "o"
-    prepare(PrepareOptions(real_subset, out, link=True, **counts))
+    prepare(PrepareOptions(real, out, link=True, **counts))
     best, classes = _leaks(out)
     assert best.max() < 0.95, f"{(best >= 0.95).sum()} test images keep a copy in train/val"
     shares = classes.value_counts(normalize=True)
     assert len(shares) == 4 and shares.min() >= 0.10, shares
 
 
-def test_the_audit_counts_cross_folder_copies_as_the_independent_measure_does(real_subset, tmp_path):
+def test_the_audit_counts_cross_folder_copies_as_the_independent_measure_does(real, tmp_path):
     from vptlib.study import audit
 
-    report = audit.audit(real_subset)
+    report = audit.audit(real)
     out = audit.write(report, tmp_path / "audit")
-    tests = sorted((real_subset / "Testing").rglob("*.jpg"))
-    independent = int((_best_match(tests, sorted((real_subset / "Training").rglob("*.jpg"))) >= 0.95).sum())
+    tests = sorted((real / "Testing").rglob("*.jpg"))
+    independent = int((_best_match(tests, sorted((real / "Training").rglob("*.jpg"))) >= 0.95).sum())
     said = sum(o["with_copy_not_only_shifted"] for o in report["official_test"].values())
     assert abs(said - independent) <= 0.1 * independent, (said, independent)
     saved = json.loads((out / "audit.json").read_text())
     assert saved["official_test"] == report["official_test"] and saved["floors"]
     pairs = pd.read_csv(out / "pairs.csv")
     assert len(pairs) and set(pairs.kind) <= {"exact", "near", "mirrored", "re-windowed"}
-    sims = [_best_match([real_subset / a], [real_subset / b])[0] for a, b in zip(pairs.a, pairs.b, strict=True)]
+    sims = [_best_match([real / a], [real / b])[0] for a, b in zip(pairs.a, pairs.b, strict=True)]
     assert min(sims) >= 0.9, min(sims)
     assert (out / "closest.png").stat().st_size > 0
     assert "copy in Training" in audit.table(report)
 
 
-def test_the_floors_run_on_real_images(real_subset, tmp_path):
+def test_the_floors_run_on_real_images(real, tmp_path):
     """Low-level statistics classify real MRI far above chance (the shortcut the pages must show)."""
     from vptlib.data.manifest import read_manifest
     from vptlib.study.shortcuts import low_level_floors, shape_floor
 
     out = tmp_path / "o"
-    prepare(PrepareOptions(real_subset, out, train_per_class=40, test_per_class=25, link=True))
+    prepare(PrepareOptions(real, out, train_per_class=40, test_per_class=25, link=True))
     floors = low_level_floors(out, read_manifest(out))
     assert floors["file + intensity"]["accuracy"] > floors["file + intensity"]["majority_rate"] + 0.1
     assert 0 <= shape_floor(read_manifest(out))["accuracy"] <= 1
 
 
-def test_the_dataset_page_renders_real_images(real_subset, tmp_path, pretrained_tiny):
+def test_the_dataset_page_renders_real_images(real, tmp_path, pretrained_tiny):
     """The Dataset page, executed as the book does, on real MRI prepared by cluster."""
     import papermill as pm
     import yaml
 
     data = tmp_path / "data"
-    prepare(PrepareOptions(real_subset, data, train_per_class=30, test_per_class=20, link=True))
+    prepare(PrepareOptions(real, data, train_per_class=30, test_per_class=20, link=True))
     profile = tmp_path / "real.yaml"
     profile.write_text(
         yaml.safe_dump({"profile": "real", "model": str(pretrained_tiny), "data": str(data), "device": "cpu"})

@@ -10,6 +10,7 @@ and overrides) and never branches on the profile.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -81,14 +82,13 @@ def preflight(
     problems = []
     if not (Path(profile["data"]) / "manifest.csv").is_file():
         source = profile.get("source", {})
-        if "kaggle" in source:
-            try:
-                if data:
-                    _check_source(data)
-                else:
-                    fetch(source["kaggle"], **_handle(source))
-            except UserError as exc:
-                problems.append(f"data: {exc}")
+        try:
+            if data:  # DATA= replaces any profile's source, phantoms included
+                _check_source(data)
+            elif "kaggle" in source:
+                fetch(source["kaggle"], **_handle(source))
+        except UserError as exc:
+            problems.append(f"data: {exc}")
     clip = None
     try:
         clip = load_clip(prof.model, revision=prof.revision)
@@ -159,7 +159,8 @@ def _check_source(data: str) -> None:
 
 
 def prepare_data(profile_path: str | Path, data: str | None = None) -> Path:
-    """Create the profile's prepared data folder (phantoms for smoke, Kaggle for full)."""
+    """Create the profile's prepared data folder from ``data`` (a source folder: DATA=) or the
+    profile's own source (phantoms for smoke, Kaggle for full)."""
     from vptlib.data.fetch import fetch
     from vptlib.data.phantoms import write_phantoms
     from vptlib.data.prepare import PrepareOptions, prepare
@@ -167,11 +168,14 @@ def prepare_data(profile_path: str | Path, data: str | None = None) -> Path:
     profile = load_profile(profile_path)
     source = profile["source"]
     out = Path(profile["data"])
-    if "phantoms" in source:
+    if data:
+        _check_source(data)
+        raw = Path(data)
+    elif "phantoms" in source:
         raw = out.parent / f"{out.name}-raw"
         write_phantoms(raw, **source["phantoms"])
     else:
-        raw = Path(data) if data else fetch(source["kaggle"], **_handle(source))
+        raw = fetch(source["kaggle"], **_handle(source))
     res = prepare(PrepareOptions(raw, out, **source.get("prepare", {})))
     print(res.table)
     return out
@@ -189,7 +193,11 @@ BANNER = "BANNER"  # the build's banner text, beside its pages (empty: none); vp
 def banner_text(profile_path: str | Path) -> str:
     """What every page of this profile's book says first: the smoke and dry-run warnings, or ""."""
     profile = load_profile(profile_path)
-    banners = [SMOKE_BANNER] * (profile.get("banner") == "smoke") + [DRY_RUN_BANNER] * bool(profile.get("dry_run"))
+    smoke = SMOKE_BANNER
+    data = os.environ.get("DATA")  # make book DATA=...: the profile's phantoms replaced by a source folder
+    if data and "phantoms" in profile.get("source", {}):
+        smoke += f" Its images are real, prepared from {data} (DATA=)."
+    banners = [smoke] * (profile.get("banner") == "smoke") + [DRY_RUN_BANNER] * bool(profile.get("dry_run"))
     return " ".join(banners)
 
 
