@@ -98,13 +98,16 @@ class RunConfig:
         return d
 
 
-def run_config(method: str, hparams: dict | None = None, **fields: Any) -> RunConfig:
-    """A RunConfig from a profile's shared fields, its per-method ``hparams`` and overrides.
+def run_config(method: str, hparams: dict | None = None, defaults: dict | None = None, **fields: Any) -> RunConfig:
+    """A RunConfig from, in rising precedence: ``defaults`` (a profile's shared fields, such as
+    its ``batch_size``), the method's ``hparams`` (what the profile writes for that method, such
+    as CLAP's batch of 256), then ``fields`` (the caller's overrides).
 
     ``None`` values are ignored, so a notebook can pass every parameter it has.
     Method options (``prompt_tokens``, ...) may appear at any level.
     """
-    merged = {**(hparams or {}).get(method, {}), **{k: v for k, v in fields.items() if v is not None}}
+    given = {k: v for k, v in fields.items() if v is not None}
+    merged = {**(defaults or {}), **(hparams or {}).get(method, {}), **given}
     merged = coerce(method, merged, "setting")
     known = set(RunConfig.__dataclass_fields__)
     options = {**merged.pop("options", {}), **{k: merged.pop(k) for k in list(merged) if k not in known}}

@@ -127,7 +127,7 @@ class Profile:
             "batch_size": self.batch_size,
             "select": SELECT[self.protocol],
         }
-        return run_config(method, self.hparams, **{**shared, **{k: v for k, v in overrides.items() if v is not None}})
+        return run_config(method, self.hparams, shared, **overrides)
 
 
 def as_profile(value: Profile | dict[str, Any]) -> Profile:

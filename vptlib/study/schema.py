@@ -155,7 +155,7 @@ def _check_runs(p: Any, bad) -> None:
             try:
                 shared = {"data": ".", "model": p.model, "batch_size": p.batch_size, "precision": p.precision}
                 shared["select"] = SELECT.get(p.protocol, "val")
-                validate(run_config(method, {method: hp}, **shared).resolved())
+                validate(run_config(method, {method: hp}, shared).resolved())
             except (UserError, TypeError) as exc:
                 raise bad(f"{where if where != 'hparams' else f'hparams.{method}'}: {exc}") from None
 
