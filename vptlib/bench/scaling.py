@@ -7,7 +7,7 @@ architecture with random weights: the uint8 pixel cache decoded, the linear prob
 features of every split computed, and one VPT-shallow epoch trained and evaluated. Each
 stage's growth is its exponent k in t ~ n^k between the smallest and largest size; n log
 n over that range is k = 1.13, and the pairwise duplicate search is n^2 by design
-(:mod:`vptlib.data.dedup` says why), bounded instead by its share of prepare.
+(:mod:`vptlib.data.copies`), bounded instead by its share of prepare.
 """
 
 from __future__ import annotations

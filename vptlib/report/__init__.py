@@ -21,6 +21,7 @@ from .curves import (
 from .dataset import (
     class_distribution,
     copy_rule_markdown,
+    copy_rule_precision_markdown,
     duplicates_table,
     low_level_floor_markdown,
     nearest_markdown,
@@ -115,6 +116,7 @@ __all__ = [
     "conclusion",
     "duplicates_table",
     "copy_rule_markdown",
+    "copy_rule_precision_markdown",
     "nearest_markdown",
     "nearest_pairs",
     "nearest_table",
