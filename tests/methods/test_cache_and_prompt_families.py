@@ -113,10 +113,26 @@ def test_tip_adapter_cache_travels_with_the_checkpoint(tiny_clip):
 
 # -------------------------------------------------------------------------------- CLAP
 def test_clap_starts_at_zero_shot_and_its_multipliers_are_the_zero_shot_hit_rate(tiny_clip):
+    """CLAP's prototypes start (and are anchored) at the raw mean of each class's prompt
+    embeddings, unnormalised (``_get_base_text_features``: ``text_embeddings.mean(1)``)."""
     model = build("clap", tiny_clip, C).eval()
     x = _pixels(tiny_clip)
     with torch.no_grad():
-        torch.testing.assert_close(model(x), build("zero_shot", tiny_clip, C).eval()(x), rtol=1e-4, atol=1e-4)
+        raw = torch.stack(
+            [
+                tiny_clip.model.get_text_features(**tiny_clip.tokenizer(ps, padding=True, return_tensors="pt"))
+                .pooler_output.float()
+                .mean(0)
+                for ps in model.text_prompts.values()
+            ]
+        )
+    torch.testing.assert_close(model.head.prototypes.detach(), raw, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.head.zero_shot, raw, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(raw.norm(dim=-1), torch.ones(C))  # not the unit-norm classifier
+    with torch.no_grad():
+        f = F.normalize(model.features(x).float(), dim=-1)
+        expected = tiny_clip.model.logit_scale.exp() * f @ F.normalize(raw, dim=-1).T
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-4)
     views = torch.stack([model.features(x) for _ in range(3)])
     labels = torch.tensor([0, 1, 2, 3, 0, 1])
     model.fit_features({"views": (views, labels)})

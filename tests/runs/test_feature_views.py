@@ -46,14 +46,17 @@ def _inputs(n: int, views: int, covers: bool, full: int | None = None):
         data=data,
         splits={"train": (torch.zeros(n, 8), labels)},
         views=(torch.randn(views, n, 8), labels) if views else None,
-        model=SimpleNamespace(epoch_covers_views=covers),
+        model=SimpleNamespace(epoch_draws_views=covers),
     )
 
 
-def test_an_epoch_over_views_passes_every_view_once():
+def test_an_epoch_over_views_takes_a_loader_over_the_images_worth_of_batches():
+    """CLAP's run_epoch: len(train_loader_x) batches (Dassl: drop_last when N >= batch, so
+    N // batch, else 1), drawn from the pool of every image's views."""
     cfg = SimpleNamespace(batch_size=16, epoch_steps="pass")
     clap_like, tip_like = _inputs(40, 20, covers=True), _inputs(40, 10, covers=False)
-    assert steps_per_epoch(cfg, clap_like) == 50 and steps_per_epoch(cfg, tip_like) == 3
+    assert steps_per_epoch(cfg, clap_like) == 40 // 16 and steps_per_epoch(cfg, tip_like) == 3
+    assert steps_per_epoch(cfg, _inputs(10, 20, covers=True)) == 1  # fewer images than a batch: one
     x, y = train_examples(clap_like)
     assert x.shape == (800, 8) and torch.equal(x[40], clap_like.views[0][1, 0]) and torch.equal(y[40], y[0])
     assert train_examples(tip_like)[0] is tip_like.splits["train"][0]  # one view per image, drawn per epoch

@@ -246,7 +246,7 @@ def _feature_cache_of(method: str) -> tuple[int, bool] | None:
 
     clip = SimpleNamespace(model=CLIPModel(tiny_clip_config()), tokenizer=byte_level_tokenizer())
     model = build(method, clip, 4)
-    return (model.feature_views, model.epoch_covers_views) if model.uses_feature_cache else None
+    return (model.feature_views, model.epoch_draws_views) if model.uses_feature_cache else None
 
 
 def accuracy_check(device: str = "auto", seeds: tuple[int, ...] = (0, 1)) -> dict[str, Any]:

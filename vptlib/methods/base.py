@@ -58,7 +58,7 @@ HOOKS = ("loss", "param_groups", "on_epoch_start", "on_step_end", "fit_features"
 CAPABILITIES = (
     "uses_feature_cache",
     "feature_views",
-    "epoch_covers_views",
+    "epoch_draws_views",
     "batch_loss_is_global",
     "unused_params_possible",
     "text_prompts",
@@ -86,10 +86,11 @@ class Classifier(nn.Module):
     # its plain features (Tip-Adapter's cache averages 10, CLAP trains on 20); 0: no views, the
     # head trains on the plain features. ``fit_features`` then sees them as ``splits["views"]``.
     feature_views: int = 0
-    # With views: True, an epoch passes over every (image, view) pair (CLAP's epoch over its
-    # augmented copies); False, each epoch shows each image once, as one view drawn from the
-    # epoch's seed (an augmentation per epoch, as Tip-Adapter-F re-augments each epoch).
-    epoch_covers_views: bool = False
+    # With views: True, an epoch draws its batches from the shuffled pool of every (image, view)
+    # pair, as many as a loader over the images has (CLAP's run_epoch: len(train_loader_x),
+    # Dassl dropping the last partial batch when there is a full one); False, each epoch shows
+    # each image once, as one view drawn from the epoch's seed (Tip-Adapter-F re-augments).
+    epoch_draws_views: bool = False
     # True: ``loss`` is the whole batch's loss on every data-parallel process (in-batch
     # contrastive losses gather the batch); False: the mean over this process's share.
     batch_loss_is_global: bool = False

@@ -16,15 +16,17 @@ where ``lambda_c`` is the mean zero-shot probability of class ``c`` on the train
 images of class ``c`` (``init_lagrangian_multipliers``), fixed before training.
 ``constraint="none"`` is ZS-LP alone. Trainable parameters: ``C * D`` (4 * 512 = 2,048
 on ViT-B/32). The recipe is the code's: features of 20 augmented views of every
-training image (``epochs_aumentation``), an epoch being one pass over all of them, SGD
-at lr 0.1 (momentum 0.9, no weight decay), cosine decay, 300 epochs, batch 256, and no
+training image (``epochs_aumentation``); an epoch of ``len(train_loader_x)`` batches (N // 256
+images' worth, Dassl dropping the last partial batch, or one batch when N < 256) drawn from
+the shuffled pool of all N x 20 views (``run_epoch``); SGD at lr 0.1 (momentum 0.9, no weight
+decay), cosine decay, 300 epochs, batch 256; prototypes started and anchored at the raw
+(unnormalised) mean of the class's prompt embeddings (``_get_base_text_features``); and no
 validation: the last epoch is the result (the study's selection on validation applies
 when a profile asks for it).
 
 Where this differs from the paper's code: no warm-up epoch (CLAP's config holds lr at
-1e-5 for the first epoch); the class embeddings are the study's prompt ensemble, each
-prompt's embedding normalised before the mean (CLAP averages the raw embeddings of its
-templates); the augmentation is the study's (:class:`~vptlib.data.augment.Augment`).
+1e-5 for the first epoch); the class prompts are the study's ensemble, not CLAP's
+per-dataset template; the augmentation is the study's (:class:`~vptlib.data.augment.Augment`).
 """
 
 from __future__ import annotations
@@ -70,14 +72,16 @@ class PrototypeHead(nn.Module):
 class CLAP(Classifier):
     uses_feature_cache = True
     feature_views = AUGMENT_VIEWS
-    epoch_covers_views = True
+    epoch_draws_views = True
 
     def __init__(self, clip, num_classes: int, opts: Options):
         super().__init__()
         model = clip.model
         self.vision = copy.deepcopy(model.vision_model).requires_grad_(False)
         self.visual_projection = copy.deepcopy(model.visual_projection).requires_grad_(False)
-        self.text_prompts, text = zero_shot_classifier(clip, num_classes, opts)
+        # CLAP starts and anchors its prototypes at the raw mean text embedding: their norm r
+        # sets how far a step moves them against the penalty (logits normalise them anyway).
+        self.text_prompts, text = zero_shot_classifier(clip, num_classes, opts, raw=True)
         self.head = PrototypeHead(text, model.logit_scale.detach().exp().clone())
         self.constraint = opts.constraint
         # lambda_c, fitted on the training views before training; 1 until then.

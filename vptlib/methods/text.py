@@ -42,10 +42,18 @@ def tokenize(tokenizer, prompts: dict[str, list[str]]) -> tuple[dict[str, torch.
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, owner
 
 
-def class_embeddings(model, tokens: dict[str, torch.Tensor], owner: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``(C, d)`` unit-norm class embeddings: the re-normalised mean over each class's prompts."""
-    emb = F.normalize(model.get_text_features(**tokens).pooler_output.float(), dim=-1)
-    summed = torch.zeros(num_classes, emb.shape[1], device=emb.device).index_add_(0, owner.to(emb.device), emb)
+def class_embeddings(
+    model, tokens: dict[str, torch.Tensor], owner: torch.Tensor, num_classes: int, raw: bool = False
+) -> torch.Tensor:
+    """``(C, d)`` class embeddings: the re-normalised mean of each class's unit-norm prompt
+    embeddings (CLIP's ensemble); ``raw``: the plain mean of the unnormalised ones (CLAP's
+    ``_get_base_text_features``: ``text_embeddings.mean(1)``)."""
+    emb = model.get_text_features(**tokens).pooler_output.float()
+    emb = emb if raw else F.normalize(emb, dim=-1)
+    owner = owner.to(emb.device)
+    summed = torch.zeros(num_classes, emb.shape[1], device=emb.device).index_add_(0, owner, emb)
+    if raw:
+        return summed / torch.bincount(owner, minlength=num_classes).clamp(min=1)[:, None].float()
     return F.normalize(summed, dim=-1)
 
 
@@ -71,10 +79,10 @@ class ClassTokens(nn.Module):
 
 
 @torch.no_grad()
-def zero_shot_classifier(clip, num_classes: int, opts) -> tuple[dict[str, list[str]], torch.Tensor]:
+def zero_shot_classifier(clip, num_classes: int, opts, raw: bool = False) -> tuple[dict[str, list[str]], torch.Tensor]:
     """The class prompts of ``opts`` (a :class:`~vptlib.methods.base.TextOptions`) and their
     ``(C, d)`` ensembled class embeddings: zero-shot CLIP's classifier, which Tip-Adapter-F and
-    CLAP start from."""
+    CLAP start from (``raw``: unnormalised, :func:`class_embeddings`)."""
     prompts = class_prompts(opts.class_names, opts.templates, opts.synonyms)
     tokens, owner = tokenize(clip.tokenizer, prompts)
-    return prompts, class_embeddings(clip.model, tokens, owner, num_classes)
+    return prompts, class_embeddings(clip.model, tokens, owner, num_classes, raw=raw)

@@ -160,12 +160,17 @@ def steps_per_epoch(cfg: RunConfig, inputs: StagedRun) -> int:
     few-shot run trains on."""
     data = inputs.data
     n = len(data.train_full or data.train) if cfg.epoch_steps == "full-split" else len(data.train)
-    return max(1, math.ceil(n * _copies(inputs) / cfg.batch_size))
+    if _copies(inputs) > 1:
+        # CLAP's run_epoch: len(train_loader_x) batches over the N images (Dassl's loader drops
+        # the last partial batch when there is a full one), drawn from the pool of their views.
+        return n // cfg.batch_size if n >= cfg.batch_size else 1
+    return max(1, math.ceil(n / cfg.batch_size))
 
 
 def _copies(inputs: StagedRun) -> int:
-    """How many examples an image is per epoch: its V views under ``epoch_covers_views``, else 1."""
-    return len(inputs.views[0]) if inputs.views is not None and inputs.model.epoch_covers_views else 1
+    """How many examples an image is in the pool an epoch draws from: its V views under
+    ``epoch_draws_views``, else 1."""
+    return len(inputs.views[0]) if inputs.views is not None and inputs.model.epoch_draws_views else 1
 
 
 def train_examples(inputs: StagedRun) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,7 +183,9 @@ def train_examples(inputs: StagedRun) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _images_per_epoch(cfg: RunConfig, inputs: StagedRun) -> int:
-    n = len(inputs.data.train) * _copies(inputs)
+    if _copies(inputs) > 1:  # batches drawn from the pool of views, the last one whole
+        return steps_per_epoch(cfg, inputs) * cfg.batch_size
+    n = len(inputs.data.train)
     return n if cfg.epoch_steps == "pass" else steps_per_epoch(cfg, inputs) * cfg.batch_size
 
 
@@ -222,7 +229,7 @@ def _train_epoch(
     inputs: StagedRun, opt, sched, scaler, cfg: RunConfig, epoch: int, trainable: list, progress: bool, dist: Dist
 ):
     x, y = train_examples(inputs)
-    views = inputs.views if inputs.views is not None and not inputs.model.epoch_covers_views else None
+    views = inputs.views if inputs.views is not None and not inputs.model.epoch_draws_views else None
     model = inputs.model
     model.train()
     torch.manual_seed(int(generator(cfg.seed, epoch, 1).initial_seed()))  # dropout draws
