@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from vptlib import REPO
 from vptlib.data.classes import parse_classes
 from vptlib.data.prepare import STAGES, PrepareOptions, prepare
 from vptlib.errors import UserError
@@ -184,3 +186,38 @@ def test_all_takes_every_usable_image(phantom_source, tmp_path):
         text=True,
     )
     assert cli.returncode == 2 and "'all'" in cli.stderr and "Traceback" not in cli.stderr
+
+
+def test_prepare_with_a_profile_draws_what_its_book_draws(phantom_source, tmp_path):
+    """``--profile smoke`` takes the profile's ``source: prepare:`` settings: the manifest is the
+    one the smoke book prepares (the same options through the library); a drawing flag beside
+    it is refused."""
+    from vptlib.study import profile
+
+    res = _cli("data", "prepare", "--profile", "smoke", "--source", str(phantom_source), "--out", str(tmp_path / "a"))
+    assert res.returncode == 0, res.stderr
+    settings = profile.load(REPO / "profiles" / "smoke.yaml", check_methods=False).source["prepare"]
+    prepare(PrepareOptions(phantom_source, tmp_path / "b", **settings))
+    assert (tmp_path / "a" / "manifest.csv").read_bytes() == (tmp_path / "b" / "manifest.csv").read_bytes()
+    both = _cli("data", "prepare", "--profile", "smoke", "--source", str(phantom_source), "--out", str(tmp_path / "c"),
+                "--seed", "3")  # fmt: skip
+    assert both.returncode == 2 and "drop --seed" in both.stderr and "Traceback" not in both.stderr
+
+
+def test_data_audit_writes_its_record_and_prints_a_table(phantom_source, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(phantom_source, src)
+    one = sorted((src / "Training" / "glioma").glob("*.jpg"))[0]
+    shutil.copyfile(one, src / "Testing" / "glioma" / "copy.jpg")
+    res = _cli("data", "audit", str(src), "--out", str(tmp_path / "audit"))
+    assert res.returncode == 0, res.stderr
+    assert "copy in Training" in res.stdout and "copy clusters" in res.stdout
+    record = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert record["official_test"]["glioma"]["with_copy_in_training"] == 1
+    assert record["official_test"]["glioma"]["by_kind"] == {"exact": 1}
+    pairs = pd.read_csv(tmp_path / "audit" / "pairs.csv")
+    assert pairs.kind.tolist() == ["exact"]
+    assert sorted(pairs[["a", "b"]].values.ravel()) == ["Testing/glioma/copy.jpg", f"Training/glioma/{one.name}"]
+    assert (tmp_path / "audit" / "closest.png").is_file() and (tmp_path / "audit" / "shifted.csv").is_file()
+    missing = _cli("data", "audit", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
