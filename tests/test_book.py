@@ -110,6 +110,26 @@ def test_pages_are_offline_and_links_resolve(repo, built):
             assert target.exists(), f"{page.relative_to(html)} links to missing {href}"
 
 
+def test_every_page_is_built_on_real_mri_in_ci(repo, built, real_source):
+    """With the shared images here, the book's data are real MRI, drawn by copy cluster (checked
+    on the first build, before later tests rebuild it): the banner says so, the Dataset page finds no test image with a copy in training, and the
+    official split's copies are measured on the Results page."""
+    if real_source is None:
+        pytest.skip("real images absent: the book was built on phantoms")
+    html = {p.name: p.read_text(errors="replace") for p in _pages(repo)}
+    dataset = next(t for n, t in html.items() if n.startswith("dataset"))
+    assert "Its images are real" in dataset
+    assert "none has a copy in training or validation" in dataset
+    assert "with a copy in Training" in dataset
+    results = next(t for n, t in html.items() if n.startswith("results"))
+    assert "copies of a training image" in results and "the rest: accuracy" in results
+    import pandas as pd
+
+    manifest = pd.read_csv(repo / "data" / "smoke" / "manifest.csv", dtype=str, keep_default_na=False)
+    used = manifest[manifest.split != "skipped"]
+    assert set(used.width) == {"224"} and set(used.source.str.split("/").str[0]) == {"Training", "Testing"}
+
+
 def test_experiment_pages_have_their_own_titles(repo, built):
     titles = set()
     for m in METHODS:
@@ -453,23 +473,3 @@ def test_dry_run_of_the_full_profile_on_the_tiny_model(repo, built, tmp_path):
     assert len(pages) >= len(METHODS) + 7
     for page in pages:
         assert "Dry run" in page.read_text(), page.relative_to(html)
-
-
-def test_every_page_is_built_on_real_mri_in_ci(repo, built, real_source):
-    """With the shared images here, the book's data are real MRI, drawn by copy cluster: the
-    banner says so, the Dataset page finds no test image with a copy in training, and the
-    official split's copies are measured on the Results page."""
-    if real_source is None:
-        pytest.skip("real images absent: the book was built on phantoms")
-    html = {p.name: p.read_text(errors="replace") for p in _pages(repo)}
-    dataset = next(t for n, t in html.items() if n.startswith("dataset"))
-    assert "Its images are real" in dataset
-    assert "none has a copy in training or validation" in dataset
-    assert "with a copy in Training" in dataset
-    results = next(t for n, t in html.items() if n.startswith("results"))
-    assert "copies of a training image" in results and "the rest: accuracy" in results
-    import pandas as pd
-
-    manifest = pd.read_csv(repo / "data" / "smoke" / "manifest.csv", dtype=str, keep_default_na=False)
-    used = manifest[manifest.split != "skipped"]
-    assert set(used.width) == {"224"} and set(used.source.str.split("/").str[0]) == {"Training", "Testing"}

@@ -74,6 +74,15 @@ class RunConfig:
     out: str = "runs"
     options: dict[str, Any] = field(default_factory=dict)  # method options, e.g. prompt_tokens
 
+    def varies_with_seed(self) -> bool:
+        """Whether two runs that differ only in their seed can differ: the method's own
+        randomness (``MethodSpec.uses_seed``), or a few-shot subset the seed draws. A method
+        that is seed-free on its data (zero-shot, the L-BFGS probe) is seeded on a K-shot
+        subset, since another seed draws other images; a method that learns nothing (zero-shot)
+        never is."""
+        method = spec(self.method)
+        return method.uses_seed(self.options) or (method.trains and self.train_per_class is not None)
+
     def resolved(self) -> RunConfig:
         d = spec(self.method).defaults if self.method in METHODS else None
         if d is None:

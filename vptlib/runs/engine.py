@@ -170,10 +170,11 @@ def run_seeds(config: RunConfig, seeds: list[int], **kwargs: Any) -> list[RunRes
 
     The group file (``runs/<profile>/<method>/group.json``) names exactly the runs the
     results page aggregates, so a rerun with new settings replaces the whole row.
-    A method whose runs do not depend on the seed (zero-shot, the L-BFGS linear probe:
-    ``MethodSpec.uses_seed``) runs once, whatever the seeds: more would repeat one result.
+    A run that does not depend on the seed (zero-shot, the L-BFGS linear probe, on the whole
+    training split: :meth:`RunConfig.varies_with_seed`) runs once, whatever the seeds: more
+    would repeat one result.
     """
-    seeds = list(seeds) if spec(config.method).uses_seed(config.options) else list(seeds)[:1]
+    seeds = list(seeds) if config.varies_with_seed() else list(seeds)[:1]
     if not seeds:
         raise UserError("seeds is empty: give at least one seed")
     if len(set(seeds)) != len(seeds):

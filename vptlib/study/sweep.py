@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from vptlib import atomic
 from vptlib.errors import UserError
-from vptlib.methods import option_names, spec
+from vptlib.methods import option_names
 from vptlib.runs import records
 from vptlib.runs.engine import RunConfig, run, validate
 
@@ -58,8 +58,9 @@ def grid(
     ``hparams`` stand in, which is right only for counting points (a cost estimate);
     :func:`run_sweep` always passes the tuned ones. Runs go under
     ``<runs>/<profile>-<name>/`` so they never mix with the main table's. A method whose
-    runs do not depend on the seed (``MethodSpec.uses_seed``: zero-shot, the L-BFGS probe)
-    runs once per point, for the first seed only.
+    runs do not depend on the seed (:meth:`RunConfig.varies_with_seed`: zero-shot and the L-BFGS
+    probe on the whole split; never on a K-shot subset, which the seed draws) runs once per
+    point, for the first seed only.
     """
     profile = as_profile(profile)
     if name not in profile.sweeps:
@@ -87,7 +88,8 @@ def grid(
             point = dict(zip(axes, values, strict=True))
             fields = {k: v for k, v in point.items() if k in FIELD_AXES}
             opts = {**base.options, **{k: v for k, v in point.items() if k not in FIELD_AXES}}
-            for seed in seeds if spec(method).uses_seed(opts) else seeds[:1]:
+            seeded = dataclasses.replace(base, **fields, options=opts).varies_with_seed()
+            for seed in seeds if seeded else seeds[:1]:
                 cfg = dataclasses.replace(
                     base,
                     **fields,
