@@ -21,7 +21,9 @@ COMPARISON_RULE = (
     "and its 95% interval and p-value use Student's t with Welch-Satterthwaite degrees of "
     "freedom, so that a few seeds are not taken for more evidence than they are. "
     "The p-values are corrected for the number of comparisons (Holm), so the chance of calling any "
-    "difference significant when none is real stays at 5%."
+    "difference significant when none is real stays at 5% within each family of comparisons: the "
+    "comparisons with the reference, the method × backbone comparisons and the protocol comparisons are "
+    "three families, each corrected on its own, so across all three together that chance is higher."
 )
 
 

@@ -82,7 +82,7 @@ def duplicates_table(data_root: str | Path) -> pd.DataFrame:
     path = Path(data_root) / "duplicates.csv"
     d = pd.read_csv(path, dtype=str) if path.is_file() else pd.DataFrame()
     if d.empty:
-        return pd.DataFrame({"finding": ["no exact or near duplicates among the chosen images"]})
+        return pd.DataFrame({"finding": ["no copies among the chosen images, and none skipped"]})
     d["where"] = np.where(d.a_split == d.b_split, "within " + d.a_split, d.a_split + " / " + d.b_split)
     return d.groupby(["kind", "where"]).size().rename("pairs").reset_index()
 

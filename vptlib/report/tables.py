@@ -112,7 +112,8 @@ def metric_definitions(protocol: str = "validated") -> str:
             "- **test acc. (%)**: the share of test images whose most probable class is the true one, "
             "averaged over the method's seeds, ± the standard deviation over seeds.",
             f"- **{level}% CI**: the Wilson score interval of that accuracy over the test images "
-            f"(each image counted by the share of seeds that get it right).",
+            f"(each image counted by the share of seeds that get it right). It counts the test images "
+            f"only and leaves out the spread over seeds; the paired comparisons below count both.",
             "- **balanced acc. (%)**: the mean over the classes of each class's recall, so a "
             "class with fewer test images weighs as much as the others.",
             "- **macro-F1**: the unweighted mean over the classes of F1, the harmonic mean of a "
