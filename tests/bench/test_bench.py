@@ -215,9 +215,12 @@ def test_the_whole_dataset_profile_is_costed_from_its_own_sizes(tmp_path):
 
     whole = load_profile(REPO / "profiles" / "kaggle-full.yaml")
     train, val, test = split_sizes(whole)
-    # one image per copy cluster of the audited images, a fifth of them in test, a fifth of the rest in val
-    clusters = sum(json.loads(KAGGLE_AUDIT.read_text())["clusters"]["by_class"].values())
-    assert train + val + test == clusters and abs(test - 0.2 * clusters) < 0.02 * clusters
+    # what prepare drew from the audited real images: one image per copy cluster, a fifth of
+    # them in test, a fifth of the rest in validation
+    record = json.loads(KAGGLE_AUDIT.read_text())
+    drawn = record["kaggle_full_split"]
+    assert (train, val, test) == (drawn["train"], drawn["val"], drawn["test"])
+    assert train + val + test <= record["clusters"]["count"] and abs(test - 0.2 * (train + val + test)) < 0.02 * test
     assert abs(val - 0.2 * (train + val)) <= 4
     full, kaggle = cli.study_costs(_fake())
     assert (full["profile"], kaggle["profile"]) == ("full", "kaggle-full")

@@ -160,7 +160,12 @@ def pooled_sizes(
 
     from vptlib.data.draw import pooled_test_counts
 
-    clusters = clusters or json.loads(KAGGLE_AUDIT.read_text())["clusters"]["by_class"]
+    record = json.loads(KAGGLE_AUDIT.read_text())
+    drawn = record.get("kaggle_full_split") or {}
+    same = {"val_fraction": val_fraction, "test_fraction": test_fraction}.items() <= drawn.get("settings", {}).items()
+    if clusters is None and same:
+        return drawn["train"], drawn["val"], drawn["test"]  # what prepare drew on the real images
+    clusters = clusters or record["clusters"]["by_class"]
     tests = pooled_test_counts(clusters, test_fraction)
     val = {c: round((k - tests[c]) * val_fraction) for c, k in clusters.items()}
     return sum(clusters[c] - tests[c] - val[c] for c in clusters), sum(val.values()), sum(tests.values())

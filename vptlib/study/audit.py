@@ -87,6 +87,13 @@ def audit(source: str | Path, classes: ClassMap = STUDY_CLASSES, progress: bool 
         "pairs": [{"kind": k, "class": c, "folders": w, "pairs": n} for (k, c, w), n in sorted(by_kind.items())],
         "pairs_by_kind": {k: sum(n for (kk, _, _), n in by_kind.items() if kk == k) for k in KINDS},
         "official_test": official,
+        # Copies across the source's folders: pairs (shifted ones apart, as in pairs.csv and
+        # shifted.csv) and the Testing images with at least one copy in Training.
+        "cross_split": {
+            "pairs": sum(n for (k, _, w), n in by_kind.items() if w == "train/test" and k != "shifted"),
+            "shifted_pairs": sum(n for (k, _, w), n in by_kind.items() if w == "train/test" and k == "shifted"),
+            "test_images_with_copy": sum(o["with_copy_not_only_shifted"] for o in official.values()),
+        },
         "clusters": {
             "count": len(members),
             "by_class": {c: len({int(label[i]) for i, r in enumerate(rows) if r.cls == c}) for c in classes.names},
@@ -194,6 +201,11 @@ def table(report: dict[str, Any]) -> str:
     )
     pk = report["pairs_by_kind"]
     c = report["clusters"]
+    x = report["cross_split"]
+    lines.append(
+        f"across Training/Testing: {x['pairs']:,} copy pairs (and {x['shifted_pairs']:,} shifted), "
+        f"{x['test_images_with_copy']:,} Testing images with a copy in Training"
+    )
     lines.append("copy pairs: " + ", ".join(f"{pk[k]:,} {k}" for k in KINDS))
     lines.append(
         f"{report['images']:,} images in {c['count']:,} copy clusters (largest {c['largest']}); "
@@ -261,7 +273,13 @@ def readme_markdown(record: dict[str, Any]) -> str:
         "",
         "Copy pairs over the whole set, by kind: " + ", ".join(f"{pk[k]:,} {k}" for k in c.KINDS) + "; "
         f"{cl['count']:,} copy clusters (largest {cl['largest']}), {len(cl['label_conflicts'])} of them filed "
-        f"under two classes (skipped whole by `prepare`).",
+        f"under two classes (skipped whole by `prepare`)"
+        + (
+            f"; across Training/Testing {record['cross_split']['pairs']:,} copy pairs "
+            f"(and {record['cross_split']['shifted_pairs']:,} shifted)."
+            if "cross_split" in record
+            else "."
+        ),
         f"Precision of the rule: of {p['checked']:,} pairs drawn from `pairs.csv` ({p['pairs']:,}), "
         f"{100 * p['share_at_least_0.9']:.1f}% have an independent similarity (64 px bicubic thumbnails, "
         f"mean-centred cosine, mirror allowed; code apart from the rule's) of 0.9 or more and "
@@ -278,12 +296,26 @@ def readme_markdown(record: dict[str, Any]) -> str:
     split = record.get("kaggle_full_split")
     if split:
         lines.append(
-            f"The kaggle-full profile's pooled split (one image per cluster): {split['train']:,} training, "
-            f"{split['val']:,} validation and {split['test']:,} test images (test per class: "
-            + ", ".join(f"{k} {n}" for k, n in split["test_by_class"].items())
-            + ")."
+            f"What `vptlib data prepare --profile kaggle-full` draws from them (one image per cluster): "
+            f"{split['train']:,} training, {split['val']:,} validation and {split['test']:,} test images (test per "
+            "class: " + ", ".join(f"{k} {n}" for k, n in split["by_class"]["test"].items()) + ")."
         )
     return "\n".join(lines)
+
+
+def kaggle_full_split(source: Path, out: Path) -> dict[str, Any]:
+    """What the kaggle-full profile's book prepares from ``source``: images per split and class."""
+    from vptlib import REPO
+    from vptlib.data.manifest import read_manifest
+    from vptlib.data.prepare import PrepareOptions, prepare
+    from vptlib.study.profile import load
+
+    settings = load(REPO / "profiles" / "kaggle-full.yaml", check_methods=False).source["prepare"]
+    prepare(PrepareOptions(source, out, link=True, **settings))
+    counts = read_manifest(out).groupby(["split", "class"]).size()
+    split = {s: int(counts[s].sum()) for s in ("train", "val", "test")}
+    by_class = {s: {c: int(n) for c, n in counts[s].items()} for s in ("train", "val", "test")}
+    return {**split, "by_class": by_class, "settings": settings}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,12 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     section from a saved record; with ``--source`` the precision is measured first and saved."""
     import argparse
     import json
+    import os
     import tempfile
 
     from vptlib import REPO
     from vptlib.bench.output import update_readme
-    from vptlib.bench.verdicts import pooled_sizes
-    from vptlib.data.draw import pooled_test_counts
 
     ap = argparse.ArgumentParser(prog="python -m vptlib.study.audit")
     ap.add_argument("--render", required=True, help="an audit.json to render into the README")
@@ -304,17 +335,14 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     path = Path(a.render)
     record = json.loads(path.read_text())
-    if a.source:
+    if a.source:  # audit the images again (the record's counts too), then measure the precision
         with tempfile.TemporaryDirectory() as tmp:
-            out = write(audit(a.source), tmp)
+            report = audit(a.source)
+            out = write(report, tmp)
+            record = {k: v for k, v in report.items() if not k.startswith("_")}
+            record["source"] = os.path.relpath(report["source"], REPO)
             record["precision"] = precision(out, Path(a.source))
-    train, val, test = pooled_sizes(0.2, 0.2, record["clusters"]["by_class"])
-    record["kaggle_full_split"] = {
-        "train": train,
-        "val": val,
-        "test": test,
-        "test_by_class": pooled_test_counts(record["clusters"]["by_class"], 0.2),
-    }
+            record["kaggle_full_split"] = kaggle_full_split(Path(a.source), Path(tmp) / "kaggle-full")
     atomic.write_text(path, json.dumps(record, indent=2) + "\n")
     update_readme(REPO / "README.md", readme_markdown(record), README_MARKERS)
     return 0
