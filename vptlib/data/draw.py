@@ -190,7 +190,6 @@ def _draw_clusters(opts: PrepareOptions, rows: list[Row], pairs: list[CopyPair],
     for c, cls in enumerate(opts.classes.names):
         rng = np.random.default_rng([opts.seed, c, 0])
         visit = [by_class[cls][i] for i in rng.permutation(len(by_class[cls]))]
-
         if opts.pooled:
             n_test = pooled_tests[cls]
             test, train = visit[:n_test], visit[n_test:]
@@ -216,13 +215,10 @@ def _draw_clusters(opts: PrepareOptions, rows: list[Row], pairs: list[CopyPair],
             folders = test_from if split == "test" else train_from
             for k in ks:
                 idx = [i for i in members[k] if folders is None or rows[i].folder in folders]
-                keep = [idx[int(rng.integers(len(idx)))]]
-                for i in keep:
-                    rows[i].split = split
-                    chosen.append(rows[i])
-                for i in members[k]:
-                    if i not in keep:
-                        skipped.append(_copy_of(rows, i, keep, direct))
+                kept = idx[int(rng.integers(len(idx)))]
+                rows[kept].split = split
+                chosen.append(rows[kept])
+                skipped += [_copy_of(rows, i, kept, direct) for i in members[k] if i != kept]
     return chosen
 
 
@@ -234,14 +230,13 @@ def _skipped(row: Row, note: str, of: str = "", kind: str = "") -> Row:
     return Row("", row.cls, "skipped", row.source, sha256=row.sha256, note=note, duplicate_of=of, duplicate_kind=kind)
 
 
-def _copy_of(rows: list[Row], i: int, keep: list[int], direct: dict[tuple[int, int], CopyPair]) -> Row:
-    """The skipped row of image ``i``, a copy of the kept images of its cluster: the direct
-    pair's kind where there is one, else "linked" (a copy of a copy)."""
-    pair = next((direct.get((min(i, k), max(i, k))) for k in keep if (min(i, k), max(i, k)) in direct), None)
-    kept = rows[keep[0]] if pair is None else rows[pair.a if pair.b == i else pair.b]
+def _copy_of(rows: list[Row], i: int, kept: int, direct: dict[tuple[int, int], CopyPair]) -> Row:
+    """The skipped row of image ``i``, a copy of image ``kept`` of its cluster: the direct pair's
+    kind where there is one, else "linked" (a copy of a copy)."""
+    pair = direct.get((min(i, kept), max(i, kept)))
     kind = pair.kind if pair else "linked"
     # The chosen image's place in the set is named later (_name); the source path for now.
-    return _skipped(rows[i], f"{kind} copy (of chosen image {kept.source})", kept.source, kind)
+    return _skipped(rows[i], f"{kind} copy (of chosen image {rows[kept].source})", rows[kept].source, kind)
 
 
 def _draw_files(opts: PrepareOptions, rows: list[Row], pairs: list[CopyPair], skipped: list[Row]) -> list[Row]:
