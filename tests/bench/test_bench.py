@@ -194,7 +194,9 @@ def test_study_cost_estimate_from_step_times():
     # and one final pass over 384 + 416 images, at the bf16 forward's 0.5 s per 32 images.
     per_image = 0.5 / 32
     assert rows["vpt_deep"]["seconds"] / 45 == pytest.approx(50 * 12 * 1.0 + 50 * 96 * per_image + 800 * per_image)
-    assert rows["sweep fewshot"]["runs"] == 7 * (4 * 3 + 2) and rows["sweep prompts"]["runs"] == 2 * 4 * 3
+    # the few-shot sweep: at each of 7 K, four trained methods and the L-BFGS probe (its K-shot subset is
+    # the seed's) once per seed, zero-shot once
+    assert rows["sweep fewshot"]["runs"] == 7 * (5 * 3 + 1) and rows["sweep prompts"]["runs"] == 2 * 4 * 3
     # The studies beside the main one: PubMedCLIP tunes and seeds its nine methods as the main
     # study does; the fixed protocol runs its ten methods once per seed, no grid (the probe once).
     assert rows["backbone pubmedclip"]["runs"] == 1 + 1 + 5 + 5 + 5 + 45 + 45 + (3 + 5) + (6 + 5)
