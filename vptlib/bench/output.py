@@ -66,7 +66,7 @@ def markdown(r: dict[str, Any]) -> str:
         "GFLOP / step | % of peak |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for v in r["results"].values():
+    for v in sorted(r["results"].values(), key=_row_order):  # a record saved with sorted keys reads as measured
         lines.append(
             f"| {v['kind']} | {v['precision']} | {v['seconds_per_step']:.3f} | {_spread(v)} | "
             f"{v['images_per_s']:.1f} | {v['peak_bytes'] / 1e9:.2f} | {_flops(r, v)} |"
@@ -165,6 +165,18 @@ def peers_markdown(r: dict[str, Any]) -> list[str]:
             f"its FLOPs at this share of the matmul peak: {', '.join(needed)}.",
         ]
     return lines
+
+
+def _row_order(v: dict) -> tuple[int, int]:
+    """The forward first, then the methods in the registry's order, fp32 before bf16."""
+    from vptlib.methods import METHODS
+
+    kinds = ["forward", *METHODS]
+    precisions = ["fp32", "bf16"]
+    return (
+        kinds.index(v["kind"]) if v["kind"] in kinds else len(kinds),
+        precisions.index(v["precision"]) if v["precision"] in precisions else len(precisions),
+    )
 
 
 def update_readme(readme: Path, md: str, markers: tuple[str, str] = (README_START, README_END)) -> bool:
