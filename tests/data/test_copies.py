@@ -187,12 +187,12 @@ def test_pooled_test_counts_keep_every_class_at_half_a_balanced_share(clusters, 
 
 def test_the_readme_real_data_section_is_rendered_from_the_saved_record():
     """The README's numbers on the real images come from benchmarks/results/audit-*.json,
-    rendered by `python -m vptlib.study.audit --render` (never typed)."""
+    rendered by `python -m vptlib.bench --render-audit` (never typed)."""
     import json
 
     from vptlib import REPO
-    from vptlib.bench.verdicts import KAGGLE_AUDIT
-    from vptlib.study.audit import README_MARKERS, readme_markdown
+    from vptlib.bench.audit_record import README_MARKERS, readme_markdown
+    from vptlib.study.audit import KAGGLE_AUDIT
 
     record = json.loads(KAGGLE_AUDIT.read_text())
     text = (REPO / "README.md").read_text()

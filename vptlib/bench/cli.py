@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
         help="measure only how prepare, the caches and a VPT epoch grow with the data (its own record)",
     )
     p.add_argument("--render-scaling", metavar="JSON", help="rewrite the scaling .md and README section from a record")
+    p.add_argument(
+        "--render-audit", metavar="JSON", help="rewrite the README's real-data section from a kept audit record"
+    )
+    p.add_argument("--audit-source", metavar="DIR", help="with --render-audit: audit these images again first")
     p.add_argument("--scaling-one", metavar="PRECISION", help=argparse.SUPPRESS)
     p.add_argument("--one", nargs=2, metavar=("KIND", "PRECISION"), help=argparse.SUPPRESS)
     p.add_argument("--peers-one", nargs="+", metavar="PRECISION", help=argparse.SUPPRESS)
@@ -131,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
             saved.pop("study_cost", None)
             saved["study_costs"] = study_costs(saved)
         return _write(saved, Path(args.render).parent, saved["tiny"])
+    if args.render_audit:
+        from .audit_record import render
+
+        render(Path(args.render_audit), Path(args.audit_source) if args.audit_source else None)
+        return 0
     if args.render_scaling:
         rec = json.loads(Path(args.render_scaling).read_text())
         return _write_scaling(rec, Path(args.render_scaling).parent, rec["tiny"])

@@ -15,8 +15,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from vptlib import REPO
 from vptlib.methods import METHODS as REGISTRY
+from vptlib.study.audit import KAGGLE_AUDIT
 from vptlib.study.profile import Profile, as_profile
 
 from .timing import SAME_COST
@@ -123,11 +123,9 @@ def grid_runs(profile: Profile, method: str) -> int:
     return len(grid_points(profile, method)) + seeds
 
 
-# The Kaggle dataset's Training/ and Testing/ folders, and its copy clusters per class as
-# `vptlib data audit` counted them on the 224-px copy of the images (a pooled draw, per_class
-# all, takes one image per cluster).
+# The Kaggle dataset's Training/ and Testing/ folders (a pooled draw, per_class all, takes one
+# image per copy cluster: its sizes come from the kept audit, KAGGLE_AUDIT).
 KAGGLE_IMAGES = {"train": 5712, "test": 1311}
-KAGGLE_AUDIT = REPO / "benchmarks" / "results" / "audit-kaggle-brain-mri-224.json"
 
 
 def split_sizes(profile: Profile | dict[str, Any]) -> tuple[int, int, int]:

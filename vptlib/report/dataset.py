@@ -172,7 +172,7 @@ def copy_rule_precision_markdown() -> str:
     (``benchmarks/results/audit-kaggle-brain-mri-224.json``, made by ``vptlib data audit``)."""
     import json
 
-    from vptlib.bench.verdicts import KAGGLE_AUDIT
+    from vptlib.study.audit import KAGGLE_AUDIT
 
     if not KAGGLE_AUDIT.is_file():
         return "No audit record of the real images is kept with this copy of the code."

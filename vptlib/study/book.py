@@ -153,24 +153,22 @@ def _handle(source: dict[str, Any]) -> dict[str, str]:
     return {"handle": source["kaggle_handle"]} if "kaggle_handle" in source else {}
 
 
-def _check_source(data: str) -> None:
+def _check_source(data: str) -> Path:
     if not (Path(data) / "Training").is_dir():
         raise UserError(f"DATA={data} has no Training/ folder")
+    return Path(data)
 
 
 def prepare_data(profile_path: str | Path, data: str | None = None) -> Path:
-    """Create the profile's prepared data folder from ``data`` (a source folder: DATA=) or the
-    profile's own source (phantoms for smoke, Kaggle for full)."""
+    """The profile's prepared data, from ``data`` (DATA=) or its own source (phantoms, Kaggle)."""
     from vptlib.data.fetch import fetch
     from vptlib.data.phantoms import write_phantoms
     from vptlib.data.prepare import PrepareOptions, prepare
 
     profile = load_profile(profile_path)
-    source = profile["source"]
-    out = Path(profile["data"])
+    source, out = profile["source"], Path(profile["data"])
     if data:
-        _check_source(data)
-        raw = Path(data)
+        raw = _check_source(data)
     elif "phantoms" in source:
         raw = out.parent / f"{out.name}-raw"
         write_phantoms(raw, **source["phantoms"])
@@ -192,20 +190,17 @@ BANNER = "BANNER"  # the build's banner text, beside its pages (empty: none); vp
 
 def banner_text(profile_path: str | Path) -> str:
     """What every page of this profile's book says first: the smoke and dry-run warnings, or ""."""
-    profile = load_profile(profile_path)
-    smoke = SMOKE_BANNER
-    data = os.environ.get("DATA")  # make book DATA=...: the profile's phantoms replaced by a source folder
-    if data and "phantoms" in profile.get("source", {}):
-        smoke += f" Its images are real, prepared from {data} (DATA=)."
+    profile, data = load_profile(profile_path), os.environ.get("DATA")  # DATA= replaces the phantoms
+    real = data and "phantoms" in profile["source"]
+    smoke = SMOKE_BANNER + (f" Its images are real, from {data} (DATA=)." if real else "")
     banners = [smoke] * (profile.get("banner") == "smoke") + [DRY_RUN_BANNER] * bool(profile.get("dry_run"))
     return " ".join(banners)
 
 
 def write_banner(profile_path: str | Path, generated: str | Path) -> Path:
-    """Write :func:`banner_text` into the generated pages' folder, where the book's Sphinx
-    extension (:mod:`vptlib.study.banner`, listed in ``_config.yml``) reads it. The banner
-    thus travels with the pages it describes: a plain ``jupyter-book build .`` of smoke
-    pages carries it as ``make book`` does, in the HTML and on every page of the PDF."""
+    """Write :func:`banner_text` beside the generated pages, where the book's Sphinx extension
+    (:mod:`vptlib.study.banner`) reads it: the banner travels with its pages, into a plain
+    ``jupyter-book build .``, the HTML and every page of the PDF."""
     path = atomic.write_text(Path(generated) / BANNER, banner_text(profile_path) + "\n")
     record_output(path)
     return path
