@@ -28,9 +28,10 @@ def test_profile_sweeps_are_valid_grids(name, prepared):
     shots = prof["sweeps"]["fewshot"]["train_per_class"]
     seeds = prof["sweeps"]["fewshot"]["seeds"]
     methods = prof["sweeps"]["fewshot"]["methods"]
-    once = {"zero_shot", "linear"} & set(methods)  # zero-shot and the L-BFGS probe: one seed
+    # zero-shot learns nothing: one seed; the L-BFGS probe's K-shot subset is the seed's: every seed
+    once = {"zero_shot"} & set(methods)
     assert len(fewshot) == len(shots) * ((len(methods) - len(once)) * len(seeds) + len(once))
-    assert {p["seed"] for p, _ in fewshot if p["method"] == "linear"} == {seeds[0]}
+    assert {p["seed"] for p, _ in fewshot if p["method"] == "linear"} == set(seeds)
     assert {cfg.profile for _, cfg in fewshot} == {f"{name}-fewshot"}  # never mixed with the main table
     prompts = grid(prof, "prompts")
     assert {cfg.options["prompt_tokens"] for _, cfg in prompts} == {1, 5, 10, 50}
@@ -56,14 +57,15 @@ def test_sweep_runs_reuses_and_records(prepared, tiny_model, tmp_path, workers):
     }
     prof = _profile(prepared, tiny_model, tmp_path, sweeps)
     df = run_sweep(prof, "few", workers=workers, progress=False)
-    assert len(df) == 2 * (1 + 1 + 2) and (df.error.fillna("") == "").all()  # zero-shot, linear: one seed
+    assert len(df) == 2 * (1 + 2 + 2) and (df.error.fillna("") == "").all()  # zero-shot: one seed
     assert set(df[df.method == "linear"].train_images) == {8, 16}
     index = pd.read_csv(tmp_path / "s" / "sweeps" / "few.csv", keep_default_na=False, na_values=[""])
     assert list(index.run_dir) == list(df.run_dir)
     again = run_sweep(prof, "few", workers=workers, progress=False)  # every point reused
     assert list(again.run_dir) == list(df.run_dir)
     table = report.sweep_table(df, "train_per_class")
-    assert table.shape == (3, 2) and "n=1" in table.loc["Linear probe", 4] and "n=2" in table.loc["VPT-shallow", 4]
+    assert table.shape == (3, 2) and "n=2" in table.loc["Linear probe", 4] and "n=2" in table.loc["VPT-shallow", 4]
+    assert "n=1" in table.loc["Zero-shot CLIP", 4]
     ax = report.plot_few_shot(df).axes[0]
     assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == [
         "Linear probe",
