@@ -80,9 +80,10 @@ def nearest_training(data_root: str | Path, progress: bool = False) -> pd.DataFr
             sigs.append(Signature.of(img))
     grey = np.stack([s.grey for s in sigs]).astype(np.float32)
     q, t = unit(grey[: len(test)]), grey[len(test) :]
-    sim = np.maximum(q @ unit(t).T, q @ unit(t[:, :, ::-1]).T)  # (test, train + val)
+    plain, mirror = q @ unit(t).T, q @ unit(t[:, :, ::-1]).T  # (test, train + val) each
+    sim = np.maximum(plain, mirror)
     where = sim.argmax(1)
-    flipped = (q @ unit(t[:, :, ::-1]).T)[np.arange(len(q)), where] > (q @ unit(t).T)[np.arange(len(q)), where]
+    flipped = mirror[np.arange(len(q)), where] > plain[np.arange(len(q)), where]
     out = pd.DataFrame(
         {
             "test": test.path,
