@@ -69,6 +69,22 @@ def lay_out_clip(tiny_model: Path, root: Path) -> Path:
     return root
 
 
+def stand_in_pins(root: Path) -> Path:
+    """The stand-in's random weights sit at the real commits, whose real sha256 vptlib pins:
+    this file (for ``VPTLIB_WEIGHT_PINS``) pins the stand-in's bytes instead."""
+
+    def sha(f: Path) -> str:
+        return hashlib.sha256(f.read_bytes()).hexdigest()
+
+    pins = {
+        f"{REPO}@{MAIN_SHA}/pytorch_model.bin": sha(root / "main" / "pytorch_model.bin"),
+        f"{REPO}@{PR_SHA}/model.safetensors": sha(root / PR_REF / "model.safetensors"),
+        f"{PUBMED}@{PUBMED_SHA}/pytorch_model.bin": sha(root / "pubmed" / "pytorch_model.bin"),
+    }
+    (root / "pins.json").write_text(json.dumps(pins))
+    return root / "pins.json"
+
+
 class _Server:
     def __init__(self, handler: type[BaseHTTPRequestHandler], port: int = 0, host: str = "127.0.0.1"):
         self.requests: list[tuple[str, str, int]] = []
@@ -211,13 +227,36 @@ class _CdnHandler(_Handler):
         sha = self.path.split("?")[0].rsplit("/", 1)[-1]
         if not self.path.startswith("/lfs/") or sha not in blobs:
             return self.reply(404, head=head)
-        self.owner.hub.requests.append((self.command, f"/cdn/lfs/{sha}", 200))
-        return self.reply(200, blobs[sha].read_bytes(), {"ETag": f'"{sha}"'}, head=head)
+        hub = self.owner.hub
+        hub.requests.append((self.command, f"/cdn/lfs/{sha}", 200))
+        data = blobs[sha].read_bytes()
+        if hub.corrupt:  # a mirror or proxy that serves other bytes of the same size
+            data = data[:1024] + bytes(64) + data[1088:]
+        if hub.trickle_s and not head:  # a server that sends one byte every trickle_s seconds
+            self.owner.requests.append((self.command, self.path, 200))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("ETag", f'"{sha}"')
+            self.end_headers()
+            for i in range(len(data)):
+                if hub.stopped.wait(hub.trickle_s):
+                    return
+                try:
+                    self.wfile.write(data[i : i + 1])
+                    self.wfile.flush()
+                except OSError:
+                    return
+            return
+        return self.reply(200, data, {"ETag": f'"{sha}"'}, head=head)
 
 
 class HubStandIn(_Server):
-    def __init__(self, root: Path, api: bool = True):
-        self.root, self.api = root, api
+    """``corrupt``: the CDN serves the weights with 64 bytes zeroed (same size, same headers);
+    ``trickle_s``: it sends them one byte every ``trickle_s`` seconds."""
+
+    def __init__(self, root: Path, api: bool = True, corrupt: bool = False, trickle_s: float = 0.0):
+        self.root, self.api, self.corrupt, self.trickle_s = root, api, corrupt, trickle_s
+        self.stopped = threading.Event()
         self.blobs: dict[str, Path] = {}
         super().__init__(_HubHandler)
         self.cdn = _Server(_CdnHandler)
@@ -228,6 +267,7 @@ class HubStandIn(_Server):
         return super().__enter__()
 
     def stop(self) -> None:
+        self.stopped.set()
         super().stop()
         self.cdn.stop()
 

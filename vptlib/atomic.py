@@ -3,8 +3,11 @@ name, synced, then renamed onto the target, and the directory is synced too.
 
 A reader (or a resumed run, or ``make``) therefore sees either the old complete
 file or folder or the new complete one, never a half-written JSON or a model folder
-whose weights are missing after a crash or a SIGKILL. Temporaries carry the writer's
-pid; the next write to the same target removes those whose writer is gone.
+whose weights are missing after a crash or a SIGKILL. Temporaries carry their writer's
+:func:`writer_tag` (host, PID namespace, pid); the next write to the same target removes those
+whose writer is gone. A pid means something only on its own host and in its own PID namespace:
+on a shared ``runs/`` or ``data/`` (a cluster's array jobs, containers), another host's live
+temporary is never touched, whatever its pid would mean here.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,37 @@ from .errors import UserError
 # Written into every folder made by :func:`atomic_dir`: proof that vptlib wrote it, so a
 # later write may replace it. A folder without it is never deleted.
 DIR_MARKER = ".vptlib-written"
+
+
+def _namespace() -> str:
+    """This process's PID namespace (its inode), so two containers on one host differ."""
+    try:
+        return re.sub(r"\D", "", os.readlink("/proc/self/ns/pid")) or "0"
+    except OSError:
+        return "0"
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
+def writer_tag() -> str:
+    """``host~namespace~pid``: who writes a temporary, unique across hosts and containers."""
+    return f"{_host()}~{_namespace()}~{os.getpid()}"
+
+
+WRITER = re.compile(r"(?P<host>[A-Za-z0-9-]+)~(?P<ns>\d+)~(?P<pid>\d+)")
+
+
+def writer_gone(tag: str) -> bool:
+    """True only for a tag written on this host, in this PID namespace, by a process that is
+    no longer alive. Another host's or container's writer (or a tag we cannot read) is
+    presumed alive: removing its live temporary would fail its write."""
+    m = WRITER.fullmatch(tag)
+    if not m or m["host"] != _host() or m["ns"] != _namespace():
+        return False
+    pid = int(m["pid"])
+    return pid != os.getpid() and not pid_alive(pid)
 
 
 def pid_alive(pid: int) -> bool:
@@ -37,14 +72,14 @@ def pid_alive(pid: int) -> bool:
 
 def _clean_orphans(target: Path) -> None:
     """Remove temporaries of ``target`` left by writers that died (never a live writer's)."""
-    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(\d+)\.[^/]*\.(tmp|partial|old|scratch)$")
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.([^.]+)\.[0-9a-f]+\.(tmp|partial|old|scratch)$")
     try:
         siblings = list(target.parent.iterdir())
     except OSError:
         return
     for p in siblings:
         m = pattern.match(p.name)
-        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
+        if m and writer_gone(m.group(1)):
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
             else:
@@ -71,7 +106,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _clean_orphans(path)
-    tmp_path = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    tmp_path = path.parent / f".{path.name}.{writer_tag()}.{os.urandom(4).hex()}.tmp"
     try:
         write(tmp_path)
         # Give the result the permissions a plain open() would (group-readable under the usual umask).
@@ -101,7 +136,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     _clean_orphans(path)
-    tag = f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}"
+    tag = f".{path.name}.{writer_tag()}.{os.urandom(4).hex()}"
     tmp, old = path.parent / f"{tag}.partial", path.parent / f"{tag}.old"
     tmp.mkdir()
     try:
@@ -133,7 +168,7 @@ def scratch_dir(target: str | Path) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     _clean_orphans(target)
-    tmp = target.parent / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.scratch"
+    tmp = target.parent / f".{target.name}.{writer_tag()}.{os.urandom(4).hex()}.scratch"
     tmp.mkdir()
     try:
         yield tmp

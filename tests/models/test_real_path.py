@@ -32,11 +32,12 @@ from stand_ins import (
     KaggleStandIn,
     ProxyStandIn,
     lay_out_clip,
+    stand_in_pins,
 )
 
 from vptlib.data import fetch as kaggle
 from vptlib.errors import UserError
-from vptlib.models import hub, snapshot
+from vptlib.models import hub, snapshot, transfer, verify
 from vptlib.models.backbone import fingerprint, load_clip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +54,11 @@ STUDY_FILES = {
 
 @pytest.fixture(scope="module")
 def hub_root(tiny_model, tmp_path_factory) -> Path:
-    return lay_out_clip(tiny_model, tmp_path_factory.mktemp("hub-root"))
+    """The stand-in's files; its weights are pinned for this module (``VPTLIB_WEIGHT_PINS``)."""
+    root = lay_out_clip(tiny_model, tmp_path_factory.mktemp("hub-root"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(verify.PINS_ENV, str(stand_in_pins(root)))
+        yield root
 
 
 @pytest.fixture
@@ -487,3 +492,94 @@ def test_readme_states_the_pins_and_routes_the_code_uses():
     for profile in ("full", "kaggle-full"):
         text = (ROOT / "profiles" / f"{profile}.yaml").read_text()
         assert f"revision: {sha}" in text and f"kaggle_handle: {kaggle.KAGGLE_HANDLE}" in text
+
+
+# --- Weights are the bytes the hub lists (issue 43) ---
+
+
+def _weights_left(tmp_path: Path) -> list[Path]:
+    cache = tmp_path / "hf-home" / "hub" / f"models--{REPO.replace('/', '--')}"
+    return (
+        [p for p in cache.rglob("pytorch_model.bin*")] + [p for p in (cache / "blobs").glob("*") if len(p.name) == 64]
+        if cache.exists()
+        else []
+    )
+
+
+def test_a_mirror_serving_other_bytes_of_the_same_size_is_refused(hub_root, online, monkeypatch, tmp_path):
+    """A proxy zeroes 64 bytes of the weights and keeps the size: huggingface_hub accepts them;
+    vptlib compares them with the sha256 the hub lists, deletes them and refuses, one line."""
+    with HubStandIn(hub_root, corrupt=True) as liar:
+        env = _cli_env(tmp_path, HF_ENDPOINT=liar.url)
+        res = _vptlib("model", "fetch", "--model", REPO, "--out", str(tmp_path / "m"), env=env)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "has sha256" in res.stderr and "the hub's listed sha256" in res.stderr and "deleted" in res.stderr
+    assert not (tmp_path / "m").exists()
+    assert not [p for p in _weights_left(tmp_path) if p.name.endswith(".bin") or len(p.name) == 64]
+    # The honest hub afterwards: the same command works and records the listed sha256.
+    with HubStandIn(hub_root) as honest:
+        ok = _vptlib(
+            "model",
+            "fetch",
+            "--model",
+            REPO,
+            "--out",
+            str(tmp_path / "m"),
+            env=_cli_env(tmp_path, HF_ENDPOINT=honest.url),
+        )
+    assert ok.returncode == 0, ok.stderr
+    listed = hashlib.sha256((hub_root / "main" / "pytorch_model.bin").read_bytes()).hexdigest()
+    assert json.loads((tmp_path / "m" / hub.SOURCE_FILE).read_text())["files"]["pytorch_model.bin"] == listed
+
+
+def test_a_cache_blob_that_is_not_its_name_is_refused_offline(stand_in, online, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", stand_in.url)
+    blob = load_clip(REPO).source.weights.resolve()
+    data = bytearray(blob.read_bytes())
+    data[2000:2064] = bytes(64)
+    os.chmod(blob, 0o644)
+    blob.write_bytes(bytes(data))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="the hub's listed sha256 .* deleted"):
+        load_clip(REPO)
+    assert not blob.exists()
+
+
+def test_the_pinned_sha256_refuses_a_hub_that_lies_consistently(stand_in, online, monkeypatch):
+    """The stand-in serves random weights at the real commit, with matching headers: only the
+    sha256 pinned in the code tells them from OpenAI's."""
+    monkeypatch.delenv(verify.PINS_ENV)
+    monkeypatch.setenv("HF_ENDPOINT", stand_in.url)
+    pin = verify.PINNED_WEIGHTS[(REPO, MAIN_SHA, "pytorch_model.bin")]
+    with pytest.raises(UserError, match=f"not {pin[:16]}… \\(the sha256 vptlib pins for {REPO}"):
+        load_clip(REPO)
+
+
+def test_a_copied_folder_is_checked_against_its_source_json(stand_in, online, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_ENDPOINT", stand_in.url)
+    folder = snapshot.fetch(REPO, None, tmp_path / "clip")
+    weights = folder / "pytorch_model.bin"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"pytorch_model.bin is not the file .*source.json lists .* damaged"):
+        hub.resolve(str(folder))
+    weights.unlink()
+    with pytest.raises(UserError, match=r"pytorch_model.bin is missing; .*source.json lists it"):
+        hub.resolve(str(folder))
+    (folder / hub.SOURCE_FILE).write_text("{not json")
+    res = _vptlib(
+        "run", "--method", "zero_shot", "--data", "x", "--model", str(folder), "--quiet", env=_cli_env(tmp_path)
+    )
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
+def test_a_trickling_server_is_abandoned_with_its_progress_kept(hub_root, online, monkeypatch, tmp_path):
+    """One byte every 2 s never trips a read timeout; the overall deadline does."""
+    monkeypatch.setenv(transfer.DEADLINE_ENV, "3")
+    with HubStandIn(hub_root, trickle_s=2.0) as slow:
+        monkeypatch.setenv("HF_ENDPOINT", slow.url)
+        t0 = time.monotonic()
+        with pytest.raises(UserError, match="abandoned: still running after 3 s .* resumes it"):
+            hub.resolve(REPO)
+        assert time.monotonic() - t0 < 20

@@ -16,6 +16,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -592,16 +593,55 @@ def test_orphaned_temporaries_are_cleaned_but_live_ones_kept(tmp_path):
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     ).stdout.strip()
-    orphan = tmp_path / f".x.json.{dead}.abcd.tmp"
-    live = tmp_path / f".x.json.{os.getppid()}.abcd.tmp"
-    orphan.write_text("half")
-    live.write_text("being written")
+    here = atomic.writer_tag().rsplit("~", 1)[0]
+    orphan = tmp_path / f".x.json.{here}~{dead}.abcd.tmp"
+    live = tmp_path / f".x.json.{here}~{os.getppid()}.abcd.tmp"
+    # The same dead pid on another host, or in another container of this host: not ours to judge.
+    other_host = tmp_path / f".x.json.elsewhere~{here.split('~')[1]}~{dead}.abcd.tmp"
+    other_ns = tmp_path / f".x.json.{here.split('~')[0]}~1~{dead}.abcd.tmp"
+    for f in (orphan, live, other_host, other_ns):
+        f.write_text("half")
     atomic.write_json(tmp_path / "x.json", {"a": 1})
-    assert not orphan.exists() and live.exists()
+    assert not orphan.exists() and live.exists() and other_host.exists() and other_ns.exists()
     mode = (tmp_path / "x.json").stat().st_mode & 0o777
     umask = os.umask(0)
     os.umask(umask)
     assert mode == 0o666 & ~umask
+
+
+def _unshare_works() -> bool:
+    try:
+        return subprocess.run(["unshare", "-Urpf", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="no unprivileged user and PID namespaces here")
+def test_writers_in_two_pid_namespaces_keep_each_others_temporaries(tmp_path):
+    """Two array jobs on a shared folder: each sees the other's pid as dead in its own PID
+    namespace (both run as pid 1 or 2 there). The later write must not delete the earlier
+    writer's live temporary (before: FileNotFoundError in the first writer)."""
+    target = tmp_path / "cache.bin"
+    slow = (
+        "import time, pathlib, sys; from vptlib import atomic\n"
+        "def w(p):\n    p.write_bytes(b'first'); pathlib.Path(sys.argv[2]).touch(); time.sleep(4)\n"
+        "atomic.atomic_write(sys.argv[1], w)\n"
+    )
+    fast = "import sys; from vptlib import atomic; atomic.write_bytes(sys.argv[1], b'second')"
+    started = tmp_path / "started"
+    # The first writer runs as pid 2 under a shell (pid 1) of its namespace, the second as pid 1
+    # of another: in the second's namespace pid 2 does not exist.
+    script = f'"$0" -c "$1" "$2" "$3"; exit $?'
+    first = subprocess.Popen(
+        ["unshare", "-Urpf", "sh", "-c", script, sys.executable, slow, str(target), str(started)]
+    )
+    deadline = time.time() + 60
+    while not started.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    second = subprocess.run(["unshare", "-Urpf", sys.executable, "-c", fast, str(target)], timeout=60)
+    assert second.returncode == 0
+    assert first.wait(timeout=60) == 0  # its temporary was still there to rename
+    assert target.read_bytes() == b"first"
 
 
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EROFS])

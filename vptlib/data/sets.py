@@ -101,7 +101,9 @@ def write_set(
     sets = out / SETS
     sets.mkdir(exist_ok=True)
     _remove_stale(out)  # a killed or failed prepare's set must not fill the disk of every retry
-    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.time_ns() % 10**9:09d}"
+    # The writer's host, PID namespace and pid in the name: a set another host is writing on
+    # a shared folder is never mistaken for a dead one of ours.
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}.{atomic.writer_tag()}"
     staging = sets / f"{name}.partial"
     staging.mkdir()
     try:
@@ -152,15 +154,15 @@ def _remove_stale(out: Path) -> None:
     for p in (out / SETS).iterdir():
         if f"{SETS}/{p.name}" == live or not (_ours(p) or p.name.endswith(".partial")):
             continue
-        parts = p.name.removesuffix(".partial").split("-")
-        pid = int(parts[2]) if len(parts) == 4 and parts[2].isdigit() else None
-        if pid is None or (pid != os.getpid() and not atomic.pid_alive(pid)):
+        tag = p.name.removesuffix(".partial").rpartition(".")[2]
+        # An untagged name is an older version's (this one holds --out's lock: none is live).
+        if not atomic.WRITER.fullmatch(tag) or atomic.writer_gone(tag):
             shutil.rmtree(p, ignore_errors=True)
 
 
 def commit(out: Path, new_set: Path) -> None:
     """Make ``new_set`` live with one atomic rename, then remove every other set."""
-    tmp = out / f".{CURRENT}.{os.getpid()}.tmp"
+    tmp = out / f".{CURRENT}.{atomic.writer_tag()}.tmp"
     tmp.unlink(missing_ok=True)
     os.symlink(f"{SETS}/{new_set.name}", tmp)
     os.replace(tmp, out / CURRENT)  # the commit point
@@ -168,7 +170,7 @@ def commit(out: Path, new_set: Path) -> None:
     for name in _LINKED:
         link = out / name
         if not link.is_symlink():
-            tmp = out / f".{name}.{os.getpid()}.tmp"
+            tmp = out / f".{name}.{atomic.writer_tag()}.tmp"
             tmp.unlink(missing_ok=True)
             os.symlink(f"{CURRENT}/{name}", tmp)
             os.replace(tmp, link)

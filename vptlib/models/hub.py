@@ -22,7 +22,6 @@ hub id, so its own network calls (and its safetensors auto-conversion, online on
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -32,6 +31,9 @@ from typing import Any
 
 from vptlib.errors import UserError
 from vptlib.network import proxy_note
+
+from . import transfer, verify
+from .verify import file_sha256
 
 # The revision a hub id is loaded at when none is given. openai/clip-vit-base-patch32's
 # main: config, tokenizer, processor and pytorch_model.bin (the weights OpenAI published).
@@ -77,22 +79,6 @@ class ModelSource:
             "commit": self.commit,
             "weights": {w.name: file_sha256(w)} if w else {},
         }
-
-
-_SHA256: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, computed once per process for an unchanged file."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA256:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 22):
-                h.update(chunk)
-        _SHA256[key] = h.hexdigest()
-    return _SHA256[key]
 
 
 def is_hub_id(name: str) -> bool:
@@ -152,18 +138,25 @@ def resolve(name: str, revision: str | None = None) -> ModelSource:
     rev = revision or PINNED.get(name) or "main"
     cached, why = _from_cache(name, rev)
     if cached is not None and (SHA.match(rev) or offline()):
-        return cached  # a commit never changes: no need to ask the network
+        return _checked(cached, remove_bad=True)  # a commit never changes: no need to ask the network
     if offline():
         raise UserError(
             f"cannot load CLIP {name!r} at revision {rev}: HF_HUB_OFFLINE is set and the Hugging Face cache "
             f"{cache_dir()} {why}. {air_gapped_help(name, rev)} If this machine has a network, unset HF_HUB_OFFLINE."
         )
     try:
-        return download(name, rev)
+        return _checked(download(name, rev), remove_bad=True)
     except Unreachable:
         if cached is not None:  # a branch name, offline: the commit it pointed to when last online
-            return cached
+            return _checked(cached, remove_bad=True)
         raise
+
+
+def _checked(src: ModelSource, remove_bad: bool) -> ModelSource:
+    """``src`` once its weights are the bytes the hub and this code's pins say they are."""
+    if src.weights is not None:
+        verify.check_weights(src.weights, src.repo, src.commit, remove_bad)
+    return src
 
 
 class Unreachable(UserError):
@@ -177,9 +170,10 @@ def _local(name: str, folder: Path, revision: str | None) -> ModelSource:
     if meta.is_file():
         try:
             info = json.loads(meta.read_text())
-            repo, commit = info.get("repo"), info.get("commit")
-        except (OSError, ValueError):
+            repo, commit, listed = info.get("repo"), info.get("commit"), info.get("files") or {}
+        except (OSError, ValueError, AttributeError):
             raise UserError(f"{meta} is not readable JSON; fetch the model again (vptlib model fetch)") from None
+        verify.check_listed(folder, {str(k): str(v) for k, v in dict(listed).items()}, meta)
     elif folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
         repo = folder.parent.parent.name.removeprefix("models--").replace("--", "/")
         commit = folder.name
@@ -188,7 +182,7 @@ def _local(name: str, folder: Path, revision: str | None) -> ModelSource:
             f"{folder} holds {repo} at commit {commit}, not the pinned revision {revision}; "
             f"fetch that revision: {fetch_command(repo or name, revision)}"
         )
-    return ModelSource(name, folder, repo, revision, commit)
+    return _checked(ModelSource(name, folder, repo, revision, commit), remove_bad=False)
 
 
 def _from_cache(repo: str, rev: str) -> tuple[ModelSource | None, str]:
@@ -265,12 +259,20 @@ def download(repo: str, rev: str) -> ModelSource:
         if f in WEIGHTS and folder is not None and any((folder / w).is_file() for w in WEIGHTS):
             break  # one weights file: the first the revision has
         try:
-            path = hf_hub_download(repo, f, revision=rev, cache_dir=cache_dir(), endpoint=url, etag_timeout=TIMEOUT_S)
+            path = transfer.bounded(
+                lambda f=f: hf_hub_download(
+                    repo, f, revision=rev, cache_dir=cache_dir(), endpoint=url, etag_timeout=TIMEOUT_S
+                ),
+                cache_dir() / f"models--{repo.replace('/', '--')}" / "blobs",
+                f"{f} of {repo}",
+            )
             folder = Path(path).parent  # snapshots/<commit>: the hub names it by the commit it served
         except EntryNotFoundError:
             if names is None:  # asked without a listing: this revision has no such file
                 continue
             raise UserError(f"{url} lists {f} in {repo} at {rev} but does not serve it") from None
+        except UserError:
+            raise
         except Exception as exc:  # noqa: BLE001 - a broken transfer: the hub resumes it on the next call
             raise UserError(
                 f"downloading {f} of {repo} from {url} failed ({type(exc).__name__}: "
