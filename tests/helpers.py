@@ -129,3 +129,29 @@ def real_subset(out: Path, per_class: int = 60, seed: int = 0) -> Path:
             (out / "Training" / f.parent.name).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(f, out / "Training" / f.parent.name / f.name)
     return out
+
+
+def namespaces_work() -> bool:
+    """Unprivileged user + mount + PID namespaces (``unshare``), where the kernel allows them."""
+    import subprocess
+
+    try:
+        return subprocess.run(["unshare", "-Urmpf", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def on_a_full_disk(mount: Path, argv: list[str], env: dict[str, str] | None = None, size: str = "64k"):
+    """Run ``argv`` with a tmpfs of ``size`` mounted on ``mount`` (a real full disk: ENOSPC from
+    the kernel, whichever library writes), in a user and mount namespace: no root needed."""
+    import subprocess
+
+    mount.mkdir(parents=True, exist_ok=True)
+    script = 'mount -t tmpfs -o size="$1" none "$0" && shift && exec "$@"'
+    return subprocess.run(
+        ["unshare", "-Urm", "sh", "-c", script, str(mount), size, *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )

@@ -13,6 +13,7 @@ temporary is never touched, whatever its pid would mean here.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -86,6 +87,38 @@ def _clean_orphans(target: Path) -> None:
                 p.unlink(missing_ok=True)
 
 
+# The failures of a disk, whichever library met them: safetensors and torch report them as
+# their own errors (a SafetensorError "IoError(Os { code: 28 ...})", a RuntimeError "file write
+# failed"), so the CLI's OSError handler alone would show a traceback.
+DISK_ERRORS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EFBIG: "the file is too large for the file system",
+    errno.EIO: "the disk reported an I/O error",
+    errno.EACCES: "permission is denied",
+}
+
+
+def write_failure(exc: BaseException, path: str | Path) -> UserError | None:
+    """The one-line error for a write to ``path`` (the place the user chose) that failed
+    because of the disk, or None when ``exc`` is something else."""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code is None and not isinstance(exc, (KeyboardInterrupt, SystemExit, UserError)):
+        text = str(exc)
+        m = re.search(r"\bcode: (\d+)|\[Errno (\d+)\]|os error (\d+)", text)
+        if m:
+            code = int(next(g for g in m.groups() if g))
+        elif "write failed" in text or "No space left" in text:
+            code = errno.ENOSPC
+    if code not in DISK_ERRORS:
+        return None
+    return UserError(
+        f"cannot write {path}: {DISK_ERRORS[code]} ({os.strerror(code)}); nothing there was changed. "
+        f"Free space or choose another folder, then run the same command again"
+    )
+
+
 def fsync_dir(folder: str | Path) -> None:
     """Make a rename in ``folder`` durable."""
     fd = os.open(folder, os.O_RDONLY)
@@ -115,8 +148,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
         fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        if (disk := write_failure(exc, path)) is not None:
+            raise disk from None
         raise
     return path
 
@@ -152,10 +187,12 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             os.replace(path, old)  # an empty or vptlib-written folder only (checked above)
         os.replace(tmp, path)
         fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not path.exists():
             os.replace(old, path)
+        if (disk := write_failure(exc, path)) is not None:
+            raise disk from None
         raise
     shutil.rmtree(old, ignore_errors=True)
 
@@ -172,6 +209,10 @@ def scratch_dir(target: str | Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+    except BaseException as exc:
+        if (disk := write_failure(exc, target)) is not None:
+            raise disk from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

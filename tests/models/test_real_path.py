@@ -21,6 +21,7 @@ from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
+from helpers import namespaces_work, on_a_full_disk
 from stand_ins import (
     MAIN_SHA,
     PR_REF,
@@ -583,3 +584,17 @@ def test_a_trickling_server_is_abandoned_with_its_progress_kept(hub_root, online
         with pytest.raises(UserError, match="abandoned: still running after 3 s .* resumes it"):
             hub.resolve(REPO)
         assert time.monotonic() - t0 < 20
+
+
+@pytest.mark.skipif(not namespaces_work(), reason="no unprivileged user and mount namespaces here")
+def test_model_fetch_onto_a_full_disk_names_the_destination(stand_in, tmp_path):
+    """The download fills the cache; the copy into --out meets a full disk: one line naming --out."""
+    env = _cli_env(tmp_path, HF_ENDPOINT=stand_in.url)
+    out = tmp_path / "full" / "clip"
+    done = on_a_full_disk(
+        tmp_path / "full",
+        [sys.executable, "-m", "vptlib", "model", "fetch", "--model", REPO, "--out", str(out)],
+        env=env,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert f"cannot write {out}: the disk is full" in done.stderr

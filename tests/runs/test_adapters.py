@@ -10,7 +10,8 @@ from helpers import tiny_config
 from safetensors import safe_open
 
 from vptlib.runs.engine import run
-from vptlib.runs.records import ADAPTER, load_run
+from vptlib.runs.record_writer import ADAPTER
+from vptlib.runs.records import load_run
 
 
 def _pixels(config, n: int = 3) -> torch.Tensor:

@@ -158,3 +158,34 @@ def test_a_damaged_model_config_names_the_field(tiny_model, tmp_path, tower, key
         cwd=ROOT,
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr and why in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    "edit, why",
+    [
+        (lambda c: {**c, "method": "vpt_renamed"}, "names the method 'vpt_renamed', which this version does not have"),
+        (lambda c: {**c, "method_options": {**c["method_options"], "dropped": 1}}, "option\\(s\\) dropped that this"),
+        (lambda c: {k: v for k, v in c.items() if k != "preprocess"}, "has no preprocess"),
+        (lambda c: {**c, "preprocess": {**c["preprocess"], "gamma": 2}}, "preprocess record with other keys"),
+        (lambda c: "not json {", "is not a JSON object"),
+        (lambda c: [1, 2], "is not a JSON object"),
+    ],
+)
+def test_a_run_record_from_another_version_is_one_line_naming_it(a_run, prepared, tmp_path, capsys, edit, why):
+    """predict and the report read a run through one checked loader: the file and the version
+    that wrote it, exit 2, no traceback."""
+    image = next((prepared / "images" / "test").rglob("*.jpg"))
+    old = _run_copy(a_run, tmp_path / "old")
+    cfg = json.loads((old / records.CONFIG).read_text())
+    cfg["versions"]["vptlib"] = "0.0.9"
+    edited = edit(cfg)
+    (old / records.CONFIG).write_text(edited if isinstance(edited, str) else json.dumps(edited))
+    assert cli.main(["predict", str(old), str(image)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("vptlib: error:") == 1 and "Traceback" not in err
+    assert f"{old / records.CONFIG}" in err
+    assert len(__import__("re").findall(why, err)) == 1, err
+    if not isinstance(edited, str) and isinstance(edited, dict):
+        assert "written by vptlib 0.0.9" in err
+    with pytest.raises(UserError, match=why):
+        records.read_run(old)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import diverging_at, tiny_config
+from helpers import diverging_at, namespaces_work, on_a_full_disk, tiny_config
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -631,10 +631,8 @@ def test_writers_in_two_pid_namespaces_keep_each_others_temporaries(tmp_path):
     started = tmp_path / "started"
     # The first writer runs as pid 2 under a shell (pid 1) of its namespace, the second as pid 1
     # of another: in the second's namespace pid 2 does not exist.
-    script = f'"$0" -c "$1" "$2" "$3"; exit $?'
-    first = subprocess.Popen(
-        ["unshare", "-Urpf", "sh", "-c", script, sys.executable, slow, str(target), str(started)]
-    )
+    script = '"$0" -c "$1" "$2" "$3"; exit $?'
+    first = subprocess.Popen(["unshare", "-Urpf", "sh", "-c", script, sys.executable, slow, str(target), str(started)])
     deadline = time.time() + 60
     while not started.exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -671,3 +669,22 @@ def test_a_full_disk_under_runs_or_the_cache_is_one_line(err, prepared, tiny_mod
     err_text = capsys.readouterr().err
     assert code == 2 and os.strerror(err) in err_text and "Traceback" not in err_text
     assert len([x for x in err_text.splitlines() if x.startswith("vptlib: error:")]) == 1
+
+
+@pytest.mark.skipif(not namespaces_work(), reason="no unprivileged user and mount namespaces here")
+def test_a_real_full_disk_is_one_line_naming_what_the_user_chose(prepared, phantom_source, tiny_model, tmp_path):
+    """A tmpfs that fills: the pixel cache (safetensors: a SafetensorError, not an OSError),
+    a run's records and a prepared set each fail with one line naming the path, exit 2."""
+    data = _copy_data(prepared, tmp_path / "data")
+    shutil.rmtree(data / "cache", ignore_errors=True)
+    py = [sys.executable, "-m", "vptlib"]
+    run_args = ["run", "--method", "linear", "--data", str(data), "--model", str(tiny_model), "--device", "cpu"]
+    done = on_a_full_disk(data / "cache", [*py, *run_args, "--out", str(tmp_path / "runs"), "--quiet"])
+    _one_line_exit_2(done, f"cannot write {data / 'cache'}/pixels-", "the disk is full")
+    done = on_a_full_disk(
+        tmp_path / "full", [*py, *run_args, "--out", str(tmp_path / "full" / "runs"), "--quiet"], size="8k"
+    )
+    _one_line_exit_2(done, f"cannot write {tmp_path / 'full' / 'runs'}", "the disk is full")
+    prep = ["data", "prepare", "--source", str(phantom_source), "--out", str(tmp_path / "full2" / "prep")]
+    done = on_a_full_disk(tmp_path / "full2", [*py, *prep, "--train-per-class", "30", "--test-per-class", "20"])
+    _one_line_exit_2(done, f"cannot write {tmp_path / 'full2' / 'prep'}", "the disk is full")

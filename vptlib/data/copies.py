@@ -32,13 +32,13 @@ align better, so :data:`ALIGNED` is stricter still.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import imagehash
 import numpy as np
 from PIL import Image, ImageOps
+
+from vptlib.hashing import sha256_file  # noqa: F401 - re-exported: the copy rule's exact test
 
 THUMB = 64  # thumbnail side, pixels
 SIMILAR = 0.94  # cosine as is or mirrored: a copy
@@ -50,15 +50,6 @@ REWINDOW_GREY = 8.0  # mean absolute grey-level difference (of 255) above which 
 KINDS = ("exact", "near", "mirrored", "re-windowed", "shifted")
 # Rows compared at once: memory is BLOCK x n floats per matrix, never n x n.
 BLOCK = 1024
-
-
-def sha256_file(path: str | Path) -> str:
-    """sha256 of a file, read in 1 MiB chunks (memory flat whatever the file's size)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _bits_to_int(bits: np.ndarray) -> int:

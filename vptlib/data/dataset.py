@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from vptlib import tensorfile
 from vptlib.errors import UserError
+from vptlib.hashing import sha256_file
 
 from .images import BadImage, load_rgb
 from .manifest import manifest_hash, read_manifest
@@ -156,7 +157,7 @@ def _verify_files(root: Path, df: pd.DataFrame) -> None:
     """Every listed file is still the one prepare hashed (a fraction of a second for the study)."""
     for i, (rel, sha) in enumerate(zip(df["path"], df["sha256"], strict=True)):
         try:
-            ok = hashlib.sha256((root / rel).read_bytes()).hexdigest() == sha
+            ok = sha256_file(root / rel) == sha
         except OSError as exc:
             f = root / rel
             why, fix = exc.strerror, "re-run `vptlib data prepare`"

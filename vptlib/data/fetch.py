@@ -17,10 +17,12 @@ import json
 import os
 import shutil
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 from vptlib.errors import UserError
+from vptlib.hashing import sha256_digest
 from vptlib.network import proxy_note
 from vptlib.switches import flag
 
@@ -33,6 +35,12 @@ EXPECTED_FILES = {"Training": 5712, "Testing": 1311}
 SOURCE_FILE = "source.json"
 TIMEOUT_S = 5.0
 _SPLITS = ("Training", "Testing")
+# What an archive may declare before anything is unpacked. Kaggle's version 1 unpacks to
+# about 160 MB of JPEGs, none over 1 MB: the bounds leave a wide margin and stop a zip bomb
+# (a few MB declaring gigabytes) before it fills memory or the disk.
+MAX_ARCHIVE_BYTES = 4 << 30  # all members together
+MAX_MEMBER_BYTES = 256 << 20  # any one member
+MAX_MEMBERS = 100_000
 
 
 def manual_instructions(dest: Path, handle: str = KAGGLE_HANDLE) -> str:
@@ -71,10 +79,10 @@ def fetch(
 ) -> Path:
     """The dataset in ``dest`` (kept if already there); a :class:`UserError` when it cannot be had."""
     dest = Path(dest)
+    if archive is not None:  # asked for explicitly: never ignored because dest holds a data set
+        return _unpack(Path(archive), dest, {"handle": f"manual: {Path(archive).name}"})
     if all((dest / s).is_dir() for s in _SPLITS):
         return dest
-    if archive is not None:
-        return _unpack(Path(archive), dest, {"handle": f"manual: {Path(archive).name}"})
     if flag("VPTLIB_OFFLINE"):
         raise UserError("VPTLIB_OFFLINE=1: no download is tried. " + manual_instructions(dest, handle))
     url = api_endpoint()
@@ -133,17 +141,67 @@ def _unpack(archive: Path, dest: Path, origin: dict[str, Any]) -> Path:
 
     if not zipfile.is_zipfile(archive):
         raise UserError(f"--archive {archive} is not a zip file (Kaggle's download is one)")
+    if dest.is_dir() and not (dest / atomic.DIR_MARKER).is_file() and any(dest.iterdir()):
+        held = read_origin(dest)
+        raise UserError(
+            f"--dest {dest} already holds {'a data set from ' + str(held.get('handle')) if held else 'files'} "
+            f"that vptlib did not write; nothing was changed: choose another --dest, or remove it yourself"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with atomic.scratch_dir(dest) as tmp:  # a killed unzip's folder is removed by the next fetch
-        with zipfile.ZipFile(archive) as z:
-            for member in z.namelist():  # a zip may name ../ paths: nothing is written outside tmp
-                if not (tmp / member).resolve().is_relative_to(tmp.resolve()):
-                    raise UserError(f"--archive {archive} holds {member!r}, a path outside its folder; refusing it")
-            z.extractall(tmp)
-        root = find_root(tmp)
-        if root is None:
-            raise UserError(f"--archive {archive} has no Training/ and Testing/ folders. " + manual_instructions(dest))
-        return _copy(root, dest, origin)
+    with zipfile.ZipFile(archive) as z:
+        members = [m for m in z.infolist() if not m.is_dir()]
+        _check_bounds(archive, members, dest.parent)
+        with atomic.scratch_dir(dest) as tmp:  # a killed unzip's folder is removed by the next fetch
+            for m in members:  # a zip may name ../ paths: nothing is written outside tmp
+                if not (tmp / m.filename).resolve().is_relative_to(tmp.resolve()):
+                    raise UserError(f"--archive {archive} holds {m.filename!r}, a path outside its folder; refusing it")
+            for m in members:
+                try:
+                    _extract(z, m, tmp, archive)
+                except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                    raise UserError(
+                        f"--archive {archive} is damaged at {m.filename!r} ({exc}); download it again"
+                    ) from None
+            root = find_root(tmp)
+            if root is None:
+                raise UserError(
+                    f"--archive {archive} has no Training/ and Testing/ folders. " + manual_instructions(dest)
+                )
+            return _copy(root, dest, origin)  # replaces a data set vptlib wrote there before
+
+
+def _check_bounds(archive: Path, members: list[zipfile.ZipInfo], folder: Path) -> None:
+    """Refuse an archive whose declared sizes exceed the bounds or the free space (two copies:
+    the unpacked scratch folder and the data set)."""
+    total = sum(m.file_size for m in members)
+    biggest = max(members, key=lambda m: m.file_size, default=None)
+    free = shutil.disk_usage(folder).free
+    if len(members) > MAX_MEMBERS:
+        why = f"{len(members):,} files (at most {MAX_MEMBERS:,})"
+    elif biggest is not None and biggest.file_size > MAX_MEMBER_BYTES:
+        why = f"{biggest.filename!r} of {biggest.file_size / 2**20:,.0f} MiB (at most {MAX_MEMBER_BYTES >> 20} MiB a file)"
+    elif total > MAX_ARCHIVE_BYTES:
+        why = f"{total / 2**30:,.1f} GiB in all (at most {MAX_ARCHIVE_BYTES >> 30} GiB)"
+    elif 2 * total > free:
+        why = f"{total / 2**20:,.0f} MiB, and unpacking needs twice that; {folder} has {free / 2**20:,.0f} MiB free"
+    else:
+        return
+    raise UserError(f"--archive {archive} declares {why}; nothing was unpacked")
+
+
+def _extract(z: zipfile.ZipFile, m: zipfile.ZipInfo, tmp: Path, archive: Path) -> None:
+    """One member, streamed, never more bytes than it declares (a lying header stops here)."""
+    out = tmp / m.filename
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with z.open(m) as src, open(out, "wb") as dst:
+        while chunk := src.read(1 << 20):
+            written += len(chunk)
+            if written > m.file_size:
+                raise UserError(
+                    f"--archive {archive}: {m.filename!r} holds more than the size it declares; refusing it"
+                )
+            dst.write(chunk)
 
 
 def _copy(root: Path, dest: Path, origin: dict[str, Any]) -> Path:
@@ -166,7 +224,7 @@ def file_list_sha256(root: Path) -> str:
     files = sorted(p for s in _SPLITS for p in (root / s).rglob("*") if p.is_file())
     for p in files:
         h.update(os.fsencode(p.relative_to(root).as_posix()) + b"\0" + str(p.stat().st_size).encode() + b"\0")
-        h.update(hashlib.sha256(p.read_bytes()).digest())
+        h.update(sha256_digest(p))
     return h.hexdigest()
 
 

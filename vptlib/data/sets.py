@@ -109,8 +109,10 @@ def write_set(
     try:
         _fill(staging, files, classes, link, manifest, duplicates)
         _complete(staging, manifest, source, link)
-    except BaseException:  # a full disk, Ctrl-C: the live set stays as it was, this one goes
+    except BaseException as exc:  # a full disk, Ctrl-C: the live set stays as it was, this one goes
         shutil.rmtree(staging, ignore_errors=True)
+        if (disk := atomic.write_failure(exc, out)) is not None:
+            raise disk from None
         raise
     final = sets / name
     staging.rename(final)

@@ -97,7 +97,7 @@ class Classifier(nn.Module):
     unused_params_possible: bool = False  # some trainable tensors may get no gradient in a step (DDP must know)
     text_prompts: dict[str, list[str]] | None = None  # a text method's class prompts, recorded in config.json
     # A LoRA method's adapters (vision_lora.PeftExport): saved beside the checkpoint in
-    # PEFT's format, so `PeftModel.from_pretrained` loads them (runs.records.save_adapter).
+    # PEFT's format, so `PeftModel.from_pretrained` loads them (runs.record_writer.save_adapter).
     peft_export: Any = None
     # Buffers fitted from the data, not by the optimiser (Tip-Adapter-F's cache values, its
     # alpha and beta chosen on validation): a checkpoint holds them beside the trained tensors.

@@ -90,7 +90,7 @@ class VisionLoRA(Classifier):
         self.head = linear_head(vision.config.hidden_size, num_classes)
         self.rank, self.targets = opts.rank, tuple(opts.targets)
         # The adapters in PEFT's format, loadable onto transformers' CLIPVisionModel (which
-        # self.vision is: CLIPModel.vision_model) by runs.records.save_adapter; the head is
+        # self.vision is: CLIPModel.vision_model) by runs.record_writer.save_adapter; the head is
         # not a LoRA tensor and stays in trainable.safetensors.
         self.peft_export = PeftExport(self.vision, "CLIPVisionModel", "", lora_config(opts, False))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -169,7 +168,7 @@ def seed_table(results: list) -> pd.DataFrame:
     """One row per seed of an experiment: its run, selected epoch and accuracies."""
     rows = [
         {
-            "seed": json.loads((r.run_dir / records.CONFIG).read_text())["seed"],
+            "seed": records.read_config(r.run_dir)["seed"],
             "run id": r.run_dir.name,
             "selected epoch": r.metrics["best_epoch"],
             "val acc (%)": 100 * r.metrics["val"]["accuracy"] if r.metrics["val"] else np.nan,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +15,7 @@ from .loading import TITLES, latest_runs, short_commit
 def provenance(runs: str | Path, profile: str) -> pd.DataFrame:
     rows = []
     for method, run_dir in latest_runs(runs, profile).items():
-        c = json.loads((Path(run_dir) / records.CONFIG).read_text())
+        c = records.read_config(run_dir)
         source = c.get("model_source") or {}  # runs recorded before the model's source was
         weights = ", ".join(f"{name} sha256 {sha}" for name, sha in (source.get("weights") or {}).items())
         rows.append(

@@ -188,7 +188,7 @@ def _same_model(run_dir: Path, model: str | None):
 
     from . import records
 
-    cfg = json.loads((run_dir / records.CONFIG).read_text())
+    cfg = records.read_config(run_dir)
     where = model or cfg["model"]
     clip = load_clip(where, revision=None if model else cfg.get("revision"))
     recorded = cfg.get("model_fingerprint")

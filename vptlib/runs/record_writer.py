@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import save_file
 
 from vptlib import atomic, tensorfile
 from vptlib.data.dataset import Data, Preprocess, load_data
@@ -155,7 +156,7 @@ def write_result(
         metrics["checkpoint_bytes"] = records.save_weights(run_dir / records.WEIGHTS, trained)
         metrics["weights_sha256"] = tensorfile.digest(trained)  # predict and add_test check it on load
         if model.peft_export is not None:
-            records.save_adapter(run_dir, model.peft_export)
+            save_adapter(run_dir, model.peft_export)
         atomic.write_bytes(run_dir / records.PREDICTIONS, pd.DataFrame(rows).to_csv(index=False).encode())
         if len(hist):
             atomic.write_bytes(run_dir / records.HISTORY, hist.to_csv(index=False).encode())
@@ -215,3 +216,38 @@ def add_test(run_dir: Path, cfg: RunConfig, clip: Any = None, device: torch.devi
         ledger.log_test_look(run_dir, cfg, metrics["test"]["accuracy"])
     atomic.write_json(run_dir / records.METRICS, metrics)
     return metrics
+
+
+ADAPTER = "adapter"
+
+
+def save_adapter(run_dir: Path, export: Any) -> Path:
+    """Write a LoRA method's adapters as PEFT saves them, in ``run_dir/adapter/``:
+    ``adapter_config.json`` (``base_model_name_or_path`` and ``revision``: the run's model
+    and the commit it resolved to, from ``config.json``) and
+    ``adapter_model.safetensors`` (keys ``base_model.model.<path>.lora_A.weight``, with
+    :func:`weights_metadata`). Then, with ``export.base`` the transformers class::
+
+        PeftModel.from_pretrained(CLIPModel.from_pretrained(model), run_dir / "adapter")
+
+    rebuilds the adapted encoder(s) the run trained (``tests/runs/test_adapters.py``).
+    """
+    import copy
+
+    from peft import get_peft_model_state_dict
+
+    run = json.loads((run_dir / records.CONFIG).read_text())
+    source = run.get("model_source") or {}
+    config = copy.deepcopy(export.config)
+    config.base_model_name_or_path = source.get("repo") or run["model"]
+    config.revision = source.get("commit") or run.get("revision")
+    config.inference_mode = True
+    tensors = {
+        f"base_model.model.{export.prefix}{k}": v.detach().to("cpu").contiguous()
+        for k, v in get_peft_model_state_dict(export.module).items()
+    }
+    meta = {"format": "pt", **records.weights_metadata(run_dir), "base_class": export.base}
+    with atomic.atomic_dir(run_dir / ADAPTER) as tmp:
+        config.save_pretrained(str(tmp))
+        save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata=meta)
+    return run_dir / ADAPTER

@@ -8,7 +8,7 @@
                        loaded with ``weights_only=True``); deleted when the run ends
 ``trainable.safetensors``  only the trained tensors of the selected epoch
 ``adapter/``           LoRA methods: the same adapters in PEFT's format, for
-                       ``PeftModel.from_pretrained`` (:func:`save_adapter`)
+                       ``PeftModel.from_pretrained`` (:func:`~vptlib.runs.record_writer.save_adapter`)
 ``predictions.csv``    val and test predictions with class probabilities
 ``metrics.json``       written last: its presence marks a finished run
 =====================  ==========================================================
@@ -24,6 +24,7 @@ always after the newest one in its folder). The config hash never decides the or
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -169,44 +170,59 @@ def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> int:
     return path.stat().st_size
 
 
-ADAPTER = "adapter"
+# What every reader of a finished run needs from its config.json.
+CONFIG_KEYS = ("method", "classes", "model", "method_options", "preprocess", "precision", "batch_size")
 
 
-def save_adapter(run_dir: Path, export: Any) -> Path:
-    """Write a LoRA method's adapters as PEFT saves them, in ``run_dir/adapter/``:
-    ``adapter_config.json`` (``base_model_name_or_path`` and ``revision``: the run's model
-    and the commit it resolved to, from ``config.json``) and
-    ``adapter_model.safetensors`` (keys ``base_model.model.<path>.lora_A.weight``, with
-    :func:`weights_metadata`). Then, with ``export.base`` the transformers class::
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """A run's ``config.json``, checked before anything uses it: a record written by another
+    version (a method renamed, an option removed, a key missing, a file that is not JSON) is
+    one line naming the file and the vptlib version that wrote it, never a traceback."""
+    from vptlib import __version__
+    from vptlib.data.dataset import Preprocess
+    from vptlib.methods import METHODS, option_names
 
-        PeftModel.from_pretrained(CLIPModel.from_pretrained(model), run_dir / "adapter")
+    path = Path(run_dir) / CONFIG
+    try:
+        cfg = json.loads(path.read_text())
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read ({exc.strerror}); is {run_dir} a finished run?") from None
+    except ValueError:
+        cfg = None
+    wrote = (
+        cfg.get("versions", {}).get("vptlib")
+        if isinstance(cfg, dict) and isinstance(cfg.get("versions"), dict)
+        else None
+    )
 
-    rebuilds the adapted encoder(s) the run trained (``tests/runs/test_adapters.py``).
-    """
-    import copy
+    def refuse(why: str) -> UserError:
+        return UserError(
+            f"{path} {why}; it was written by vptlib {wrote or '(version unknown)'}, this is vptlib {__version__}: "
+            f"rerun that run with this version, or read it with the version that wrote it"
+        )
 
-    from peft import get_peft_model_state_dict
-
-    run = json.loads((run_dir / CONFIG).read_text())
-    source = run.get("model_source") or {}
-    config = copy.deepcopy(export.config)
-    config.base_model_name_or_path = source.get("repo") or run["model"]
-    config.revision = source.get("commit") or run.get("revision")
-    config.inference_mode = True
-    tensors = {
-        f"base_model.model.{export.prefix}{k}": v.detach().to("cpu").contiguous()
-        for k, v in get_peft_model_state_dict(export.module).items()
-    }
-    meta = {"format": "pt", **weights_metadata(run_dir), "base_class": export.base}
-    with atomic.atomic_dir(run_dir / ADAPTER) as tmp:
-        config.save_pretrained(str(tmp))
-        save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata=meta)
-    return run_dir / ADAPTER
+    if not isinstance(cfg, dict):
+        raise refuse("is not a JSON object")
+    missing = [k for k in CONFIG_KEYS if k not in cfg]
+    if missing:
+        raise refuse(f"has no {', '.join(missing)}")
+    method = cfg["method"]
+    if method not in METHODS:
+        raise refuse(f"names the method {method!r}, which this version does not have")
+    if not isinstance(cfg["method_options"], dict) or not isinstance(cfg["preprocess"], dict):
+        raise refuse("has method_options or preprocess that are not JSON objects")
+    unknown = sorted(set(cfg["method_options"]) - set(option_names(method)))
+    if unknown:
+        raise refuse(f"sets {method} option(s) {', '.join(unknown)} that this version does not have")
+    fields = {f.name for f in dataclasses.fields(Preprocess)}
+    if set(cfg["preprocess"]) != fields:
+        raise refuse(f"has a preprocess record with other keys than {', '.join(sorted(fields))}")
+    return cfg
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
-    out = {"dir": run_dir, "config": json.loads((run_dir / CONFIG).read_text())}
+    out = {"dir": run_dir, "config": read_config(run_dir)}
     if (run_dir / METRICS).is_file():
         out["metrics"] = json.loads((run_dir / METRICS).read_text())
     return out
@@ -223,7 +239,7 @@ def load_run(run_dir: str | Path, clip=None, device: str | torch.device = "cpu")
     from vptlib.models.backbone import load_clip
 
     run_dir = Path(run_dir)
-    cfg = json.loads((run_dir / CONFIG).read_text())
+    cfg = read_config(run_dir)
     clip = clip or load_clip(cfg["model"], revision=cfg.get("revision"))
     options = dict(cfg["method_options"])
     for key in ("class_names", "templates"):
