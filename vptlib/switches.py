@@ -8,6 +8,7 @@ every switch at the start of each command, so a bad one is one line and exit cod
 from __future__ import annotations
 
 import os
+import re
 
 from .errors import UserError
 
@@ -37,13 +38,21 @@ def flag(name: str) -> bool:
     )
 
 
+def whole_number(text: str) -> int | None:
+    """``text`` as a whole number >= 0 written in ASCII digits, else None. ``str.isdigit`` also
+    accepts superscripts and other scripts' digits ("²", "٣"), which ``int`` then refuses."""
+    text = text.strip()
+    return int(text) if re.fullmatch(r"[0-9]+", text) else None
+
+
 def _int(name: str) -> int | None:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return None
-    if not raw.strip().isdigit():
+    value = whole_number(raw)
+    if value is None:
         raise UserError(f"{name}={raw!r} must be a whole number >= 0 (set by a launcher such as accelerate launch)")
-    return int(raw)
+    return value
 
 
 def world() -> tuple[int, int]:
@@ -79,9 +88,10 @@ def cell_timeout() -> int | None:
     raw = os.environ.get(CELL_TIMEOUT, "").strip()
     if raw == "":
         return DEFAULT_CELL_TIMEOUT_S
-    if not raw.isdigit():
+    value = whole_number(raw)
+    if value is None:
         raise UserError(f"{CELL_TIMEOUT}={raw!r} (make TIMEOUT=) must be a whole number of seconds, 0 for no limit")
-    return int(raw) or None
+    return value or None
 
 
 def check() -> None:

@@ -35,7 +35,13 @@ def _plant(folder: Path, good: Path) -> dict[str, str]:
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
     rot.save(folder / "exif_rotated.jpg", exif=exif)
+    Image.fromarray(np.full((128, 128), np.nan, np.float32), mode="F").save(folder / "all_nan.tif")
+    inf = gray.astype(np.float32)
+    inf[10, 10] = np.inf
+    Image.fromarray(inf, mode="F").save(folder / "one_inf.tif")
     return {
+        "all_nan.tif": "pixels are NaN or infinite",
+        "one_inf.tif": "1 of",
         "truncated.jpg": "corrupt or truncated",
         "empty.jpg": "empty file",
         "notes.jpg": "not an image",

@@ -30,6 +30,8 @@ def test_every_name_that_is_not_a_template_parameter_is_an_override(method, args
 def test_an_option_of_another_method_is_refused_before_anything_runs():
     with pytest.raises(UserError, match="unknown parameter 'rank': not a setting of a run or of vpt_shallow"):
         experiment_params("vpt_shallow", parse_args_string("-p rank 4"))
+    with pytest.raises(UserError, match="-p rank is given twice"):
+        parse_args_string("-p rank 4 -p rank 2")
     with pytest.raises(UserError, match="unknown method"):
         experiment_params("no_such_method", {})
 

@@ -187,6 +187,11 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
         (["sweep", "--profile", "profiles/smoke.yaml", "--name", "fewshot", "--workers", "0"], {}, "--workers"),
         (["book", "preflight", "--profile", "profiles/smoke.yaml"], {"VPTLIB_DRY_RUN": "maybe"}, "VPTLIB_DRY_RUN"),
         (["run", "--method", "linear", "--data", "nowhere"], {"RANK": "1"}, "RANK=1"),
+        # str.isdigit() accepts superscripts and other scripts' digits; int() then raises.
+        (["run", "--method", "linear", "--data", "nowhere"], {"RANK": "\u00b2"}, "RANK='\u00b2'"),
+        (["run", "--method", "linear", "--data", "nowhere"], {"VPTLIB_CELL_TIMEOUT": "\u00b2"}, "make TIMEOUT="),
+        (["run", "--method", "linear", "--data", "nowhere"], {"WORLD_SIZE": "\u0663"}, "WORLD_SIZE="),
+        (["sweep", "--profile", "profiles/smoke.yaml", "--name", "fewshot", "--workers", "\u00b2"], {}, "--workers"),
     ],
 )
 def test_bad_switches_and_counts_are_one_line_and_exit_2_before_any_work(args, env, needle):

@@ -63,6 +63,8 @@ def test_backbone_folders_override_the_hub_ids(monkeypatch):
     assert backbone_folders("a=models/x, b=/y") == {"a": "models/x", "b": "/y"}
     with pytest.raises(UserError, match="name=folder"):
         backbone_folders("models/x")
+    with pytest.raises(UserError, match="names b twice"):
+        backbone_folders("b=models/x,b=models/y")
     monkeypatch.setenv(profile_mod.BACKBONES_ENV, "pubmedclip=models/tiny-clip-b")
     p = profile_mod.load(ROOT / "profiles" / "full.yaml")
     assert p.backbones["pubmedclip"]["model"] == "models/tiny-clip-b" and p.backbones["pubmedclip"]["revision"] is None

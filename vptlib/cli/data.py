@@ -26,9 +26,12 @@ def seed_arg(text: str) -> int:
 
 def count_arg(text: str) -> int:
     """A whole number of at least 1 (workers, processes)."""
-    if not text.strip().isdigit() or int(text) < 1:
+    from vptlib.switches import whole_number
+
+    value = whole_number(text)
+    if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return int(text)
+    return value
 
 
 def _per_class(value: str) -> int | None:

@@ -39,6 +39,9 @@ def _to_rgb(img: Image.Image) -> tuple[Image.Image, str]:
         # 16-bit or float scans: stretch the occupied range to 8 bits rather than
         # dividing by 256, which would leave 12-bit MRI nearly black.
         arr = np.asarray(img, dtype=np.float64)
+        bad = int((~np.isfinite(arr)).sum())
+        if bad:  # NaN or inf: no windowing can show them, and min/max would turn every pixel to NaN
+            raise BadImage(f"{bad:,} of {arr.size:,} pixels are NaN or infinite ({mode} image)")
         lo, hi = float(arr.min()), float(arr.max())
         scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255.0
         return Image.fromarray(scaled.round().astype(np.uint8)).convert("RGB"), f"{mode}->RGB"

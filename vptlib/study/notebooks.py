@@ -50,7 +50,11 @@ def check_params(template: str | Path, params: dict[str, Any]) -> None:
 
 
 def parse_params(pairs: list[list[str]]) -> dict[str, Any]:
-    """``-p KEY VALUE`` pairs, values parsed as YAML scalars like papermill does."""
+    """``-p KEY VALUE`` pairs, values parsed as YAML scalars like papermill does. A name given
+    twice is refused: papermill would keep the last and drop the other without a word."""
+    twice = sorted({k for k, _ in pairs if sum(1 for j, _ in pairs if j == k) > 1})
+    if twice:
+        raise UserError(f"-p {', '.join(twice)} is given twice; give each parameter once")
     try:
         return {k: yaml.safe_load(v) for k, v in pairs}
     except yaml.YAMLError as exc:

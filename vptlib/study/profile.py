@@ -210,6 +210,8 @@ def backbone_folders(text: str) -> dict[str, str]:
         name, sep, folder = item.partition("=")
         if not sep or not name.strip() or not folder.strip():
             raise UserError(f"BACKBONES={text!r}: give name=folder pairs separated by commas, e.g. pubmedclip=models/x")
+        if name.strip() in out:  # keeping the last would silently drop a folder the user gave
+            raise UserError(f"BACKBONES={text!r} names {name.strip()} twice; give each backbone one folder")
         out[name.strip()] = folder.strip()
     return out
 
