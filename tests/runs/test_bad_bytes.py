@@ -189,3 +189,17 @@ def test_a_run_record_from_another_version_is_one_line_naming_it(a_run, prepared
         assert "written by vptlib 0.0.9" in err
     with pytest.raises(UserError, match=why):
         records.read_run(old)
+
+
+def test_a_run_that_fails_at_model_load_leaves_no_folder(prepared, tiny_model, tmp_path, capsys):
+    """Before: an empty run folder holding only its lock file, for every failed attempt."""
+    broken = tmp_path / "model"
+    shutil.copytree(tiny_model, broken)
+    cfg = json.loads((broken / "config.json").read_text())
+    cfg["vision_config"]["hidden_size"] = "wide"
+    (broken / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "runs"
+    args = ["run", "--method", "linear", "--data", str(prepared), "--model", str(broken), "--out", str(out), "--quiet"]
+    assert cli.main(args) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    assert not [p for p in out.rglob("*") if p.is_dir() and records.run_order(p)[0]], sorted(out.rglob("*"))

@@ -74,3 +74,40 @@ def test_the_readme_states_the_limit_and_the_heartbeat_the_code_uses():
     hours = switches.DEFAULT_CELL_TIMEOUT_S // 3600
     assert f"default {hours} hours, 0 for no limit" in readme and notebooks.HEARTBEAT_S == 60
     assert "a line a minute" in readme
+
+
+def test_ctrl_c_during_a_page_is_one_line_without_the_kernels_traceback(tmp_path):
+    """Ctrl-C reaches the terminal's process group; the kernel (its own session) is shut down
+    under a running cell and logs a zmq traceback: that goes to the page's kernel log."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    started = tmp_path / "started"
+    template = _template(
+        tmp_path / "t.ipynb", f"import pathlib, time\npathlib.Path({str(started)!r}).touch()\ntime.sleep(120)"
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "vptlib",
+        "book",
+        "execute",
+        str(template),
+        str(tmp_path / "out.ipynb"),
+        "--profile",
+        str(PROFILE),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=REPO
+    )
+    deadline = time.monotonic() + 120
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert err.strip() == "vptlib: interrupted", err
+    assert not (tmp_path / "out.ipynb").exists()

@@ -94,8 +94,13 @@ def run(
         why = json.loads((run_dir / records.DIVERGED).read_text()).get("reason", "diverged")
         raise TrainingDiverged(f"{why} (recorded by an earlier attempt; delete {run_dir} to train it again)")
     # One process trains (or resumes) a run at a time; the lock dies with its holder.
-    with locks.exclusive(run_dir, f"run {run_dir}") if dist.main else contextlib.nullcontext():
-        return _train_and_record(cfg, identity, given, run_dir, device, dist, progress, keep_model, started)
+    try:
+        with locks.exclusive(run_dir, f"run {run_dir}") if dist.main else contextlib.nullcontext():
+            return _train_and_record(cfg, identity, given, run_dir, device, dist, progress, keep_model, started)
+    except BaseException:
+        if dist.main:  # failed before its config was written (the model or data would not load)
+            folders.discard_if_unused(run_dir)
+        raise
 
 
 def _build(cfg: RunConfig, clip, progress: bool) -> tuple[Data, Preprocess, Classifier]:

@@ -9,6 +9,7 @@ completed with its test evaluation here (:func:`vptlib.runs.record_writer.add_te
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -102,3 +103,13 @@ class ModelAndData:
             return
         if then.get("model_fingerprint") != self.fingerprint():
             raise refuse("the model's weights", "model_fingerprint", then.get("model_fingerprint"), self.fingerprint())
+
+
+def discard_if_unused(run_dir: Path) -> None:
+    """Remove a run folder that holds nothing but its lock: a run that failed before it
+    recorded anything (its model or data would not load) leaves no empty folder behind."""
+    try:
+        if {p.name for p in run_dir.iterdir()} <= {locks.LOCK_NAME}:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    except OSError:
+        pass

@@ -72,7 +72,7 @@ def execute(
     """
     import nbformat
     import papermill as pm
-    from nbclient.exceptions import CellTimeoutError
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     output = Path(output)
     check_params(template, params)
@@ -85,6 +85,13 @@ def execute(
     print(f"executing {output} ({shown})", flush=True)
     env_before = os.environ.get("VPTLIB_STATIC")
     os.environ["VPTLIB_STATIC"] = "1"
+
+    # The kernel process's own stderr (not its cells' output, which papermill relays): its TCP
+    # warning at start and, when the build is interrupted mid-cell, the zmq traceback it logs
+    # as its sockets close under it. Kept in a file beside the page, not shown at the user.
+    kernel_log = output.parent / f".{output.stem}.kernel.log"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    record_output(kernel_log)  # vptlib's to delete with the pages (make clean)
 
     def keep_failed(tmp: Path) -> Path:
         failed = output.with_suffix(".failed.ipynb")
@@ -111,10 +118,16 @@ def execute(
                     execution_timeout=timeout,
                     stdout_file=sys.stdout,
                     stderr_file=sys.stderr,
+                    kernel_manager_class=_kernel_manager(kernel_log),
                 )
         except pm.PapermillExecutionError as exc:
             raise UserError(
                 f"{template} failed for {params}: {exc.ename}: {exc.evalue} (see {keep_failed(tmp)})"
+            ) from None
+        except DeadKernelError:
+            raise UserError(
+                f"{template} ({shown or 'no parameters'}): the notebook's kernel died (out of memory?); its own "
+                f"messages are in {kernel_log} (see {keep_failed(tmp)})"
             ) from None
         except CellTimeoutError:
             raise UserError(
@@ -147,6 +160,19 @@ def execute(
         else:
             os.environ["VPTLIB_STATIC"] = env_before
     return output
+
+
+def _kernel_manager(log: Path) -> type:
+    """jupyter_client's kernel manager with the kernel's stderr written to ``log``."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LoggedKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "wb") as stderr:  # the child keeps its own descriptor
+                await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": stderr})
+
+    return LoggedKernelManager
 
 
 def unique_figure_names(nb: Any, page: str) -> None:
