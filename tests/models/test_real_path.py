@@ -483,6 +483,10 @@ def test_readme_states_the_pins_and_routes_the_code_uses():
     """The README's real-path section is checked against the constants the code runs with."""
     readme = (ROOT / "README.md").read_text()
     sha = hub.PINNED[hub.DEFAULT_MODEL]
+    weights = verify.PINNED_WEIGHTS[(hub.DEFAULT_MODEL, sha, "pytorch_model.bin")]
+    assert f"(`{weights[:12]}…` for OpenAI's" in readme
+    assert f"past {transfer.DEADLINE_S:.0f} s per file (`{transfer.DEADLINE_ENV}`)" in readme
+    assert f"below {transfer.MIN_RATE // 1024} kB/s after {transfer.GRACE_S:.0f} s" in readme
     assert f"commit `{sha}`" in readme
     assert hub.fetch_command(hub.DEFAULT_MODEL, sha) in readme
     assert kaggle.KAGGLE_HANDLE in readme and f"{sum(kaggle.EXPECTED_FILES.values()):,}\nimages" in readme
