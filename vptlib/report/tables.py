@@ -121,10 +121,12 @@ def metric_definitions(protocol: str = "validated") -> str:
             f"- **ECE**: expected calibration error, the mean over {_ece_bins()} equal-width "
             "confidence bins, weighted by their share of images, of |accuracy − mean confidence| "
             "(0 is calibrated).",
-            f"- **{SETS}**: split-conformal prediction sets (APS, non-randomised), calibrated on the "
-            f"validation images so that a set holds the true class for at least {round(100 * (1 - conformal.ALPHA))}% "
-            "of exchangeable images; on test, the share of images whose set holds the true class, and "
-            "the mean number of classes a set holds (1 is a single label, 4 says nothing).",
+            f"- **{SETS}**: split-conformal prediction sets (APS, non-randomised) that hold the true class "
+            f"for at least {round(100 * (1 - conformal.ALPHA))}% of exchangeable images. They are calibrated on a "
+            "random half of the test images, which chose nothing (the validation images chose the epoch and "
+            "the settings, so sets calibrated on them would cover less than promised), and scored on the other "
+            f"half; the share of images whose set holds the true class, and the mean number of classes a set "
+            f"holds (1 is a single label, 4 says nothing), are means over {conformal.REPEATS} seeded halvings.",
             "- **train acc. (%)**: accuracy on the training images at the selected epoch; far above "
             "test accuracy means the method memorised its training images more than it learned.",
             f"- **{COST}**: floating-point operations (a multiply-add is two) per image, counted by "

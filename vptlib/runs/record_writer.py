@@ -123,8 +123,8 @@ def write_result(
             results[split] = classification_report(labels, probs, data.classes)
             scored[split] = (probs, labels)
         rows += _rows(split, data, labels, probs)
-    if "val" in scored and "test" in scored:  # prediction sets calibrated on validation, scored on test
-        results["test"]["conformal"] = conformal.report(*scored["val"], *scored["test"])
+    if "test" in scored:  # prediction sets calibrated and scored on disjoint halves of test (chose nothing)
+        results["test"]["conformal"] = conformal.report(*scored["test"])
     _, train_probs = evaluate(inputs, "train", cfg)
     hist = pd.DataFrame(outcome.history)
     trainable_n, total_n = count_parameters(model)
@@ -202,13 +202,9 @@ def add_test(run_dir: Path, cfg: RunConfig, clip: Any = None, device: torch.devi
     labels = data.test.labels.numpy()
     old = pd.read_csv(run_dir / records.PREDICTIONS, keep_default_na=False)
     old = old[old["split"] != "test"]  # test rows of an earlier attempt killed before metrics.json
-    val = old[old["split"] == "val"]
     if len(labels):
         metrics["test"] = classification_report(labels, probs, data.classes)
-        if len(val):  # the recorded validation probabilities calibrate the sets, as in write_result
-            val_probs = val[[f"prob_{c}" for c in data.classes]].to_numpy(float)
-            val_labels = val["true"].map(list(data.classes).index).to_numpy()
-            metrics["test"]["conformal"] = conformal.report(val_probs, val_labels, probs, labels)
+        metrics["test"]["conformal"] = conformal.report(probs, labels)  # as in write_result
     metrics["test_evaluated"] = True
     rows = pd.concat([old, pd.DataFrame(_rows("test", data, labels, probs))], ignore_index=True)
     atomic.write_bytes(run_dir / records.PREDICTIONS, rows.to_csv(index=False).encode())
