@@ -535,6 +535,14 @@ def test_the_conclusion_is_this_builds_numbers(runs):
     better, worse, _ = report.comparison.signed(sig)
     assert f"{len(better)} of {len(sig)} methods were better and {len(worse)} worse" in text
     assert f"mean ECE {r['ECE'].min():.3f}" in text and "test the pipeline" not in text
+    # "Not shown worse" is worded as the test allows, with this design's detectable difference.
+    mdd = sig[report.comparison.DETECTABLE]
+    assert (
+        "Not shown worse is not shown as good" in text and f"at least {mdd.min():.1f} to {mdd.max():.1f} points" in text
+    )
+    box = report.key_findings(table, sig)
+    runner = r["test acc (%)"].sort_values(ascending=False).index[1]
+    assert f"not a test: it is not shown better than the runner-up, {runner}" in box
     assert report.conclusion(table, sig, pipeline_only=True).startswith("**These numbers test the pipeline.**")
     empty = pd.DataFrame()
     empty.attrs["missing_reference"] = "vpt_shallow"

@@ -174,6 +174,26 @@ def test_each_method_is_compared_on_the_same_test_images(study):
     assert "validated" in report_variants.protocol_note(p) and "fixed" in report_variants.protocol_definitions(p)
 
 
+def test_pairing_is_checked_for_every_method_not_only_the_first(study):
+    """Before: only the first method both studies ran was checked; a later one scored on other
+    test images was paired image by image with the main study's anyway."""
+    import pandas as pd
+
+    p, _ = study
+    fixed = p.variant("protocol", "fixed")
+    run = latest_groups(fixed.runs, fixed.profile)["vpt_shallow"][0]  # the second method compared
+    preds = run / records.PREDICTIONS
+    kept = preds.read_bytes()
+    df = pd.read_csv(preds, keep_default_na=False)
+    df.loc[df.index[df.split == "test"][0], "path"] = "images/test/glioma/another-image.jpg"
+    try:
+        preds.write_text(df.to_csv(index=False))
+        with pytest.raises(UserError, match="different test images"):
+            report_variants.versus(p, "protocol")
+    finally:
+        preds.write_bytes(kept)
+
+
 def test_without_variants_the_sections_say_so(prepared, pretrained_tiny, tmp_path):
     p = Profile(profile="none", model=str(pretrained_tiny), data=str(prepared), runs=str(tmp_path))
     assert report_variants.versus(p, "backbone").empty

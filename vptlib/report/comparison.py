@@ -13,6 +13,8 @@ from vptlib.runs.metrics import format_p, holm, paired_difference
 
 from .loading import TITLES, latest_groups, same_test_images, seed_correct
 
+POWER = 0.8
+DETECTABLE = f"detectable at {POWER:.0%} power (points)"
 COMPARISON_RULE = (
     "Each method is compared with the reference method fixed in the profile before any result was seen "
     "(VPT-shallow unless the profile says otherwise), not with the test-set winner. The difference is that of "
@@ -46,7 +48,34 @@ def significance_table(runs: str | Path, profile: str, reference: str = "vpt_sha
     table = with_holm(pd.DataFrame(rows))
     if not table.empty:
         table["df"] = [round(d, 1) for d in dfs]
+        table[DETECTABLE] = detectable(table)
     return table
+
+
+def detectable(table: pd.DataFrame, power: float = POWER) -> list[float]:
+    """Per row, the true difference this design finds with probability ``power``: the
+    minimum detectable difference of the row's t test, from its standard error and degrees
+    of freedom (read off its 95% interval), with the noncentral t, at Holm's strictest level
+    (5% / the number of rows, which the largest difference must pass). A real difference
+    smaller than this is more likely missed than found: "not shown different" is not "equal"."""
+    from scipy.optimize import brentq
+    from scipy.stats import nct
+    from scipy.stats import t as student
+
+    level = 0.05 / len(table)
+    out = []
+    for ci, df in zip(table["paired 95% CI"], table["df"], strict=True):
+        lo, hi = (float(x) for x in ci.split(" to "))
+        df = float(df) if np.isfinite(df) else 1e6
+        se = (hi - lo) / (2 * float(student.ppf(0.975, df)))
+        crit = float(student.ppf(1 - level / 2, df))
+
+        def short(delta: float, crit: float = crit, df: float = min(df, 1e4)) -> float:  # power(delta) - power
+            lower = np.nan_to_num(nct.cdf(-crit, df, delta))  # the far tail: scipy may give NaN for ~0
+            return float(nct.sf(crit, df, delta) + lower) - power
+
+        out.append(round(se * brentq(short, 0.0, crit + 6.0), 1) if se > 0 else 0.0)
+    return out
 
 
 SIGNIFICANT = "significant (Holm, 5%)"

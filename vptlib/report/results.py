@@ -15,7 +15,7 @@ from vptlib.runs.metrics import (
 )
 
 from . import style
-from .comparison import signed
+from .comparison import DETECTABLE, POWER, signed
 from .loading import (
     EARLIER_REPORT,
     TITLES,
@@ -126,7 +126,17 @@ def key_findings(results: pd.DataFrame, table: pd.DataFrame) -> str:
         ref = table["reference"].iloc[0]
         lo_hi = results.set_index("method").loc[ref, "95% CI"]
         lines.append(f"- **Reference ({ref}):** {acc[ref]:.1f}% test accuracy (95% CI {lo_hi}).")
-    lines.append(f"- **Highest mean test accuracy:** {best}, {acc[best]:.1f}%.")
+    ranked = acc.sort_values(ascending=False)
+    runner = ranked.index[1] if len(ranked) > 1 else None
+    lines.append(
+        f"- **Highest mean test accuracy:** {best}, {acc[best]:.1f}%"
+        + (
+            f"; a ranking of means, not a test: it is not shown better than the runner-up, {runner} "
+            f"({acc[runner]:.1f}%)."
+            if runner is not None
+            else "."
+        )
+    )
     if "missing_reference" in table.attrs:
         ref = table.attrs["missing_reference"]
         lines.append(f"- **No comparison:** the reference ({TITLES.get(ref, ref)}) has no runs in this build.")
@@ -138,7 +148,18 @@ def key_findings(results: pd.DataFrame, table: pd.DataFrame) -> str:
             + (", ".join(survived) if survived else "none")
             + "."
         )
+        lines.append(f"- **What this design can see:** {_detectable_sentence(table)}")
     return "\n".join(lines)
+
+
+def _detectable_sentence(table: pd.DataFrame) -> str:
+    """The minimum detectable difference of the reference comparisons, in words."""
+    mdd = table[DETECTABLE]
+    return (
+        f"a true difference from the reference is sure to be found {POWER:.0%} of the time only when it is at least "
+        f"{mdd.min():.1f} to {mdd.max():.1f} points (median {mdd.median():.1f}; the column "
+        f"\u201c{DETECTABLE}\u201d), so smaller differences may be real and unseen."
+    )
 
 
 def conclusion(results: pd.DataFrame, table: pd.DataFrame, pipeline_only: bool = False) -> str:
@@ -174,8 +195,9 @@ def conclusion(results: pd.DataFrame, table: pd.DataFrame, pipeline_only: bool =
         params = r.loc[level, "trainable params"].astype(int)
         cheapest = params.idxmin()
         out.append(
-            f"The method with the fewest trainable parameters that was not shown worse than the reference is "
-            f"{cheapest}, with {params[cheapest]:,}."
+            f"Among the methods not shown worse than the reference, the one with the fewest trainable parameters "
+            f"is {cheapest}, with {params[cheapest]:,}. Not shown worse is not shown as good: "
+            + _detectable_sentence(table)
         )
     ece = r["ECE"].astype(float)
     out.append(

@@ -58,9 +58,12 @@ def versus(profile: Profile, kind: str) -> pd.DataFrame:
     for v in variants(profile, kind):
         mine = _per_seed(v.profile)
         both = [m for m in v.methods if m in mine and m in main]
-        if both:
-            groups = latest_groups(v.profile.runs, v.profile.profile)
-            same_test_images([*latest_groups(profile.runs, profile.profile)[both[0]], *groups[both[0]]])
+        if both:  # every pair compared must share its test images, not only the first method's
+            ours, theirs = (
+                latest_groups(profile.runs, profile.profile),
+                latest_groups(v.profile.runs, v.profile.profile),
+            )
+            same_test_images([d for m in both for d in (*ours[m], *theirs[m])])
         for m in both:
             d = paired_difference(mine[m], main[m])
             rows.append(
