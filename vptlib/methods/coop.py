@@ -39,8 +39,10 @@ DEFAULTS = TrainDefaults(epochs=200, lr=0.002, optimizer="sgd", weight_decay=5e-
 FIXED_RECIPE = True
 BATCH_SIZE = 32  # vit_b32.yaml: DATALOADER.TRAIN_X.BATCH_SIZE (the profiles set the study's)
 INIT_STD = 0.02  # nn.init.normal_(ctx_vectors, std=0.02)
-# The class name each prompt ends with (CoOp uses the data set's class names).
-NAMES = {"glioma": "glioma", "meningioma": "meningioma", "notumor": "no tumor", "pituitary": "pituitary tumor"}
+# The class name each prompt ends with. CoOp uses the data set's class names as they are; the
+# Kaggle folders' names, with "notumor" read as the phrase it abbreviates. None adds "tumor"
+# (that would single out one of the three tumour classes).
+NAMES = {"glioma": "glioma", "meningioma": "meningioma", "notumor": "no tumor", "pituitary": "pituitary"}
 
 
 @dataclass

@@ -19,9 +19,9 @@ and [200, 20]), the first best kept.
 
 Where this differs from the paper's code (the Methods page says the same): the epoch is
 chosen on validation accuracy (``main.py`` keeps the epoch with the best *test*
-accuracy, then reports the better of two test numbers); each epoch's augmentation is
-one of the 10 cached augmented views per image, drawn per epoch, rather than a fresh
-crop; the augmentation is the study's (:class:`~vptlib.data.augment.Augment`), not
+accuracy, then reports the better of two test numbers); each epoch trains on one of the
+10 cached augmented views per image, drawn per epoch: the same views whose average built
+the keys, rather than a fresh crop; the augmentation is the study's (:class:`~vptlib.data.augment.Augment`), not
 ``RandomResizedCrop(scale=(0.5, 1))`` with flips; the class embeddings are the study's
 prompt ensemble (:mod:`.text`).
 """

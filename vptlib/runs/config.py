@@ -54,8 +54,8 @@ class RunConfig:
     precision: str = "auto"
     grad_clip: float | None = None  # max global grad norm; 0 disables; None: the method's recipe
     early_stopping: int = 0  # patience in epochs without a better val accuracy; 0 disables
-    # "val": the study's protocol, the best epoch on validation; "last": the validation-free
-    # protocol of CLIP-LoRA and CLAP, the last iterate and nothing chosen on validation (SELECTIONS).
+    # "val": the study's protocol, the best epoch on validation; "last": the last iterate and
+    # nothing chosen on validation (the study's "fixed" protocol; SELECTIONS).
     select: str = "val"
     augment: bool = True  # batch augmentation for methods trained on images
     test_curves: bool = False  # also evaluate test each epoch, for plots only (never for selection)

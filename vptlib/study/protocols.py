@@ -8,8 +8,10 @@ from __future__ import annotations
 # it, and the RunConfig.select each implies.
 PROTOCOLS = {
     "validated": "settings tuned on validation over the profile's grids, the epoch selected on validation",
-    "fixed": "validation-free: one fixed setting per method (its hparams) for every K, no grid, the last "
-    "epoch, and nothing chosen on validation (the protocol of CLIP-LoRA and CLAP)",
+    "fixed": "no choice on validation: one fixed setting per method (its hparams) for every K, no grid, "
+    "the last epoch, the study's epochs, and the validation images left unused (what choosing on "
+    "validation buys at this study's budget; not CLIP-LoRA's or CLAP's protocol, which train on every "
+    "labelled image for their own budgets)",
 }
 SELECT = {"validated": "val", "fixed": "last"}
 VARIANT_KINDS = ("backbone", "protocol")  # Profile.variant: the keys backbones: and protocols:

@@ -1,0 +1,69 @@
+"""Sentences of the book that state what the code does, held to the code (issue 42, item 9)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from vptlib.data.classes import CLASSES
+from vptlib.methods import METHODS, coop
+from vptlib.methods import tip_adapter as tip
+from vptlib.report.loading import TITLES
+from vptlib.runs.config import RunConfig
+from vptlib.study.protocols import PROTOCOLS
+
+ROOT = Path(__file__).resolve().parents[1]
+INTRO = (ROOT / "book" / "intro.md").read_text()
+METHODS_PAGE = (ROOT / "book" / "methods.md").read_text()
+FULL = yaml.safe_load((ROOT / "profiles" / "full.yaml").read_text())
+
+# How the introduction names each registered method (a new method must be introduced).
+INTRO_NAMES = {
+    "zero_shot": "zero-shot CLIP",
+    "linear": "linear probe",
+    "clap": "CLAP",
+    "tip_adapter_f": "Tip-Adapter-F",
+    "coop": "CoOp",
+    "vpt_shallow": "*shallow*",
+    "vpt_deep": "*deep*",
+    "vision_lora": "vision\n  LoRA",
+    "clip_lora": "CLIP-LoRA",
+    "full": "full fine-tuning",
+    "wise_ft": "WiSE-FT",
+    "flyp": "FLYP",
+    "text_ce": "text CE",
+}
+
+
+def test_the_introduction_names_every_method_and_study_the_profile_runs():
+    assert set(INTRO_NAMES) == set(METHODS), "introduce a new method in book/intro.md and here"
+    for method, name in INTRO_NAMES.items():
+        assert name in INTRO, (method, TITLES[method])
+    assert "PubMedCLIP" in INTRO and set(FULL["backbones"]) == {"pubmedclip"}
+    assert "**fixed protocol**" in INTRO and set(FULL["protocols"]) == {"fixed"}
+
+
+def test_the_seed_sentence_follows_which_runs_depend_on_the_seed():
+    once = [m for m in METHODS if not RunConfig(method=m, data="d").varies_with_seed()]
+    assert once == ["zero_shot", "linear"]
+    assert "Each method whose result depends on the seed runs with" in INTRO
+    assert "zero-shot\n  CLIP, and the linear probe on the whole training split, do not depend on it" in INTRO
+    assert "Each method runs with several seeds" not in INTRO
+
+
+def test_the_fixed_protocol_is_not_called_clip_loras_or_claps():
+    for text in (PROTOCOLS["fixed"], METHODS_PAGE, INTRO, (ROOT / "profiles" / "full.yaml").read_text()):
+        assert "protocol of CLIP-LoRA and CLAP" not in text and "validation-free protocol of CLIP-LoRA" not in text
+    assert "not CLIP-LoRA's or CLAP's protocol" in PROTOCOLS["fixed"]
+
+
+def test_coop_ends_its_prompts_with_the_data_sets_class_names():
+    for c in CLASSES:
+        assert coop.NAMES[c].replace(" ", "") == c  # the folder's name, only spaced as a phrase
+    assert 'with "notumor" read as the phrase "no tumor"' in METHODS_PAGE
+
+
+def test_tip_adapter_f_says_it_trains_on_the_views_that_built_its_keys():
+    assert "the same views whose average built its\nkeys" in METHODS_PAGE
+    assert "the same views whose average built\nthe keys" in tip.__doc__
