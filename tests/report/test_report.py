@@ -402,6 +402,16 @@ def test_headline_table_is_five_columns_with_the_earlier_report(runs):
     table = report.results_table(runs, "t")
     head = report.headline_table(table)
     assert [head.index.name, *head.columns] == report.tables.HEADLINE
+    # Each row's tuning effort beside its accuracy: grid points tried on validation, optimiser steps.
+    from vptlib.report.loading import grid_size, optimiser_steps
+    from vptlib.runs.records import read_history
+
+    for method, group in report.loading.latest_groups(runs, "t").items():
+        row = head.loc[report.loading.TITLES[method], report.tables.TUNING]
+        steps = [int(read_history(d)["steps"].iloc[-1]) if len(read_history(d)) else 0 for d in group]
+        assert row == f"{grid_size(runs, 't', method):,} / {int(sum(steps) / len(steps)):,}", (method, row)
+        assert optimiser_steps(group[0]) == steps[0]
+    assert f"**{report.tables.TUNING}**" in report.tables.metric_definitions()
     assert head.loc["Linear probe", "earlier report (%)"] == "90.0"
     assert head.loc["Zero-shot CLIP", "earlier report (%)"] == "29.7"
     params = int(table.set_index("method").loc["Linear probe", "trainable params"])

@@ -20,6 +20,7 @@ from vptlib import atomic, report
 from vptlib.data import sets
 from vptlib.data.dataset import Preprocess, load_data
 from vptlib.data.prepare import PrepareOptions, prepare
+from vptlib.errors import UserError
 from vptlib.runs import ledger, records
 from vptlib.runs.engine import run
 from vptlib.study import sweep
@@ -42,7 +43,7 @@ def test_a_full_disk_during_prepare_leaves_the_old_set_and_the_retry_works(phant
         return real(src, dst, *a, **k)
 
     monkeypatch.setattr(shutil, "copyfile", disk_fills)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match=f"cannot write {out}: the disk is full"):  # one line naming --out
         prepare(_opts(phantom_source, out, seed=1))
     assert (out / "manifest.csv").read_bytes() == old  # the live set is untouched
     assert [p.name for p in (out / sets.SETS).iterdir()] == [os.readlink(out / sets.CURRENT).split("/")[1]]

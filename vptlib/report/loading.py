@@ -245,3 +245,21 @@ def _changed(cfg: dict) -> str:
     )
     shown = [f"{k}={cfg[k]:g}" if isinstance(cfg.get(k), float) else f"{k}={cfg[k]}" for k in keys if k in cfg]
     return ", ".join(shown + ([opts] if opts else []))
+
+
+def grid_size(runs: str | Path, profile: str, method: str) -> int:
+    """How many settings were tried on validation for ``method``'s row (its tuning grid's
+    points; 1 for a method with no grid), read from the grid the row was chosen from."""
+    from vptlib.runs import records
+    from vptlib.study.tuning import TUNING
+
+    grid = records.method_folder(runs, profile, method) / TUNING
+    return len(pd.read_csv(grid)) if grid.is_file() else 1
+
+
+def optimiser_steps(run_dir: Path) -> int:
+    """The optimiser steps a run took (its last epoch's count; 0 for a closed-form fit)."""
+    from vptlib.runs.records import read_history
+
+    history = read_history(run_dir)
+    return int(history["steps"].iloc[-1]) if "steps" in history and len(history) else 0

@@ -10,9 +10,7 @@ import numpy as np
 import pandas as pd
 
 from vptlib.runs import ledger
-from vptlib.runs.metrics import (
-    wilson_ci,
-)
+from vptlib.runs.metrics import wilson_ci
 
 from . import style
 from .comparison import DETECTABLE, POWER, signed
@@ -22,9 +20,11 @@ from .loading import (
     _bytes,
     _changed,
     _predictions,
+    grid_size,
     latest_groups,
     latest_runs,
     method_order,
+    optimiser_steps,
     seed_correct,
     verified_metrics,
     verified_run,
@@ -56,6 +56,8 @@ def results_table(runs: str | Path, profile: str) -> pd.DataFrame:
                 "set size": _mean_of(metrics, "mean_set_size"),
                 "train acc (%)": 100 * np.mean([m["train_accuracy"] for m in metrics]),
                 "trainable params": first["metrics"]["trainable_params"],
+                "grid points": grid_size(runs, profile, method),
+                "optimiser steps": int(np.mean([optimiser_steps(d) for d in group])),
                 "checkpoint": _bytes(first["metrics"]["checkpoint_bytes"]),
                 "s / epoch": np.mean([m["seconds_per_epoch"] for m in metrics]),
                 "training (s)": np.mean([m.get("seconds", {}).get("training", np.nan) for m in metrics]),
