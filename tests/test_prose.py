@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from vptlib.data.classes import CLASSES
@@ -67,3 +68,32 @@ def test_coop_ends_its_prompts_with_the_data_sets_class_names():
 def test_tip_adapter_f_says_it_trains_on_the_views_that_built_its_keys():
     assert "the same views whose average built its\nkeys" in METHODS_PAGE
     assert "the same views whose average built\nthe keys" in tip.__doc__
+
+
+def test_the_discussion_describes_the_grids_the_full_profiles_run():
+    from vptlib.methods import METHODS as SPECS
+    from vptlib.study import profile as profiles
+    from vptlib.study.tuning import grid_points
+
+    text = (ROOT / "book" / "discussion.md").read_text()
+    for name in ("full", "kaggle-full"):
+        prof = profiles.load(ROOT / "profiles" / f"{name}.yaml")
+        ref = prof.grids[prof.reference]
+        assert f"grid of {len(grid_points(prof, prof.reference))} points" in text
+        assert f"({len(ref['base_lr'])} base learning rates × {len(ref['weight_decay'])} weight decays)" in text
+        tuned = [m for m in prof.hparams if grid_points(prof, m) and m not in ("vpt_shallow", "vpt_deep")]
+        assert {m for m in tuned} == {"full", "wise_ft", "flyp", "text_ce", "vision_lora", "clip_lora"}
+        for m in tuned:
+            g = prof.grids[m]
+            assert (len(g["lr"]), len(g["weight_decay"])) == (10, 4), m
+            start = prof.run_config(m).lr
+            assert min(g["lr"]) == pytest.approx(start / 50) and max(g["lr"]) == pytest.approx(start * 25), m
+        assert "10 learning rates × 4 weight decays" in text and "from 1/50 to 25 times" in text
+        fixed = [SPECS[m].title for m in prof.hparams if SPECS[m].fixed_recipe]
+        assert fixed == ["CLAP (zero-shot-initialised probe)", "Tip-Adapter-F", "CoOp"]
+    assert "CoOp, CLAP and Tip-Adapter-F train with their papers'\n  fixed settings" in text
+
+
+def test_the_methods_page_states_the_grid_size_the_profiles_run():
+    assert "10 learning rates × 4 weight decays, on each method's own\nscale" in METHODS_PAGE
+    assert "times a weight decay of 0 or 0.1" not in METHODS_PAGE

@@ -189,7 +189,7 @@ def test_study_cost_estimate_from_step_times():
     # vpt_deep: KMnP/vpt's 10 x 4 grid on the tuning seed, then each of the 5 reported seeds
     # afresh; the L-BFGS probe is one fit, whatever the seeds
     assert rows["zero_shot"]["runs"] == 1 and rows["vpt_deep"]["runs"] == 40 + 5 and rows["linear"]["runs"] == 1
-    assert rows["full"]["runs"] == 3 * 2 + 5  # lr x weight decay, then the seeds
+    assert rows["full"]["runs"] == 10 * 4 + 5  # lr x weight decay (the reference's size), then the seeds
     # vpt_deep, per seed: 50 epochs x 12 steps x 1.0 s (bf16), 50 validation passes over 96 images
     # and one final pass over 384 + 416 images, at the bf16 forward's 0.5 s per 32 images.
     per_image = 0.5 / 32
@@ -199,7 +199,7 @@ def test_study_cost_estimate_from_step_times():
     assert rows["sweep fewshot"]["runs"] == 7 * (5 * 3 + 1) and rows["sweep prompts"]["runs"] == 2 * 4 * 3
     # The studies beside the main one: PubMedCLIP tunes and seeds its nine methods as the main
     # study does; the fixed protocol runs its ten methods once per seed, no grid (the probe once).
-    assert rows["backbone pubmedclip"]["runs"] == 1 + 1 + 5 + 5 + 5 + 45 + 45 + (3 + 5) + (6 + 5)
+    assert rows["backbone pubmedclip"]["runs"] == 1 + 1 + 5 + 5 + 5 + 45 + 45 + (40 + 5) + (40 + 5)
     assert rows["protocol fixed"]["runs"] == 1 + 9 * 5
     assert rows["backbone pubmedclip"]["seconds"] > rows["vpt_deep"]["seconds"] + rows["vpt_shallow"]["seconds"]
     assert cost["total_seconds"] == sum(x["seconds"] for x in cost["rows"])

@@ -73,3 +73,28 @@ def test_a_method_batch_size_beats_the_profile_wide_one():
     assert prof.run_config("clap").batch_size == prof.run_config("tip_adapter_f").batch_size == 256
     assert prof.run_config("vpt_shallow").batch_size == 32
     assert prof.run_config("clap", batch_size=8).batch_size == 8  # an override still wins
+
+
+@pytest.mark.parametrize("name", ["full", "kaggle-full"])
+def test_every_tuned_method_gets_a_grid_of_the_references_size_on_its_own_scale(name):
+    """Issue 42, item 5: the reference (VPT) is tuned over KMnP/vpt's 40 points; every other
+    method whose paper tunes gets as many, around its own starting lr, so a comparison with the
+    reference does not confound the method with its tuning effort. Methods whose papers fix
+    their recipe, and those with nothing to tune, get none."""
+    from vptlib.methods import METHODS
+
+    profile = profiles.load(REPO / "profiles" / f"{name}.yaml")
+    size = len(grid_points(profile, profile.reference))
+    assert size == 40
+    for method in profile.hparams:
+        points = grid_points(profile, method)
+        # No trained grid: a fixed recipe, zero-shot, and the L-BFGS probe (its C is its own
+        # search on validation, like WiSE-FT's alpha and Tip-Adapter-F's alpha and beta).
+        if METHODS[method].fixed_recipe or not METHODS[method].uses_seed():
+            assert points == [], method
+            continue
+        assert len(points) == size, (method, len(points))
+        lrs = sorted({p.get("lr", p.get("base_lr")) for p in points})
+        start = profile.run_config(method).lr
+        if "lr" in points[0]:
+            assert lrs[0] < start < lrs[-1] and lrs[-1] / lrs[0] >= 1000, (method, lrs, start)
