@@ -10,8 +10,8 @@ embeddings and ``s`` CLIP's temperature (100 for OpenAI's CLIP, the code's const
 averaged over 10 augmented views and re-normalised (``build_cache_model``), and is the
 only trained tensor (``N * D`` parameters: 480 * 512 = 245,760 on ViT-B/32 and the
 study's 480 training images); ``V`` is ``(N, C)``, the one-hot labels, fixed. Training
-follows ``run_tip_adapter_F``: cross-entropy, AdamW at lr 1e-3 with eps 1e-4 and no
-weight decay, cosine decay over 20 epochs of batch 256, every epoch on augmented images,
+follows ``run_tip_adapter_F``: cross-entropy, AdamW at lr 1e-3 with eps 1e-4 and torch's
+default weight decay of 0.01, cosine decay over 20 epochs of batch 256, every epoch on augmented images,
 with ``alpha`` and ``beta`` at their initial values (ImageNet's config: 1.17 and 1).
 After training, ``beta`` and ``alpha`` are searched on validation over the code's grid
 (``search_hp``: ``search_step`` values from 0.1 to ``search_scale``; ImageNet's [7, 3]
@@ -39,7 +39,8 @@ from torch import nn
 from .base import Classifier, TextOptions, TrainDefaults
 from .text import zero_shot_classifier
 
-DEFAULTS = TrainDefaults(epochs=20, lr=1e-3, optimizer="adamw", weight_decay=0.0)
+# main.py:72 passes no weight_decay to torch.optim.AdamW, whose default is 0.01.
+DEFAULTS = TrainDefaults(epochs=20, lr=1e-3, optimizer="adamw", weight_decay=0.01)
 # The training settings are fixed; only alpha and beta are searched on validation (finalize).
 FIXED_RECIPE = True
 ADAM_EPS = 1e-4  # run_tip_adapter_F: torch.optim.AdamW(adapter.parameters(), lr=cfg['lr'], eps=1e-4)
