@@ -124,3 +124,28 @@ def test_preflight_keeps_each_problems_instructions_on_their_lines():
     at = next(i for i, line in enumerate(lines) if line.endswith("then run:"))
     assert lines[at].startswith("  - data: ") and lines[at + 1].strip().startswith("vptlib data fetch --archive")
     assert lines[at + 2].strip().startswith("vptlib data prepare") and lines[-1] == "  - model: missing"
+
+
+def test_vptlib_run_has_one_flag_per_runconfig_field_generated_from_it():
+    """Issue 44: the CLI is made from RunConfig (its fields' types, defaults, choices and help),
+    not copied by hand; every field a user may set has exactly one flag."""
+    import dataclasses
+
+    from vptlib.cli import build_parser
+    from vptlib.runs.config import RunConfig, command_line_fields
+
+    parser = build_parser("run")
+    run = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith(" run"))
+    dests = [a.dest for a in run._actions]
+    settable = [f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("flag", True)]
+    assert [f.name for f, _ in command_line_fields()] == settable
+    for name in settable:
+        assert dests.count(name) == 1, name
+    assert {f.name for f in dataclasses.fields(RunConfig)} - set(settable) == {"evaluate_test", "options"}
+    args = parser.parse_args(["run", "--method", "linear", "--data", "d", "--no-augment", "--batch-size", "8"])
+    assert args.augment is False and args.batch_size == 8 and args.schedule == "cosine"
+    import inspect
+
+    from vptlib.cli import app
+
+    assert "batch_size=a.batch_size" not in inspect.getsource(app)  # no field copied by hand

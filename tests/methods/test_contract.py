@@ -7,7 +7,9 @@ shows that it passes the same checks and reaches the CLI, ``make run``, the toc 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import fnmatch
 import inspect
 
 import pytest
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from vptlib.methods import METHODS, build
+from vptlib.methods import base as base_module
 from vptlib.methods.base import CAPABILITIES, HOOKS, Classifier, TextOptions, Wrapper
 from vptlib.models.backbone import load_clip
 
@@ -51,6 +54,8 @@ def check_contract(name: str, clip) -> None:
     assert set(model.trainable_state()) == trainable | set(model.fitted_buffers)
     assert set(model.data_sized) <= set(model.trainable_state())
     assert bool(trainable) == spec.trains, f"{name}: trains={spec.trains} but {len(trainable)} trainable tensors"
+    undeclared = sorted(n for n in trainable if not any(fnmatch.fnmatchcase(n, p) for p in model.trainable_patterns))
+    assert not undeclared, f"{name}: trains {undeclared[:3]} outside its trainable_patterns {model.trainable_patterns}"
 
     # capabilities: declared, and true of the behaviour
     for cap in CAPABILITIES:
@@ -80,6 +85,10 @@ def check_contract(name: str, clip) -> None:
         model.on_step_end()
         frozen_grads = [n for n, p in model.named_parameters() if not p.requires_grad and p.grad is not None]
         assert not frozen_grads, f"{name}: frozen tensors got gradients: {frozen_grads[:3]}"
+        # A trainable tensor that gets no gradient breaks data-parallel training (DDP waits for
+        # it) unless the method declares that it may happen.
+        idle = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        assert not idle or model.unused_params_possible, f"{name}: {idle[:3]} got no gradient (unused_params_possible?)"
 
     # the options: every field has a default, a flag has help, a wrong option is refused
     for f in dataclasses.fields(spec.options):
@@ -88,6 +97,16 @@ def check_contract(name: str, clip) -> None:
             assert f.metadata["flag"].startswith("--") and f.metadata["help"]
     with pytest.raises(ValueError, match="do not apply"):
         build(name, clip, NUM_CLASSES, no_such_option=1)
+    # a bool option's flag sets it either way, whatever its default (a store_true flag could
+    # never turn off an option that defaults to True)
+    for f in dataclasses.fields(spec.options):
+        if "flag" in f.metadata and isinstance(f.default, bool):
+            on, off = f.metadata["flag"], "--no-" + f.metadata["flag"].removeprefix("--")
+            for argv, want in (([on], True), ([off], False)):
+                assert getattr(build_parser_run(["--method", name, "--data", "d", *argv]), f.name) is want, (
+                    f.name,
+                    argv,
+                )
     assert spec.defaults.epochs >= 0 and spec.defaults.lr > 0 and spec.title
 
 
@@ -145,6 +164,12 @@ def test_a_wrapper_forwards_every_hook_and_capability():
         assert getattr(wrapped, hook)(*[None] * _arity(hook)) == hook
     assert calls == ["forward", *HOOKS]
     assert all(getattr(wrapped, cap) == getattr(wrapped.inner, cap) for cap in CAPABILITIES)
+    # Written out, so grep and a debugger find each one: no setattr loop, no lambda properties.
+    for hook in HOOKS:
+        assert inspect.isfunction(vars(Wrapper).get(hook)), f"Wrapper.{hook} must be a plain method"
+    for cap in CAPABILITIES:
+        assert isinstance(vars(Wrapper).get(cap), property) and vars(Wrapper)[cap].fget.__name__ == cap, cap
+    assert "setattr(" not in inspect.getsource(base_module)
 
 
 def _arity(hook: str) -> int:
@@ -168,6 +193,8 @@ def test_a_new_method_is_its_module_and_one_registry_line(monkeypatch, tiny_clip
         scale: float = flag(1.0, "--toy-scale", "toy: logit scale (default 1.0)")
 
     class Toy(Classifier):
+        trainable_patterns = ("head.*",)
+
         def __init__(self, clip, num_classes, opts):
             super().__init__()
             self.vision = vision_model(clip).requires_grad_(False)
@@ -195,3 +222,69 @@ def test_a_new_method_is_its_module_and_one_registry_line(monkeypatch, tiny_clip
     }
     assert "book/generated/experiments/toy" in book.write_toc(tmp_path / "toc.yml").read_text()
     assert loading.titles()["toy"] == "Toy" and "toy" in loading.method_order()
+
+
+# ---- The contract's unwritten rules, written: each broken variant of a BitFit-like method fails.
+
+
+def _bitfit(monkeypatch, *, unfreeze_tower=False, idle_tensor=False, bool_default=None):
+    """A method training the vision tower's biases and a head, broken as asked; registered as "bitfit"."""
+    import vptlib.methods as methods
+    from vptlib.methods.base import TrainDefaults, flag, linear_head, vision_model
+
+    fields = {} if bool_default is None else {"use_ln": flag(bool_default, "--bitfit-ln", "bitfit: also the norms")}
+    Options = dataclasses.make_dataclass("Options", [(k, bool, v) for k, v in fields.items()], bases=(), namespace={})
+
+    class BitFit(Classifier):
+        trainable_patterns = ("vision.*.bias", "head.*", "spare")
+
+        def __init__(self, clip, num_classes, opts):
+            super().__init__()
+            self.vision = copy.deepcopy(vision_model(clip))
+            for n, p in self.vision.named_parameters():
+                p.requires_grad_(unfreeze_tower or n.endswith(".bias"))
+            self.head = linear_head(self.vision.config.hidden_size, num_classes)
+            if idle_tensor:
+                self.spare = nn.Parameter(torch.zeros(3))  # trainable, used by nothing
+
+        def forward(self, pixel_values):
+            return self.head(self.vision(pixel_values=pixel_values).pooler_output)
+
+        def describe(self):
+            return "the vision tower's biases and a head"
+
+    spec = methods.MethodSpec(lambda clip, c, opts: BitFit(clip, c, opts), Options, TrainDefaults(3, 0.01), "BitFit")
+    monkeypatch.setitem(methods.METHODS, "bitfit", spec)
+
+
+def test_bitfit_as_written_keeps_the_contract(monkeypatch, tiny_clip):
+    _bitfit(monkeypatch)
+    check_contract("bitfit", tiny_clip)
+
+
+def test_a_tower_left_unfrozen_outside_the_declared_set_fails(monkeypatch, tiny_clip):
+    _bitfit(monkeypatch, unfreeze_tower=True)
+    with pytest.raises(AssertionError, match="outside its trainable_patterns"):
+        check_contract("bitfit", tiny_clip)
+
+
+def test_a_trainable_tensor_that_gets_no_gradient_fails_unless_declared(monkeypatch, tiny_clip):
+    _bitfit(monkeypatch, idle_tensor=True)
+    with pytest.raises(AssertionError, match=r"\['spare'\] got no gradient"):
+        check_contract("bitfit", tiny_clip)
+
+
+def test_a_bool_option_the_command_line_cannot_turn_off_fails(monkeypatch, tiny_clip):
+    """A bool option defaulting to True: its flag must have a --no- form that sets it False."""
+    _bitfit(monkeypatch, bool_default=True)
+    check_contract("bitfit", tiny_clip)  # the generated --no-bitfit-ln makes it switchable
+    args = build_parser_run(["--method", "bitfit", "--data", "d", "--no-bitfit-ln"])
+    assert args.use_ln is False
+    assert build_parser_run(["--method", "bitfit", "--data", "d", "--bitfit-ln"]).use_ln is True
+    assert build_parser_run(["--method", "bitfit", "--data", "d"]).use_ln is None  # unset: the method's default
+
+
+def build_parser_run(argv: list[str]):
+    from vptlib.cli import build_parser
+
+    return build_parser("run").parse_args(["run", *argv])

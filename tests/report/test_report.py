@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 
 @pytest.fixture(scope="module")
 def runs(prepared, tiny_model, tmp_path_factory):
+    report.setup()  # as every page's first cell does
     out = tmp_path_factory.mktemp("runs")
     for method, kw in [("zero_shot", {"epochs": 0}), ("linear", {"epochs": 3}), ("vpt_shallow", {"epochs": 2})]:
         run(
@@ -473,6 +474,37 @@ def test_a_method_has_one_colour_in_every_figure(runs):
     assert to_rgb(dots[list(table.method).index("VPT-shallow")].get_facecolor()[0]) == pytest.approx(want)
     palette = report.style.colors()
     assert len(set(palette.values())) == len(palette)  # no two methods share a colour
+
+
+def test_adding_a_method_recolours_no_other(monkeypatch):
+    """Colours follow the method's name, not its place in the registry."""
+    import vptlib.methods as methods
+
+    before = report.style.colors()
+    monkeypatch.setattr(methods, "METHODS", {"bitfit": methods.METHODS["linear"], **methods.METHODS})
+    monkeypatch.setattr(report.style, "METHODS", methods.METHODS)
+    after = report.style.colors()
+    assert {m: after[m] for m in before} == before and "bitfit" in after
+    assert report.style.color("bitfit") == report.style.color("bitfit")  # decided by the name alone
+
+
+def test_importing_the_report_changes_no_global_state():
+    """No module of vptlib/report sets a theme, rcParams or a pandas option when imported;
+    a page does it with report.setup()."""
+    import subprocess
+    import sys
+
+    code = (
+        "import matplotlib as mpl, pandas as pd, pkgutil, importlib\n"
+        "rc, col = dict(mpl.rcParams), pd.get_option('display.max_colwidth')\n"
+        "import vptlib.report as r\n"
+        "for m in pkgutil.iter_modules(r.__path__): importlib.import_module('vptlib.report.' + m.name)\n"
+        "changed = sorted(k for k in rc if rc[k] != mpl.rcParams[k] and not k.startswith('backend'))\n"
+        "assert not changed and pd.get_option('display.max_colwidth') == col, (changed[:5], col)\n"
+        "r.setup(); assert pd.get_option('display.max_colwidth') is None and mpl.rcParams['font.size'] == 10\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-1500:]
 
 
 def test_every_figure_is_readable_at_the_column_width(runs, prepared):

@@ -7,6 +7,7 @@ user never sees a traceback for bad input or a missing resource.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 
@@ -24,43 +25,18 @@ def method_flags() -> dict[str, tuple[str, type, str]]:
 
 
 def method_options(a: argparse.Namespace) -> dict:
-    """The method options given on the command line. Unset flags are None (a bool flag:
-    False), so the method's own default applies; 0 is a value (``--prompt-tokens 0``)."""
-    return {k: v for k in method_flags() if (v := getattr(a, k, None)) is not None and v is not False}
+    """The method options given on the command line. Unset flags are None, so the method's own
+    default applies; 0 and False are values (``--prompt-tokens 0``, ``--no-lp-ft``)."""
+    return {k: v for k in method_flags() if (v := getattr(a, k, None)) is not None}
 
 
 def _run(a: argparse.Namespace) -> None:
+    from vptlib.runs.config import command_line_fields
     from vptlib.runs.engine import RunConfig, run
     from vptlib.runs.parallel import is_main_process
 
-    options = method_options(a)
-    cfg = RunConfig(
-        method=a.method,
-        data=a.data,
-        model=a.model,
-        revision=a.revision,
-        epochs=a.epochs,
-        batch_size=a.batch_size,
-        lr=a.lr,
-        weight_decay=a.weight_decay,
-        optimizer=a.optimizer,
-        schedule=a.schedule,
-        warmup=a.warmup,
-        seed=a.seed,
-        device=a.device,
-        precision=a.precision,
-        grad_clip=a.grad_clip,
-        early_stopping=a.early_stopping,
-        select=a.select,
-        augment=not a.no_augment,
-        test_curves=a.test_curves,
-        train_per_class=a.train_per_class,
-        epoch_steps=a.epoch_steps,
-        compile=a.compile,
-        profile=a.profile,
-        out=a.out,
-        options=options,
-    )
+    given = {f.name: getattr(a, f.name) for f, _ in command_line_fields()}
+    cfg = RunConfig(**given, options=method_options(a))
     res = run(cfg, resume=a.resume, progress=not a.quiet)
     if not is_main_process():  # one summary line per data-parallel run
         return
@@ -110,76 +86,46 @@ def _add_predict_parser(sub) -> None:
 
 def _add_run_parser(sub) -> None:
     from vptlib.methods import METHODS
-    from vptlib.models.hub import DEFAULT_MODEL
-    from vptlib.runs.config import SELECTIONS
+    from vptlib.runs.config import command_line_fields
 
     methods = list(METHODS)
+    clipped = ", ".join(f"{m} {s.defaults.grad_clip:g}" for m, s in METHODS.items() if s.defaults.grad_clip)
     r = sub.add_parser(
         "run",
         help="train and evaluate one method, writing a run record",
         description="Train one method on a prepared data folder. Unset hyper-parameters take "
         "the method's defaults; the epoch is selected on validation (--select last: the last epoch).",
     )
-    r.add_argument("--method", required=True, help=f"one of: {', '.join(methods)}")
-    r.add_argument("--data", required=True, help="a folder written by `vptlib data prepare`")
-    r.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id or local folder (default {DEFAULT_MODEL})")
-    r.add_argument(
-        "--revision",
-        default=None,
-        help="a hub id's commit sha or branch (default: the pinned commit of vptlib.models.hub.PINNED, else main)",
-    )
-    r.add_argument("--epochs", type=int, default=None, help="training epochs (default: the method's)")
-    r.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
-    r.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")
-    r.add_argument("--weight-decay", type=float, default=None, help="weight decay (default: the method's)")
-    r.add_argument("--optimizer", choices=["sgd", "adamw"], default=None, help="default: the method's")
-    r.add_argument("--schedule", choices=["cosine", "constant"], default="cosine", help="lr schedule (default cosine)")
-    r.add_argument("--warmup", type=int, default=0, help="linear warm-up epochs (default 0)")
-    r.add_argument("--seed", type=seed_arg, default=0, help="seed for everything (default 0)")
-    r.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
-    r.add_argument(
-        "--precision",
-        default="auto",
-        choices=["auto", "fp32", "bf16", "fp16"],
-        help="auto | fp32 | bf16 | fp16 autocast (default auto: bf16 on GPUs of compute capability 8.0+ and "
-        "on CPUs with AVX512-BF16/AMX, fp16 with loss scaling on older GPUs such as T4/V100, else fp32)",
-    )
-    clipped = ", ".join(f"{m} {s.defaults.grad_clip:g}" for m, s in METHODS.items() if s.defaults.grad_clip)
-    r.add_argument(
-        "--grad-clip",
-        type=float,
-        default=None,
-        help=f"max global gradient norm, 0 disables (default: the method's recipe: {clipped}; the others 0)",
-    )
-    r.add_argument("--early-stopping", type=int, default=0, help="patience in epochs, 0 disables (default 0)")
-    r.add_argument(
-        "--select",
-        choices=list(SELECTIONS),
-        default="val",
-        help="val: keep the best epoch on validation and make every choice there (default); last: the "
-        "validation-free protocol, the last epoch and each method's fixed values",
-    )
-    r.add_argument("--no-augment", action="store_true", help="train without augmentation")
-    r.add_argument(
-        "--test-curves",
-        action="store_true",
-        help="also evaluate test every epoch, for plots only (never used to select anything)",
-    )
-    r.add_argument("--train-per-class", type=int, default=None, help="few-shot: training images per class")
-    r.add_argument(
-        "--epoch-steps",
-        default="pass",
-        help="pass: an epoch is one pass over the training images; full-split: as many steps as one pass "
-        "over the whole training split (few-shot runs keep the full run's step count)",
-    )
-    r.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in)")
+    # One flag per RunConfig field, made from the field (its type, default, choices and help).
+    for f, typ in command_line_fields():
+        flag = "--" + f.name.replace("_", "-")
+        required = f.default is dataclasses.MISSING
+        text = f.metadata["help"]
+        if f.name == "method":
+            text = f"one of: {', '.join(methods)}"
+        elif f.name == "grad_clip":
+            text += f"; the recipes that clip: {clipped}"
+        elif not required and f.default is not None:
+            text += f" (default {f.default})"
+        if typ is bool:  # --x and --no-x
+            r.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=text)
+        else:
+            kind = seed_arg if f.name == "seed" else typ
+            default = None if required else f.default
+            r.add_argument(
+                flag,
+                dest=f.name,
+                type=kind,
+                default=default,
+                required=required,
+                choices=f.metadata["choices"],
+                help=text,
+            )
     for name, (flag, typ, text) in method_flags().items():
-        if typ is bool:
-            r.add_argument(flag, dest=name, action="store_true", help=text)
+        if typ is bool:  # --x and --no-x: an option that defaults to True can still be turned off
+            r.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             r.add_argument(flag, dest=name, type=typ, default=None, help=text)
-    r.add_argument("--profile", default="default", help="records go to OUT/PROFILE/METHOD/RUN-ID (default: default)")
-    r.add_argument("--out", default="runs", help="records root (default runs)")
     r.add_argument("--resume", action="store_true", help="continue the newest unfinished run with the same settings")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=_run)

@@ -12,15 +12,20 @@ Adding a method (the checklist; ``tests/methods/test_contract.py`` checks the re
    :class:`~vptlib.methods.base.TextOptions` if it reads the class texts; give each
    field a default, and :func:`~vptlib.methods.base.flag` for a command-line flag),
    ``DEFAULTS`` (the paper's epochs, learning rate, optimiser, weight decay and gradient
-   clipping; epochs 0 if nothing trains), ``FIXED_RECIPE = True`` if the paper tunes none
-   of its settings on validation, ``uses_seed(opts)`` if some options make its
-   runs independent of the seed (they then run once), a :class:`~vptlib.methods.base.Classifier` subclass (its
-   ``requires_grad`` parameters are what it trains; set the capabilities that apply,
+   clipping; epochs 0 if nothing trains), a :class:`~vptlib.methods.base.Classifier`
+   subclass (its ``requires_grad`` parameters are what it trains, and its
+   ``trainable_patterns`` name them; set the capabilities that apply, such as
+   ``unused_params_possible`` when a trainable tensor may get no gradient in a step;
    override the hooks it needs; wrap another method with
    :class:`~vptlib.methods.base.Wrapper`), and ``build(clip, num_classes, opts)``.
-2. Add one line to :data:`METHODS` below, where it belongs in report order.
-3. Say in ``book/methods.md`` what it trains and which paper's recipe it follows, and
-   give it a tuning grid in the profiles if the paper tunes it.
+2. Add one line to :data:`METHODS` below, where it belongs in report order, with
+   ``fixed_recipe=True`` if its paper tunes none of its settings on validation and
+   ``seeded=`` a function of its options if some options make its runs independent of the
+   seed (they then run once).
+3. Say in ``book/methods.md`` what it trains and which paper's recipe it follows; add its
+   citation to ``book/references.bib``; give it a grid in every profile that runs it if its
+   paper tunes it (the smoke profile: two points); list its module in the README's layout
+   tree; if it is named after a paper, give it a recipe card (:mod:`.cards`).
 
 Nothing else names a method: the CLI's flags, ``make run``, the book's table of contents,
 the report's rows, the sweeps and the bench all read this registry.
@@ -89,25 +94,28 @@ class MethodSpec:
         return True if self.seeded is None else self.seeded(self.options(**known))
 
 
-def _spec(module: Any, title: str, build: Callable[..., Classifier] | None = None) -> MethodSpec:
-    return MethodSpec(
-        build or module.build,
-        module.Options,
-        module.DEFAULTS,
-        title,
-        getattr(module, "uses_seed", None),
-        getattr(module, "FIXED_RECIPE", False),
-    )
+def _spec(
+    module: Any,
+    title: str,
+    build: Callable[..., Classifier] | None = None,
+    *,
+    seeded: Callable[[Any], bool] | None = None,
+    fixed_recipe: bool = False,
+) -> MethodSpec:
+    """A registry entry: every setting is passed here by name (a misspelt one is an error),
+    none is looked up on the module."""
+    return MethodSpec(build or module.build, module.Options, module.DEFAULTS, title, seeded, fixed_recipe)
 
 
 # The one list of methods, in report order: the CLI, the report, the bench, the sweeps and
 # the build read it from here (tests check that the Makefile and _toc.yml list the same).
 METHODS: dict[str, MethodSpec] = {
     "zero_shot": _spec(zero_shot, "Zero-shot CLIP"),
-    "linear": _spec(linear, "Linear probe"),
-    "clap": _spec(clap, "CLAP (zero-shot-initialised probe)"),
-    "tip_adapter_f": _spec(tip_adapter, "Tip-Adapter-F"),
-    "coop": _spec(coop, "CoOp"),
+    "linear": _spec(linear, "Linear probe", seeded=linear.uses_seed),
+    # CLAP, Tip-Adapter-F and CoOp: their papers fix every training setting (no grid).
+    "clap": _spec(clap, "CLAP (zero-shot-initialised probe)", fixed_recipe=True),
+    "tip_adapter_f": _spec(tip_adapter, "Tip-Adapter-F", fixed_recipe=True),
+    "coop": _spec(coop, "CoOp", fixed_recipe=True),
     "vpt_shallow": _spec(visual_prompt, "VPT-shallow", visual_prompt.build_shallow),
     "vpt_deep": _spec(visual_prompt, "VPT-deep", visual_prompt.build_deep),
     "vision_lora": _spec(vision_lora, "Vision LoRA + linear head"),

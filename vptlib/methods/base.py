@@ -65,6 +65,7 @@ CAPABILITIES = (
     "peft_export",
     "fitted_buffers",
     "data_sized",
+    "trainable_patterns",
 )
 
 
@@ -79,6 +80,11 @@ class Classifier(nn.Module):
     """
 
     head: nn.Module  # declared, not defaulted: a class attribute would shadow nn.Module's registration
+
+    # The parameters the method trains, as fnmatch patterns of their names ("head.*"): every
+    # parameter with requires_grad must match one, so a tower left unfrozen by mistake fails
+    # the contract test instead of training silently.
+    trainable_patterns: tuple[str, ...] = ()
 
     # True: the engine trains ``head`` on cached frozen ``features``.
     uses_feature_cache: bool = False
@@ -156,8 +162,10 @@ class Classifier(nn.Module):
 
 class Wrapper(Classifier):
     """A method built around another (WiSE-FT around fine-tuning): ``forward``, every hook in
-    :data:`HOOKS` and every capability go to ``inner`` unless the wrapper defines its own,
-    so a hook added to the contract later is forwarded without a line here."""
+    :data:`HOOKS` and every capability in :data:`CAPABILITIES` go to ``inner`` unless the
+    wrapper defines its own. Each is written out, so grep and a debugger find it; a hook or
+    capability added to the contract needs its line here, and
+    ``tests/methods/test_contract.py`` fails until it has one."""
 
     def __init__(self, inner: Classifier):
         super().__init__()
@@ -166,19 +174,71 @@ class Wrapper(Classifier):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.inner(pixel_values)
 
+    # -- the hooks
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.inner.loss(logits, labels)
 
-def _forward_hook(name: str) -> Callable[..., Any]:
-    def hook(self: Wrapper, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self.inner, name)(*args, **kwargs)
+    def param_groups(self, lr: float) -> list[dict]:
+        return self.inner.param_groups(lr)
 
-    hook.__name__, hook.__doc__ = name, f"``inner.{name}``"
-    return hook
+    def on_epoch_start(self, epoch: int) -> None:
+        return self.inner.on_epoch_start(epoch)
 
+    def on_step_end(self) -> None:
+        return self.inner.on_step_end()
 
-for _name in HOOKS:
-    setattr(Wrapper, _name, _forward_hook(_name))
-for _name in CAPABILITIES:
-    setattr(Wrapper, _name, property(lambda self, n=_name: getattr(self.inner, n)))
+    def fit_features(self, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict | None:
+        return self.inner.fit_features(splits)
+
+    def finalize(self, score: Callable[[str], tuple[float, float]]) -> dict:
+        return self.inner.finalize(score)
+
+    def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.inner.features(pixel_values)
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    # -- the capabilities
+    @property
+    def uses_feature_cache(self) -> bool:  # type: ignore[override]
+        return self.inner.uses_feature_cache
+
+    @property
+    def feature_views(self) -> int:  # type: ignore[override]
+        return self.inner.feature_views
+
+    @property
+    def epoch_draws_views(self) -> bool:  # type: ignore[override]
+        return self.inner.epoch_draws_views
+
+    @property
+    def batch_loss_is_global(self) -> bool:  # type: ignore[override]
+        return self.inner.batch_loss_is_global
+
+    @property
+    def unused_params_possible(self) -> bool:  # type: ignore[override]
+        return self.inner.unused_params_possible
+
+    @property
+    def text_prompts(self) -> dict[str, list[str]] | None:  # type: ignore[override]
+        return self.inner.text_prompts
+
+    @property
+    def peft_export(self) -> Any:  # type: ignore[override]
+        return self.inner.peft_export
+
+    @property
+    def fitted_buffers(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.inner.fitted_buffers
+
+    @property
+    def data_sized(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.inner.data_sized
+
+    @property
+    def trainable_patterns(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(f"inner.{p}" for p in self.inner.trainable_patterns)  # the inner module's names, seen from here
 
 
 def linear_head(in_features: int, num_classes: int) -> nn.Linear:

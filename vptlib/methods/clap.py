@@ -44,7 +44,6 @@ from .text import zero_shot_classifier
 
 DEFAULTS = TrainDefaults(epochs=300, lr=0.1, optimizer="sgd", weight_decay=0.0)
 # CLAP is validation-free by design: one setting for every task.
-FIXED_RECIPE = True
 AUGMENT_VIEWS = 20  # AdapterMethod.epochs_aumentation
 BATCH_SIZE = 256  # SGD_lr1e-1_B256_ep300.yaml (the profiles set the study's batch size)
 CONSTRAINTS = ("l2", "none")
@@ -70,6 +69,7 @@ class PrototypeHead(nn.Module):
 
 
 class CLAP(Classifier):
+    trainable_patterns = ("head.prototypes",)  # what it trains (the contract test holds it to this)
     uses_feature_cache = True
     feature_views = AUGMENT_VIEWS
     epoch_draws_views = True

@@ -37,6 +37,8 @@ class Options(vision_lora.Options, TextOptions):
 
 
 class CLIPLoRA(Classifier):
+    trainable_patterns = ("clip.*.lora_A.*", "clip.*.lora_B.*")  # what it trains (the contract test holds it to this)
+
     def __init__(self, clip, num_classes: int, opts: Options):
         super().__init__()
         self.clip = copy.deepcopy(clip.model).requires_grad_(False)

@@ -35,8 +35,7 @@ from torch import nn
 from .base import Classifier, TextOptions, TrainDefaults, flag
 
 DEFAULTS = TrainDefaults(epochs=200, lr=0.002, optimizer="sgd", weight_decay=5e-4)
-# CoOp's config fixes every setting (no search; the last epoch in the paper).
-FIXED_RECIPE = True
+# CoOp's config fixes every setting (no search; the last epoch in the paper): fixed_recipe in the registry.
 BATCH_SIZE = 32  # vit_b32.yaml: DATALOADER.TRAIN_X.BATCH_SIZE (the profiles set the study's)
 INIT_STD = 0.02  # nn.init.normal_(ctx_vectors, std=0.02)
 # The class name each prompt ends with. CoOp uses the data set's class names as they are; the
@@ -67,6 +66,8 @@ class ContextEmbedding(nn.Module):
 
 
 class CoOp(Classifier):
+    trainable_patterns = ("text.embeddings.token_embedding.ctx",)  # what it trains (the contract test holds it to this)
+
     def __init__(self, clip, num_classes: int, opts: Options):
         super().__init__()
         model = copy.deepcopy(clip.model).requires_grad_(False)

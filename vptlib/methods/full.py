@@ -25,6 +25,8 @@ class Options:
 
 
 class FullFinetune(Classifier):
+    trainable_patterns = ("vision.*", "head.*")  # what it trains (the contract test holds it to this)
+
     def __init__(self, vision, num_classes: int, opts: Options):
         super().__init__()
         self.vision = copy.deepcopy(vision).requires_grad_(True)

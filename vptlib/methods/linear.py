@@ -68,6 +68,8 @@ def uses_seed(opts: Options) -> bool:
 
 
 class LinearProbe(Classifier):
+    trainable_patterns = ("head.*",)  # what it trains (the contract test holds it to this)
+
     def __init__(self, vision, num_classes: int, opts: Options):
         super().__init__()
         self.vision = copy.deepcopy(vision).requires_grad_(False)

@@ -29,6 +29,8 @@ class Options(TextOptions):
 
 
 class TextCE(Classifier):
+    trainable_patterns = ("clip.*",)  # what it trains (the contract test holds it to this)
+
     def __init__(self, clip, num_classes: int, opts: Options):
         super().__init__()
         self.clip = copy.deepcopy(clip.model).requires_grad_(True)

@@ -42,7 +42,6 @@ from .text import zero_shot_classifier
 # main.py:72 passes no weight_decay to torch.optim.AdamW, whose default is 0.01.
 DEFAULTS = TrainDefaults(epochs=20, lr=1e-3, optimizer="adamw", weight_decay=0.01)
 # The training settings are fixed; only alpha and beta are searched on validation (finalize).
-FIXED_RECIPE = True
 ADAM_EPS = 1e-4  # run_tip_adapter_F: torch.optim.AdamW(adapter.parameters(), lr=cfg['lr'], eps=1e-4)
 AUGMENT_VIEWS = 10  # configs/*.yaml: augment_epoch
 BATCH_SIZE = 256  # main.py's train_loader_F (the profiles set the study's batch size)
@@ -90,6 +89,7 @@ class CacheHead(nn.Module):
 
 
 class TipAdapterF(Classifier):
+    trainable_patterns = ("head.keys",)  # what it trains (the contract test holds it to this)
     uses_feature_cache = True
     feature_views = AUGMENT_VIEWS
     fitted_buffers = ("head.values", "head.alpha", "head.beta")

@@ -83,6 +83,12 @@ class PeftExport:
 
 
 class VisionLoRA(Classifier):
+    trainable_patterns = (
+        "vision.*.lora_A.*",
+        "vision.*.lora_B.*",
+        "head.*",
+    )  # what it trains (the contract test holds it to this)
+
     def __init__(self, vision, num_classes: int, opts: Options):
         super().__init__()
         self.vision = copy.deepcopy(vision).requires_grad_(False)

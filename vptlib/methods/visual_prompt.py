@@ -137,6 +137,12 @@ class PromptedVisionEncoder(nn.Module):
 
 
 class VPTClassifier(Classifier):
+    trainable_patterns = (
+        "encoder.prompts",
+        "encoder.deep_prompts",
+        "head.*",
+    )  # what it trains (the contract test holds it to this)
+
     def __init__(self, vision, num_classes: int, opts: Options, deep: bool):
         super().__init__()
         self.encoder = PromptedVisionEncoder(copy.deepcopy(vision), opts.prompt_tokens, deep, opts.prompt_dropout)

@@ -45,6 +45,12 @@ class ZeroShotHeadCLIP(ZeroShot):
     """Zero-shot CLIP made trainable: image tower, projection, and a linear head that
     starts as the class-text embeddings times CLIP's temperature (same logits at init)."""
 
+    trainable_patterns = (
+        "vision.*",
+        "visual_projection.*",
+        "head.*",
+    )  # what it trains (the contract test holds it to this)
+
     def __init__(self, clip, num_classes: int, opts: Options):
         super().__init__(clip, num_classes, opts)
         self.vision.requires_grad_(True)

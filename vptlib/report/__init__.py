@@ -98,9 +98,10 @@ from .variants import (
     versus_sentence,
 )
 
-style.apply()  # every page's figures get the same fonts
+setup = style.setup  # a page's first cell: report.setup()
 
 __all__ = [
+    "setup",
     "ATTENTION_METHODS",
     "COMPARISON_RULE",
     "EARLIER_REPORT",

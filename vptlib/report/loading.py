@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
 from vptlib.data.classes import DISPLAY_NAMES
 from vptlib.errors import UserError
@@ -17,9 +16,6 @@ from vptlib.methods import METHODS
 from vptlib.paths import component, inside
 from vptlib.runs import records
 from vptlib.runs.metrics import classification_report
-
-# One theme for every statistical figure of the book, set once here.
-sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=0.9)
 
 
 def method_order() -> tuple[str, ...]:
@@ -63,11 +59,6 @@ EARLIER_REPORT = {
 
 
 STATIC_ENV = "VPTLIB_STATIC"
-
-
-# Tables in the book show whole values: a settings string or a sentence cut at a width
-# would hide the part after the cut (a run's prompt_tokens, say). Long cells wrap instead.
-pd.set_option("display.max_colwidth", None)
 
 
 def latest_run(runs: str | Path, profile: str, method: str) -> Path | None:

@@ -1,11 +1,15 @@
-"""One look for every figure: a fixed colour per method and fonts set once.
+"""One look for every figure: a fixed colour per method, and the theme a page sets up.
 
-A method's colour is its place in the registry's order (:data:`vptlib.methods.METHODS`),
-so VPT-deep is the same colour in the accuracy bars, the curves, the losses and the
-scatter of every page, and a new method gets the next colour without a line here.
+A method's colour is decided by its name (:data:`ASSIGNED`, else a hash of the name into the
+palette), so VPT-deep is the same colour in the accuracy bars, the curves, the losses and
+the scatter of every page, and adding a method recolours no other. Importing the report
+changes no global state: a page calls :func:`setup` (``report.setup()``) for the theme, the
+fonts and the table display.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import matplotlib as mpl
 import seaborn as sns
@@ -30,15 +34,35 @@ RC = {
 }
 
 
-def colors() -> dict[str, tuple[float, float, float]]:
-    """Every registered method's colour, in the registry's order."""
-    names = list(METHODS)
-    palette = sns.color_palette("tab10" if len(names) <= 10 else "tab20", len(names))
-    return dict(zip(names, palette, strict=True))
+# The study's methods, each its own entry of tab20 (the colours they have always had).
+ASSIGNED = {
+    "zero_shot": 0,
+    "linear": 1,
+    "clap": 2,
+    "tip_adapter_f": 3,
+    "coop": 4,
+    "vpt_shallow": 5,
+    "vpt_deep": 6,
+    "vision_lora": 7,
+    "clip_lora": 8,
+    "full": 9,
+    "wise_ft": 10,
+    "flyp": 11,
+    "text_ce": 12,
+}
 
 
 def color(method: str) -> tuple[float, float, float]:
-    return colors()[method]
+    """``method``'s colour: its assigned one, else one the name alone decides (never its position)."""
+    palette = sns.color_palette("tab20", 20)
+    if method in ASSIGNED:
+        return palette[ASSIGNED[method]]
+    return palette[int(hashlib.sha256(method.encode()).hexdigest(), 16) % len(palette)]
+
+
+def colors() -> dict[str, tuple[float, float, float]]:
+    """Every registered method's colour."""
+    return {m: color(m) for m in METHODS}
 
 
 def keys_of(titles) -> list[str]:
@@ -47,9 +71,15 @@ def keys_of(titles) -> list[str]:
     return [by_title[t] for t in titles]
 
 
-def apply() -> None:
-    """Set the fonts for every figure drawn after this (the report package calls it on import)."""
+def setup() -> None:
+    """A page's look, set by the page (``report.setup()`` in its first cell), never on import:
+    seaborn's theme, the fonts for every figure drawn after this, and tables that show whole
+    values (a settings string cut at a width would hide the part after the cut; long cells wrap)."""
+    import pandas as pd
+
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=0.9)
     mpl.rcParams.update(RC)
+    pd.set_option("display.max_colwidth", None)
 
 
 def rendered_font_sizes(fig) -> list[float]:

@@ -30,49 +30,72 @@ SELECTIONS = {
 }
 
 
+def setting(default: Any, help: str, *, flag: bool = True, choices: tuple[str, ...] | None = None) -> Any:
+    """A :class:`RunConfig` field with its command-line help beside it: ``vptlib run`` makes one
+    flag per field from these (``--batch-size`` for ``batch_size``; a bool gets ``--x`` and
+    ``--no-x``), so the CLI is never a second list of the fields. ``flag=False``: set by code
+    only; ``default`` :data:`dataclasses.MISSING`: required."""
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
+
+
 @dataclass
 class RunConfig:
     """Everything that determines a run. ``None`` means "the method's default"."""
 
-    method: str
-    data: str  # a folder written by `vptlib data prepare`
-    model: str = DEFAULT_MODEL  # hub id or local folder
-    # a hub id's revision (a commit sha); None: vptlib.models.hub.PINNED's for the id, else main.
+    method: str = setting(dataclasses.MISSING, "the method (vptlib run --help lists them)")
+    data: str = setting(dataclasses.MISSING, "a folder written by `vptlib data prepare`")
+    model: str = setting(DEFAULT_MODEL, "hub id or local folder")
     # The commit actually loaded is recorded beside it (model_source in config.json).
-    revision: str | None = None
-    epochs: int | None = None
-    batch_size: int = 32
-    lr: float | None = None  # head / prompt learning rate (the backbone's is scaled, see `full`)
-    weight_decay: float | None = None
-    optimizer: str | None = None  # "sgd" (momentum 0.9) or "adamw"
-    schedule: str = "cosine"  # "cosine" or "constant", stepped per batch
-    warmup: int = 0  # epochs of linear warm-up
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | mps (under accelerate launch: the process's device)
-    # auto (bf16 where fast, fp16 on fp16-only GPUs, else fp32) | fp32 | bf16 | fp16 (autocast;
-    # fp16 with a gradient scaler); recorded resolved, see vptlib.runs.devices
-    precision: str = "auto"
-    grad_clip: float | None = None  # max global grad norm; 0 disables; None: the method's recipe
-    early_stopping: int = 0  # patience in epochs without a better val accuracy; 0 disables
-    # "val": the study's protocol, the best epoch on validation; "last": the last iterate and
-    # nothing chosen on validation (the study's "fixed" protocol; SELECTIONS).
-    select: str = "val"
-    augment: bool = True  # batch augmentation for methods trained on images
-    test_curves: bool = False  # also evaluate test each epoch, for plots only (never for selection)
+    revision: str | None = setting(
+        None, "a hub id's commit sha or branch (default: the pinned commit of vptlib.models.hub.PINNED, else main)"
+    )
+    epochs: int | None = setting(None, "training epochs (default: the method's)")
+    batch_size: int = setting(32, "batch size")
+    # head / prompt learning rate (the backbone's is scaled, see `full`)
+    lr: float | None = setting(None, "learning rate (default: the method's)")
+    weight_decay: float | None = setting(None, "weight decay (default: the method's)")
+    optimizer: str | None = setting(
+        None, "sgd (momentum 0.9) or adamw (default: the method's)", choices=("sgd", "adamw")
+    )
+    schedule: str = setting("cosine", "lr schedule, stepped per batch", choices=("cosine", "constant"))
+    warmup: int = setting(0, "epochs of linear warm-up")
+    seed: int = setting(0, "seed for everything")
+    device: str = setting("auto", "auto | cpu | cuda | mps (under accelerate launch: the process's device)")
+    # recorded resolved, see vptlib.runs.devices
+    precision: str = setting(
+        "auto",
+        "autocast precision; auto: bf16 on GPUs of compute capability 8.0+ and on CPUs with AVX512-BF16/AMX, "
+        "fp16 with loss scaling on older GPUs such as T4/V100, else fp32",
+        choices=PRECISIONS,
+    )
+    grad_clip: float | None = setting(None, "max global gradient norm, 0 disables (default: the method's recipe)")
+    early_stopping: int = setting(0, "patience in epochs without a better validation accuracy, 0 disables")
+    select: str = setting(
+        "val",
+        "val: keep the best epoch on validation and make every choice there; last: the last epoch and "
+        "each method's fixed values, nothing chosen on validation (the fixed protocol)",
+        choices=("val", "last"),
+    )
+    augment: bool = setting(True, "batch augmentation for methods trained on images")
+    test_curves: bool = setting(False, "also evaluate test every epoch, for plots only (never to select anything)")
     # False for the points of a tuning grid: the run is chosen among others on validation and
     # must not look at test. Not part of the identity, so the chosen point's run becomes the
     # final run of its seed, and its test split is evaluated then (vptlib.study.tuning).
-    evaluate_test: bool = True
-    train_per_class: int | None = None  # few-shot: at most this many training images per class
-    # What one epoch is. "pass": one pass over this run's training images. "full-split": as
-    # many optimiser steps as one pass over the whole training split, so a few-shot run
-    # (train_per_class) takes the main table's number of steps instead of a handful (the
-    # sweeps' budget, as CLIP-LoRA fixes its iterations in advance rather than its epochs).
-    epoch_steps: str = "pass"
-    compile: bool = False  # torch.compile the model (opt-in; measured by `make bench`)
-    profile: str = "default"  # runs/<profile>/...
-    out: str = "runs"
-    options: dict[str, Any] = field(default_factory=dict)  # method options, e.g. prompt_tokens
+    evaluate_test: bool = setting(True, "evaluate the test split (tuning grids do not)", flag=False)
+    train_per_class: int | None = setting(None, "few-shot: at most this many training images per class")
+    # A few-shot run under "full-split" takes the main table's number of steps instead of a
+    # handful (the sweeps' budget, as CLIP-LoRA fixes its iterations in advance, not its epochs).
+    epoch_steps: str = setting(
+        "pass",
+        "pass: an epoch is one pass over the training images; full-split: as many steps as one pass over "
+        "the whole training split (few-shot runs keep the full run's step count)",
+        choices=EPOCH_STEPS,
+    )
+    compile: bool = setting(False, "torch.compile the model (opt-in; measured by `make bench`)")
+    profile: str = setting("default", "records go to OUT/PROFILE/METHOD/RUN-ID")
+    out: str = setting("runs", "records root")
+    # method options, e.g. prompt_tokens: each method's own flags (vptlib.methods.command_line_options)
+    options: dict[str, Any] = field(default_factory=dict, metadata={"flag": False})
 
     def varies_with_seed(self) -> bool:
         """Whether two runs that differ only in their seed can differ: the method's own
@@ -105,6 +128,17 @@ class RunConfig:
         if Path(self.model).is_dir():  # "./tiny" and "tiny" are one model folder, so one run to resume
             d["model"] = str(Path(self.model).resolve())
         return d
+
+
+def command_line_fields() -> list[tuple[dataclasses.Field, type]]:
+    """The :class:`RunConfig` fields ``vptlib run`` has a flag for, each with the type its flag parses."""
+    hints = typing.get_type_hints(RunConfig)
+    out = []
+    for f in dataclasses.fields(RunConfig):
+        if f.metadata.get("flag", True):
+            kinds = [t for t in typing.get_args(hints[f.name]) if t is not type(None)] or [hints[f.name]]
+            out.append((f, kinds[0]))
+    return out
 
 
 def run_config(method: str, hparams: dict | None = None, defaults: dict | None = None, **fields: Any) -> RunConfig:
