@@ -221,7 +221,7 @@ def test_a_new_method_is_its_module_and_one_registry_line(monkeypatch, tiny_clip
         "options": {"scale": 2.0, "lr": 0.5},
     }
     assert "book/generated/experiments/toy" in book.write_toc(tmp_path / "toc.yml").read_text()
-    assert loading.titles()["toy"] == "Toy" and "toy" in loading.method_order()
+    assert loading.TITLES["toy"] == "Toy" and "toy" in loading.TITLES.order
 
 
 # ---- The contract's unwritten rules, written: each broken variant of a BitFit-like method fails.

@@ -41,7 +41,7 @@ def test_generated_toc_lists_every_experiment_page_in_order(tmp_path, monkeypatc
 
 
 def test_report_bench_and_cli_read_the_registry():
-    assert tuple(METHODS) == report.method_order()
+    assert tuple(METHODS) == report.TITLES.order
     assert set(report.TITLES) == set(METHODS) and all(report.TITLES.values())
     assert set(bench.METHODS) == set(METHODS) - set(bench.SAME_COST)  # every method is measured or derived
     assert all(m in re.sub(r"\s+", " ", _help("run")) for m in METHODS)

@@ -69,7 +69,8 @@ def test_a_killed_prepares_half_set_is_removed_by_the_next(phantom_source, tmp_p
 def test_a_killed_writers_scratch_folder_is_removed_by_the_next_write(tmp_path):
     target = tmp_path / "tiny-clip"
     dead = 2**22 + 12345
-    left = tmp_path / f".tiny-clip.{dead}.abcd1234.scratch"  # SIGKILL ran no cleanup
+    here = atomic.writer_tag().rsplit("~", 1)[0]  # this host and PID namespace
+    left = tmp_path / f".tiny-clip.{here}~{dead}.abcd1234.scratch"  # SIGKILL ran no cleanup
     left.mkdir()
     (left / "phantoms").mkdir()
     with atomic.scratch_dir(target) as tmp:
@@ -184,7 +185,7 @@ def test_a_full_disk_while_the_pixel_cache_is_written_leaves_no_cache_and_the_ne
         raise OSError(errno.ENOSPC, "No space left on device", path)
 
     monkeypatch.setattr(tensorfile, "save_file", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="cannot write .*pixels-.* the disk is full"):  # one line, the file named
         load_data(data, Preprocess())
     assert list((data / "cache").iterdir()) == []  # no half-written cache, no temporary left
     monkeypatch.setattr(tensorfile, "save_file", real)

@@ -59,13 +59,15 @@ def test_a_deterministic_method_runs_once(prepared, pretrained_tiny, tmp_path):
 
 
 def test_the_settings_column_names_every_optimisation_setting():
-    from vptlib.report.loading import SETTINGS, _changed
+    from vptlib.report.loading import SETTINGS, changed_settings
 
     cfg = {k: 1 for k in SETTINGS} | {"lr": 0.05, "weight_decay": 0.0, "warmup": 5, "method_options": {}}
-    shown = _changed(cfg)
+    shown = changed_settings(cfg)
     for key in ("weight_decay=0", "warmup=5", "grad_clip=1", "schedule=1", "lr=0.05"):
         assert key in shown, key
-    assert "weight_decay" not in _changed({"epochs": 0, "batch_size": 4, "precision": "fp32", "weight_decay": 0.1})
+    assert "weight_decay" not in changed_settings(
+        {"epochs": 0, "batch_size": 4, "precision": "fp32", "weight_decay": 0.1}
+    )
 
 
 def _fake(root: Path, method: str, name: str, paths: list[str], labels: list[str]) -> None:
@@ -119,8 +121,9 @@ def test_a_build_without_the_reference_compares_nothing(tmp_path):
 
 def test_the_book_never_cuts_a_settings_string():
     """A settings cell is shown whole: a cut one hid the run's prompt_tokens on the Results page."""
-    import vptlib.report  # noqa: F401  (sets the book's display options)
+    import vptlib.report
 
+    vptlib.report.setup()  # as every page's first cell does (importing sets nothing)
     settings = ", ".join(f"option_{i}={i}" for i in range(30)) + ", prompt_tokens=3"
     html = pd.DataFrame({"settings": [settings]})._repr_html_()
     assert "prompt_tokens=3" in html and "..." not in html

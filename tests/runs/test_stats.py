@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 
 from vptlib import report
+from vptlib.data.dataset import Preprocess
 from vptlib.runs.metrics import classification_report, expected_calibration_error
 
 
@@ -58,6 +60,10 @@ def _fake_run(root, method, name, seed, true, pred):
     (d / "config.json").write_text(
         json.dumps(
             {
+                "method": method,
+                "classes": classes,
+                "model": "m",
+                "preprocess": dataclasses.asdict(Preprocess()),
                 "seed": seed,
                 "epochs": 1,
                 "lr": 0.1,

@@ -11,9 +11,10 @@ Adapted from KMnP/vpt ``src/models/vit_prompt/vit.py`` to Hugging Face's
    set before every layer after the first, so the sequence stays ``1 + P + N`` long;
 5. ``post_layernorm`` on CLS: equal to ``pooler_output`` when ``P == 0``.
 
-In training, a layer runs at the rows the next step reads only (:meth:`PromptedVisionEncoder.rows_needed`),
-through :func:`vptlib.models.fast_layer.layer_rows`; in evaluation, HF's whole layer runs
-and the same rows are kept, so both paths compute one algorithm (a test compares them).
+In training, a layer is computed at the rows the forward reads later only
+(:meth:`PromptedVisionEncoder.rows_needed`, through :func:`vptlib.models.fast_layer.layer_rows`),
+and returns the same layout as HF's whole layer, which runs in evaluation: both paths
+compute one algorithm (a test compares them).
 
 Only the prompts and the head train; every weight of the wrapped tower is frozen.
 Trainable parameters with ``C`` classes and width ``D``: shallow ``P*D + D*C + C``;
@@ -68,8 +69,10 @@ class PromptedVisionEncoder(nn.Module):
             only the input sequence is prompted (VPT-shallow).
         dropout: dropout on the prompt embeddings (official default 0.0).
 
-    The sequence a layer reads is ``[CLS, prompts, patches]``, addressed by the named
-    slices :attr:`CLS`, :attr:`prompt_slots` and :attr:`patches`.
+    The sequence a layer reads and returns is ``[CLS, prompts, patches]``, addressed by the
+    named slices :attr:`CLS`, :attr:`prompt_slots` and :attr:`patches` (and the embeddings'
+    ``[CLS, patches]`` by :attr:`CLS` and :attr:`EMBEDDED_PATCHES`); prompts enter it through
+    :meth:`insert_prompts` only.
 
     Attributes:
         skip_unused_rows: in training, compute each layer only at the rows whose output is
@@ -80,7 +83,8 @@ class PromptedVisionEncoder(nn.Module):
     """
 
     skip_unused_rows: bool = True
-    CLS = slice(0, 1)
+    CLS = slice(0, 1)  # row 0, in the embeddings' output and in every layer's sequence
+    EMBEDDED_PATCHES = slice(1, None)  # the patches in the embeddings' output (no prompts yet)
 
     def __init__(self, vision_model: nn.Module, num_tokens: int, deep: bool = False, dropout: float = 0.0):
         super().__init__()
@@ -114,26 +118,41 @@ class PromptedVisionEncoder(nn.Module):
             return [self.CLS, self.patches]  # the prompt rows are replaced before the next layer
         return [slice(None)]
 
+    def insert_prompts(self, cls: torch.Tensor, prompts: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        """``[CLS, prompts, patches]``, the sequence every layer reads: one ``cat``, for the input
+        and for every deep layer alike."""
+        return torch.cat([cls, prompts.to(cls.dtype), patches], dim=1)
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` normalised pixels -> ``(B, D)`` post-LN CLS feature."""
         v = self.vision
-        x = v.embeddings(pixel_values)  # (B, 1+N, D): CLS and patches, position embeddings added
-        b = x.shape[0]
-        x = torch.cat([x[:, self.CLS], self.layer_prompts(0, b).to(x.dtype), x[:, 1:]], dim=1)  # (B, 1+P+N, D)
+        e = v.embeddings(pixel_values)  # (B, 1+N, D): CLS and patches, position embeddings added
+        b = e.shape[0]
+        x = self.insert_prompts(e[:, self.CLS], self.layer_prompts(0, b), e[:, self.EMBEDDED_PATCHES])  # (B, 1+P+N, D)
         x = v.pre_layrnorm(x)  # ln_pre normalises the prompts too
         for i, layer in enumerate(v.encoder.layers):
-            keep = self.rows_needed(i)
-            x = self._layer(layer, x, keep)  # (B, rows kept, D)
-            if self.deep and i + 1 < len(v.encoder.layers):  # x: [CLS, patches]; fresh prompts after CLS
-                x = torch.cat([x[:, self.CLS], self.layer_prompts(i + 1, b).to(x.dtype), x[:, 1:]], dim=1)
-        return v.post_layernorm(x[:, 0])  # (B, D)
+            if self.deep and i > 0:  # deep: layer i reads prompts of its own in the prompt slots
+                x = self.insert_prompts(x[:, self.CLS], self.layer_prompts(i, b), x[:, self.patches])
+            x = self._layer(layer, x, i)  # (B, 1+P+N, D)
+        return v.post_layernorm(x[:, self.CLS].squeeze(1))  # (B, D)
 
-    def _layer(self, layer: nn.Module, x: torch.Tensor, keep: list[slice]) -> torch.Tensor:
-        """One encoder layer's output at the rows ``keep``, concatenated in order."""
-        if self.skip_unused_rows and self.training:
-            return layer_rows(layer, x, keep)  # the same rows, computed only there
-        out = layer(x, None)
-        return out[:, keep[0]] if len(keep) == 1 else torch.cat([out[:, k] for k in keep], dim=1)
+    def _layer(self, layer: nn.Module, x: torch.Tensor, i: int) -> torch.Tensor:
+        """Layer ``i`` on ``x = [CLS, prompts, patches]``, returned in the same layout. In
+        training, only the rows the forward reads afterwards (:meth:`rows_needed`) are
+        computed; every other row keeps its input value and is never read (the prompt slots
+        a deep layer replaces, every row but CLS after the last layer)."""
+        if not (self.skip_unused_rows and self.training):
+            return layer(x, None)
+        keep = self.rows_needed(i)
+        out = layer_rows(layer, x, keep)  # (B, rows of keep, D), in the order of keep
+        if keep == [slice(None)]:
+            return out
+        parts, at = [], 0
+        for rows in (self.CLS, self.prompt_slots, self.patches):
+            n = x[:, rows].shape[1]
+            parts.append(out[:, at : at + n] if rows in keep else x[:, rows])
+            at += n if rows in keep else 0
+        return torch.cat(parts, dim=1)
 
 
 class VPTClassifier(Classifier):

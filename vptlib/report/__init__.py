@@ -60,10 +60,8 @@ from .loading import (
     latest_run,
     latest_runs,
     manifest,
-    method_order,
     seed_correct,
     short_commit,
-    titles,
 )
 from .reproducibility import (
     benchmark_markdown,
@@ -107,8 +105,6 @@ __all__ = [
     "EARLIER_REPORT",
     "STATIC_ENV",
     "TITLES",
-    "method_order",
-    "titles",
     "attention_maps",
     "benchmark_markdown",
     "class_distribution",

@@ -14,7 +14,7 @@ from vptlib.runs import records
 from vptlib.runs.metrics import expected_calibration_error, reliability
 
 from . import style
-from .loading import TITLES, _test_arrays, latest_groups, latest_runs, verified_metrics
+from .loading import TITLES, latest_groups, latest_runs, scored_arrays, verified_metrics
 
 
 def _histories(runs: str | Path, profile: str) -> dict[str, pd.DataFrame]:
@@ -103,7 +103,7 @@ def plot_reliability(runs: str | Path, profile: str):
     nrows = (n + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(1.9 * cols, 2.0 * nrows), squeeze=False, sharex=True, sharey=True)
     for ax, (method, run_dir) in zip(axes.flat, runs_.items(), strict=False):
-        labels, probs, _ = _test_arrays(run_dir)
+        labels, probs, _ = scored_arrays(run_dir)
         rel = reliability(probs, labels)
         k = len(rel["accuracy"])
         ax.plot([0, 1], [0, 1], "k:", lw=0.8)

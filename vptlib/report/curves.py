@@ -43,7 +43,7 @@ def _sweep_points(df: pd.DataFrame) -> pd.DataFrame:
 def _sweep_plot(points: pd.DataFrame, x: str, xlabel: str, log_base: float, label_points: str | None = None):
     """One line per method through the seed means, with a band of ± one standard deviation over seeds."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    palette = {t: style.color(k) for t, k in zip(points["method"], style.keys_of(points["method"]), strict=True)}
+    palette = {t: style.color(k) for t, k in zip(points["method"], TITLES.keys_of(points["method"]), strict=True)}
     sns.lineplot(points, x=x, y="test accuracy (%)", hue="method", palette=palette, errorbar="sd", marker="o", ax=ax)
     if label_points:
         for (_, value), g in points.groupby(["method", label_points]):

@@ -13,13 +13,13 @@ from vptlib.data.classes import DISPLAY_NAMES
 from vptlib.switches import flag
 
 from . import style
-from .loading import STATIC_ENV, _predictions
+from .loading import STATIC_ENV, predictions
 
 
 def misclassified(run_dir: str | Path, data_root: str | Path, n: int = 8):
     """A grid of wrongly classified test images with their true and predicted class, the
     classes taken in turn (:func:`by_class`), so one class's errors do not fill the grid."""
-    p = _predictions(run_dir)
+    p = predictions(run_dir)
     wrong = by_class(p[p.true != p.pred], n)
     cols = max(1, min(4, len(wrong)))
     rows = max(1, -(-len(wrong) // cols))
@@ -62,7 +62,7 @@ def prediction_explorer(run_dir: str | Path, data_root: str | Path):
     out:``), which only a live front end routes; executed headless (plain papermill,
     nbclient) it builds, stores its state and returns at once (tests/report/test_explorer.py).
     """
-    p = _predictions(run_dir)
+    p = predictions(run_dir)
     shown = pd.concat([by_class(p[p.true == p.pred], 10), by_class(p[p.true != p.pred], 10)])
     table = shown[["path", "true", "pred", *[c for c in p.columns if c.startswith("prob_")]]].round(3)
     if flag(STATIC_ENV):  # every class, right and wrong, not the first rows of one class

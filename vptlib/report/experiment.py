@@ -14,7 +14,7 @@ from vptlib.data.classes import DISPLAY_NAMES
 from vptlib.runs import records
 
 from . import style
-from .loading import TITLES, _bytes, _changed, verified_run
+from .loading import TITLES, changed_settings, size_text, verified_run
 
 
 def summary(run_dir: str | Path) -> pd.DataFrame:
@@ -27,8 +27,8 @@ def summary(run_dir: str | Path) -> pd.DataFrame:
         ("trainable parameters", f"{m['trainable_params']:,}"),
         ("total parameters", f"{m['total_params']:,}"),
         ("trainable share", f"{m['trainable_params'] / m['total_params']:.4%}"),
-        ("checkpoint size", _bytes(m["checkpoint_bytes"])),
-        ("settings", _changed(c)),
+        ("checkpoint size", size_text(m["checkpoint_bytes"])),
+        ("settings", changed_settings(c)),
         ("selected epoch (by validation)", str(m["best_epoch"])),
         ("run id", Path(run_dir).name),
         ("precision", m["precision"]),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +18,9 @@ from vptlib.runs import records
 from vptlib.runs.metrics import classification_report
 
 
-def method_order() -> tuple[str, ...]:
-    """The registry's methods in report order, read when asked: a method registered later is in it."""
-    return tuple(METHODS)
-
-
-def titles() -> dict[str, str]:
-    """How the report names each registered method, read when asked."""
-    return {m: s.title for m, s in METHODS.items()}
-
-
-class _Titles(Mapping):
-    """:func:`titles` as a mapping that reads the registry at every look-up."""
+class Registry(Mapping):
+    """The report's one view of the method registry, read at every look-up (a method registered
+    later is in it): method key -> title, in report order, and the way back from a title."""
 
     def __getitem__(self, method: str) -> str:
         return METHODS[method].title
@@ -40,8 +31,18 @@ class _Titles(Mapping):
     def __len__(self) -> int:
         return len(METHODS)
 
+    @property
+    def order(self) -> tuple[str, ...]:
+        """The registry's methods in report order."""
+        return tuple(METHODS)
 
-TITLES: Mapping[str, str] = _Titles()
+    def keys_of(self, titles: Iterable[str]) -> list[str]:
+        """The keys of methods named by their titles (a table's ``method`` column)."""
+        by_title = {spec.title: key for key, spec in METHODS.items()}
+        return [by_title[t] for t in titles]
+
+
+TITLES = Registry()
 # The earlier student report's test accuracies (STUDY.md section 5). A comparison column
 # only: they come from an implementation with known bugs and test-set selection.
 # Its "contrastive CLIP" used CLIP's in-batch loss (arange targets) with one text per class,
@@ -104,7 +105,7 @@ def verified_metrics(run_dir: Path) -> dict:
     recorded = metrics.get("test")
     if not recorded:
         return metrics
-    labels, probs, classes = _test_arrays(run_dir)
+    labels, probs, classes = scored_arrays(run_dir)
     again = classification_report(labels, probs, tuple(classes))
     for key, value in again.items():  # every number it records (an older record may lack a newer key)
         if (key in recorded or key == "accuracy") and not _same(recorded.get(key), value):
@@ -133,7 +134,7 @@ def verified_run(run_dir: Path) -> dict:
 
 
 def latest_groups(runs: str | Path, profile: str) -> dict[str, list[Path]]:
-    found = {m: latest_group(runs, profile, m) for m in method_order()}
+    found = {m: latest_group(runs, profile, m) for m in TITLES.order}
     return {m: g for m, g in found.items() if g}
 
 
@@ -142,7 +143,7 @@ def latest_runs(runs: str | Path, profile: str) -> dict[str, Path]:
     return {m: g[0] for m, g in latest_groups(runs, profile).items()}
 
 
-def _bytes(n: int) -> str:
+def size_text(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -150,7 +151,7 @@ def _bytes(n: int) -> str:
     return str(n)
 
 
-def _predictions(run_dir: str | Path, split: str = "test") -> pd.DataFrame:
+def predictions(run_dir: str | Path, split: str = "test") -> pd.DataFrame:
     return pd.read_csv(Path(run_dir) / records.PREDICTIONS).query("split == @split").reset_index(drop=True)
 
 
@@ -164,9 +165,9 @@ def manifest(data_root: str | Path) -> pd.DataFrame:
     return chosen
 
 
-def _test_arrays(run_dir: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def scored_arrays(run_dir: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(labels, probabilities, classes) of a run's test predictions, sorted by path."""
-    p = _predictions(run_dir).sort_values("path")
+    p = predictions(run_dir).sort_values("path")
     classes = [c[5:] for c in p.columns if c.startswith("prob_")]
     labels = p.true.map({c: i for i, c in enumerate(classes)}).to_numpy()
     return labels, p[[f"prob_{c}" for c in classes]].to_numpy(), classes
@@ -178,7 +179,7 @@ def seed_correct(run_dirs: list[Path]) -> np.ndarray:
     same_test_images(run_dirs)
     rows = []
     for d in run_dirs:
-        labels, probs, _ = _test_arrays(d)
+        labels, probs, _ = scored_arrays(d)
         rows.append(probs.argmax(1) == labels)
     return np.stack(rows)
 
@@ -189,7 +190,7 @@ def same_test_images(run_dirs: list[Path]) -> None:
     do not make them the same images (another data folder, another draw)."""
     first = None
     for d in run_dirs:
-        p = _predictions(d).sort_values("path")
+        p = predictions(d).sort_values("path")
         items = list(zip(p.path.astype(str), p.true.astype(str), strict=True))
         if first is None:
             first = (d, items)
@@ -227,7 +228,7 @@ SETTINGS = (
 UNTRAINED_SETTINGS = ("epochs", "batch_size", "precision")
 
 
-def _changed(cfg: dict) -> str:
+def changed_settings(cfg: dict) -> str:
     keys = SETTINGS if cfg.get("epochs") else UNTRAINED_SETTINGS
     opts = ", ".join(
         f"{k}={v}"

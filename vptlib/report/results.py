@@ -17,15 +17,14 @@ from .comparison import DETECTABLE, POWER, signed
 from .loading import (
     EARLIER_REPORT,
     TITLES,
-    _bytes,
-    _changed,
-    _predictions,
+    changed_settings,
     grid_size,
     latest_groups,
     latest_runs,
-    method_order,
     optimiser_steps,
+    predictions,
     seed_correct,
+    size_text,
     verified_metrics,
     verified_run,
 )
@@ -58,14 +57,14 @@ def results_table(runs: str | Path, profile: str) -> pd.DataFrame:
                 "trainable params": first["metrics"]["trainable_params"],
                 "grid points": grid_size(runs, profile, method),
                 "optimiser steps": int(np.mean([optimiser_steps(d) for d in group])),
-                "checkpoint": _bytes(first["metrics"]["checkpoint_bytes"]),
+                "checkpoint": size_text(first["metrics"]["checkpoint_bytes"]),
                 "s / epoch": np.mean([m["seconds_per_epoch"] for m in metrics]),
                 "training (s)": np.mean([m.get("seconds", {}).get("training", np.nan) for m in metrics]),
                 "GFLOPs / image": first["metrics"].get("flops_per_image", {}).get("inference", np.nan) / 1e9,
                 "train GFLOPs / image": first["metrics"].get("flops_per_image", {}).get("train_step", np.nan) / 1e9,
                 "selected epoch": ", ".join(str(m["best_epoch"]) for m in metrics),
                 "earlier report acc (%, not reproduced)": EARLIER_REPORT.get(method, "–"),
-                "settings": _changed(first["config"]),
+                "settings": changed_settings(first["config"]),
                 "run id": ", ".join(d.name for d in group),
             }
         )
@@ -98,7 +97,7 @@ def test_looks(runs: str | Path, profile: str) -> pd.DataFrame:
         {columns[0]: g.settings.nunique(), columns[1]: r.size(), columns[2]: (~reported).groupby(looks.method).sum()}
     )
     out = out.fillna(0).astype(int)
-    out = out.reindex([m for m in method_order() if m in out.index])
+    out = out.reindex([m for m in TITLES.order if m in out.index])
     out.index = [TITLES.get(m, m) for m in out.index]
     return out
 
@@ -217,7 +216,7 @@ def plot_accuracy(table: pd.DataFrame):
     """Each method's seed-mean test accuracy with its 95% Wilson interval (the main table's CI)."""
     t = table.copy()
     t[["lo", "hi"]] = [[float(v) for v in ci.split("-")] for ci in t["95% CI"]]
-    keys = style.keys_of(t["method"])
+    keys = TITLES.keys_of(t["method"])
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(t) + 1.2))
     ax.barh(range(len(t)), t["test acc (%)"], color=[style.color(m) for m in keys])
     ax.errorbar(
@@ -240,7 +239,7 @@ def plot_accuracy(table: pd.DataFrame):
 def plot_acc_vs_params(table: pd.DataFrame):
     """Test accuracy against trainable parameters; methods named in a legend, in their colours."""
     fig, ax = plt.subplots(figsize=(7, 3.8))
-    for key, (_, r) in zip(style.keys_of(table["method"]), table.iterrows(), strict=True):
+    for key, (_, r) in zip(TITLES.keys_of(table["method"]), table.iterrows(), strict=True):
         x = max(r["trainable params"], 1)
         ax.scatter(x, r["test acc (%)"], s=50, color=style.color(key), label=r["method"], edgecolor="black", lw=0.5)
     ax.set_xscale("log")
@@ -256,7 +255,7 @@ def dedup_table(runs: str | Path, profile: str, data_root: str | Path) -> pd.Dat
     """Each method's test accuracy on the raw and on the de-duplicated test set (first seed)."""
     from vptlib.study.leakage import dedup_accuracy
 
-    preds = {TITLES[m]: _predictions(d) for m, d in latest_runs(runs, profile).items()}
+    preds = {TITLES[m]: predictions(d) for m, d in latest_runs(runs, profile).items()}
     if not preds:
         return pd.DataFrame({"finding": ["no finished runs yet"]})
     return dedup_accuracy(preds, data_root).set_index("method")

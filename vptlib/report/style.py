@@ -65,12 +65,6 @@ def colors() -> dict[str, tuple[float, float, float]]:
     return {m: color(m) for m in METHODS}
 
 
-def keys_of(titles) -> list[str]:
-    """The registry keys of methods named by their titles (a table's ``method`` column)."""
-    by_title = {spec.title: key for key, spec in METHODS.items()}
-    return [by_title[t] for t in titles]
-
-
 def setup() -> None:
     """A page's look, set by the page (``report.setup()`` in its first cell), never on import:
     seaborn's theme, the fonts for every figure drawn after this, and tables that show whole

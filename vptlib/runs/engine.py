@@ -28,11 +28,9 @@ import contextlib
 import dataclasses
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from vptlib import atomic, locks
 from vptlib.data.dataset import Data, Preprocess, load_data
@@ -41,6 +39,7 @@ from vptlib.methods import Classifier, build, spec
 
 from . import folders, provenance, record_writer, records
 from .config import RunConfig, run_config, validate
+from .context import RunContext
 from .devices import (
     attention_kernel,
     cast_frozen,
@@ -96,7 +95,8 @@ def run(
     # One process trains (or resumes) a run at a time; the lock dies with its holder.
     try:
         with locks.exclusive(run_dir, f"run {run_dir}") if dist.main else contextlib.nullcontext():
-            return _train_and_record(cfg, identity, given, run_dir, device, dist, progress, keep_model, started)
+            ctx = RunContext(cfg, run_dir, device, dist, progress, started)
+            return _train_and_record(ctx, identity, given, keep_model)
     except BaseException:
         if dist.main:  # failed before its config was written (the model or data would not load)
             folders.discard_if_unused(run_dir)
@@ -120,16 +120,16 @@ def _build(cfg: RunConfig, clip, progress: bool) -> tuple[Data, Preprocess, Clas
 
 
 def _train_and_record(
-    cfg: RunConfig,
-    identity: provenance.RunIdentity,
-    given: folders.ModelAndData,
-    run_dir: Path,
-    device: torch.device,
-    dist: Dist,
-    progress: bool,
-    keep_model: bool,
-    started: float,
+    ctx: RunContext, identity: provenance.RunIdentity, given: folders.ModelAndData, keep_model: bool
 ) -> RunResult:
+    cfg, run_dir, device, dist, progress, started = (
+        ctx.cfg,
+        ctx.run_dir,
+        ctx.device,
+        ctx.dist,
+        ctx.progress,
+        ctx.started,
+    )
     clip = given.clip()
     data, prep, model = _build(cfg, clip, progress)
     model.to(device)
@@ -143,9 +143,7 @@ def _train_and_record(
             "model_fingerprint": given.fingerprint(),
             "model_source": clip.source.record(),
         }
-        record_writer.write_config(
-            run_dir, cfg, model, data, prep, identity=recorded, attention=attention, device=device, processes=dist.world
-        )
+        record_writer.write_config(ctx, model, data, prep, recorded, attention)
     inputs = StagedRun(model, data, cfg, device, given.fingerprint(), dist)
     # What a run costs before it trains (loading, building, staging the inputs): the model
     # and pixels are loaded once per process, so later runs in one process pay little.
@@ -158,14 +156,15 @@ def _train_and_record(
     if fitted is not None:
         cfg = dataclasses.replace(cfg, epochs=0)
         fitted["fit_seconds"] = time.perf_counter() - started - setup_seconds
-    state = fit(cfg, inputs, run_dir, dist, progress)
+    ctx = ctx.with_config(cfg)  # epochs=0 after a closed-form fit
+    state = fit(ctx, inputs)
     if state.best_state is not None:
         model.load_state_dict(state.best_state, strict=False)
 
     scorer = Scorer(inputs, cfg)
     extra = {**(fitted or {}), **model.finalize(scorer), "setup_seconds": setup_seconds}
     outcome = record_writer.Outcome(state.history, state.best["epoch"], extra, started, scorer.test_looks)
-    metrics = record_writer.write_result(run_dir, cfg, model, inputs, data, outcome, device, dist.world, dist.main)
+    metrics = record_writer.write_result(ctx, model, inputs, data, outcome)
     dist.barrier()
     return RunResult(run_dir, metrics, pd.DataFrame(state.history), model if keep_model else None)
 

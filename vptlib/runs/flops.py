@@ -40,7 +40,7 @@ def _sdpa_cpu(query, key, value, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(query, key, value)
 
 
-def _sdpa_cpu_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+def _sdpa_cpu_backward(grad_out, query, key, value, *args, **kwargs) -> int:  # out_shape among kwargs
     return sdpa_backward_flop_count(grad_out, query, key, value)
 
 

@@ -28,28 +28,21 @@ from vptlib.models.backbone import model_signature
 
 from . import conformal, flops, ledger, provenance, records
 from .config import RunConfig
+from .context import RunContext
 from .evaluation import accuracy, evaluate
 from .metrics import classification_report
 from .staging import StagedRun
 
 
 def write_config(
-    run_dir: Path,
-    cfg: RunConfig,
-    model: Classifier,
-    data: Data,
-    prep: Preprocess,
-    *,
-    identity: dict[str, Any],
-    attention: str | None,
-    device: torch.device,
-    processes: int,
+    ctx: RunContext, model: Classifier, data: Data, prep: Preprocess, identity: dict[str, Any], attention: str | None
 ) -> None:
     """``config.json``: everything that determined the run, written once when it starts.
 
     ``identity`` holds ``config_hash``, ``code_hash``, ``model_fingerprint`` and ``model_source``
     (repo, revision, resolved commit, each weights file's sha256: :meth:`vptlib.models.hub.ModelSource.record`).
     """
+    cfg, run_dir = ctx.cfg, ctx.run_dir
     trainable_n, total_n = count_parameters(model)
     atomic.write_json(
         run_dir / records.CONFIG,
@@ -65,8 +58,8 @@ def write_config(
             "preprocess": dataclasses.asdict(prep),
             "git_commit": provenance.git_commit(),
             "versions": provenance.versions(),
-            "device": provenance.device_description(device),
-            "processes": processes,
+            "device": provenance.device_description(ctx.device),
+            "processes": ctx.dist.world,
             "text_prompts": model.text_prompts,
             "trains": model.describe(),
             "trainable_params": trainable_n,
@@ -100,21 +93,12 @@ def _rows(split: str, data: Data, labels: np.ndarray, probs: np.ndarray) -> list
     ]
 
 
-def write_result(
-    run_dir: Path,
-    cfg: RunConfig,
-    model: Classifier,
-    inputs: StagedRun,
-    data: Data,
-    outcome: Outcome,
-    device: torch.device,
-    processes: int,
-    main: bool,
-) -> dict[str, Any]:
+def write_result(ctx: RunContext, model: Classifier, inputs: StagedRun, data: Data, outcome: Outcome) -> dict[str, Any]:
     """Evaluate the selected checkpoint and write weights, predictions, history and metrics.
 
-    Returns the metrics (every process computes them; only ``main`` writes).
+    Returns the metrics (every process computes them; only the main process writes).
     """
+    cfg, run_dir, device, processes, main = ctx.cfg, ctx.run_dir, ctx.device, ctx.dist.world, ctx.dist.main
     results, rows, losses, scored = {}, [], {}, {}
     for split in ("val", "test") if cfg.evaluate_test else ("val",):
         losses[split], probs = evaluate(inputs, split, cfg)

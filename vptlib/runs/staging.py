@@ -39,6 +39,7 @@ class StagedRun:
         self, model: Classifier, data: Data, cfg: RunConfig, device: torch.device, model_fingerprint: str, dist: Dist
     ):
         self.model, self.data, self.cfg, self.device = model, data, cfg, device
+        self.dist, self.model_fingerprint = dist, model_fingerprint
         self.features = model.uses_feature_cache
         # A run that may not look at test (a tuning grid's point) never holds the test split:
         # no code path, however it is written, can score it.
@@ -46,7 +47,7 @@ class StagedRun:
         # (V, N, D) augmented views of the training features and their labels (feature_views).
         self.views: tuple[torch.Tensor, torch.Tensor] | None = None
         if self.features:
-            self.splits = _feature_cache(model, data, cfg, device, model_fingerprint, dist, names)
+            self.splits = _feature_cache(self, names)
             if model.feature_views:
                 self.views = _view_cache(model, data, cfg, device, model_fingerprint, dist)
         else:
@@ -55,7 +56,6 @@ class StagedRun:
             }
         self.augment = Augment() if cfg.augment and not self.features else None
         self.eval_seconds = 0.0  # time spent in evaluate(), for the run's cost breakdown
-        self.dist, self.model_fingerprint = dist, model_fingerprint
 
     @functools.cached_property
     def train_module(self) -> torch.nn.Module:
@@ -87,13 +87,19 @@ def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-def _feature_cache(
-    model, data: Data, cfg: RunConfig, device, model_fingerprint: str, dist: Dist, names: tuple[str, ...]
-) -> dict:
+def _feature_cache(run: StagedRun, names: tuple[str, ...]) -> dict:
     """Frozen features for every split, computed once per (backbone, manifest, preprocessing, precision).
 
     Under data parallelism the main process computes them and the others load its file.
     """
+    model, data, cfg, device, model_fingerprint, dist = (
+        run.model,
+        run.data,
+        run.cfg,
+        run.device,
+        run.model_fingerprint,
+        run.dist,
+    )
     kernel = attention_kernel(device, cfg.precision)  # eager and SDPA round differently under bf16
     key = f"features-{_feature_key(model, model_fingerprint, data, cfg.precision, kernel)}"
     path = data.root / "cache" / f"{key}.safetensors"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any, NoReturn
 
 import pandas as pd
 import torch
@@ -22,9 +22,9 @@ from vptlib.selection import improves
 
 from . import records
 from .config import RunConfig
+from .context import RunContext
 from .devices import autocast, generator, grad_scaler
 from .evaluation import accuracy, evaluate
-from .parallel import Dist
 from .staging import StagedRun
 
 
@@ -49,45 +49,68 @@ class State:
             self.stale += 1
 
 
-def fit(cfg: RunConfig, inputs: StagedRun, run_dir: Path, dist: Dist, progress: bool) -> State:
+@dataclass
+class TrainState:
+    """What every epoch reads and changes, in one place: the run, its staged inputs, the
+    optimiser, schedule and gradient scaler, the tensors it trains, and where training stands."""
+
+    ctx: RunContext
+    inputs: StagedRun
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: Any
+    trainable: list[torch.Tensor]
+    progress: State = field(default_factory=State)
+
+    @property
+    def cfg(self) -> RunConfig:
+        return self.ctx.cfg
+
+
+def fit(ctx: RunContext, inputs: StagedRun) -> State:
     """Train ``cfg.epochs`` epochs (from a saved state when one exists), selecting on validation."""
-    model, state = inputs.model, State()
+    cfg, model = ctx.cfg, inputs.model
     if cfg.epochs == 0:
-        return state
+        return State()
     _check_initial_loss(inputs, cfg)
     opt = make_optimizer(model, cfg)
-    sched = make_scheduler(opt, cfg, steps_per_epoch(cfg, inputs))
-    scaler = grad_scaler(inputs.device, cfg.precision)
-    if (run_dir / records.STATE).is_file():
-        state = _restore(run_dir, model, opt, sched, scaler)
-        if progress:
-            print(f"resuming {run_dir} after epoch {state.epoch}")
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    bar = tqdm(range(state.epoch, cfg.epochs), desc=f"{cfg.method}", disable=not progress)
+    ts = TrainState(
+        ctx,
+        inputs,
+        opt,
+        make_scheduler(opt, cfg, steps_per_epoch(cfg, inputs)),
+        grad_scaler(inputs.device, cfg.precision),
+        [p for p in model.parameters() if p.requires_grad],
+    )
+    if (ctx.run_dir / records.STATE).is_file():
+        ts.progress = _restore(ts)
+        if ctx.progress:
+            print(f"resuming {ctx.run_dir} after epoch {ts.progress.epoch}")
+    state = ts.progress
+    bar = tqdm(range(state.epoch, cfg.epochs), desc=f"{cfg.method}", disable=not ctx.progress)
     for epoch in bar:
         if cfg.early_stopping and state.stale >= cfg.early_stopping:
             break
         model.on_epoch_start(epoch)
         try:
-            row = _epoch(inputs, opt, sched, scaler, cfg, epoch, trainable, progress, dist)
+            row = _epoch(ts, epoch)
         except TrainingDiverged as exc:
-            _keep_best(exc, state, run_dir, dist)
+            _keep_best(exc, ts)
         by_val = cfg.select == "val" and len(inputs.splits["val"][1]) > 0  # "last": every epoch replaces the kept one
         state.consider(epoch, row["val_acc"], row["val_loss"], by_val, model)
         state.history.append({**row, "selected_so_far": state.best["epoch"]})
         state.epoch = epoch + 1
         bar.set_postfix(val_acc=f"{row['val_acc']:.3f}", best=state.best["epoch"])
-        if dist.main:
-            _save_progress(run_dir, state, model, opt, sched, scaler)
+        if ctx.dist.main:
+            _save_progress(ts)
     return state
 
 
-def _epoch(
-    inputs: StagedRun, opt, sched, scaler, cfg: RunConfig, epoch: int, trainable: list, progress: bool, dist: Dist
-) -> dict[str, float]:
+def _epoch(ts: TrainState, epoch: int) -> dict[str, float]:
     """One epoch of training, then validation (and test, for curves only): one history row."""
+    cfg, inputs = ts.cfg, ts.inputs
     t0 = time.perf_counter()
-    train_loss, train_acc, norms = _train_epoch(inputs, opt, sched, scaler, cfg, epoch, trainable, progress, dist)
+    train_loss, train_acc, norms = _train_epoch(ts, epoch)
     train_s = time.perf_counter() - t0
     val_loss, val_probs = evaluate(inputs, "val", cfg)
     test_loss, test_acc = float("nan"), float("nan")
@@ -102,7 +125,7 @@ def _epoch(
         "val_acc": accuracy(val_probs, inputs.splits["val"][1]),
         "test_loss": test_loss,
         "test_acc": test_acc,
-        "lr": opt.param_groups[-1]["lr"],
+        "lr": ts.opt.param_groups[-1]["lr"],
         "grad_norm_mean": norms.mean,  # before clipping, over the epoch's steps
         "grad_norm_max": norms.max,
         "seconds": time.perf_counter() - t0,
@@ -112,30 +135,31 @@ def _epoch(
     }
 
 
-def _keep_best(exc: TrainingDiverged, state: State, run_dir: Path, dist: Dist) -> None:
+def _keep_best(exc: TrainingDiverged, ts: TrainState) -> NoReturn:
     """A diverged run keeps what its completed epochs achieved, records why (a rerun reports
-    it without training again: :data:`~vptlib.runs.records.DIVERGED`), then stops."""
-    reason = str(exc)
-    if state.best_state is not None and dist.main:
+    it without training again: :data:`~vptlib.runs.records.DIVERGED`), then stops by raising."""
+    reason, state, run_dir, main = str(exc), ts.progress, ts.ctx.run_dir, ts.ctx.dist.main
+    if state.best_state is not None and main:
         records.save_weights(run_dir / records.WEIGHTS, state.best_state)
         reason = (
             f"{exc}; the weights of epoch {state.best['epoch']} (best on validation) are in {run_dir / records.WEIGHTS}"
         )
-    if dist.main:
+    if main:
         atomic.write_json(run_dir / records.DIVERGED, {"reason": reason, "epoch": state.epoch + 1})
     raise TrainingDiverged(reason) from None
 
 
-def _save_progress(run_dir: Path, state: State, model: Classifier, opt, sched, scaler) -> None:
+def _save_progress(ts: TrainState) -> None:
+    state, run_dir = ts.progress, ts.ctx.run_dir
     atomic.write_bytes(run_dir / records.HISTORY, pd.DataFrame(state.history).to_csv(index=False).encode())
     records.save_state(
         run_dir / records.STATE,
         {
             "epoch": state.epoch,
-            "trainable": {k: v.detach().cpu() for k, v in model.trainable_state().items()},
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "scaler": scaler.state_dict(),
+            "trainable": {k: v.detach().cpu() for k, v in ts.inputs.model.trainable_state().items()},
+            "optimizer": ts.opt.state_dict(),
+            "scheduler": ts.sched.state_dict(),
+            "scaler": ts.scaler.state_dict(),
             "history": state.history,
             "stale": state.stale,
             "best": state.best,
@@ -144,13 +168,13 @@ def _save_progress(run_dir: Path, state: State, model: Classifier, opt, sched, s
     )
 
 
-def _restore(run_dir: Path, model: Classifier, opt, sched, scaler) -> State:
-    st = records.load_state(run_dir / records.STATE)
-    model.load_state_dict(st["trainable"], strict=False)
-    opt.load_state_dict(st["optimizer"])
-    sched.load_state_dict(st["scheduler"])
+def _restore(ts: TrainState) -> State:
+    st = records.load_state(ts.ctx.run_dir / records.STATE)
+    ts.inputs.model.load_state_dict(st["trainable"], strict=False)
+    ts.opt.load_state_dict(st["optimizer"])
+    ts.sched.load_state_dict(st["scheduler"])
     if st.get("scaler"):
-        scaler.load_state_dict(st["scaler"])
+        ts.scaler.load_state_dict(st["scaler"])
     return State(st["history"], st["best"], st["best_state"], st["epoch"], st["stale"])
 
 
@@ -225,9 +249,10 @@ def _check_initial_loss(inputs: StagedRun, cfg: RunConfig) -> None:
         )
 
 
-def _train_epoch(
-    inputs: StagedRun, opt, sched, scaler, cfg: RunConfig, epoch: int, trainable: list, progress: bool, dist: Dist
-):
+def _train_epoch(ts: TrainState, epoch: int) -> tuple[float, float, GradNorms]:
+    """One pass of optimiser steps: (mean training loss, training accuracy, gradient norms)."""
+    inputs, cfg, opt, sched, scaler = ts.inputs, ts.cfg, ts.opt, ts.sched, ts.scaler
+    trainable, progress, dist = ts.trainable, ts.ctx.progress, ts.ctx.dist
     x, y = train_examples(inputs)
     views = inputs.views if inputs.views is not None and not inputs.model.epoch_draws_views else None
     model = inputs.model

@@ -152,6 +152,7 @@ def execute(
 
     try:
         atomic.atomic_write(output, write)  # group-readable like any file, and whole or not at all
+        kernel_log.unlink(missing_ok=True)  # kept only when the page failed or was interrupted
         record_output(output)
         output.with_suffix(".failed.ipynb").unlink(missing_ok=True)  # an earlier failure, now healed
     finally:
