@@ -157,3 +157,19 @@ def test_the_readme_tree_lists_every_module():
         assert listed == on_disk, (
             f"{layer or 'top'}: the README lists {sorted(listed)}, the folder has {sorted(on_disk)}"
         )
+
+
+def test_no_private_name_crosses_a_module():
+    """Issue 44: a name one module imports from another is public (no leading underscore)."""
+    import ast
+
+    crossing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("vptlib")):
+                crossing += [
+                    f"{path.name}: {a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
+    assert not crossing, crossing

@@ -182,8 +182,8 @@ def test_the_methods_page_states_each_recipe_as_the_code_holds_it():
     assert f"averaged over {tip_adapter.AUGMENT_VIEWS} augmented views" in tip
     d = tip_adapter.DEFAULTS
     assert (
-        f"AdamW at {g(d.lr)} (eps {g(tip_adapter.ADAM_EPS)}) for {d.epochs} epochs at batch {tip_adapter.BATCH_SIZE}"
-        in tip
+        f"AdamW at {g(d.lr)} (eps {g(tip_adapter.ADAM_EPS)}; weight decay {g(d.weight_decay)}, torch's default, "
+        f"which the code keeps) for {d.epochs} epochs at batch {tip_adapter.BATCH_SIZE}" in tip
     )
     assert f"$\\alpha = {g(o.init_alpha)}$ and $\\beta = {g(o.init_beta)}$" in tip
     found = re.search(

@@ -170,8 +170,8 @@ def test_profiles_are_valid_and_notebooks_take_only_the_profile_path():
         assert declared == {"profile_path"} | extra, template.name
     for name in sorted(p.stem for p in (REPO / "profiles").glob("*.yaml")):
         prof = book.load_profile(REPO / "profiles" / f"{name}.yaml")
-        for method, hp in prof["hparams"].items():
-            run_config(method, prof["hparams"], data="d")  # every key is a known field or option
+        for method, hp in prof.hparams.items():
+            run_config(method, prof.hparams, data="d")  # every key is a known field or option
             assert method in report.TITLES, method
             assert set(hp) <= set(RunConfig.__dataclass_fields__) | set(option_names(method))
 

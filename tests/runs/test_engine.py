@@ -575,7 +575,7 @@ def test_full_profile_settings_train_the_head(method, prepared, pretrained_tiny,
     from vptlib.study import book
 
     prof = book.load_profile(book.REPO / "profiles" / "full.yaml")
-    hp = {**prof["hparams"][method]}
+    hp = {**prof.hparams[method]}
     hp["epochs"] = min(hp.get("epochs", 10), 10)
     hp["warmup"] = min(hp.get("warmup", 0), 2)
     cfg = run_config(
@@ -585,7 +585,7 @@ def test_full_profile_settings_train_the_head(method, prepared, pretrained_tiny,
         model=str(pretrained_tiny),
         device="cpu",
         precision="fp32",
-        batch_size=prof["batch_size"],
+        batch_size=prof.batch_size,
         out=str(tmp_path),
     )
     res = run(cfg, progress=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -22,12 +23,11 @@ def _profile(prepared, tiny_model, tmp_path, sweeps) -> dict:
 
 @pytest.mark.parametrize("name", ["smoke", "full", "kaggle-full"])
 def test_profile_sweeps_are_valid_grids(name, prepared):
-    prof = book.load_profile(book.REPO / "profiles" / f"{name}.yaml")
-    prof["data"] = str(prepared)
+    prof = dataclasses.replace(book.load_profile(book.REPO / "profiles" / f"{name}.yaml"), data=str(prepared))
     fewshot = grid(prof, "fewshot")
-    shots = prof["sweeps"]["fewshot"]["train_per_class"]
-    seeds = prof["sweeps"]["fewshot"]["seeds"]
-    methods = prof["sweeps"]["fewshot"]["methods"]
+    shots = prof.sweeps["fewshot"]["train_per_class"]
+    seeds = prof.sweeps["fewshot"]["seeds"]
+    methods = prof.sweeps["fewshot"]["methods"]
     # zero-shot learns nothing: one seed; the L-BFGS probe's K-shot subset is the seed's: every seed
     once = {"zero_shot"} & set(methods)
     assert len(fewshot) == len(shots) * ((len(methods) - len(once)) * len(seeds) + len(once))
@@ -35,7 +35,7 @@ def test_profile_sweeps_are_valid_grids(name, prepared):
     assert {cfg.profile for _, cfg in fewshot} == {f"{name}-fewshot"}  # never mixed with the main table
     prompts = grid(prof, "prompts")
     assert {cfg.options["prompt_tokens"] for _, cfg in prompts} == {1, 5, 10, 50}
-    assert prof["seeds"] == {"smoke": [0, 1], "full": [0, 1, 2, 3, 4], "kaggle-full": [0, 1, 2]}[name]
+    assert prof.seeds == {"smoke": [0, 1], "full": [0, 1, 2, 3, 4], "kaggle-full": [0, 1, 2]}[name]
 
 
 def test_grid_errors_name_the_problem(prepared, tiny_model, tmp_path):

@@ -36,7 +36,7 @@ from vptlib.methods import build
 from vptlib.runs.devices import attention_kernel, autocast, cast_frozen, pick_device, set_attention
 from vptlib.runs.flops import count
 
-from .timing import _model, interleaved_times
+from .timing import bench_model, interleaved_times
 
 PEERS = ("vptlib", "kmnp", "hf")
 DEPTHS = ("vpt_shallow", "vpt_deep")
@@ -177,7 +177,7 @@ def measure_peers(
     """Every (depth, precision): the equality check, then each implementation's step
     seconds per round (medians of ``steps`` interleaved calls), FLOPs and saved bytes."""
     dev = pick_device(device)
-    clip, size = _model(tiny)
+    clip, size = bench_model(tiny)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, size, size, generator=gen).to(dev)
     y = (torch.arange(batch) % 4).to(dev)

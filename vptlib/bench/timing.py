@@ -38,7 +38,7 @@ ADAMW_FULL = ("full", "flyp", "text_ce")  # every weight trains: AdamW's two mom
 OWN_FORWARD = ("vpt_shallow", "vpt_deep")
 
 
-def _model(tiny: bool):
+def bench_model(tiny: bool):
     from types import SimpleNamespace
 
     from transformers import CLIPModel
@@ -174,7 +174,7 @@ def measure(
     dev = pick_device(device)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-    clip, size = _model(tiny)
+    clip, size = bench_model(tiny)
     x = torch.randn(batch, 3, size, size, device=dev)
     y = torch.arange(batch, device=dev) % 4
     fns = _step(kind, clip, x, y, precision, dev, compile_)

@@ -6,6 +6,7 @@ engine optimises those and saves only those.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -255,6 +256,19 @@ def linear_head(in_features: int, num_classes: int) -> nn.Linear:
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
     return head
+
+
+def attach_frozen_image_tower(module: nn.Module, clip) -> None:
+    """Give ``module`` frozen copies of CLIP's vision tower and image projection, as
+    ``module.vision`` and ``module.visual_projection`` (the methods on CLIP's own image
+    embedding: zero-shot, CLAP, Tip-Adapter-F); the caller's model is left as it was."""
+    module.vision = copy.deepcopy(clip.model.vision_model).requires_grad_(False)
+    module.visual_projection = copy.deepcopy(clip.model.visual_projection).requires_grad_(False)
+
+
+def image_embedding(module: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """``(B, E)``: CLIP's image embedding through ``module``'s tower, before normalisation."""
+    return module.visual_projection(module.vision(pixel_values=pixel_values).pooler_output)
 
 
 def vision_model(clip) -> nn.Module:

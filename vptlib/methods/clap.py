@@ -31,7 +31,6 @@ per-dataset template; the augmentation is the study's (:class:`~vptlib.data.augm
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Classifier, TextOptions, TrainDefaults, flag
+from .base import Classifier, TextOptions, TrainDefaults, attach_frozen_image_tower, flag, image_embedding
 from .text import zero_shot_classifier
 
 DEFAULTS = TrainDefaults(epochs=300, lr=0.1, optimizer="sgd", weight_decay=0.0)
@@ -77,8 +76,7 @@ class CLAP(Classifier):
     def __init__(self, clip, num_classes: int, opts: Options):
         super().__init__()
         model = clip.model
-        self.vision = copy.deepcopy(model.vision_model).requires_grad_(False)
-        self.visual_projection = copy.deepcopy(model.visual_projection).requires_grad_(False)
+        attach_frozen_image_tower(self, clip)
         # CLAP starts and anchors its prototypes at the raw mean text embedding: their norm r
         # sets how far a step moves them against the penalty (logits normalise them anyway).
         self.text_prompts, text = zero_shot_classifier(clip, num_classes, opts, raw=True)
@@ -89,7 +87,7 @@ class CLAP(Classifier):
 
     @torch.no_grad()
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.visual_projection(self.vision(pixel_values=pixel_values).pooler_output)
+        return image_embedding(self, pixel_values)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(pixel_values).float())

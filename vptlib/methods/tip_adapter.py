@@ -28,7 +28,6 @@ prompt ensemble (:mod:`.text`).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Classifier, TextOptions, TrainDefaults
+from .base import Classifier, TextOptions, TrainDefaults, attach_frozen_image_tower, image_embedding
 from .text import zero_shot_classifier
 
 # main.py:72 passes no weight_decay to torch.optim.AdamW, whose default is 0.01.
@@ -98,15 +97,14 @@ class TipAdapterF(Classifier):
     def __init__(self, clip, num_classes: int, opts: Options):
         super().__init__()
         model = clip.model
-        self.vision = copy.deepcopy(model.vision_model).requires_grad_(False)
-        self.visual_projection = copy.deepcopy(model.visual_projection).requires_grad_(False)
+        attach_frozen_image_tower(self, clip)
         self.text_prompts, text = zero_shot_classifier(clip, num_classes, opts)
         self.head = CacheHead(text, model.logit_scale.detach().exp().clone(), opts.init_alpha, opts.init_beta)
         self.search_scale, self.search_step = tuple(opts.search_scale), tuple(opts.search_step)
 
     @torch.no_grad()
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        img = self.visual_projection(self.vision(pixel_values=pixel_values).pooler_output)
+        img = image_embedding(self, pixel_values)
         return F.normalize(img.float(), dim=-1)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -5,13 +5,12 @@ Nothing trains. The prompts (templates x synonyms) are recorded in ``text_prompt
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .base import Classifier, TextOptions, TrainDefaults
+from .base import Classifier, TextOptions, TrainDefaults, attach_frozen_image_tower, image_embedding
 from .text import zero_shot_classifier
 
 DEFAULTS = TrainDefaults(epochs=0, lr=1.0)
@@ -28,14 +27,13 @@ class ZeroShot(Classifier):
     def __init__(self, clip, num_classes: int, opts: Options):
         super().__init__()
         model = clip.model
-        self.vision = copy.deepcopy(model.vision_model).requires_grad_(False)
-        self.visual_projection = copy.deepcopy(model.visual_projection).requires_grad_(False)
+        attach_frozen_image_tower(self, clip)
         self.text_prompts, text = zero_shot_classifier(clip, num_classes, opts)
         self.register_buffer("text_embeddings", text)
         self.register_buffer("logit_scale", model.logit_scale.detach().exp().clone())
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        img = self.visual_projection(self.vision(pixel_values=pixel_values).pooler_output)
+        img = image_embedding(self, pixel_values)
         return self.logit_scale * F.normalize(img.float(), dim=-1) @ self.text_embeddings.T
 
     def describe(self) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -20,17 +20,20 @@ from vptlib import REPO, atomic, locks
 from vptlib.errors import UserError
 from vptlib.paths import inside
 
+if TYPE_CHECKING:
+    from .profile import Profile
+
 SMOKE_BANNER = (
     "Smoke build: every number on these pages comes from a tiny model warmed up on synthetic phantoms, "
     "not from CLIP on brain MRI. They test the pipeline and say nothing about the methods."
 )
 
 
-def load_profile(path: str | Path) -> dict[str, Any]:
-    """The validated profile (:func:`vptlib.study.profile.load`) as a plain dict."""
+def load_profile(path: str | Path) -> Profile:
+    """The build's profile, validated (one :class:`UserError` line on a bad one)."""
     from .profile import load
 
-    return load(path).as_dict()
+    return load(path)
 
 
 def _ways_forward(missing: str, model: str, revision: str | None, kaggle: str) -> str:
@@ -64,7 +67,7 @@ def _listed(head: str, problems: list[str]) -> str:
 
 def preflight(
     profile_path: str | Path, data: str | None = None, model: str | None = None, stamp: str | Path | None = None
-) -> dict[str, Any]:
+) -> Profile:
     """Check, within seconds, that the model and the data can be had; before any training.
 
     ``stamp``: a file that holds the identity of the build's inputs (:func:`inputs_identity`),
@@ -78,10 +81,9 @@ def preflight(
     from .profile import load
 
     prof = load(profile_path).with_model(model)
-    profile = prof.as_dict()
     problems = []
-    if not (Path(profile["data"]) / "manifest.csv").is_file():
-        source = profile.get("source", {})
+    if not (Path(prof.data) / "manifest.csv").is_file():
+        source = prof.source
         try:
             if data:  # DATA= replaces any profile's source, phantoms included
                 _check_source(data)
@@ -108,7 +110,7 @@ def preflight(
     if stamp is not None:
         identity = {**inputs_identity(prof, clip), "backbones": backbones}
         write_if_changed(Path(stamp), json.dumps(identity, indent=2, sort_keys=True) + "\n")
-    return profile
+    return prof
 
 
 def _backbone_way(name: str, spec: dict[str, Any]) -> str:
@@ -166,7 +168,7 @@ def prepare_data(profile_path: str | Path, data: str | None = None) -> Path:
     from vptlib.data.prepare import PrepareOptions, prepare
 
     profile = load_profile(profile_path)
-    source, out = profile["source"], Path(profile["data"])
+    source, out = profile.source, Path(profile.data)
     if data:
         raw = _check_source(data)
     elif "phantoms" in source:
@@ -191,9 +193,9 @@ BANNER = "BANNER"  # the build's banner text, beside its pages (empty: none); vp
 def banner_text(profile_path: str | Path) -> str:
     """What every page of this profile's book says first: the smoke and dry-run warnings, or ""."""
     profile, data = load_profile(profile_path), os.environ.get("DATA")  # DATA= replaces the phantoms
-    real = data and "phantoms" in profile["source"]
+    real = data and "phantoms" in profile.source
     smoke = SMOKE_BANNER + (f" Its images are real, from {data} (DATA=)." if real else "")
-    banners = [smoke] * (profile.get("banner") == "smoke") + [DRY_RUN_BANNER] * bool(profile.get("dry_run"))
+    banners = [smoke] * (profile.banner == "smoke") + [DRY_RUN_BANNER] * profile.dry_run
     return " ".join(banners)
 
 

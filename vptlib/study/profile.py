@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,28 +137,21 @@ def as_profile(value: Profile | dict[str, Any]) -> Profile:
     return value if isinstance(value, Profile) else Profile(**value)
 
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "profile": (str,),
-    "model": (str,),
-    "revision": (str,),
-    "data": (str,),
-    "banner": (str,),
-    "runs": (str,),
-    "seed": (int,),
-    "seeds": (list,),
-    "tuning_seed": (int,),
-    "device": (str,),
-    "precision": (str,),
-    "batch_size": (int,),
-    "reference": (str,),
-    "hparams": (dict,),
-    "grids": (dict,),
-    "sweeps": (dict,),
-    "source": (dict,),
-    "protocol": (str,),
-    "backbones": (dict,),
-    "protocols": (dict,),
-}
+def _file_types() -> dict[str, tuple[type, ...]]:
+    """Each key a profile file may hold, with the YAML types it may have: read from the
+    :class:`Profile` fields' annotations, so the types are written once (``dry_run`` is set by
+    the environment, never by a file)."""
+    out = {}
+    for name, hint in typing.get_type_hints(Profile).items():
+        if name == "dry_run":
+            continue
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        kinds = [k for k in typing.get_args(hint) if k is not type(None)] if union else [hint]
+        out[name] = tuple(typing.get_origin(k) or k for k in kinds)  # list[int] -> list
+    return out
+
+
+_TYPES = _file_types()
 
 
 def load(path: str | Path, check_methods: bool = True) -> Profile:
