@@ -22,8 +22,9 @@ Adding a method (the checklist; ``tests/methods/test_contract.py`` checks the re
    ``fixed_recipe=True`` if its paper tunes none of its settings on validation and
    ``seeded=`` a function of its options if some options make its runs independent of the
    seed (they then run once).
-3. Say in ``book/methods.md`` what it trains and which paper's recipe it follows; add its
-   citation to ``book/references.bib``; give it a grid in every profile that runs it if its
+3. Say in ``book/methods.md`` what it trains and which paper's recipe it follows, and name
+   it in the list of ``book/intro.md`` (``tests/test_prose.py``); add its citation to
+   ``book/references.bib``; give it a grid in every profile that runs it if its
    paper tunes it (the smoke profile: two points); list its module in the README's layout
    tree; if it is named after a paper, give it a recipe card (:mod:`.cards`).
 
