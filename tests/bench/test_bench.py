@@ -54,9 +54,9 @@ def test_plain_forward_shares_the_steps_weights_and_process():
 
     import torch
 
-    from vptlib.bench.timing import _model, _step
+    from vptlib.bench.timing import _step, bench_model
 
-    clip, size = _model(tiny=True)
+    clip, size = bench_model(tiny=True)
     x, y = torch.randn(2, 3, size, size), torch.arange(2)
     fns = _step("vpt_deep", clip, x, y, "bf16", torch.device("cpu"), False)
     assert set(fns) == {"step", "own_forward", "plain_forward"}
@@ -79,10 +79,10 @@ def test_a_feature_cache_method_is_timed_on_its_head_and_costed_with_its_views()
 
     import torch
 
-    from vptlib.bench.timing import _model, _step
+    from vptlib.bench.timing import _step, bench_model
     from vptlib.bench.verdicts import _feature_cache_of
 
-    clip, _ = _model(tiny=True)
+    clip, _ = bench_model(tiny=True)
     no_images, y = torch.zeros(4, 1), torch.arange(4)  # a head step never reads the pixels
     for kind in ("linear", "clap", "tip_adapter_f"):
         fns = _step(kind, clip, no_images, y, "fp32", torch.device("cpu"), False)

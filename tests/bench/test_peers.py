@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from vptlib.bench import peers
-from vptlib.bench.timing import _model
+from vptlib.bench.timing import bench_model
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    clip, size = _model(tiny=True)
+    clip, size = bench_model(tiny=True)
     gen = torch.Generator().manual_seed(1)
     return clip, torch.randn(4, 3, size, size, generator=gen), torch.arange(4) % 4
 
