@@ -99,8 +99,17 @@ def test_ctrl_c_during_a_page_is_one_line_without_the_kernels_traceback(tmp_path
         "--profile",
         str(PROFILE),
     ]
+    # A terminal's foreground job takes Ctrl-C; a job started in the background of a script
+    # (a CI runner) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
+    # Restore the default in the child, as a terminal would have it.
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=REPO
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        cwd=REPO,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while not started.exists() and time.monotonic() < deadline:
