@@ -17,13 +17,13 @@ record's weights sha256 is that same hash, so a record can only name verified by
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 from pathlib import Path
 
 from vptlib.errors import UserError
+from vptlib.hashing import sha256_file
 
 # sha256 of the weights at the commits this project pins (the hub's LFS oids, read off
 # huggingface.co's file pages and matched by independent records of the same files).
@@ -52,11 +52,7 @@ def file_sha256(path: Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _SHA256:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 22):
-                h.update(chunk)
-        _SHA256[key] = h.hexdigest()
+        _SHA256[key] = sha256_file(path)  # the project's one chunked hasher
     return _SHA256[key]
 
 

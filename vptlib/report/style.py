@@ -9,6 +9,7 @@ fonts and the table display.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import matplotlib as mpl
@@ -52,9 +53,14 @@ ASSIGNED = {
 }
 
 
+@functools.cache
+def _palette() -> list[tuple[float, float, float]]:
+    return sns.color_palette("tab20", 20)
+
+
 def color(method: str) -> tuple[float, float, float]:
     """``method``'s colour: its assigned one, else one the name alone decides (never its position)."""
-    palette = sns.color_palette("tab20", 20)
+    palette = _palette()  # built once, not per bar or line
     if method in ASSIGNED:
         return palette[ASSIGNED[method]]
     return palette[int(hashlib.sha256(method.encode()).hexdigest(), 16) % len(palette)]
