@@ -23,6 +23,8 @@ FULL = yaml.safe_load((ROOT / "profiles" / "full.yaml").read_text())
 INTRO_NAMES = {
     "zero_shot": "zero-shot CLIP",
     "linear": "linear probe",
+    "gda": "**GDA**",
+    "prolip": "**ProLIP**",
     "clap": "CLAP",
     "tip_adapter_f": "Tip-Adapter-F",
     "coop": "CoOp",
@@ -30,6 +32,7 @@ INTRO_NAMES = {
     "vpt_deep": "*deep*",
     "vision_lora": "vision\n  LoRA",
     "clip_lora": "CLIP-LoRA",
+    "clip_svd": "**CLIP-SVD**",
     "full": "full fine-tuning",
     "wise_ft": "WiSE-FT",
     "flyp": "FLYP",
@@ -47,9 +50,9 @@ def test_the_introduction_names_every_method_and_study_the_profile_runs():
 
 def test_the_seed_sentence_follows_which_runs_depend_on_the_seed():
     once = [m for m in METHODS if not RunConfig(method=m, data="d").varies_with_seed()]
-    assert once == ["zero_shot", "linear"]
+    assert once == ["zero_shot", "linear", "gda"]
     assert "Each method whose result depends on the seed runs with" in INTRO
-    assert "zero-shot\n  CLIP, and the linear probe on the whole training split, do not depend on it" in INTRO
+    assert "zero-shot\n  CLIP, GDA, and the linear probe on the whole training split, do not depend on it" in INTRO
     assert "Each method runs with several seeds" not in INTRO
 
 
@@ -90,8 +93,11 @@ def test_the_discussion_describes_the_grids_the_full_profiles_run():
             assert min(g["lr"]) == pytest.approx(start / 50) and max(g["lr"]) == pytest.approx(start * 25), m
         assert "10 learning rates × 4 weight decays" in text and "from 1/50 to 25 times" in text
         fixed = [SPECS[m].title for m in prof.hparams if SPECS[m].fixed_recipe]
-        assert fixed == ["CLAP (zero-shot-initialised probe)", "Tip-Adapter-F", "CoOp"]
-    assert "CoOp, CLAP and Tip-Adapter-F train with their papers'\n  fixed settings" in text
+        assert fixed == [
+            "ProLIP (visual projection)", "CLAP (zero-shot-initialised probe)", "Tip-Adapter-F", "CoOp",
+            "CLIP-SVD (singular values)",
+        ]  # fmt: skip
+    assert "ProLIP, CLAP, Tip-Adapter-F, CoOp and CLIP-SVD train with their papers'\n  fixed settings" in text
 
 
 def test_the_methods_page_states_the_grid_size_the_profiles_run():

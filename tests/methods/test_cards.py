@@ -12,27 +12,34 @@ from helpers import tiny_config
 
 from vptlib.methods import METHODS
 from vptlib.methods import __main__ as methods_cli
-from vptlib.methods.cards import CARDS, SAME, lr_at
+from vptlib.methods.cards import CARDS, FIT_CARDS, SAME, lr_at
 from vptlib.study import profile as profiles
 
 ROOT = Path(__file__).resolve().parents[2]
 FULL = profiles.load(ROOT / "profiles" / "full.yaml")
 # Methods named after a paper; each must carry a card (the others are the study's own).
-NAMED_AFTER_A_PAPER = {"coop", "clap", "tip_adapter_f", "vpt_shallow", "vpt_deep", "clip_lora", "wise_ft", "flyp"}
+NAMED_AFTER_A_PAPER = {
+    "coop", "clap", "tip_adapter_f", "vpt_shallow", "vpt_deep", "clip_lora", "wise_ft", "flyp", "prolip", "clip_svd",
+}  # fmt: skip
+FITTED_IN_CLOSED_FORM = {"gda"}  # named after a paper, nothing optimised: a FitCard
 
 
 def test_every_method_named_after_a_paper_has_a_card():
     assert set(CARDS) == NAMED_AFTER_A_PAPER and set(METHODS) >= NAMED_AFTER_A_PAPER
-    for method, card in CARDS.items():
+    assert set(FIT_CARDS) == FITTED_IN_CLOSED_FORM and not any(METHODS[m].trains for m in FIT_CARDS)
+    for method, card in [*CARDS.items(), *FIT_CARDS.items()]:
         for name, item in card.items():
             assert item.source and (item.study is SAME or item.why or name == "augmentation"), (method, name)
             assert ":" in item.source, (method, name, "a source names its file and line")
 
 
 @pytest.mark.parametrize("method", sorted(CARDS))
-def test_the_cards_study_column_is_what_the_full_profile_resolves(method):
+def test_the_cards_study_column_is_what_the_full_profile_resolves(method, tiny_model):
     card, cfg = CARDS[method], FULL.run_config(method).resolved()
-    assert card.batch.ours == cfg.batch_size
+    if card.epoch == "full":  # one step on every training image, whatever the run's batch size
+        assert _built(method, tiny_model).full_batch
+    else:
+        assert card.batch.ours == cfg.batch_size
     assert card.epochs.ours == cfg.epochs
     assert card.optimizer.ours == cfg.optimizer
     assert card.lr.ours == pytest.approx(cfg.lr)
@@ -54,11 +61,12 @@ def test_a_short_run_takes_the_cards_steps_at_the_cards_learning_rates(method, p
         tmp_path,
         method=method,
         epochs=3,
-        batch_size=card.batch.ours,
+        batch_size=16 if card.epoch == "full" else card.batch.ours,
         lr=card.lr.ours,
         optimizer=card.optimizer.ours,
         weight_decay=card.weight_decay.ours,
         warmup=warm,
+        options={"views": 4} if method == "prolip" else {},  # 300 cached views take minutes here
     )
     res = run(cfg, progress=False)
     n = _train_size(res)
@@ -71,6 +79,13 @@ def test_a_short_run_takes_the_cards_steps_at_the_cards_learning_rates(method, p
     factors = [lr_at(int(s), 1.0, warm * per_epoch, total) for s in hist["steps"]]
     ratios = [lr / f for lr, f in zip(hist["lr"], factors, strict=True) if f > 1e-9]
     assert all(math.isclose(r, ratios[0], rel_tol=1e-6) for r in ratios), (list(hist["lr"]), factors)
+
+
+def _built(method: str, model: Path):
+    from vptlib.methods import build
+    from vptlib.models.backbone import load_clip
+
+    return build(method, load_clip(model), 4)
 
 
 def _train_size(res) -> int:

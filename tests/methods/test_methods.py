@@ -52,6 +52,10 @@ def test_trainable_parameter_formulas_vit_b32(b32):
     views = torch.nn.functional.normalize(torch.randn(10, n_train, 512), dim=-1)
     tip.fit_features({"views": (views, torch.arange(n_train) % C)})
     assert count_parameters(tip)[0] == n_train * 512 == 245_760
+    # ProLIP: the visual projection (512 x 768); GDA: nothing (its head is fitted buffers).
+    # CLIP-SVD's count is pinned in tests/methods/test_frontier.py (an SVD of all 144 weights takes 20 s).
+    assert count_parameters(build("prolip", b32, C))[0] == 512 * Dv == 393_216
+    assert count_parameters(build("gda", b32, C))[0] == 0
 
 
 @pytest.mark.parametrize("p", [0, 1, 10])
@@ -79,7 +83,7 @@ def test_build_never_modifies_the_callers_model(tiny_clip):
 @pytest.mark.parametrize(
     "method,options,needle",
     [
-        ("vpt", {}, "unknown method 'vpt'; choose one of: zero_shot, linear, clap"),
+        ("vpt", {}, "unknown method 'vpt'; choose one of: zero_shot, linear, gda"),
         (
             "linear",
             {"prompt_tokens": 5},

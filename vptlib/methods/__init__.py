@@ -44,10 +44,13 @@ from vptlib.data.classes import CLASSES
 from . import (
     clap,
     clip_lora,
+    clip_svd,
     coop,
     flyp,
     full,
+    gda,
     linear,
+    prolip,
     text_ce,
     tip_adapter,
     vision_lora,
@@ -113,7 +116,9 @@ def _spec(
 METHODS: dict[str, MethodSpec] = {
     "zero_shot": _spec(zero_shot, "Zero-shot CLIP"),
     "linear": _spec(linear, "Linear probe", seeded=linear.uses_seed),
-    # CLAP, Tip-Adapter-F and CoOp: their papers fix every training setting (no grid).
+    "gda": _spec(gda, "GDA (Gaussian discriminant + zero-shot)"),
+    # ProLIP, CLAP, Tip-Adapter-F, CoOp and CLIP-SVD: their papers fix every training setting (no grid).
+    "prolip": _spec(prolip, "ProLIP (visual projection)", fixed_recipe=True),
     "clap": _spec(clap, "CLAP (zero-shot-initialised probe)", fixed_recipe=True),
     "tip_adapter_f": _spec(tip_adapter, "Tip-Adapter-F", fixed_recipe=True),
     "coop": _spec(coop, "CoOp", fixed_recipe=True),
@@ -121,6 +126,7 @@ METHODS: dict[str, MethodSpec] = {
     "vpt_deep": _spec(visual_prompt, "VPT-deep", visual_prompt.build_deep),
     "vision_lora": _spec(vision_lora, "Vision LoRA + linear head"),
     "clip_lora": _spec(clip_lora, "CLIP-LoRA"),
+    "clip_svd": _spec(clip_svd, "CLIP-SVD (singular values)", fixed_recipe=True),
     "full": _spec(full, "Full fine-tuning"),
     "wise_ft": _spec(wise_ft, "WiSE-FT"),
     "flyp": _spec(flyp, "FLYP"),

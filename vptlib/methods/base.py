@@ -67,6 +67,7 @@ CAPABILITIES = (
     "fitted_buffers",
     "data_sized",
     "trainable_patterns",
+    "full_batch",
 )
 
 
@@ -112,6 +113,9 @@ class Classifier(nn.Module):
     # Checkpoint tensors whose first dimension the run's data decides (one cache key per
     # training image): a reloaded run takes their shape from the checkpoint.
     data_sized: tuple[str, ...] = ()
+    # True: every optimiser step sees the whole training split, one step an epoch (ProLIP's
+    # full-batch epochs); the run's batch size then sizes only feature extraction and evaluation.
+    full_batch: bool = False
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), labels)
@@ -236,6 +240,10 @@ class Wrapper(Classifier):
     @property
     def data_sized(self) -> tuple[str, ...]:  # type: ignore[override]
         return self.inner.data_sized
+
+    @property
+    def full_batch(self) -> bool:  # type: ignore[override]
+        return self.inner.full_batch
 
     @property
     def trainable_patterns(self) -> tuple[str, ...]:  # type: ignore[override]

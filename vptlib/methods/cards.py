@@ -27,6 +27,9 @@ COMMITS = {
     "MaxZanella/CLIP-LoRA": "358f0d7361f59e66c0b2d0b672a3dafb143a759b",
     "mlfoundations/wise-ft": "58b7a4b343b09dc06606aa929c2ef51accced8d1",
     "locuslab/FLYP": "215d5bb6feeda6675f60e5818abcb4f6465c83af",
+    "astra-vision/ProLIP": "b43e795cbf0b53a9b0aa83cf4f47d9755896ba6f",
+    "HealthX-Lab/CLIP-SVD": "022b1eda02df7a5a1311d0868d49874d69b0010e",
+    "mrflogs/ICLR24": "560fe211700964c915442ff98dbe47dd09656a35",
 }
 STUDY_SCHEDULE = "linear warm-up, then cosine to 0, per step"
 SAME = object()  # the study runs the paper's value
@@ -54,7 +57,8 @@ class Item:
 class Card:
     """A method's recipe; ``epoch`` is how many optimiser steps an epoch takes: ``"pass"``, one
     pass over the N training images (ceil(N / batch)); ``"loader"``, Dassl's
-    ``len(train_loader_x)``, which drops a last partial batch when there is a full one."""
+    ``len(train_loader_x)``, which drops a last partial batch when there is a full one;
+    ``"full"``, one step on all N images (a full-batch method: ``batch`` is then N)."""
 
     paper: str  # the citation key (book/references.bib)
     batch: Item
@@ -70,6 +74,8 @@ class Card:
     epoch: str = "pass"
 
     def steps_per_epoch(self, n: int) -> int:
+        if self.epoch == "full":
+            return 1
         b = int(self.batch.ours)
         if self.epoch == "loader":
             return n // b if n >= b else 1
@@ -256,6 +262,92 @@ FLYP = Card(
     ),
 )
 
+PROLIP = Card(
+    paper="fahes2025prolip",
+    batch=Item("N (full batch)", "ProLIP methods/ProLIP.py:185-188"),
+    epochs=Item(300, "ProLIP configs/experiments/few_shot_no_val_lr1e-5_lambda_1_N.yaml:11"),
+    optimizer=Item("adam", "ProLIP methods/ProLIP.py:165 (eps 1e-4)", "adamw", "AdamW at weight decay 0 is Adam"),
+    lr=Item(0.00001, "ProLIP configs/experiments/few_shot_no_val_lr1e-5_lambda_1_N.yaml:16"),
+    weight_decay=Item(0.0, "ProLIP methods/ProLIP.py:165 (none given: Adam's 0)"),
+    warmup=Item(0, "ProLIP methods/ProLIP.py:166"),
+    schedule=Item("cosine per epoch (one step an epoch)", "ProLIP methods/ProLIP.py:166,216"),
+    init=Item(
+        "W = CLIP's visual projection; loss CE + (1/N) ||W - W0||^2", "ProLIP methods/ProLIP.py:88,140-141,201-205"
+    ),
+    augmentation=Item(
+        "300 views (random resized crop 0.5-1, flip), view k at epoch k",
+        "ProLIP main.py:72-77; methods/ProLIP.py:181-185",
+        "300 cached views of the study's augmentation, one drawn per image each epoch",
+        "one augmentation for every method",
+    ),
+    selection=Item(
+        "the last epoch", "ProLIP methods/ProLIP.py:231-252", _EPOCH_BY_VAL, "the study's protocol for every method"
+    ),
+    epoch="full",
+)
+
+CLIP_SVD = Card(
+    paper="koleilat2025clipsvd",
+    batch=Item(32, "CLIP-SVD configs/few_shot/btmri.yaml:4"),
+    epochs=Item(100, "CLIP-SVD configs/few_shot/btmri.yaml:3 (train.py:220: BTMRI's BiomedCLIP path counts epochs)"),
+    optimizer=Item("adamw", "CLIP-SVD train.py:222-225 (betas 0.9, 0.999)"),
+    lr=Item(0.007, "CLIP-SVD configs/few_shot/btmri.yaml:2"),
+    weight_decay=Item(0.0, "CLIP-SVD configs/few_shot/btmri.yaml:5"),
+    warmup=Item(0, "CLIP-SVD train.py:226-228"),
+    schedule=Item(
+        "CosineAnnealingLR(T_max = epochs, eta_min 1e-6) stepped every batch",
+        "CLIP-SVD train.py:226-228,259",
+        STUDY_SCHEDULE,
+        "a T_max in epochs stepped per batch cycles the lr up and down through the run (a bug); here one cosine",
+    ),
+    init=Item(
+        "every q, k, v, out, fc1, fc2 weight of both encoders = U diag(s) V^T; s trains",
+        "CLIP-SVD svf_utils/svf_torch.py:27-36; svf_utils/utils.py:24-69",
+    ),
+    augmentation=Item("random resized crop (0.08-1), flip", "CLIP-SVD main.py:82-86", _STUDY_AUG, "one for all"),
+    selection=Item("the last epoch", "CLIP-SVD train.py:273", _EPOCH_BY_VAL, "the study's protocol for every method"),
+)
+
+
+@dataclass(frozen=True)
+class FitCard:
+    """The recipe of a method fitted in closed form (nothing is optimised): what it estimates
+    from which features, and what it chooses on validation."""
+
+    paper: str
+    features: Item
+    estimate: Item
+    logits: Item
+    choice: Item
+    augmentation: Item
+
+    def items(self) -> list[tuple[str, Item]]:
+        return [(f.name, getattr(self, f.name)) for f in fields(self) if isinstance(getattr(self, f.name), Item)]
+
+
+GDA = FitCard(
+    paper="wang2024gda",
+    features=Item(
+        "unit-norm image features of 10 augmented views per image",
+        "ICLR24 main_few_shots.py:45-51; configs/architecture/vitb32/eurosat.yaml:10",
+    ),
+    estimate=Item(
+        "class means; precision D * pinv(scatter + tr(cov) I); uniform prior",
+        "ICLR24 main_few_shots.py:56-64",
+    ),
+    logits=Item("100 f T^T + alpha (f W + b)", "ICLR24 main_few_shots.py:71"),
+    choice=Item("alpha in {1e-4 ... 100} on validation accuracy, the first best", "ICLR24 main_few_shots.py:68-79"),
+    augmentation=Item(
+        "random resized crop (0.5-1), flip, drawn per seed",
+        "ICLR24 main_few_shots.py:24-29",
+        "10 cached views of the study's augmentation, the same for every seed",
+        "one augmentation for every method; GDA then runs once",
+    ),
+)
+
+# Closed-form methods named after a paper: their cards have no training settings.
+FIT_CARDS: dict[str, FitCard] = {"gda": GDA}
+
 CARDS: dict[str, Card] = {
     "coop": COOP,
     "clap": CLAP,
@@ -263,6 +355,8 @@ CARDS: dict[str, Card] = {
     "vpt_shallow": VPT_SHALLOW,
     "vpt_deep": VPT_DEEP,
     "clip_lora": CLIP_LORA,
+    "prolip": PROLIP,
+    "clip_svd": CLIP_SVD,
     "wise_ft": WISE_FT,
     "flyp": FLYP,
 }
@@ -279,7 +373,9 @@ def recipe_table(titles: dict[str, str]) -> str:
     names: dict[int, list[str]] = {}  # one card shared by several methods (VPT-shallow, -deep): one set of rows
     for method, card in CARDS.items():
         names.setdefault(id(card), []).append(titles.get(method, method))
-    for card in {id(c): c for c in CARDS.values()}.values():
+    for method, card in FIT_CARDS.items():
+        names.setdefault(id(card), []).append(titles.get(method, method))
+    for card in {id(c): c for c in [*CARDS.values(), *FIT_CARDS.values()]}.values():
         title = ", ".join(names[id(card)])
         for name, item in card.items():
             if item.departs:

@@ -50,6 +50,9 @@ ASSIGNED = {
     "wise_ft": 10,
     "flyp": 11,
     "text_ce": 12,
+    "gda": 13,
+    "prolip": 14,
+    "clip_svd": 15,
 }
 
 

@@ -183,6 +183,8 @@ def steps_per_epoch(cfg: RunConfig, inputs: StagedRun) -> int:
     images, or ("full-split") one pass over the whole training split, however few images a
     few-shot run trains on."""
     data = inputs.data
+    if inputs.model.full_batch:  # one step on the whole training split (ProLIP)
+        return 1
     n = len(data.train_full or data.train) if cfg.epoch_steps == "full-split" else len(data.train)
     if _copies(inputs) > 1:
         # CLAP's run_epoch: len(train_loader_x) batches over the N images (Dassl's loader drops
@@ -206,11 +208,17 @@ def train_examples(inputs: StagedRun) -> tuple[torch.Tensor, torch.Tensor]:
     return views.flatten(0, 1), labels.repeat(len(views))
 
 
+def train_batch(cfg: RunConfig, inputs: StagedRun) -> int:
+    """Examples per optimiser step: the run's batch size, or every training example for a
+    full-batch method."""
+    return len(train_examples(inputs)[1]) if inputs.model.full_batch else cfg.batch_size
+
+
 def _images_per_epoch(cfg: RunConfig, inputs: StagedRun) -> int:
     if _copies(inputs) > 1:  # batches drawn from the pool of views, the last one whole
         return steps_per_epoch(cfg, inputs) * cfg.batch_size
     n = len(inputs.data.train)
-    return n if cfg.epoch_steps == "pass" else steps_per_epoch(cfg, inputs) * cfg.batch_size
+    return n if cfg.epoch_steps == "pass" else steps_per_epoch(cfg, inputs) * train_batch(cfg, inputs)
 
 
 def make_optimizer(model: Classifier, cfg: RunConfig) -> torch.optim.Optimizer:
@@ -258,17 +266,17 @@ def _train_epoch(ts: TrainState, epoch: int) -> tuple[float, float, GradNorms]:
     model = inputs.model
     model.train()
     torch.manual_seed(int(generator(cfg.seed, epoch, 1).initial_seed()))  # dropout draws
-    steps = steps_per_epoch(cfg, inputs)
+    steps, batch = steps_per_epoch(cfg, inputs), train_batch(cfg, inputs)
     # Passes in a fixed order drawn from (seed, epoch): one pass is the usual epoch; a few-shot
     # run under "full-split" takes as many passes as its step budget needs, back to back.
     order_gen = generator(cfg.seed, epoch, 0)
-    passes = math.ceil(steps * cfg.batch_size / len(y))
+    passes = math.ceil(steps * batch / len(y))
     order = torch.cat([torch.randperm(len(y), generator=order_gen) for _ in range(passes)]).to(y.device)
     aug_gen = generator(cfg.seed, epoch, 2)
     total_loss, correct, seen, norms = 0.0, 0, 0, []
     bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
     for step in bar:
-        idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        idx = order[step * batch : (step + 1) * batch]
         if views is not None:  # each image as one of its cached augmented views, drawn per epoch
             xb = views[0][torch.randint(len(views[0]), (len(idx),), generator=aug_gen).to(idx.device), idx]
         else:
