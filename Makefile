@@ -142,7 +142,7 @@ pdf: install
 	@$(VPTLIB) book pdf --html _build/singlehtml/index.html --out _build/pdf/book.pdf
 
 notebooks: $(EXPERIMENTS) $(GEN)/dataset.ipynb $(GEN)/results.ipynb $(GEN)/variants.ipynb $(GEN)/curves.ipynb \
-	$(GEN)/attention.ipynb $(GEN)/reproducibility.ipynb $(GEN)/benchmark.ipynb
+	$(GEN)/attention.ipynb $(GEN)/reproducibility.ipynb $(GEN)/checklist.ipynb $(GEN)/benchmark.ipynb
 
 $(DATA_DIR)/manifest.csv: $(PROFILE_FILE) vptlib/data/prepare.py vptlib/data/phantoms.py | $(STAMP)
 	$(VPTLIB) book data --profile $(PROFILE_FILE) $(DATA_ARG)
@@ -178,6 +178,10 @@ $(GEN)/curves.ipynb: notebooks/curves.ipynb $(PROFILE_FILE) $(PAGE_SRC) $(DATA_D
 
 $(GEN)/reproducibility.ipynb: notebooks/reproducibility.ipynb $(EXPERIMENTS) $(GEN)/curves.ipynb
 	$(VPTLIB) book execute notebooks/reproducibility.ipynb $@ --profile $(PROFILE_FILE)
+
+# The appendix: the reporting checklists answered from every run's record.
+$(GEN)/checklist.ipynb: notebooks/checklist.ipynb $(EXPERIMENTS) $(GEN)/variants.ipynb
+	$(VPTLIB) book execute notebooks/checklist.ipynb $@ --profile $(PROFILE_FILE)
 
 # The appendix: the newest `make bench` table of each machine, trained nothing.
 $(GEN)/benchmark.ipynb: notebooks/benchmark.ipynb $(wildcard benchmarks/results/*.md) vptlib/report/reproducibility.py

@@ -341,7 +341,7 @@ def test_make_run_reexecutes_only_that_notebook(repo, built):
     again = _make(repo, "book", "PROFILE=smoke")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     executed = re.findall(r"executing (\S+)", again.stdout)
-    pages = ["attention.ipynb", "reproducibility.ipynb", "results.ipynb"]  # they read every method
+    pages = ["attention.ipynb", "checklist.ipynb", "reproducibility.ipynb", "results.ipynb"]  # they read every method
     assert sorted(Path(e).name for e in executed) == pages, executed
     after = {p.name: p.stat().st_mtime for p in (repo / "book" / "generated" / "experiments").glob("*.ipynb")}
     assert [n for n in before if before[n] != after[n]] == ["vpt_shallow.ipynb"]

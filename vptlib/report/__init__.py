@@ -9,6 +9,7 @@ Shared loading (which runs make each method's row) is in :mod:`.loading`.
 from . import style
 from .attention import ATTENTION_METHODS, attention_maps, plot_attention, plot_prompt_attention
 from .compared import plot_losses, plot_recall_by_class, plot_reliability, plot_val_curves, recall_by_class
+from .checklist import checklist, checklist_markdown
 from .comparison import COMPARISON_RULE, significance_display, significance_sentence, significance_table
 from .curves import (
     plot_few_shot,
@@ -102,6 +103,8 @@ __all__ = [
     "setup",
     "ATTENTION_METHODS",
     "COMPARISON_RULE",
+    "checklist",
+    "checklist_markdown",
     "EARLIER_REPORT",
     "STATIC_ENV",
     "TITLES",

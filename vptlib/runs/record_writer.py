@@ -10,6 +10,7 @@ so it becomes the final run of its seed without training again.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from safetensors.torch import save_file
 
 from vptlib import atomic, tensorfile
 from vptlib.data.dataset import Data, Preprocess, load_data
+from vptlib.data.manifest import read_manifest
 from vptlib.methods import Classifier, count_parameters
 from vptlib.models.backbone import model_signature
 
@@ -65,8 +67,33 @@ def write_config(
             "trainable_params": trainable_n,
             "total_params": total_n,
             "splits": {s: len(getattr(data, s)) for s in ("train", "val", "test")},
+            "support_set": write_support(run_dir, data),
         },
     )
+
+
+def support_rows(data: Data) -> pd.DataFrame:
+    """The training and validation images this run used (a few-shot run: its seed's subset),
+    each with its class and the sha256 ``vptlib data prepare`` recorded for it."""
+    sha = dict(zip(*(read_manifest(data.root, include_excluded=True)[k] for k in ("path", "sha256")), strict=True))
+    rows = [
+        {"split": split, "path": path, "class": data.classes[int(y)], "sha256": sha[path]}
+        for split in ("train", "val")
+        for path, y in zip(getattr(data, split).paths, getattr(data, split).labels, strict=True)
+    ]
+    return pd.DataFrame(rows, columns=["split", "path", "class", "sha256"])
+
+
+def write_support(run_dir: Path, data: Data) -> dict[str, Any]:
+    """Write :data:`~vptlib.runs.records.SUPPORT`; returns what config.json says of it."""
+    text = support_rows(data).to_csv(index=False).encode()
+    atomic.write_bytes(run_dir / records.SUPPORT, text)
+    return {
+        "file": records.SUPPORT,
+        "sha256": hashlib.sha256(text).hexdigest(),
+        "train": len(data.train),
+        "val": len(data.val),
+    }
 
 
 @dataclass

@@ -52,6 +52,10 @@ CONFIG, METRICS, HISTORY, STATE, WEIGHTS, PREDICTIONS, GROUP = (
 # Written by a run that diverged: its reason. The run is deterministic (seeded, resumed at
 # the same step), so resuming it would diverge again; it is reported failed at once instead.
 DIVERGED = "diverged.json"
+# The exact images a run trained and selected on: one row per training and validation image
+# (its split, path in the data folder, class and sha256), so one seed's support set can be
+# rebuilt from the files alone, without vptlib; config.json holds the file's sha256.
+SUPPORT = "support.csv"
 
 
 def profile_folder(runs: str | Path, profile: str) -> Path:
