@@ -41,8 +41,16 @@ PR_REF = "refs/pr/66"
 # one the profile pins; the weights are the tiny CLIP's, like the first repo's.
 PUBMED = "flaviagiammarino/pubmed-clip-vit-base-patch32"
 PUBMED_SHA = "26c0c67f6da303ad2a38909130bd35744ea93517"
-REPOS = (REPO, PUBMED)
+LAION = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
+LAION_SHA = "89abcdef0123456789abcdef0123456789abcdef"  # invented, like BIOMED_SHA: the profile pins neither
+BIOMED = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+# An invented commit for the stand-in's copy of BiomedCLIP (open_clip's layout): no record of the
+# real repo's commit could be reached where this was written (the full profile says so).
+BIOMED_SHA = "0123456789abcdef0123456789abcdef01234567"
+REPOS = (REPO, PUBMED, LAION, BIOMED)
 LFS = (".bin", ".safetensors", ".h5", ".msgpack")
+DEAD = "http://127.0.0.1:9"  # the discard port: nothing listens, a connection is refused at once
+LOCAL = "127.0.0.1,localhost"
 
 
 def lay_out_clip(tiny_model: Path, root: Path) -> Path:
@@ -66,6 +74,8 @@ def lay_out_clip(tiny_model: Path, root: Path) -> Path:
     shutil.copytree(main, pr)
     shutil.copyfile(tiny_model / "model.safetensors", pr / "model.safetensors")
     shutil.copytree(main, root / "pubmed")
+    shutil.copytree(pr, root / "laion")  # LAION's repo has transformers' safetensors beside open_clip's files
+    write_tiny_biomedclip(root / "biomedclip")
     return root
 
 
@@ -80,9 +90,111 @@ def stand_in_pins(root: Path) -> Path:
         f"{REPO}@{MAIN_SHA}/pytorch_model.bin": sha(root / "main" / "pytorch_model.bin"),
         f"{REPO}@{PR_SHA}/model.safetensors": sha(root / PR_REF / "model.safetensors"),
         f"{PUBMED}@{PUBMED_SHA}/pytorch_model.bin": sha(root / "pubmed" / "pytorch_model.bin"),
+        f"{LAION}@{LAION_SHA}/model.safetensors": sha(root / "laion" / "model.safetensors"),
+        f"{BIOMED}@{BIOMED_SHA}/open_clip_pytorch_model.bin": sha(root / "biomedclip" / "open_clip_pytorch_model.bin"),
     }
     (root / "pins.json").write_text(json.dumps(pins))
     return root / "pins.json"
+
+
+# ------------------------------------------------------------------ BiomedCLIP's layout
+BIOMED_WORDS = "a an the of with brain mri showing no tumor glioma meningioma pituitary adenoma healthy normal axial slice medical image scan contrast enhanced t1 weighted photo"
+
+
+def write_tiny_biomedclip(folder: Path, seed: int = 0) -> Path:
+    """A random-weight BiomedCLIP in open_clip's layout, small: ``open_clip_config.json``,
+    ``open_clip_pytorch_model.bin`` keyed as open_clip's state_dict names timm's ViT and the
+    BERT (with the BERT pooler and position-id buffers an older open_clip saved), and a BERT
+    tokenizer (``vocab.txt``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", *BIOMED_WORDS.split()]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 256})
+    )
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps(
+            {
+                "unk_token": "[UNK]",
+                "sep_token": "[SEP]",
+                "pad_token": "[PAD]",
+                "cls_token": "[CLS]",
+                "mask_token": "[MASK]",
+            }
+        )
+    )
+    D, L, P, G, E, Dt, Lt, It = 128, 2, 16, 2, 32, 128, 2, 256  # widths (two heads of 64), layers, patch, grid, embed
+    hid = (Dt + E) // 2
+
+    def r(*shape: int, scale: float = 0.05) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * scale
+
+    def ln(prefix: str, width: int) -> dict[str, torch.Tensor]:
+        return {f"{prefix}.weight": 1 + r(width), f"{prefix}.bias": r(width)}
+
+    s: dict[str, torch.Tensor] = {
+        "visual.trunk.cls_token": r(1, 1, D),
+        "visual.trunk.pos_embed": r(1, 1 + G * G, D),
+        "visual.trunk.patch_embed.proj.weight": r(D, 3, P, P),
+        "visual.trunk.patch_embed.proj.bias": r(D),
+        **ln("visual.trunk.norm", D),
+        "visual.head.proj.weight": r(E, D),
+        "logit_scale": torch.tensor(4.6052),
+    }
+    for i in range(L):
+        b = f"visual.trunk.blocks.{i}."
+        s.update(ln(b + "norm1", D) | ln(b + "norm2", D))
+        s.update({b + "attn.qkv.weight": r(3 * D, D), b + "attn.qkv.bias": r(3 * D)})
+        s.update({b + "attn.proj.weight": r(D, D), b + "attn.proj.bias": r(D)})
+        s.update({b + "mlp.fc1.weight": r(4 * D, D), b + "mlp.fc1.bias": r(4 * D)})
+        s.update({b + "mlp.fc2.weight": r(D, 4 * D), b + "mlp.fc2.bias": r(D)})
+    t = "text.transformer."
+    s.update(
+        {
+            t + "embeddings.word_embeddings.weight": r(len(vocab), Dt),
+            t + "embeddings.position_embeddings.weight": r(64, Dt),
+            t + "embeddings.token_type_embeddings.weight": r(2, Dt),
+            t + "embeddings.position_ids": torch.arange(64)[None],
+            **ln(t + "embeddings.LayerNorm", Dt),
+            t + "pooler.dense.weight": r(Dt, Dt),
+            t + "pooler.dense.bias": r(Dt),
+            "text.proj.0.weight": r(hid, Dt),
+            "text.proj.2.weight": r(E, hid),
+        }
+    )
+    for i in range(Lt):
+        b = f"{t}encoder.layer.{i}."
+        for name in ("query", "key", "value"):
+            s.update({f"{b}attention.self.{name}.weight": r(Dt, Dt), f"{b}attention.self.{name}.bias": r(Dt)})
+        s.update({b + "attention.output.dense.weight": r(Dt, Dt), b + "attention.output.dense.bias": r(Dt)})
+        s.update(ln(b + "attention.output.LayerNorm", Dt))
+        s.update({b + "intermediate.dense.weight": r(It, Dt), b + "intermediate.dense.bias": r(It)})
+        s.update({b + "output.dense.weight": r(Dt, It), b + "output.dense.bias": r(Dt)})
+        s.update(ln(b + "output.LayerNorm", Dt))
+    torch.save(s, folder / "open_clip_pytorch_model.bin")
+    config = {
+        "model_cfg": {
+            "embed_dim": E,
+            "vision_cfg": {
+                "timm_model_name": "vit_base_patch16_224",
+                "timm_model_pretrained": False,
+                "timm_pool": "",
+                "timm_proj": "linear",
+                "image_size": P * G,
+            },
+            "text_cfg": {
+                "hf_model_name": "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract",
+                "hf_tokenizer_name": "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract",
+                "hf_proj_type": "mlp",
+                "hf_pooler_type": "cls_last_hidden_state_pooler",
+                "context_length": 256,
+            },
+        },
+        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]},
+    }
+    (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+    return folder
 
 
 class _Server:
@@ -272,6 +384,10 @@ class HubStandIn(_Server):
         self.cdn.stop()
 
     def ref(self, rev: str, repo: str = REPO) -> tuple[str, Path] | None:
+        if repo == LAION:
+            return (LAION_SHA, self.root / "laion") if rev in ("main", LAION_SHA) else None
+        if repo == BIOMED:
+            return (BIOMED_SHA, self.root / "biomedclip") if rev in ("main", BIOMED_SHA) else None
         if repo == PUBMED:
             return (PUBMED_SHA, self.root / "pubmed") if rev in ("main", PUBMED_SHA) else None
         refs = {"main": MAIN_SHA, MAIN_SHA: MAIN_SHA, PR_REF: PR_SHA, PR_SHA: PR_SHA}

@@ -44,7 +44,8 @@ def test_the_introduction_names_every_method_and_study_the_profile_runs():
     assert set(INTRO_NAMES) == set(METHODS), "introduce a new method in book/intro.md and here"
     for method, name in INTRO_NAMES.items():
         assert name in INTRO, (method, TITLES[method])
-    assert "PubMedCLIP" in INTRO and set(FULL["backbones"]) == {"pubmedclip"}
+    assert "PubMedCLIP" in INTRO and "**LAION-2B**" in INTRO and "**BiomedCLIP**" in INTRO
+    assert set(FULL["backbones"]) == {"pubmedclip", "laion", "biomedclip"}
     assert "**fixed protocol**" in INTRO and set(FULL["protocols"]) == {"fixed"}
 
 
@@ -94,9 +95,12 @@ def test_the_discussion_describes_the_grids_the_full_profiles_run():
         assert "10 learning rates × 4 weight decays" in text and "from 1/50 to 25 times" in text
         fixed = [SPECS[m].title for m in prof.hparams if SPECS[m].fixed_recipe]
         assert fixed == [
-            "ProLIP (visual projection)", "CLAP (zero-shot-initialised probe)", "Tip-Adapter-F", "CoOp",
+            "ProLIP (visual projection)",
+            "CLAP (zero-shot-initialised probe)",
+            "Tip-Adapter-F",
+            "CoOp",
             "CLIP-SVD (singular values)",
-        ]  # fmt: skip
+        ]
     assert "ProLIP, CLAP, Tip-Adapter-F, CoOp and CLIP-SVD train with their papers'\n  fixed settings" in text
 
 

@@ -19,8 +19,17 @@ ROOT = Path(__file__).resolve().parents[2]
 FULL = profiles.load(ROOT / "profiles" / "full.yaml")
 # Methods named after a paper; each must carry a card (the others are the study's own).
 NAMED_AFTER_A_PAPER = {
-    "coop", "clap", "tip_adapter_f", "vpt_shallow", "vpt_deep", "clip_lora", "wise_ft", "flyp", "prolip", "clip_svd",
-}  # fmt: skip
+    "coop",
+    "clap",
+    "tip_adapter_f",
+    "vpt_shallow",
+    "vpt_deep",
+    "clip_lora",
+    "wise_ft",
+    "flyp",
+    "prolip",
+    "clip_svd",
+}
 FITTED_IN_CLOSED_FORM = {"gda"}  # named after a paper, nothing optimised: a FitCard
 
 

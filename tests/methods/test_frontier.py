@@ -44,8 +44,12 @@ def test_clip_svd_untouched_is_clip_itself(tiny_clip):
     unmodified CLIP's on the same class texts ("a photo of a {BTMRI name}.")."""
     model = build("clip_svd", tiny_clip, C).eval()
     prompts = [ps[0] for ps in model.text_prompts.values()]
-    assert prompts == ["a photo of a glioma tumor.", "a photo of a meningioma tumor.",
-                       "a photo of a normal brain.", "a photo of a pituitary tumor."]  # fmt: skip
+    assert prompts == [
+        "a photo of a glioma tumor.",
+        "a photo of a meningioma tumor.",
+        "a photo of a normal brain.",
+        "a photo of a pituitary tumor.",
+    ]
     x = _pixels(tiny_clip)
     with torch.no_grad():
         ours = model(x)

@@ -301,14 +301,40 @@ def _hub_models() -> set[str]:
 
 
 def test_every_backbone_a_profile_names_has_a_known_architecture():
-    from vptlib.models.offline import ARCHITECTURES
+    from vptlib.models.offline import ARCHITECTURES, OPEN_CLIP_ARCHITECTURES
 
     named = _hub_models()
     assert "flaviagiammarino/pubmed-clip-vit-base-patch32" in named  # the full profile's medical CLIP
-    assert named <= set(ARCHITECTURES), named - set(ARCHITECTURES)
+    known = {*ARCHITECTURES, *OPEN_CLIP_ARCHITECTURES}
+    assert named <= known, named - known
 
 
-@pytest.mark.parametrize("model_id", sorted(_hub_models()))
+def test_the_frozen_feature_methods_run_on_biomedclips_architecture():
+    """BiomedCLIP built offline at its real shapes (ViT-B/16, PubMedBERT), random weights: every
+    method that reads only frozen features builds and scores a 224-px image; the others refuse."""
+    from vptlib.models import open_clip_format
+    from vptlib.models.offline import OPEN_CLIP_ARCHITECTURES
+
+    torch.manual_seed(0)
+    (towers,) = (f() for f in OPEN_CLIP_ARCHITECTURES.values())
+    clip = SimpleNamespace(model=open_clip_format.BiomedCLIP(towers).eval(), tokenizer=byte_level_tokenizer())
+    x = torch.randn(1, 3, 224, 224)
+    for method, spec in METHODS.items():
+        if not spec.any_clip:
+            with pytest.raises(ValueError, match="needs a transformers CLIPModel"):
+                build(method, clip, 4)
+            continue
+        model = build(method, clip, 4).eval()
+        if method == "tip_adapter_f":
+            model.fit_features(
+                {"views": (torch.nn.functional.normalize(torch.randn(2, 8, 512), dim=-1), torch.arange(8) % 4)}
+            )
+        with torch.no_grad():
+            assert model(x).shape == (1, 4), method
+    assert count_parameters(build("prolip", clip, 4))[0] == 512 * 768  # its projection: ViT-B/16 width 768
+
+
+@pytest.mark.parametrize("model_id", sorted(m for m in _hub_models() if "BiomedCLIP" not in m))
 def test_every_method_runs_on_each_backbones_architecture(model_id):
     """Built offline with random weights: every registered method builds, trains what its
     formula says (VPT-deep and CLIP-LoRA pinned here) and returns logits on a 224-px image."""

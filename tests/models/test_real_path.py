@@ -19,10 +19,11 @@ import time
 import zipfile
 from pathlib import Path
 
-import huggingface_hub.constants
 import pytest
 from helpers import namespaces_work, on_a_full_disk
 from stand_ins import (
+    DEAD,
+    LOCAL,
     MAIN_SHA,
     PR_REF,
     PR_SHA,
@@ -42,8 +43,14 @@ from vptlib.models import hub, snapshot, transfer, verify
 from vptlib.models.backbone import fingerprint, load_clip
 
 ROOT = Path(__file__).resolve().parents[2]
-DEAD = "http://127.0.0.1:9"  # the discard port: nothing listens, a connection is refused at once
-LOCAL = "127.0.0.1,localhost"
+# What the full profile's other backbones add: LAION's safetensors, BiomedCLIP's open_clip files.
+BACKBONE_FILES = {
+    "model.safetensors",
+    "open_clip_config.json",
+    "open_clip_pytorch_model.bin",
+    "vocab.txt",
+    "special_tokens_map.json",
+}
 STUDY_FILES = {
     "config.json",
     "preprocessor_config.json",
@@ -66,27 +73,6 @@ def hub_root(tiny_model, tmp_path_factory) -> Path:
 def stand_in(hub_root):
     with HubStandIn(hub_root) as server:
         yield server
-
-
-@pytest.fixture
-def online(monkeypatch, tmp_path):
-    """This process as a networked machine with an empty cache whose only network is 127.0.0.1.
-
-    huggingface_hub reads the proxy variables when it opens its HTTP session, once a process
-    (as a user's command does); each test here opens its own, after setting them."""
-    from huggingface_hub.utils._http import close_session
-
-    close_session()
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read when the hub was imported
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    for var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
-        monkeypatch.setenv(var, DEAD)
-    monkeypatch.setenv("NO_PROXY", LOCAL)
-    monkeypatch.setenv("no_proxy", LOCAL)
-    yield tmp_path
-    close_session()
 
 
 def _reopen_session() -> None:
@@ -346,7 +332,7 @@ def test_preflight_of_the_full_profile_through_a_mirror(stand_in, online, monkey
     profile = tmp_path / "full.yaml"
     profile.write_text(text)
     preflight(profile, data=str(phantom_source))
-    assert set(stand_in.downloaded()) == STUDY_FILES
+    assert set(stand_in.downloaded()) == STUDY_FILES | BACKBONE_FILES
     assert any(MAIN_SHA in p for p in stand_in.paths())
     # The profile's second backbone came the same way, at the commit the profile pins, .bin only.
     pubmed = [p for m in ("HEAD", "GET") for p in stand_in.paths(m) if p.startswith(f"/{PUBMED}/")]
@@ -454,7 +440,7 @@ def test_a_first_build_on_a_networked_machine_fetches_model_and_data(
         preflight(profile)
     out = prepare_data(profile)  # the Makefile's next step; the dataset is already there
     assert set_info(out)["origin"]["handle"] == kaggle.KAGGLE_HANDLE
-    assert set(stand_in.downloaded()) == STUDY_FILES
+    assert set(stand_in.downloaded()) == STUDY_FILES | BACKBONE_FILES
 
 
 def test_credentials_hint_for_401_and_403():

@@ -385,7 +385,7 @@ def test_the_methods_page_states_each_recipes_clipping_seeds_and_refit():
     assert all((len(grids[m]["lr"]), len(grids[m]["weight_decay"])) == (10, 4) for m in tuned)
     stats = " ".join(page[page.index("## Seeds and statistics") :].split())
     once = {m for m, s in METHODS.items() if not s.uses_seed(s.options().__dict__)}
-    assert once == {"zero_shot", "linear"} and "zero-shot and the L-BFGS linear probe run once" in stats
+    assert once == {"zero_shot", "linear", "gda"} and "zero-shot, GDA and the L-BFGS linear probe run once" in stats
     from vptlib.study.profile import load
 
     words = {3: "three", 5: "five"}

@@ -46,7 +46,7 @@ def _inputs(n: int, views: int, covers: bool, full: int | None = None):
         data=data,
         splits={"train": (torch.zeros(n, 8), labels)},
         views=(torch.randn(views, n, 8), labels) if views else None,
-        model=SimpleNamespace(epoch_draws_views=covers),
+        model=SimpleNamespace(epoch_draws_views=covers, full_batch=False),
     )
 
 

@@ -198,6 +198,7 @@ def test_shipped_profiles_tune_every_trained_method_but_the_closed_form_probe(na
 
 
 def test_dry_run_cuts_every_run_and_marks_every_page(monkeypatch, tmp_path):
+    from vptlib.methods import METHODS as SPECS
     from vptlib.study import book
     from vptlib.study.sweep import grid as sweep_grid
 
@@ -208,7 +209,7 @@ def test_dry_run_cuts_every_run_and_marks_every_page(monkeypatch, tmp_path):
     assert dry.data == full.data and dry.model == full.model  # the real model and data
     for method in full.hparams:
         cfg = dry.run_config(method).resolved()
-        trains = METHODS[method].trains  # zero-shot and GDA train nothing
+        trains = SPECS[method].trains  # zero-shot and GDA train nothing
         assert cfg.epochs == (1 if trains else 0), method
         assert len(tuning.grid_points(dry, method)) == (1 if method in full.grids else 0)
     for name, sweep in dry.sweeps.items():

@@ -39,6 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from transformers import CLIPModel
+
 from vptlib.data.classes import CLASSES
 
 from . import (
@@ -83,6 +85,10 @@ class MethodSpec:
     # True: the paper fixes its settings and tunes none of them on validation (CoOp, CLAP,
     # Tip-Adapter-F's training), so the profiles give it no grid (tests/study/test_tuning.py).
     fixed_recipe: bool = False
+    # True: it reads only the frozen image and text features (vision_model, visual_projection,
+    # get_text_features, logit_scale), so it runs on any dual encoder with that interface
+    # (BiomedCLIP: vptlib.models.open_clip_format); False: it needs transformers' CLIPModel inside.
+    any_clip: bool = False
 
     @property
     def trains(self) -> bool:
@@ -105,22 +111,23 @@ def _spec(
     *,
     seeded: Callable[[Any], bool] | None = None,
     fixed_recipe: bool = False,
+    any_clip: bool = False,
 ) -> MethodSpec:
     """A registry entry: every setting is passed here by name (a misspelt one is an error),
     none is looked up on the module."""
-    return MethodSpec(build or module.build, module.Options, module.DEFAULTS, title, seeded, fixed_recipe)
+    return MethodSpec(build or module.build, module.Options, module.DEFAULTS, title, seeded, fixed_recipe, any_clip)
 
 
 # The one list of methods, in report order: the CLI, the report, the bench, the sweeps and
 # the build read it from here (tests check that the Makefile and _toc.yml list the same).
 METHODS: dict[str, MethodSpec] = {
-    "zero_shot": _spec(zero_shot, "Zero-shot CLIP"),
-    "linear": _spec(linear, "Linear probe", seeded=linear.uses_seed),
-    "gda": _spec(gda, "GDA (Gaussian discriminant + zero-shot)"),
+    "zero_shot": _spec(zero_shot, "Zero-shot CLIP", any_clip=True),
+    "linear": _spec(linear, "Linear probe", seeded=linear.uses_seed, any_clip=True),
+    "gda": _spec(gda, "GDA (Gaussian discriminant + zero-shot)", any_clip=True),
     # ProLIP, CLAP, Tip-Adapter-F, CoOp and CLIP-SVD: their papers fix every training setting (no grid).
-    "prolip": _spec(prolip, "ProLIP (visual projection)", fixed_recipe=True),
-    "clap": _spec(clap, "CLAP (zero-shot-initialised probe)", fixed_recipe=True),
-    "tip_adapter_f": _spec(tip_adapter, "Tip-Adapter-F", fixed_recipe=True),
+    "prolip": _spec(prolip, "ProLIP (visual projection)", fixed_recipe=True, any_clip=True),
+    "clap": _spec(clap, "CLAP (zero-shot-initialised probe)", fixed_recipe=True, any_clip=True),
+    "tip_adapter_f": _spec(tip_adapter, "Tip-Adapter-F", fixed_recipe=True, any_clip=True),
     "coop": _spec(coop, "CoOp", fixed_recipe=True),
     "vpt_shallow": _spec(visual_prompt, "VPT-shallow", visual_prompt.build_shallow),
     "vpt_deep": _spec(visual_prompt, "VPT-deep", visual_prompt.build_deep),
@@ -178,6 +185,13 @@ def build(method: str, clip: Any, num_classes: int, **options: Any) -> Classifie
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     opts = s.options(**options)
+    inner = getattr(clip, "model", clip)
+    if not s.any_clip and not isinstance(inner, CLIPModel):
+        runs_on_any = ", ".join(m for m, spec_ in METHODS.items() if spec_.any_clip)
+        raise ValueError(
+            f"{method} needs a transformers CLIPModel, not {type(inner).__name__}; on this model run the "
+            f"frozen-feature methods: {runs_on_any}"
+        )
     if s.uses_text:
         if not hasattr(clip, "tokenizer"):
             raise ValueError(f"{method} needs the tokenizer: pass the Clip bundle from load_clip, not a bare model")

@@ -21,7 +21,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 from vptlib.atomic import atomic_dir
 from vptlib.errors import UserError
 
-from . import hub
+from . import hub, open_clip_format
 
 DEFAULT_MODEL = hub.DEFAULT_MODEL
 
@@ -30,7 +30,7 @@ DEFAULT_MODEL = hub.DEFAULT_MODEL
 class Clip:
     """A CLIP model with the tokenizer and image processor that belong to it."""
 
-    model: CLIPModel
+    model: CLIPModel  # or open_clip_format.BiomedCLIP, which has the part of its interface the methods use
     tokenizer: CLIPTokenizer
     processor: CLIPImageProcessorPil
     name: str  # the id or folder it was loaded from
@@ -50,10 +50,14 @@ def load_clip(
             f"config.json, weights, tokenizer and preprocessor_config.json"
         )
     try:
-        model = _load_model(folder, weights)
         kw = dict(local_files_only=True, trust_remote_code=False)
+        if open_clip_format.is_open_clip_folder(folder):  # BiomedCLIP's layout
+            model, towers = open_clip_format.load(folder, _read_bins([weights]))
+            processor = open_clip_format.image_processor(towers)
+        else:
+            model = _load_model(folder, weights)
+            processor = AutoImageProcessor.from_pretrained(folder, **kw)
         tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
-        processor = AutoImageProcessor.from_pretrained(folder, **kw)
     except (OSError, ValueError) as exc:
         why = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot load the CLIP in {folder}: {why}") from None
@@ -193,7 +197,7 @@ def model_signature(name_or_path: str | Path) -> str | None:
     folder = Path(str(name_or_path)).expanduser()
     if not folder.is_dir():
         return None
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".json") and p.is_file())
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json") and p.is_file())
     stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     return hashlib.sha256(repr(stats).encode()).hexdigest()[:16]
 

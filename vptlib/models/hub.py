@@ -39,7 +39,9 @@ from .verify import file_sha256
 # main: config, tokenizer, processor and pytorch_model.bin (the weights OpenAI published).
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 PINNED = {DEFAULT_MODEL: "3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268"}
-WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # the first the revision has is used
+# The first the revision has is used: transformers' weights, else open_clip's (BiomedCLIP ships
+# only those; vptlib.models.open_clip_format loads them into transformers' classes).
+WEIGHTS = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 TEXT_FILES = (
     "config.json",
     "preprocessor_config.json",
@@ -48,8 +50,13 @@ TEXT_FILES = (
     "vocab.json",
     "merges.txt",
     "special_tokens_map.json",
+    "open_clip_config.json",  # open_clip's layout: this config, a BERT tokenizer (vocab.txt), its weights
+    "vocab.txt",
 )
-NEEDED = ("config.json", "preprocessor_config.json")  # and a tokenizer: tokenizer.json or vocab.json + merges.txt
+# What a complete snapshot holds, per layout (and a tokenizer: tokenizer.json, vocab.json + merges.txt or vocab.txt).
+NEEDED = ("config.json", "preprocessor_config.json")
+NEEDED_OPEN_CLIP = ("open_clip_config.json",)
+CONFIGS = ("config.json", "open_clip_config.json")  # transformers' layout first
 SOURCE_FILE = "source.json"  # what `vptlib model fetch` writes beside the files
 TIMEOUT_S = 10.0
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -189,8 +196,9 @@ def _from_cache(repo: str, rev: str) -> tuple[ModelSource | None, str]:
     """The cache's complete snapshot of ``repo`` at ``rev``, or None and what is missing."""
     from huggingface_hub import try_to_load_from_cache
 
-    config = try_to_load_from_cache(repo, "config.json", cache_dir=cache_dir(), revision=rev)
-    if not isinstance(config, str):
+    found = (try_to_load_from_cache(repo, c, cache_dir=cache_dir(), revision=rev) for c in CONFIGS)
+    config = next((c for c in found if isinstance(c, str)), None)
+    if config is None:
         snapshots = cache_dir() / f"models--{repo.replace('/', '--')}" / "snapshots"
         others = sorted(p.name for p in snapshots.glob("*") if p.is_dir()) if snapshots.is_dir() else []
         hint = (
@@ -201,10 +209,11 @@ def _from_cache(repo: str, rev: str) -> tuple[ModelSource | None, str]:
         )
         return None, f"has no snapshot of {repo} at {rev}{hint}"
     snapshot = Path(config).parent
-    missing = [f for f in NEEDED if not (snapshot / f).is_file()]
+    needed = NEEDED_OPEN_CLIP if Path(config).name == "open_clip_config.json" else NEEDED
+    missing = [f for f in needed if not (snapshot / f).is_file()]
     if not any((snapshot / w).is_file() for w in WEIGHTS):
         missing.append(" or ".join(WEIGHTS))
-    if not ((snapshot / "tokenizer.json").is_file() or (snapshot / "vocab.json").is_file()):
+    if not any((snapshot / t).is_file() for t in ("tokenizer.json", "vocab.json", "vocab.txt")):
         missing.append("tokenizer.json")
     if missing:
         return None, f"has an incomplete snapshot of {repo} at {rev} ({snapshot}: no {', '.join(missing)})"

@@ -17,6 +17,8 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from vptlib.atomic import atomic_dir
 
+from . import open_clip_format
+
 
 def vit_b32_config() -> CLIPConfig:
     """The architecture of ``openai/clip-vit-base-patch32`` (weights not included)."""
@@ -51,9 +53,22 @@ def vit_b32_config() -> CLIPConfig:
 # each offline with random weights and run every method on it. PubMedCLIP is OpenAI's ViT-B/32
 # fine-tuned on ROCO (Eslami et al. 2023): its config.json has ViT-B/32's towers, widths,
 # patch size, projection and tokenizer, so every method runs on it unchanged.
+def laion_b32_config() -> CLIPConfig:
+    """``laion/CLIP-ViT-B-32-laion2B-s34B-b79K``: ViT-B/32's shapes with open_clip's exact GELU
+    in both towers (its config.json's hidden_act), where OpenAI's CLIP has quick GELU."""
+    config = vit_b32_config()
+    config.text_config.hidden_act = config.vision_config.hidden_act = "gelu"
+    return config
+
+
 ARCHITECTURES = {
     "openai/clip-vit-base-patch32": vit_b32_config,
     "flaviagiammarino/pubmed-clip-vit-base-patch32": vit_b32_config,
+    "laion/CLIP-ViT-B-32-laion2B-s34B-b79K": laion_b32_config,
+}
+# The backbones in open_clip's layout (vptlib.models.open_clip_format), by their towers' shapes.
+OPEN_CLIP_ARCHITECTURES = {
+    "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224": open_clip_format.biomedclip_towers,
 }
 
 

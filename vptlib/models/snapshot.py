@@ -9,7 +9,7 @@ from pathlib import Path
 from vptlib.atomic import atomic_dir
 from vptlib.errors import UserError
 
-from .hub import PINNED, SOURCE_FILE, TEXT_FILES, WEIGHTS, endpoint, file_sha256, resolve
+from .hub import PINNED, SOURCE_FILE, TEXT_FILES, endpoint, file_sha256, resolve
 
 
 def fetch(repo: str, revision: str | None, out: str | Path) -> Path:
@@ -19,9 +19,9 @@ def fetch(repo: str, revision: str | None, out: str | Path) -> Path:
     src = resolve(repo, revision)
     if src.repo is None:
         raise UserError(f"--model {repo} is a local folder; model fetch takes a hub id ({', '.join(PINNED)})")
-    files = [f for f in (*TEXT_FILES, *WEIGHTS) if (src.folder / f).is_file()]
-    if "model.safetensors" in files and "pytorch_model.bin" in files:
-        files.remove("pytorch_model.bin")
+    # The text files, and the one weights file the model loads from (the first of WEIGHTS it has).
+    files = [f for f in TEXT_FILES if (src.folder / f).is_file()]
+    files += [src.weights.name] if src.weights is not None else []
     with atomic_dir(out) as tmp:
         for f in files:
             shutil.copyfile(src.folder / f, tmp / f)  # the cache holds links to blobs: copy the bytes

@@ -8,8 +8,8 @@ Shared loading (which runs make each method's row) is in :mod:`.loading`.
 
 from . import style
 from .attention import ATTENTION_METHODS, attention_maps, plot_attention, plot_prompt_attention
+from .checklists import checklist, checklist_markdown
 from .compared import plot_losses, plot_recall_by_class, plot_reliability, plot_val_curves, recall_by_class
-from .checklist import checklist, checklist_markdown
 from .comparison import COMPARISON_RULE, significance_display, significance_sentence, significance_table
 from .curves import (
     plot_few_shot,

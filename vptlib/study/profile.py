@@ -103,8 +103,10 @@ class Profile:
         changes: dict[str, Any] = dict(
             profile=f"{self.profile}-{kind}-{name}", hparams=hparams, backbones={}, protocols={}, sweeps={}
         )
-        if kind == "backbone":
-            changes.update(model=spec["model"], revision=spec.get("revision"))
+        if kind == "backbone":  # a backbone that cannot run the reference names its own (BiomedCLIP: no VPT)
+            changes.update(
+                model=spec["model"], revision=spec.get("revision"), reference=spec.get("reference", self.reference)
+            )
         else:
             changes.update(protocol=name, grids={} if SELECT[name] == "last" else self.grids)
         return dataclasses.replace(self, **changes)

@@ -15,7 +15,7 @@ PROTOCOLS = {
 }
 SELECT = {"validated": "val", "fixed": "last"}
 VARIANT_KINDS = ("backbone", "protocol")  # Profile.variant: the keys backbones: and protocols:
-BACKBONE_KEYS = ("model", "revision", "methods", "hparams")
+BACKBONE_KEYS = ("model", "revision", "methods", "hparams", "reference")
 PROTOCOL_KEYS = ("methods", "hparams")
 
 __all__ = ["BACKBONE_KEYS", "PROTOCOLS", "PROTOCOL_KEYS", "SELECT", "VARIANT_KINDS"]

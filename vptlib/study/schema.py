@@ -248,8 +248,9 @@ def _check_variants(p: Any, bad) -> None:
             odd = [m for m in spec["methods"] if m not in METHODS]
             if odd or len(set(spec["methods"])) != len(spec["methods"]):
                 raise bad(f"{where}.methods: unknown or repeated method(s) {odd or spec['methods']}")
-            if p.reference not in spec["methods"]:
-                raise bad(f"{where}.methods must include the reference {p.reference} (every comparison is with it)")
+            reference = spec.get("reference", p.reference) if key == "backbones" else p.reference
+            if reference not in spec["methods"]:
+                raise bad(f"{where}.methods must include the reference {reference} (every comparison is with it)")
             hparams = spec.get("hparams", {})
             if not isinstance(hparams, dict) or not all(isinstance(v, dict) for v in hparams.values()):
                 raise bad(f"{where}.hparams must map methods to settings, got {hparams!r}")
