@@ -425,8 +425,11 @@ def test_full_profile_offline_fails_fast(repo, tmp_path):
     backbone_way = f"make book BACKBONES=pubmedclip={hub.default_folder(pubmed)}"
     for needle in (fetch_model, "vptlib data fetch --archive", "make book DATA=", "make book PROFILE=smoke"):
         assert needle in out, needle
-    for needle in ("backbone pubmedclip:", fetch_backbone, backbone_way):
+    for needle in ("backbone pubmedclip:", fetch_backbone, backbone_way, "backbone biomedclip:"):
         assert needle in out, needle
+    biomed = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+    assert f"BACKBONES=biomedclip={hub.default_folder(biomed)}" in out
+    assert f"MODEL={hub.default_folder(biomed)}" not in out  # a backbone's route names BACKBONES=, never MODEL=
     assert not (repo / "runs" / "full").exists()  # stopped before any training
 
 
@@ -437,9 +440,12 @@ def test_dry_run_of_the_full_profile_on_the_tiny_model(repo, built, tmp_path):
     the full profile's own split sizes, grids and sweeps are used. Runs last, because the
     dry run's pages replace the smoke build's.
     """
+    from stand_ins import write_tiny_biomedclip
+
     from vptlib.data.phantoms import write_phantoms
 
     kaggle = write_phantoms(tmp_path / "kaggle", per_class=200, size=64, seed=1)  # 120 train + 80 test per class
+    biomed = write_tiny_biomedclip(tmp_path / "tiny-biomedclip")  # open_clip's layout, random weights
     t0 = time.monotonic()
     res = _make(
         repo,
@@ -448,7 +454,8 @@ def test_dry_run_of_the_full_profile_on_the_tiny_model(repo, built, tmp_path):
         "DRY_RUN=1",
         f"DATA={kaggle}",
         "MODEL=models/tiny-clip",
-        "BACKBONES=pubmedclip=models/tiny-clip-b",  # a local folder for the profile's PubMedCLIP
+        # local folders for the profile's PubMedCLIP, LAION ViT-B/32 and BiomedCLIP
+        f"BACKBONES=pubmedclip=models/tiny-clip-b,laion=models/tiny-clip-b,biomedclip={biomed}",
         timeout=1200,
     )
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]

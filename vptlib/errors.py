@@ -17,3 +17,11 @@ class TrainingDiverged(UserError):
     """The loss became NaN or Inf; the message names the epoch and step."""
 
     exit_code = 3
+
+
+def did_you_mean(name: str, known: list[str] | tuple[str, ...]) -> str:
+    """`` (did you mean X?)`` for the known name closest to a mistyped one, or nothing."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""

@@ -195,7 +195,7 @@ def test_the_readme_real_data_section_is_rendered_from_the_saved_record():
     from vptlib.study.audit import KAGGLE_AUDIT
 
     record = json.loads(KAGGLE_AUDIT.read_text())
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "guide.md").read_text()
     start, end = README_MARKERS
     assert text.split(start, 1)[1].split(end, 1)[0].strip() == readme_markdown(record).strip()
     official = record["official_test"]

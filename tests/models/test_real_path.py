@@ -467,7 +467,7 @@ def test_an_archive_that_escapes_its_folder_is_refused(tmp_path):
 
 def test_readme_states_the_pins_and_routes_the_code_uses():
     """The README's real-path section is checked against the constants the code runs with."""
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "guide.md").read_text()
     sha = hub.PINNED[hub.DEFAULT_MODEL]
     weights = verify.PINNED_WEIGHTS[(hub.DEFAULT_MODEL, sha, "pytorch_model.bin")]
     assert f"(`{weights[:12]}…` for OpenAI's" in readme

@@ -85,7 +85,7 @@ def test_an_answer_changes_with_the_records(built, tmp_path):
 
 def test_the_markdown_links_each_answer_to_its_page(built):
     text = cl.checklist_markdown(built)
-    assert text.count("### ") == 3 and "([methods](../methods))" in text and "([dataset](dataset))" in text
+    assert text.count("### ") == 3 and "([methods](../methods.html))" in text and "([dataset](dataset.html))" in text
 
 
 def test_a_run_records_the_files_of_its_support_set(prepared, tiny_model, tmp_path):

@@ -391,7 +391,7 @@ def test_the_methods_page_states_each_recipes_clipping_seeds_and_refit():
     words = {3: "three", 5: "five"}
     full, kaggle = (len(load(REPO / "profiles" / f"{n}.yaml").seeds) for n in ("full", "kaggle-full"))
     assert f"({words[full]} in the full profile, {words[kaggle]} in kaggle-full)" in stats
-    readme = " ".join((REPO / "README.md").read_text().split())
+    readme = " ".join((REPO / "docs" / "guide.md").read_text().split())
     smoke = len(load(REPO / "profiles" / "smoke.yaml").seeds)
     assert f"(full: {full}, kaggle-full: {kaggle}, smoke: {smoke};" in readme
     probe = " ".join(page[page.index("## Linear probe") : page.index("## Visual prompt tuning")].split())

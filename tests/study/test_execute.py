@@ -70,7 +70,7 @@ def test_a_quiet_stretch_still_prints_a_line(capsys):
 
 
 def test_the_readme_states_the_limit_and_the_heartbeat_the_code_uses():
-    readme = " ".join((REPO / "README.md").read_text().split())
+    readme = " ".join((REPO / "docs" / "guide.md").read_text().split())
     hours = switches.DEFAULT_CELL_TIMEOUT_S // 3600
     assert f"default {hours} hours, 0 for no limit" in readme and notebooks.HEARTBEAT_S == 60
     assert "a line a minute" in readme

@@ -212,6 +212,8 @@ def test_dry_run_cuts_every_run_and_marks_every_page(monkeypatch, tmp_path):
         trains = SPECS[method].trains  # zero-shot and GDA train nothing
         assert cfg.epochs == (1 if trains else 0), method
         assert len(tuning.grid_points(dry, method)) == (1 if method in full.grids else 0)
+    # A costly option marked for rehearsal (ProLIP's cached views) is cut too, not only epochs.
+    assert dry.run_config("prolip").options["views"] == 2 and "views" not in full.run_config("prolip").options
     for name, sweep in dry.sweeps.items():
         assert sweep["seeds"] == full.sweeps[name]["seeds"][:1]
         assert all(len(v) == 1 for k, v in sweep.items() if k not in ("methods", "seeds"))

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vptlib import REPO, atomic
+from vptlib import GUIDE, REPO, atomic
 from vptlib.study.audit import audit, write
 
 
@@ -135,4 +135,4 @@ def render(path: Path, source: Path | None = None) -> None:
             record["precision"] = precision(out, Path(source))
             record["kaggle_full_split"] = kaggle_full_split(Path(source), Path(tmp) / "kaggle-full")
     atomic.write_text(path, json.dumps(record, indent=2) + "\n")
-    update_readme(REPO / "README.md", readme_markdown(record), README_MARKERS)
+    update_readme(GUIDE, readme_markdown(record), README_MARKERS)  # the user guide's real-data section

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from vptlib import REPO, atomic
+from vptlib import GUIDE, REPO, atomic
 from vptlib.models.offline import tiny_clip_config
 from vptlib.runs.devices import bf16_supported, pick_device
 
@@ -230,8 +230,8 @@ def _write_scaling(rec: dict[str, Any], out: Path, tiny: bool) -> int:
     atomic.write_text(stem.with_suffix(".md"), md)
     print(md)
     print(f"wrote {stem}.json and .md")
-    if not tiny and out.resolve() == RESULTS.resolve() and update_readme(REPO / "README.md", md, SCALING_MARKERS):
-        print("updated the scaling section of README.md")
+    if not tiny and out.resolve() == RESULTS.resolve() and update_readme(GUIDE, md, SCALING_MARKERS):
+        print(f"updated the scaling section of {GUIDE.relative_to(REPO)}")
     return 0
 
 
@@ -244,6 +244,6 @@ def _write(r: dict[str, Any], out: Path, tiny: bool) -> int:
     plot(r, stem.with_suffix(".png"))
     print(md)
     print(f"wrote {stem}.json, .md and .png")
-    if not tiny and out.resolve() == RESULTS.resolve() and update_readme(REPO / "README.md", md):
-        print("updated the benchmark section of README.md")
+    if not tiny and out.resolve() == RESULTS.resolve() and update_readme(GUIDE, md):
+        print(f"updated the benchmark section of {GUIDE.relative_to(REPO)}")
     return 0

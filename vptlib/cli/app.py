@@ -7,7 +7,6 @@ user never sees a traceback for bad input or a missing resource.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Sequence
 
@@ -17,20 +16,19 @@ from .book import add_book_parser, add_sweep_parser
 from .data import add_data_parser, add_model_parser, seed_arg
 
 
-def method_flags() -> dict[str, tuple[str, type, str]]:
-    """The methods' own options as flags (declared in each method's ``Options``)."""
-    from vptlib.methods import command_line_options
-
-    return command_line_options()
-
-
 def method_options(a: argparse.Namespace) -> dict:
     """The method options given on the command line. Unset flags are None, so the method's own
     default applies; 0 and False are values (``--prompt-tokens 0``, ``--no-lp-ft``)."""
-    return {k: v for k in method_flags() if (v := getattr(a, k, None)) is not None}
+    from vptlib.methods import command_line_options
+
+    return {k: v for k in command_line_options() if (v := getattr(a, k, None)) is not None}
 
 
 def _run(a: argparse.Namespace) -> None:
+    from vptlib.models.hub import missing_folder  # light: checked before torch is imported
+
+    if missing_folder(a.model):
+        raise UserError(missing_folder(a.model))
     from vptlib.runs.config import command_line_fields
     from vptlib.runs.engine import RunConfig, run
     from vptlib.runs.parallel import is_main_process
@@ -85,47 +83,45 @@ def _add_predict_parser(sub) -> None:
 
 
 def _add_run_parser(sub) -> None:
-    from vptlib.methods import METHODS
-    from vptlib.runs.config import command_line_fields
+    # The flags come from run_flags.json (made from RunConfig and the method registry), so that
+    # `vptlib run --help` and a mistyped --method answer without importing torch.
+    from vptlib.errors import did_you_mean
 
-    methods = list(METHODS)
-    clipped = ", ".join(f"{m} {s.defaults.grad_clip:g}" for m, s in METHODS.items() if s.defaults.grad_clip)
+    from .run_flags import load
+
+    spec = load()
+    methods = spec["methods"]
+
+    def method_name(value: str) -> str:
+        if value not in methods:
+            raise argparse.ArgumentTypeError(
+                f"unknown method {value!r}{did_you_mean(value, methods)}; choose one of: {', '.join(methods)}"
+            )
+        return value
+
+    kinds = {"int": int, "float": float, "str": str, "seed": seed_arg}
     r = sub.add_parser(
         "run",
         help="train and evaluate one method, writing a run record",
         description="Train one method on a prepared data folder. Unset hyper-parameters take "
         "the method's defaults; the epoch is selected on validation (--select last: the last epoch).",
     )
-    # One flag per RunConfig field, made from the field (its type, default, choices and help).
-    for f, typ in command_line_fields():
-        flag = "--" + f.name.replace("_", "-")
-        required = f.default is dataclasses.MISSING
-        text = f.metadata["help"]
-        if f.name == "method":
-            text = f"one of: {', '.join(methods)}"
-        elif f.name == "grad_clip":
-            text += f"; the recipes that clip: {clipped}"
-        elif not required and f.default is not None:
-            text += f" (default {f.default})"
-        if typ is bool:  # --x and --no-x
-            r.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=text)
-        else:
-            kind = seed_arg if f.name == "seed" else typ
-            default = None if required else f.default
+    for f in spec["flags"]:  # one flag per RunConfig field, then the methods' own options
+        if f["type"] == "bool":  # --x and --no-x: an option that defaults to True can still be turned off
             r.add_argument(
-                flag,
-                dest=f.name,
-                type=kind,
-                default=default,
-                required=required,
-                choices=f.metadata["choices"],
-                help=text,
+                f["flag"], dest=f["dest"], action=argparse.BooleanOptionalAction, default=f["default"], help=f["help"]
             )
-    for name, (flag, typ, text) in method_flags().items():
-        if typ is bool:  # --x and --no-x: an option that defaults to True can still be turned off
-            r.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
-        else:
-            r.add_argument(flag, dest=name, type=typ, default=None, help=text)
+            continue
+        kind = method_name if f["dest"] == "method" else kinds[f["type"]]
+        r.add_argument(
+            f["flag"],
+            dest=f["dest"],
+            type=kind,
+            default=f["default"],
+            required=f["required"],
+            choices=f["choices"],
+            help=f["help"],
+        )
     r.add_argument("--resume", action="store_true", help="continue the newest unfinished run with the same settings")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=_run)

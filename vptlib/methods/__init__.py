@@ -25,8 +25,10 @@ Adding a method (the checklist; ``tests/methods/test_contract.py`` checks the re
 3. Say in ``book/methods.md`` what it trains and which paper's recipe it follows, and name
    it in the list of ``book/intro.md`` (``tests/test_prose.py``); add its citation to
    ``book/references.bib``; give it a grid in every profile that runs it if its
-   paper tunes it (the smoke profile: two points); list its module in the README's layout
-   tree; if it is named after a paper, give it a recipe card (:mod:`.cards`).
+   paper tunes it (the smoke profile: two points); list its module in the user guide's layout
+   tree; if it is named after a paper, give it a recipe card (:mod:`.cards`); run
+   ``python -m vptlib.cli.run_flags`` so ``vptlib run`` knows its flags without importing torch
+   (``tests/test_cli_speed.py`` says when they are stale).
 
 Nothing else names a method: the CLI's flags, ``make run``, the book's table of contents,
 the report's rows, the sweeps and the bench all read this registry.
@@ -42,6 +44,7 @@ from typing import Any
 from transformers import CLIPModel
 
 from vptlib.data.classes import CLASSES
+from vptlib.errors import did_you_mean
 
 from . import (
     clap,
@@ -143,7 +146,9 @@ METHODS: dict[str, MethodSpec] = {
 
 def spec(method: str) -> MethodSpec:
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+        raise ValueError(
+            f"unknown method {method!r}{did_you_mean(method, METHODS)}; choose one of: {', '.join(METHODS)}"
+        )
     return METHODS[method]
 
 

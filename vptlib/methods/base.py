@@ -16,10 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def flag(default: Any, name: str, help: str) -> Any:
+def flag(default: Any, name: str, help: str, rehearsal: Any = None) -> Any:
     """An ``Options`` field that ``vptlib run`` exposes as ``name`` (the flag, help and type
-    live with the method; the command line is generated from them)."""
-    return field(default=default, metadata={"flag": name, "help": help})
+    live with the method; the command line is generated from them). ``rehearsal``: the value a
+    dry run (``make book DRY_RUN=1``) cuts it to, for an option that sets a run's cost beside
+    its epochs (ProLIP's 300 cached views)."""
+    return field(default=default, metadata={"flag": name, "help": help, "rehearsal": rehearsal})
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,10 @@ AUGMENT_VIEWS = 300  # configs/base.yaml: aug_views
 @dataclass
 class Options(TextOptions):
     views: int = flag(
-        AUGMENT_VIEWS, "--views", f"prolip: cached augmented views of each training image (paper: {AUGMENT_VIEWS})"
+        AUGMENT_VIEWS,
+        "--views",
+        f"prolip: cached augmented views of each training image (paper: {AUGMENT_VIEWS})",
+        rehearsal=2,
     )
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vptlib.errors import UserError
+from vptlib.errors import UserError, did_you_mean
 from vptlib.network import proxy_note
 
 from . import transfer, verify
@@ -92,6 +92,25 @@ def is_hub_id(name: str) -> bool:
     return bool(HUB_ID.match(name)) and not Path(name).expanduser().exists()
 
 
+def missing_folder(name: str) -> str | None:
+    """Why ``name`` is a local folder that does not exist, or None if it is not one.
+
+    A path (``./x``, ``/x``, ``~/x``) or a name whose first part is a folder here (``models/nope``
+    beside ``models/``) means a folder, not a hub id: it is refused at once with what that folder
+    holds, instead of asking the hub for a repository that does not exist."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return None if path.is_dir() else f"model folder {name} is a file, not a folder"
+    first = Path(name.split("/", 1)[0]).expanduser()
+    path_like = name.startswith((".", "/", "~")) or not HUB_ID.match(name) or (first.is_dir() and name not in PINNED)
+    if not path_like:
+        return None
+    parent = path.parent
+    here = sorted(p.name for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+    holds = f"; {parent} holds: {', '.join(here)}{did_you_mean(path.name, here)}" if here else ""
+    return f"model folder {name} does not exist{holds}"
+
+
 def endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
@@ -140,8 +159,9 @@ def resolve(name: str, revision: str | None = None) -> ModelSource:
     local = Path(name).expanduser()
     if local.is_dir():
         return _local(name, local, revision)
-    if local.exists() or name.startswith((".", "/", "~")) or not HUB_ID.match(name):
-        raise UserError(f"model folder {name} does not exist (or is not a folder)")
+    why = missing_folder(name)
+    if why:
+        raise UserError(why)
     rev = revision or PINNED.get(name) or "main"
     cached, why = _from_cache(name, rev)
     if cached is not None and (SHA.match(rev) or offline()):

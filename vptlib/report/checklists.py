@@ -31,13 +31,14 @@ from .loading import TITLES, latest_groups
 # The data's licence, as its Kaggle page states it (the specification's fact sheet).
 KAGGLE_LICENCE = "CC0 1.0 (public domain)"
 YES, PARTLY, NO = "yes", "partly", "no"
-# Where each page lies, seen from the generated pages (book/generated/).
+# Where each page lies in the HTML book, seen from the generated pages (book/generated/): the
+# table is a cell's output, whose links Sphinx does not resolve, so they name the files.
 PAGES = {
-    "dataset": "dataset",
-    "results": "results",
-    "reproducibility": "reproducibility",
-    "methods": "../methods",
-    "discussion": "../discussion",
+    "dataset": "dataset.html",
+    "results": "results.html",
+    "reproducibility": "reproducibility.html",
+    "methods": "../methods.html",
+    "discussion": "../discussion.html",
 }
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vptlib.errors import UserError
+from vptlib.errors import UserError, did_you_mean
 from vptlib.methods import METHODS, option_names, spec
-from vptlib.models.hub import DEFAULT_MODEL
+from vptlib.models.hub import DEFAULT_MODEL, missing_folder
 from vptlib.seeds import SEED_RANGE, is_seed
 
 from .devices import PRECISIONS
@@ -222,7 +222,12 @@ def override_names(method: str) -> list[str]:
 def validate(cfg: RunConfig) -> None:
     """Raise a :class:`UserError` naming the first bad parameter."""
     if cfg.method not in METHODS:
-        raise UserError(f"unknown method {cfg.method!r}; choose one of: {', '.join(METHODS)}")
+        raise UserError(
+            f"unknown method {cfg.method!r}{did_you_mean(cfg.method, METHODS)}; choose one of: {', '.join(METHODS)}"
+        )
+    missing = missing_folder(cfg.model)  # a mistyped folder: say so now, not after asking the hub
+    if missing:
+        raise UserError(missing)
     checks = [
         (cfg.epochs >= 0, f"--epochs must be >= 0, got {cfg.epochs}"),
         (1 <= cfg.batch_size <= 65536, f"--batch-size must be in [1, 65536], got {cfg.batch_size}"),

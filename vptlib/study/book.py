@@ -75,33 +75,44 @@ def preflight(
     ``make book MODEL=<another>`` or a toggled ``DRY_RUN`` re-executes them instead of
     showing the earlier model's results under the new name.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from vptlib.data.fetch import fetch
     from vptlib.models.backbone import load_clip
 
     from .profile import load
 
     prof = load(profile_path).with_model(model)
-    problems = []
-    if not (Path(prof.data) / "manifest.csv").is_file():
-        source = prof.source
-        try:
+
+    def get_data() -> None:
+        if not (Path(prof.data) / "manifest.csv").is_file():
             if data:  # DATA= replaces any profile's source, phantoms included
                 _check_source(data)
-            elif "kaggle" in source:
-                fetch(source["kaggle"], **_handle(source))
-        except UserError as exc:
-            problems.append(f"data: {exc}")
-    clip = None
-    try:
-        clip = load_clip(prof.model, revision=prof.revision)
-    except UserError as exc:
-        problems.append(f"model: {exc}")
-    backbones = {}
-    for name, spec in prof.backbones.items():  # each variant's CLIP, as fast and as plainly as the main one
+            elif "kaggle" in prof.source:
+                fetch(prof.source["kaggle"], **_handle(prof.source))
+
+    # The data, the model and every backbone are asked for at once: offline, the build stops
+    # after the slowest timeout, not after their sum.
+    jobs = {"data": get_data, "model": lambda: load_clip(prof.model, revision=prof.revision)}
+    for name, spec in prof.backbones.items():
+        jobs[f"backbone {name}"] = lambda spec=spec: load_clip(spec["model"], revision=spec.get("revision"))
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = {what: pool.submit(job) for what, job in jobs.items()}
+    problems, got = [], {}
+    for what, future in futures.items():
         try:
-            backbones[name] = load_clip(spec["model"], revision=spec.get("revision")).source.record()
+            got[what] = future.result()
         except UserError as exc:
-            problems.append(f"backbone {name}: {exc}\n{_backbone_way(name, spec)}")
+            if what.startswith("backbone "):  # its own route (BACKBONES=), not the main model's (MODEL=)
+                name = what.removeprefix("backbone ")
+                why = str(exc).split(" Air-gapped route:")[0]
+                problems.append(f"{what}: {why}\n{_backbone_way(name, prof.backbones[name])}")
+            else:
+                problems.append(f"{what}: {exc}")
+    clip = got.get("model")
+    backbones = {
+        what.removeprefix("backbone "): c.source.record() for what, c in got.items() if what.startswith("backbone ")
+    }
     if problems:
         kaggle = prof.source.get("kaggle", "data/kaggle-brain-mri")
         raise UserError(

@@ -225,7 +225,16 @@ def dry_run(p: Profile) -> Profile:
     from vptlib.methods import METHODS
 
     def cut(method: str, hp: dict[str, Any]) -> dict[str, Any]:
-        return {**hp, "epochs": 1} if method in METHODS and METHODS[method].trains else dict(hp)
+        if method not in METHODS:
+            return dict(hp)
+        # The options a method marks as costly (flag(..., rehearsal=)) are cut too.
+        costly = {
+            f.name: f.metadata["rehearsal"]
+            for f in dataclasses.fields(METHODS[method].options)
+            if f.metadata.get("rehearsal") is not None
+        }
+        cheap = {k: min(hp.get(k, v), v) for k, v in costly.items()}
+        return {**hp, **cheap, "epochs": 1} if METHODS[method].trains else {**hp, **cheap}
 
     def cut_variants(found: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         out = {}

@@ -1,0 +1,66 @@
+"""`vptlib run` answers --help, a mistyped method and a mistyped model folder without importing
+torch (issue 45, item 7): its flags come from vptlib/cli/run_flags.json, which must equal what
+the registry and RunConfig declare. No timing here (machines differ): what is imported is the
+cause of the seconds, and it is the same on every machine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vptlib.cli import run_flags
+
+PROBE = """
+import sys
+from vptlib.cli import main
+try:
+    code = main({argv!r})
+except SystemExit as exc:
+    code = exc.code
+print("TORCH" if "torch" in sys.modules else "NO-TORCH", code)
+"""
+
+
+def _probe(*argv: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", PROBE.format(argv=list(argv))], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
+
+
+def test_the_stored_flags_are_the_registrys():
+    stored = json.loads(run_flags.FILE.read_text())
+    fresh = run_flags.from_registry()
+    assert stored["sources"] == run_flags.source_hash(), "run: python -m vptlib.cli.run_flags"
+    assert {k: v for k, v in stored.items() if k != "sources"} == json.loads(json.dumps(fresh))
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["run", "--help"], "--prompt-tokens"),
+        (["run", "--method", "vpt_shalow", "--data", "d"], "(did you mean vpt_shallow?)"),
+        (["run", "--method", "linear", "--data", "d", "--model", "models/tiny-clp"], "(did you mean tiny-clip?)"),
+        (["run", "--method", "linear", "--data", "d", "--model", "./no-such-folder"], "does not exist"),
+    ],
+)
+def test_run_answers_without_importing_torch(argv, says, tmp_path):
+    (tmp_path / "models" / "tiny-clip").mkdir(parents=True)
+    res = _probe(*argv, cwd=tmp_path)
+    assert says in res.stdout + res.stderr, res.stdout + res.stderr
+    assert "NO-TORCH" in res.stdout, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_the_library_suggests_too(tmp_path):
+    from vptlib.errors import UserError
+    from vptlib.methods import spec
+    from vptlib.models.hub import resolve
+
+    with pytest.raises(ValueError, match=r"did you mean clip_svd\?"):
+        spec("clip_sdv")
+    (tmp_path / "tiny-clip").mkdir()
+    with pytest.raises(UserError, match=r"does not exist; .* holds: tiny-clip \(did you mean tiny-clip\?\)"):
+        resolve(str(tmp_path / "tiny-clp"))
