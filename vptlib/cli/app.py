@@ -29,6 +29,10 @@ def _run(a: argparse.Namespace) -> None:
 
     if missing_folder(a.model):
         raise UserError(missing_folder(a.model))
+    if a.profile.endswith((".yaml", ".yml")):  # --profile means the profile everywhere: given its file, use its name
+        from vptlib.study.profile import load
+
+        a.profile = load(a.profile, check_methods=False).profile
     from vptlib.runs.config import command_line_fields
     from vptlib.runs.engine import RunConfig, run
     from vptlib.runs.parallel import is_main_process

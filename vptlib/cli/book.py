@@ -49,7 +49,7 @@ def _book(a: argparse.Namespace) -> None:
 
 
 def _profile_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", required=True, help="profiles/NAME.yaml")
+    parser.add_argument("--profile", required=True, help="the profile: a name in profiles/ (smoke) or its file")
 
 
 def add_book_parser(sub) -> None:

@@ -8,7 +8,6 @@ import json
 import sys
 from pathlib import Path
 
-from vptlib import REPO
 from vptlib.errors import UserError
 from vptlib.seeds import SEED_RANGE, is_seed
 
@@ -55,10 +54,7 @@ def _data_prepare(a: argparse.Namespace) -> None:
     if a.profile:
         from vptlib.study import profile
 
-        path = Path(a.profile)
-        if not path.suffix and not path.exists():  # a name: profiles/<name>.yaml
-            path = REPO / "profiles" / f"{a.profile}.yaml"
-        prof = profile.load(path, check_methods=False)
+        prof = profile.load(a.profile, check_methods=False)  # a name in profiles/ or a file
         settings |= (prof.source or {}).get("prepare", {})
     given = {k: getattr(a, k) for k in PREPARE_DEFAULTS if getattr(a, k) is not None}
     if a.profile and given:

@@ -92,7 +92,10 @@ class RunConfig:
         choices=EPOCH_STEPS,
     )
     compile: bool = setting(False, "torch.compile the model (opt-in; measured by `make bench`)")
-    profile: str = setting("default", "records go to OUT/PROFILE/METHOD/RUN-ID")
+    profile: str = setting(
+        "default",
+        "the profile these runs belong to, a name or its file (profiles/smoke.yaml): records go to OUT/NAME/METHOD/RUN-ID",
+    )
     out: str = setting("runs", "records root")
     # method options, e.g. prompt_tokens: each method's own flags (vptlib.methods.command_line_options)
     options: dict[str, Any] = field(default_factory=dict, metadata={"flag": False})

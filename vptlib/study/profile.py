@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from vptlib import REPO
-from vptlib.errors import UserError
+from vptlib.errors import UserError, did_you_mean
 from vptlib.switches import flag
 
 from . import schema
@@ -156,17 +156,27 @@ def _file_types() -> dict[str, tuple[type, ...]]:
 _TYPES = _file_types()
 
 
+def profile_file(name_or_path: str | Path) -> Path:
+    """A profile, everywhere a command takes one (``--profile``): a file, or the name of one in
+    ``profiles/`` (``smoke`` is ``profiles/smoke.yaml``)."""
+    path = Path(name_or_path)
+    if path.is_file() or path.suffix or len(path.parts) > 1:
+        return path
+    return REPO / "profiles" / f"{path}.yaml"
+
+
 def load(path: str | Path, check_methods: bool = True) -> Profile:
     """Read and validate a profile; a :class:`UserError` names the first problem.
 
     ``check_methods=False`` skips the checks that import torch and the method registry
     (the Makefile's quick look-up of one key).
     """
-    path = Path(path)
+    path = profile_file(path)
     if not path.is_file():
-        here = REPO / "profiles"
-        choices = ", ".join(p.stem for p in sorted(here.glob("*.yaml")))
-        raise UserError(f"profile {path} not found; choose PROFILE= one of: {choices}")
+        names = [p.stem for p in sorted((REPO / "profiles").glob("*.yaml"))]
+        raise UserError(
+            f"profile {path} not found{did_you_mean(path.stem, names)}; choose PROFILE= one of: {', '.join(names)}"
+        )
     try:
         raw = schema.safe_yaml(path)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
