@@ -111,7 +111,7 @@ def _support_sets(ev: Evidence) -> tuple[str, str]:
     digests = sorted({c["support_set"]["sha256"][:12] for c in with_file})
     status = YES if len(with_file) == ev.runs else PARTLY
     return status, (
-        f"{len(with_file)} of {ev.runs} runs record the exact training and validation files they used, "
+        f"{len(with_file)} of the main study's {ev.runs} reported runs record the exact training and validation files they used, "
         f"with each file's sha256 ({records.SUPPORT}; {len(digests)} distinct support sets, "
         f"e.g. {', '.join(digests[:3])})"
     )
@@ -171,7 +171,7 @@ def _compute(ev: Evidence) -> tuple[str, str]:
     if not seconds:
         return NO, "no run has finished yet"
     return YES, (
-        f"{len(seconds)} reported runs took {sum(seconds) / 3600:.2f} h in all (the longest "
+        f"the main study's {len(seconds)} reported runs took {sum(seconds) / 3600:.2f} h in all (the longest "
         f"{max(seconds) / 60:.1f} min) on {'; '.join(devices)}; each run's record splits its time into "
         f"training, evaluation and overhead"
     )
