@@ -197,10 +197,13 @@ def test_study_cost_estimate_from_step_times():
     # the few-shot sweep: at each of 7 K, four trained methods and the L-BFGS probe (its K-shot subset is
     # the seed's) once per seed, zero-shot once
     assert rows["sweep fewshot"]["runs"] == 7 * (5 * 3 + 1) and rows["sweep prompts"]["runs"] == 2 * 4 * 3
-    # The studies beside the main one: PubMedCLIP tunes and seeds its nine methods as the main
-    # study does; the fixed protocol runs its ten methods once per seed, no grid (the probe once).
-    assert rows["backbone pubmedclip"]["runs"] == 1 + 1 + 5 + 5 + 5 + 45 + 45 + (40 + 5) + (40 + 5)
-    assert rows["protocol fixed"]["runs"] == 1 + 9 * 5
+    # The studies beside the main one: PubMedCLIP tunes and seeds its twelve methods as the main
+    # study does (zero-shot, the probe and GDA once; ProLIP, CLAP, Tip-Adapter-F, CoOp and CLIP-SVD
+    # once per seed, no grid; both VPTs, CLIP-LoRA and full fine-tuning a grid, then the seeds);
+    # the fixed protocol runs its thirteen once per seed, no grid (the probe and GDA once).
+    assert rows["backbone pubmedclip"]["runs"] == 1 + 1 + 1 + 5 * 5 + 4 * (40 + 5)
+    assert rows["protocol fixed"]["runs"] == 1 + 1 + 11 * 5
+    assert rows["backbone biomedclip"]["runs"] == 1 + 1 + 1 + 3 * 5  # the frozen-feature methods
     assert rows["backbone pubmedclip"]["seconds"] > rows["vpt_deep"]["seconds"] + rows["vpt_shallow"]["seconds"]
     assert cost["total_seconds"] == sum(x["seconds"] for x in cost["rows"])
     assert "| **total** |" in bench.cost_markdown(cost)

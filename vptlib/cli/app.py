@@ -169,7 +169,10 @@ def build_parser(command: str | None = ALL) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command).parse_args(argv)
+    try:
+        args = build_parser(command).parse_args(argv)
+    except SystemExit as exc:  # --help (0), or a usage error already printed as one line (2)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         from vptlib import switches
 
