@@ -36,8 +36,10 @@ from torch import nn
 from transformers import BertConfig, BertModel, ViTConfig, ViTModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from vptlib.data.dataset import Preprocess
 from vptlib.errors import UserError
 
+CLIP_PIXELS = Preprocess()  # CLIP's preprocessing: BiomedCLIP's preprocess_cfg repeats its mean and std
 CONFIG = "open_clip_config.json"
 WEIGHTS = "open_clip_pytorch_model.bin"
 HEAD_WIDTH = 64  # ViT-B's and BERT-base's width per attention head
@@ -131,8 +133,8 @@ def read_configs(folder: Path, state: dict[str, torch.Tensor]) -> TowerConfigs:
         int(model_cfg["embed_dim"]),
         int(proj_hidden),
         int(text_cfg.get("context_length", 77)),
-        tuple(pre.get("mean", (0.48145466, 0.4578275, 0.40821073))),
-        tuple(pre.get("std", (0.26862954, 0.26130258, 0.27577711))),
+        tuple(pre.get("mean", CLIP_PIXELS.mean)),  # open_clip's default: CLIP's own normalisation
+        tuple(pre.get("std", CLIP_PIXELS.std)),
         int(vision_cfg.get("image_size", vision.image_size)),
     )
 
@@ -162,8 +164,7 @@ def biomedclip_towers() -> TowerConfigs:
         type_vocab_size=2,
         pad_token_id=0,
     )
-    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-    return TowerConfigs(vision, text, 512, (768 + 512) // 2, 256, mean, std, 224)
+    return TowerConfigs(vision, text, 512, (768 + 512) // 2, 256, CLIP_PIXELS.mean, CLIP_PIXELS.std, 224)
 
 
 def _count(state: dict[str, torch.Tensor], prefix: str) -> int:
