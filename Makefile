@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format clean help tiny-model book notebooks run browser bench sweep pdf
+.PHONY: install test lint format clean help tiny-model book notebooks run reset browser bench sweep pdf
 # A bare `make` prints the targets; it never starts an install (rules below come before help).
 .DEFAULT_GOAL := help
 
@@ -30,10 +30,13 @@ export VPTLIB_BACKBONES := $(BACKBONES)
 # JOBS: pages executed at once. A page's fixed cost (a kernel, its imports) is single-threaded
 # Python, so two at a time nearly halve a smoke build on two cores; pages that share runs
 # wait for each other (the rules below), and every shared file is written atomically or
-# under a lock. JOBS=1 executes them one by one. Each page's torch gets its share of the
-# cores (OMP_NUM_THREADS, unless you set it): with two pages each threading over both cores,
-# a tiny model's training step took 2.8 s instead of some 0.03 s, measured on two cores.
+# under a lock. JOBS=1 executes them one by one. Each vptlib process sizes its torch threads
+# (OMP_NUM_THREADS, unless you set it) to its share of the cores and to those idle as it
+# starts, and waiting threads sleep instead of spinning (vptlib.threads): with two pages each
+# threading over both cores, a tiny model's training step took 2.8 s instead of some 0.03 s,
+# measured on two cores.
 JOBS ?= 2
+export OMP_WAIT_POLICY ?= PASSIVE
 # DRY_RUN=1: every run cut to one epoch, one seed and the first grid point, under
 # runs/<profile>-dry-run/, every page marked (vptlib.study.profile.dry_run). vptlib reads it as:
 export VPTLIB_DRY_RUN := $(DRY_RUN)
@@ -45,20 +48,28 @@ GEN := book/generated
 # targets that need them; regenerated when the registry changes. A new method needs no
 # line here.
 METHODS_MK := _build/methods.mk
-ifneq ($(filter book notebooks run,$(MAKECMDGOALS)),)
--include $(METHODS_MK)
+# Each page's own vptlib files (PAGE_SRC_<template>), read from the template's calls and the
+# imports they reach (vptlib.study.page_sources): a report module's edit re-executes the
+# pages that use it, not all of them. Regenerated when a template or vptlib's code changes.
+PAGES_MK := _build/pages.mk
+TEMPLATES := $(wildcard notebooks/*.ipynb)
+ifneq ($(filter book notebooks run $(GEN)/%,$(MAKECMDGOALS)),)
+-include $(METHODS_MK) $(PAGES_MK)
 endif
+$(PAGES_MK): $(TEMPLATES) $(wildcard vptlib/*.py vptlib/*/*.py) $(STAMP)
+	@mkdir -p $(dir $@)
+	@$(PY) -m vptlib.study.page_sources $@ $(TEMPLATES)
 $(METHODS_MK): vptlib/methods/__init__.py $(STAMP)
 	@mkdir -p $(dir $@)
 	$(PY) -m vptlib.methods > $@.tmp && mv $@.tmp $@
 EXPERIMENTS = $(METHODS:%=$(GEN)/experiments/%.ipynb)
 # What a page is made by. RUN_SRC is the code that decides a run's numbers, exactly the
 # files of a run's code hash (vptlib.runs.provenance.identity_files; a test keeps the two
-# equal): editing it makes every run new. The study's and the report's code orchestrate and
-# render: editing them re-executes the pages, which then reuse every finished run (same
-# code hash), so a figure's colour retrains nothing. bench/ and cli/ re-execute nothing.
+# equal): editing it makes every run new, and re-executes every page that trains. Beside it
+# each page depends on its own files (PAGE_SRC_<template>, above): editing them re-executes
+# that page, which reuses every finished run (same code hash), so a figure's colour
+# retrains nothing. bench/ and cli/ re-execute nothing.
 RUN_SRC := vptlib/selection.py $(wildcard vptlib/data/*.py vptlib/models/*.py vptlib/methods/*.py vptlib/runs/*.py)
-PAGE_SRC := $(RUN_SRC) $(wildcard vptlib/*.py vptlib/study/*.py vptlib/report/*.py)
 # The profile's data folder, as vptlib reads the profile (empty before `make install`; the
 # targets that need it run in a sub-make after install).
 DATA_DIR := $(shell [ -x $(PY) ] && $(PY) -m vptlib.study.profile $(PROFILE_FILE) data 2>/dev/null)
@@ -71,6 +82,10 @@ DATA_ARG := $(if $(DATA),--data "$$DATA")
 # commit and weights), the data folder and DRY_RUN, rewritten by preflight only when it
 # changed, so another model or a toggled dry run re-executes them (vptlib.study.book.preflight).
 INPUTS := _build/inputs-$(PROFILE).json
+# One stamp per method, holding its overrides (make run sets them in runs/<profile>/overrides.yaml,
+# make reset drops them; vptlib.study.overrides), rewritten only when they changed: so a
+# changed override re-executes that method's page, and nothing else.
+OVERRIDES := _build/overrides-$(PROFILE)
 # The smoke profile's models are built here; the full profile's come from the hub or MODEL=.
 MODEL_DEP = $(if $(filter smoke,$(PROFILE)),$(TINY)/model.safetensors $(TINY_B)/model.safetensors)
 
@@ -83,7 +98,8 @@ help:
 	@echo "               TIMEOUT=s, JOBS=n pages at once)"
 	@echo "make pdf       the built book as one PDF, banner on every page: _build/pdf/book.pdf (after make book)"
 	@echo "make bench     measure step time and memory of every method on this machine"
-	@echo "make run       re-execute one experiment: make run NB=vpt_deep ARGS=\"-p lr 0.5\""
+	@echo "make run       re-execute one experiment: make run NB=vpt_deep ARGS=\"-p lr 0.5\" (kept until make reset)"
+	@echo "make reset     drop make run's overrides: make reset NB=vpt_deep (every method's without NB)"
 	@echo "make sweep     run a profile's grid ahead of the book: make sweep SWEEP=fewshot|prompts [WORKERS=n]"
 	@echo "               [LAUNCHER=submitit CLUSTER=local|slurm]: the same runs as submitit jobs"
 
@@ -124,10 +140,9 @@ test: install lint browser $(TINY)/model.safetensors $(TINY_B)/model.safetensors
 # ---------------------------------------------------------------- the report
 book: install $(MODEL_DEP)
 	@test -n "$(METHODS)" || { echo "make book: cannot list the methods (python -m vptlib.methods failed)" >&2; exit 2; }
-	@$(VPTLIB) book preflight --profile $(PROFILE_FILE) $(DATA_ARG) $(MODEL_ARG) --stamp $(INPUTS)
+	@$(VPTLIB) book preflight --profile $(PROFILE_FILE) $(DATA_ARG) $(MODEL_ARG) --stamp $(INPUTS) --overrides $(OVERRIDES)
 	@$(VPTLIB) book guard --profile $(PROFILE_FILE) --dir $(GEN)
-	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(( ($$(nproc) + $(JOBS) - 1) / $(JOBS) ))} \
-	  $(MAKE) --no-print-directory -j$(JOBS) notebooks PROFILE=$(PROFILE)
+	@VPTLIB_PROCESSES=$(JOBS) $(MAKE) --no-print-directory -j$(JOBS) notebooks PROFILE=$(PROFILE)
 	@$(VPTLIB) book toc --out _build/_toc.yml
 	$(VENV)/bin/jupyter-book build . --toc _build/_toc.yml -W -n --keep-going -q
 	@$(VPTLIB) book timed --profile $(PROFILE_FILE) --started $(BOOK_START) --out _build/book-time-$(PROFILE).json
@@ -148,43 +163,47 @@ $(DATA_DIR)/manifest.csv: $(PROFILE_FILE) vptlib/data/prepare.py vptlib/data/pha
 	$(VPTLIB) book data --profile $(PROFILE_FILE) $(DATA_ARG)
 
 # Make's own dependency tracking decides what re-executes: a page reruns only when its
-# template, the profile, the code that makes it (PAGE_SRC), the data or the model changed.
-$(GEN)/dataset.ipynb: notebooks/dataset.ipynb $(PROFILE_FILE) $(PAGE_SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP) $(INPUTS)
+# template, the profile, the code that makes it (PAGE_SRC_<template>), the data or the model changed.
+$(GEN)/dataset.ipynb: notebooks/dataset.ipynb $(PROFILE_FILE) $(RUN_SRC) $(PAGE_SRC_dataset) $(DATA_DIR)/manifest.csv $(MODEL_DEP) $(INPUTS)
 	$(VPTLIB) book execute notebooks/dataset.ipynb $@ --profile $(PROFILE_FILE) $(MODEL_ARG)
 
 $(INPUTS): | $(STAMP)
 	@$(VPTLIB) book preflight --profile $(PROFILE_FILE) $(DATA_ARG) $(MODEL_ARG) --stamp $@
 
-$(GEN)/experiments/%.ipynb: notebooks/experiment.ipynb $(PROFILE_FILE) $(PAGE_SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP) $(INPUTS)
+$(OVERRIDES)/%.json: | $(STAMP)
+	@$(VPTLIB) book overrides --profile $(PROFILE_FILE) --stamps $(OVERRIDES) --methods $*
+
+$(GEN)/experiments/%.ipynb: notebooks/experiment.ipynb $(PROFILE_FILE) $(RUN_SRC) $(PAGE_SRC_experiment) $(DATA_DIR)/manifest.csv $(MODEL_DEP) $(INPUTS) \
+	$(OVERRIDES)/%.json
 	$(VPTLIB) book execute notebooks/experiment.ipynb $@ --profile $(PROFILE_FILE) -p method $* --title-from-method $(MODEL_ARG)
 
-$(GEN)/results.ipynb: notebooks/results.ipynb $(EXPERIMENTS) $(GEN)/variants.ipynb
+$(GEN)/results.ipynb: notebooks/results.ipynb $(PAGE_SRC_results) $(EXPERIMENTS) $(GEN)/variants.ipynb
 	$(VPTLIB) book execute notebooks/results.ipynb $@ --profile $(PROFILE_FILE)
 
 # The profile's backbones and protocols (vptlib.study.variants): their runs are in folders of
 # their own, so the page trains beside the experiment pages; the Results page reads both.
-$(GEN)/variants.ipynb: notebooks/variants.ipynb $(PROFILE_FILE) $(PAGE_SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP) $(INPUTS)
+$(GEN)/variants.ipynb: notebooks/variants.ipynb $(PROFILE_FILE) $(RUN_SRC) $(PAGE_SRC_variants) $(DATA_DIR)/manifest.csv $(MODEL_DEP) $(INPUTS)
 	$(VPTLIB) book execute notebooks/variants.ipynb $@ --profile $(PROFILE_FILE) $(MODEL_ARG)
 
-$(GEN)/attention.ipynb: notebooks/attention.ipynb $(EXPERIMENTS)
+$(GEN)/attention.ipynb: notebooks/attention.ipynb $(PAGE_SRC_attention) $(EXPERIMENTS)
 	$(VPTLIB) book execute notebooks/attention.ipynb $@ --profile $(PROFILE_FILE)
 
 # The sweeps reuse every point already finished by the same code (see `make sweep`), and
 # start from each method's tuned setting: so under make -j they run after the experiment pages,
 # which tune them (order-only: a `make run` of one experiment does not re-execute this page).
-$(GEN)/curves.ipynb: notebooks/curves.ipynb $(PROFILE_FILE) $(PAGE_SRC) $(DATA_DIR)/manifest.csv $(MODEL_DEP) $(INPUTS) \
+$(GEN)/curves.ipynb: notebooks/curves.ipynb $(PROFILE_FILE) $(RUN_SRC) $(PAGE_SRC_curves) $(DATA_DIR)/manifest.csv $(MODEL_DEP) $(INPUTS) \
 	| $(EXPERIMENTS)
 	$(VPTLIB) book execute notebooks/curves.ipynb $@ --profile $(PROFILE_FILE) $(MODEL_ARG)
 
-$(GEN)/reproducibility.ipynb: notebooks/reproducibility.ipynb $(EXPERIMENTS) $(GEN)/curves.ipynb
+$(GEN)/reproducibility.ipynb: notebooks/reproducibility.ipynb $(PAGE_SRC_reproducibility) $(EXPERIMENTS) $(GEN)/curves.ipynb
 	$(VPTLIB) book execute notebooks/reproducibility.ipynb $@ --profile $(PROFILE_FILE)
 
 # The appendix: the reporting checklists answered from every run's record.
-$(GEN)/checklist.ipynb: notebooks/checklist.ipynb $(EXPERIMENTS) $(GEN)/variants.ipynb
+$(GEN)/checklist.ipynb: notebooks/checklist.ipynb $(PAGE_SRC_checklist) $(EXPERIMENTS) $(GEN)/variants.ipynb
 	$(VPTLIB) book execute notebooks/checklist.ipynb $@ --profile $(PROFILE_FILE)
 
 # The appendix: the newest `make bench` table of each machine, trained nothing.
-$(GEN)/benchmark.ipynb: notebooks/benchmark.ipynb $(wildcard benchmarks/results/*.md) vptlib/report/reproducibility.py
+$(GEN)/benchmark.ipynb: notebooks/benchmark.ipynb $(wildcard benchmarks/results/*.md) $(PAGE_SRC_benchmark)
 	$(VPTLIB) book execute notebooks/benchmark.ipynb $@ --profile $(PROFILE_FILE)
 
 # Re-execute one experiment with new parameters; a following `make book` re-renders that
@@ -193,7 +212,13 @@ $(GEN)/benchmark.ipynb: notebooks/benchmark.ipynb $(wildcard benchmarks/results/
 # refused, never cleared.
 run: install $(MODEL_DEP)
 	@test -n "$$NB" || { echo "usage: make run NB=<method> ARGS=\"-p lr 0.5\"  (methods: $(METHODS))"; exit 2; }
-	$(VPTLIB) book rerun --profile-name "$$PROFILE" --method "$$NB" --args "$$ARGS" --dir $(GEN) $(MODEL_ARG)
+	$(VPTLIB) book rerun --profile-name "$$PROFILE" --method "$$NB" --args "$$ARGS" --dir $(GEN) $(MODEL_ARG) \
+	  --stamps $(OVERRIDES)
+
+# Drop the overrides make run set (NB=<method>, or every method's without NB); the next
+# make book re-executes those pages with the profile's settings.
+reset: install
+	@$(VPTLIB) book overrides --profile $(PROFILE_FILE) --drop "$$NB" --stamps $(OVERRIDES)
 
 # A profile's named grid (methods x seeds x training images or prompt lengths) as
 # independent runs over the visible GPUs, or over CPU workers; the Curves page aggregates

@@ -387,27 +387,73 @@ def test_another_model_re_executes_the_training_pages(repo, built):
         os.utime(stamp, ns=(times.st_atime_ns, times.st_mtime_ns))
 
 
-def test_editing_a_report_module_retrains_nothing(repo, built):
-    """A figure's code is not part of any run's identity: make re-executes the pages, and a
-    re-executed page reuses every finished run. (One page is executed here; the whole book
-    re-renders the same way, in minutes.)"""
+def _planned(repo: Path) -> set[str]:
+    plan = _make(repo, "-n", "book", "PROFILE=smoke")
+    assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-3000:]
+    return set(re.findall(r"book/generated/(?:experiments/)?(\w+)\.ipynb --profile", plan.stdout))
+
+
+def test_editing_a_report_module_re_executes_its_pages_keeps_the_overrides_and_retrains_nothing(repo, built):
+    """A report module's edit re-executes the pages that use it (and those that read them),
+    not the others; a re-executed page reuses every finished run and keeps make run's
+    overrides (test_make_run_reexecutes_only_that_notebook set vpt_shallow's)."""
     runs_before = sorted(p.relative_to(repo).as_posix() for p in (repo / "runs").rglob("metrics.json"))
     ledger = repo / "runs" / "smoke" / "test-ledger.jsonl"
     looks_before = ledger.read_text()
-    with (repo / "vptlib" / "report" / "results.py").open("a") as f:
+    group = repo / "runs" / "smoke" / "vpt_shallow" / "group.json"
+    group_before = group.read_text()
+    assert _planned(repo) == set()
+    with (repo / "vptlib" / "report" / "dataset.py").open("a") as f:
         f.write("\n\ndef _figure_colour() -> str:\n    return 'tab:red'\n")
-    plan = _make(repo, "-n", "book", "PROFILE=smoke")
-    assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-3000:]
-    pages = set(re.findall(r"book/generated/(?:experiments/)?(\w+)\.ipynb --profile", plan.stdout))
-    assert set(METHODS) | {"results", "dataset"} <= pages, pages  # every page re-renders
+    assert _planned(repo) == {"dataset"}  # the Dataset page alone uses it
+    with (repo / "vptlib" / "report" / "experiment.py").open("a") as f:
+        f.write("\n\ndef _figure_colour() -> str:\n    return 'tab:red'\n")
+    pages = _planned(repo)
+    assert set(METHODS) <= pages and not pages & {"curves", "variants", "benchmark"}, pages
     page = "book/generated/experiments/vpt_shallow.ipynb"
     res = _make(repo, page, "PROFILE=smoke")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert f"executing {page}" in res.stdout
+    assert f"executing {page}" in res.stdout and "prompt_tokens" in res.stdout  # with its overrides
     runs_after = sorted(p.relative_to(repo).as_posix() for p in (repo / "runs").rglob("metrics.json"))
     assert runs_after == runs_before, "a run was trained again"
     assert ledger.read_text() == looks_before  # nothing was evaluated on test again
+    assert group.read_text() == group_before  # the page still shows make run's setting
+    shown = (repo / page).read_text()
+    assert "prompt_tokens = 3" in shown and "make reset NB=vpt_shallow" in shown  # and says it is an override
     assert _make(repo, "-q", page, "PROFILE=smoke").returncode == 0  # and the page is up to date
+    # make reset drops them: the next build re-executes that page with the profile's settings.
+    res = _make(repo, "reset", "PROFILE=smoke", "NB=vpt_shallow")
+    assert res.returncode == 0 and "overrides dropped: vpt_shallow" in res.stdout, res.stdout + res.stderr
+    assert "vpt_shallow" in _planned(repo) and "vpt_deep" not in _planned(repo)
+    assert not (repo / "runs" / "smoke" / "overrides.yaml").exists()
+
+
+def test_plain_papermill_never_changes_what_the_book_shows(repo, built, tmp_path):
+    """A notebook executed outside the build names its runs in group-outside-book.json: the
+    book's group.json, its pages and make's plan stay as they were."""
+    group = repo / "runs" / "smoke" / "vpt_deep" / "group.json"
+    before = group.read_text()
+    planned = _planned(repo)
+    res = subprocess.run(
+        [
+            str(repo / ".venv" / "bin" / "papermill"),
+            "notebooks/experiment.ipynb",
+            str(tmp_path / "out.ipynb"),
+            *("-p", "profile_path", "profiles/smoke.yaml", "-p", "method", "vpt_deep"),
+            *("-y", "{options: {epochs: 1}}"),
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "VPTLIB_OFFLINE": "1"},
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert group.read_text() == before
+    outside = json.loads((group.parent / "group-outside-book.json").read_text())
+    assert outside["runs"] and not set(outside["runs"]) & set(json.loads(before)["runs"])
+    assert _planned(repo) == planned  # nothing of the book changed behind make's back
+    assert "outside the book's build" in (tmp_path / "out.ipynb").read_text()
 
 
 def test_full_profile_offline_fails_fast(repo, tmp_path):

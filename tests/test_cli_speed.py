@@ -64,3 +64,41 @@ def test_the_library_suggests_too(tmp_path):
     (tmp_path / "tiny-clip").mkdir()
     with pytest.raises(UserError, match=r"does not exist; .* holds: tiny-clip \(did you mean tiny-clip\?\)"):
         resolve(str(tmp_path / "tiny-clp"))
+
+
+EXECUTOR = """
+import sys
+import papermill
+
+def stop(*args, **kwargs):  # the kernel is another process: what matters is what this one imported
+    print("TORCH" if "torch" in sys.modules else "NO-TORCH", kwargs["parameters"])
+    raise SystemExit(0)
+
+papermill.execute_notebook = stop
+from vptlib.cli import main
+main({argv!r})
+"""
+
+
+def test_a_pages_executor_does_not_import_torch(tmp_path):
+    """Every page of make book is a `vptlib book execute` process beside its kernel: it checks the
+    parameters, the profile and the overrides without torch (seconds of CPU a page, on two cores)."""
+    argv = ["book", "execute", "notebooks/experiment.ipynb", str(tmp_path / "out.ipynb"), "--profile", "smoke"]
+    argv += ["-p", "method", "vpt_deep", "--title-from-method"]
+    res = subprocess.run(
+        [sys.executable, "-c", EXECUTOR.format(argv=argv)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=run_flags.FILE.parents[2],
+    )
+    assert "NO-TORCH" in res.stdout and "'method': 'vpt_deep'" in res.stdout, res.stdout + res.stderr
+    bad = [*argv[:-4], "-p", "method", "vpt_dep"]
+    res = subprocess.run(
+        [sys.executable, "-m", "vptlib", *bad],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=run_flags.FILE.parents[2],
+    )
+    assert res.returncode == 2 and "unknown method 'vpt_dep'" in res.stderr and "Traceback" not in res.stderr

@@ -19,7 +19,10 @@ FLAGS = {
     "VPTLIB_DRY_RUN": "every run cut to one epoch, one seed and the first grid point (make book DRY_RUN=1)",
     "VPTLIB_STATIC": "pages rendered without live widgets (set while the book executes)",
     "VPTLIB_OFFLINE": "data fetch refuses the network",
+    "VPTLIB_BOOK": "a page executed by the book's build (make book, make run): only such a page names the runs "
+    "the book shows (group.json)",
 }
+BOOK = "VPTLIB_BOOK"
 # The launcher's variables for data-parallel runs (accelerate launch, torchrun).
 DISTRIBUTED = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 

@@ -259,3 +259,20 @@ def test_the_detectable_difference_is_found_at_the_stated_power():
     # size, a difference is found at least as often as stated (here about 92%), never much less.
     assert POWER - 0.03 <= found <= 0.97, (mdd, found)
     assert DETECTABLE.startswith("detectable at 80% power")
+
+
+def test_the_detectable_difference_exists_with_two_seeds():
+    """Two seeds give Welch degrees of freedom near 1.5, where the noncentral t is so wide that
+    80% power lies far past the critical value: the search must widen, not fail (a smoke build
+    on phantoms stopped here)."""
+    import pandas as pd
+    from scipy.stats import t as student
+
+    from vptlib.report.comparison import detectable
+
+    rows = pd.DataFrame({"paired 95% CI": ["-28.8 to 40.0", "-60.2 to -16.1"] * 8, "df": [1.6, 7.9] * 8})
+    found = detectable(rows)
+    se = (40.0 + 28.8) / (2 * student.ppf(0.975, 1.6))
+    crit = student.ppf(1 - 0.05 / len(rows) / 2, 1.6)
+    assert np.isfinite(found[0]) and found[0] > se * crit  # beyond the critical value, as it must be
+    assert found[1] < found[0]

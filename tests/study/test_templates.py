@@ -46,3 +46,17 @@ def test_pages_from_one_template_get_names_of_their_own():
     unique_figure_names(nb, "vpt_deep")  # idempotent
     names = [c.metadata["mystnb"]["figure"]["name"] for c in nb.cells if "mystnb" in c.metadata]
     assert names and all(n.startswith("vpt_deep-fig-") and n.count("vpt_deep-") == 1 for n in names)
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.stem)
+def test_every_template_is_valid_nbformat_with_cell_ids(template):
+    """A cell without an id is a warning on every execution now and an error in a later nbformat."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nb = nbformat.read(template, as_version=4)
+        nbformat.validate(nb)
+    cells = json.loads(template.read_text())["cells"]
+    ids = [c.get("id") for c in cells]
+    assert all(ids) and len(set(ids)) == len(ids), template.name

@@ -167,6 +167,7 @@ def build_parser(command: str | None = ALL) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv_given = argv
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     try:
@@ -177,6 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vptlib import switches
 
         switches.check()  # a bad environment switch stops every command before any work
+        if argv_given is None:  # this process's own command: size its threads (and its kernels')
+            from vptlib import threads
+
+            threads.set_defaults()
         args.func(args)
     except UserError as exc:
         print(f"vptlib: error: {exc}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from vptlib.errors import UserError
 from vptlib.study.launch import CLUSTERS, LAUNCHERS
@@ -11,21 +12,32 @@ from .data import count_arg
 
 
 def _book(a: argparse.Namespace) -> None:
-    from vptlib.methods import METHODS
-    from vptlib.study import book, notebooks, rerun
+    from vptlib.study import book, notebooks, overrides, rerun
 
     if a.book_command == "preflight":
-        book.preflight(a.profile, a.data, a.model, a.stamp)
+        prof = book.preflight(a.profile, a.data, a.model, a.stamp)
+        if a.overrides:
+            from vptlib.methods import METHODS
+
+            overrides.write_stamps(overrides.path(prof.runs, prof.profile), a.overrides, list(METHODS))
         print(f"preflight ok: {a.profile}")
     elif a.book_command == "data":
         book.prepare_data(a.profile, a.data)
     elif a.book_command == "execute":
+        # Torch-free: each page's executor is a process of its own, and the kernel imports
+        # torch anyway; the method names and titles come from run_flags.json.
+        from .run_flags import load as registry
+
+        known = registry()
         params = notebooks.parse_params(a.p or [])
         if a.model:
             params["model"] = a.model
         method = params.get("method")
-        title = METHODS[method].title if method in METHODS else None if a.title_from_method else a.title
-        notebooks.execute(a.template, a.output, a.profile, params, title)
+        if method and "options" not in params and "options" in notebooks.template_parameters(a.template):
+            # The book's overrides of this method (make run), until make reset drops them.
+            params.update(overrides.book_options(a.profile, method))
+        title = known["titles"].get(method) if a.title_from_method else a.title
+        notebooks.execute(a.template, a.output, a.profile, params, title, methods=known["methods"])
     elif a.book_command == "toc":
         book.write_toc(a.out)
     elif a.book_command == "timed":
@@ -45,7 +57,32 @@ def _book(a: argparse.Namespace) -> None:
     elif a.book_command == "clean":
         book.clean(a.dir)
     elif a.book_command == "rerun":
-        rerun.rerun(a.profile_name, a.method, a.args, a.dir, a.model or None)
+        rerun.rerun(a.profile_name, a.method, a.args, a.dir, a.model or None, a.stamps)
+    elif a.book_command == "overrides":
+        _overrides(a)
+
+
+def _overrides(a: argparse.Namespace) -> None:
+    from vptlib.study import overrides
+    from vptlib.study.profile import load
+
+    prof = load(a.profile, check_methods=False)
+    file = overrides.path(prof.runs, prof.profile)
+    gone: list[str] = []
+    if a.drop is not None:
+        gone = overrides.drop(file, a.drop or None)
+        name = prof.profile.removesuffix("-dry-run")
+        if gone:
+            print(f"overrides dropped: {', '.join(gone)}; make book PROFILE={name} re-executes their pages")
+        else:
+            print(f"no overrides of {a.drop or 'any method'} in {file}: nothing to drop")
+    if a.stamps:
+        # Without --methods: every method already stamped there (make reset), so make sees the drop.
+        stamped = sorted(p.stem for p in Path(a.stamps).glob("*.json"))
+        overrides.write_stamps(file, a.stamps, a.methods or sorted({*stamped, *gone}))
+    if a.drop is None and not a.stamps:
+        found = overrides.load(file)
+        print(f"{file}: " + ("; ".join(f"{m}: {v}" for m, v in found.items()) if found else "no overrides"))
 
 
 def _profile_option(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +101,7 @@ def add_book_parser(sub) -> None:
     pf.add_argument("--data", default=None, help="local Kaggle folder (Training/, Testing/)")
     pf.add_argument("--model", default=None, help="local model folder or hub id, overriding the profile")
     pf.add_argument("--stamp", default=None, help="write the inputs' identity here when it changed (make's dependency)")
+    pf.add_argument("--overrides", default=None, help="write make's per-method override stamps into this folder")
     da = bsub.add_parser("data", help="create the profile's prepared data folder")
     _profile_option(da)
     da.add_argument("--data", default=None, help="local Kaggle folder instead of downloading")
@@ -100,6 +138,15 @@ def add_book_parser(sub) -> None:
     rr.add_argument("--args", default="", help='papermill parameters as one string: "-p lr 0.5 -p epochs 3"')
     rr.add_argument("--dir", required=True, help="generated pages folder")
     rr.add_argument("--model", default=None, help="override the profile's model")
+    rr.add_argument("--stamps", default=None, help="make's folder of per-method override stamps")
+    ov = bsub.add_parser(
+        "overrides",
+        help="show, drop or stamp the book's overrides (make run sets them, make reset drops them)",
+    )
+    _profile_option(ov)
+    ov.add_argument("--drop", nargs="?", const="", default=None, metavar="METHOD", help="drop METHOD's, or every")
+    ov.add_argument("--stamps", default=None, help="write make's per-method stamps into this folder")
+    ov.add_argument("--methods", nargs="*", default=[], help="the methods to stamp (make's list)")
     b.set_defaults(func=_book)
 
 

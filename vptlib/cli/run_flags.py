@@ -77,7 +77,7 @@ def from_registry() -> dict[str, Any]:
                 "method_option": True,
             }
         )
-    return {"methods": list(METHODS), "flags": flags}
+    return {"methods": list(METHODS), "titles": {m: s.title for m, s in METHODS.items()}, "flags": flags}
 
 
 def load() -> dict[str, Any]:

@@ -74,7 +74,15 @@ def detectable(table: pd.DataFrame, power: float = POWER) -> list[float]:
             lower = np.nan_to_num(nct.cdf(-crit, df, delta))  # the far tail: scipy may give NaN for ~0
             return float(nct.sf(crit, df, delta) + lower) - power
 
-        out.append(round(se * brentq(short, 0.0, crit + 6.0), 1) if se > 0 else 0.0)
+        if se <= 0:
+            out.append(0.0)
+            continue
+        # With few degrees of freedom (two seeds: df near 1.5) the noncentral t is so wide that
+        # power reaches 80% only far past the critical value: widen the bracket until it does.
+        upper = crit + 6.0
+        while short(upper) < 0 and upper < 1e6:
+            upper *= 2
+        out.append(round(se * brentq(short, 0.0, upper), 1) if short(upper) >= 0 else float("inf"))
     return out
 
 

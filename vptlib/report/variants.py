@@ -16,6 +16,7 @@ import pandas as pd
 
 from vptlib.runs.config import SELECTIONS
 from vptlib.runs.metrics import paired_difference
+from vptlib.study import overrides
 from vptlib.study.profile import Profile
 from vptlib.study.protocols import PROTOCOLS, SELECT
 from vptlib.study.variants import main_label, variants
@@ -25,8 +26,16 @@ from .loading import TITLES, latest_groups, same_test_images, seed_correct
 
 
 def protocol_note(profile: Profile) -> str:
-    """Which protocol the page's main numbers come from, as the code defines it."""
-    return f"Every number in the tables above comes from the **{profile.protocol}** protocol: {PROTOCOLS[profile.protocol]}."
+    """Which protocol the page's main numbers come from, as the code defines it, and the
+    overrides of the profile that ``make run`` set and the book keeps."""
+    text = f"Every number in the tables above comes from the **{profile.protocol}** protocol: {PROTOCOLS[profile.protocol]}."
+    found = overrides.load(overrides.path(profile.runs, profile.profile))
+    if found:
+        shown = "; ".join(
+            f"{TITLES.get(m, m)}: " + ", ".join(f"`{k} = {v}`" for k, v in opts.items()) for m, opts in found.items()
+        )
+        text += f" Overrides of the profile set by `make run` (`make reset` drops them): {shown}."
+    return text
 
 
 def protocol_definitions(profile: Profile) -> str:

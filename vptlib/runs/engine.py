@@ -169,14 +169,15 @@ def _train_and_record(
     return RunResult(run_dir, metrics, pd.DataFrame(state.history), model if keep_model else None)
 
 
-def run_seeds(config: RunConfig, seeds: list[int], **kwargs: Any) -> list[RunResult]:
+def run_seeds(config: RunConfig, seeds: list[int], group: str = records.GROUP, **kwargs: Any) -> list[RunResult]:
     """Run ``config`` once per seed and record the group as this method's current result.
 
     The group file (``runs/<profile>/<method>/group.json``) names exactly the runs the
     results page aggregates, so a rerun with new settings replaces the whole row.
     A run that does not depend on the seed (zero-shot, the L-BFGS linear probe, on the whole
     training split: :meth:`RunConfig.varies_with_seed`) runs once, whatever the seeds: more
-    would repeat one result.
+    would repeat one result. ``group``: the group file's name (:data:`records.GROUP_OUTSIDE`
+    for runs the book did not ask for).
     """
     seeds = list(seeds) if config.varies_with_seed() else list(seeds)[:1]
     if not seeds:
@@ -186,5 +187,5 @@ def run_seeds(config: RunConfig, seeds: list[int], **kwargs: Any) -> list[RunRes
     results = [run(dataclasses.replace(config, seed=s), **kwargs) for s in seeds]
     if is_main_process():
         root = folders.method_root(config)
-        atomic.write_json(root / records.GROUP, {"runs": [r.run_dir.name for r in results], "seeds": seeds})
+        atomic.write_json(root / group, {"runs": [r.run_dir.name for r in results], "seeds": seeds})
     return results

@@ -49,6 +49,10 @@ CONFIG, METRICS, HISTORY, STATE, WEIGHTS, PREDICTIONS, GROUP = (
     "predictions.csv",
     "group.json",
 )
+# The runs of a notebook executed outside the book's build (plain papermill, a notebook
+# opened by hand): named here, never in GROUP, so the book never shows what it did not
+# execute (vptlib.study.tuning.run_method).
+GROUP_OUTSIDE = "group-outside-book.json"
 # Written by a run that diverged: its reason. The run is deterministic (seeded, resumed at
 # the same step), so resuming it would diverge again; it is reported failed at once instead.
 DIVERGED = "diverged.json"

@@ -29,11 +29,11 @@ SMOKE_BANNER = (
 )
 
 
-def load_profile(path: str | Path) -> Profile:
+def load_profile(path: str | Path, check_methods: bool = True) -> Profile:
     """The build's profile, validated (one :class:`UserError` line on a bad one)."""
     from .profile import load
 
-    return load(path)
+    return load(path, check_methods)
 
 
 def _ways_forward(missing: str, model: str, revision: str | None, kaggle: str) -> str:

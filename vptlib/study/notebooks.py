@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ def template_parameters(template: str | Path) -> set[str]:
     return set(pm.inspect_notebook(str(template)))
 
 
-def check_params(template: str | Path, params: dict[str, Any]) -> None:
+def check_params(template: str | Path, params: dict[str, Any], methods: Collection[str] | None = None) -> None:
     """Refuse a parameter the template does not declare, before anything runs.
 
     papermill writes each name into the notebook as code, so an unchecked name is code
@@ -43,10 +44,10 @@ def check_params(template: str | Path, params: dict[str, Any]) -> None:
             raise UserError(f"unknown parameter {name!r} for {Path(template).name}; known: {', '.join(sorted(known))}")
     method = params.get("method")
     if method is not None:
-        from vptlib.methods import METHODS
-
-        if method not in METHODS:
-            raise UserError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+        if methods is None:  # the registry (imports torch); the book's executor passes run_flags' names
+            from vptlib.methods import METHODS as methods
+        if method not in methods:
+            raise UserError(f"unknown method {method!r}; choose one of: {', '.join(methods)}")
 
 
 def parse_params(pairs: list[list[str]]) -> dict[str, Any]:
@@ -62,7 +63,12 @@ def parse_params(pairs: list[list[str]]) -> dict[str, Any]:
 
 
 def execute(
-    template: str | Path, output: str | Path, profile_path: str | Path, params: dict[str, Any], title: str | None = None
+    template: str | Path,
+    output: str | Path,
+    profile_path: str | Path,
+    params: dict[str, Any],
+    title: str | None = None,
+    methods: Collection[str] | None = None,
 ) -> Path:
     """Run a template notebook with papermill into ``output``, atomically, and title its page.
 
@@ -75,16 +81,19 @@ def execute(
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     output = Path(output)
-    check_params(template, params)
-    load_profile(profile_path)  # a bad profile is one line here, not a failed notebook
+    check_params(template, params, methods)
+    # A bad profile is one line here, not a failed notebook; its method names were checked by
+    # the build's preflight (check_methods imports torch, which this process does not need).
+    load_profile(profile_path, check_methods=False)
     timeout = switches.cell_timeout()
     # Every template takes the profile's path and reads the profile itself (vptlib.study.profile).
     parameters = {"profile_path": str(profile_path), **params}
     output.parent.mkdir(parents=True, exist_ok=True)
     shown = ", ".join(f"{k}={v}" for k, v in params.items())
     print(f"executing {output} ({shown})", flush=True)
-    env_before = os.environ.get("VPTLIB_STATIC")
+    env_before = {name: os.environ.get(name) for name in ("VPTLIB_STATIC", switches.BOOK)}
     os.environ["VPTLIB_STATIC"] = "1"
+    os.environ[switches.BOOK] = "1"  # this page may name the runs the book shows (tuning.in_book)
 
     # The kernel process's own stderr (not its cells' output, which papermill relays): its TCP
     # warning at start and, when the build is interrupted mid-cell, the zmq traceback it logs
@@ -156,10 +165,11 @@ def execute(
         record_output(output)
         output.with_suffix(".failed.ipynb").unlink(missing_ok=True)  # an earlier failure, now healed
     finally:
-        if env_before is None:
-            os.environ.pop("VPTLIB_STATIC", None)
-        else:
-            os.environ["VPTLIB_STATIC"] = env_before
+        for name, value in env_before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return output
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from vptlib import REPO
 from vptlib.errors import UserError
 
+from . import overrides
 from .book import guard, load_profile
 from .notebooks import check_params, execute, parse_params, template_parameters
 
@@ -71,8 +72,17 @@ def experiment_params(method: str, given: dict[str, Any], model: str | None = No
     return params
 
 
-def rerun(profile_name: str, method: str, args: str, generated: str | Path, model: str | None = None) -> Path:
-    """``make run``: validate everything, check the build's profile, then execute one experiment page."""
+def rerun(
+    profile_name: str,
+    method: str,
+    args: str,
+    generated: str | Path,
+    model: str | None = None,
+    stamps: str | Path | None = None,
+) -> Path:
+    """``make run``: validate everything, check the build's profile, keep the overrides in the
+    book's one place (:mod:`.overrides`; ``stamps``: make's per-method stamps), then execute
+    one experiment page with them."""
     if not re.match(r"^[A-Za-z0-9_.-]+$", profile_name or ""):
         raise UserError(f"PROFILE={profile_name!r}: a profile name from profiles/")
     profile_path = REPO / "profiles" / f"{profile_name}.yaml"
@@ -85,6 +95,12 @@ def rerun(profile_name: str, method: str, args: str, generated: str | Path, mode
     prof = load(profile_path)
     _check_values(prof, params)
     guard(prof.profile, generated, clear=False)
+    # Kept before the page executes: if it fails or is interrupted, the stamp is newer than the
+    # page and the next make book executes it again, with these overrides.
+    file = overrides.path(prof.runs, prof.profile)
+    overrides.set_method(file, params["method"], dict(params.get(OPTIONS) or {}))
+    if stamps is not None:
+        overrides.write_stamps(file, stamps, [params["method"]])
     page = Path(generated) / "experiments" / f"{params['method']}.ipynb"
     return execute(EXPERIMENT, page, profile_path, params, METHODS[params["method"]].title)
 

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-from vptlib import atomic
+from vptlib import atomic, switches
 from vptlib.errors import TrainingDiverged, UserError
 from vptlib.methods import spec
 from vptlib.runs import records
@@ -171,10 +172,29 @@ def edge_notes(axes: dict[str, list[Any]], chosen: dict[str, Any]) -> list[str]:
 def run_method(
     profile: Profile, method: str, overrides: dict[str, Any] | None = None, progress: bool = True
 ) -> MethodRuns:
-    """Tune ``method`` on validation (when the profile gives it a grid), then run every seed."""
+    """Tune ``method`` on validation (when the profile gives it a grid), then run every seed.
+
+    The seeds' runs become the book's row (``group.json``) unless a notebook executes this
+    outside the book's build: plain papermill or a notebook opened by hand names them in
+    ``group-outside-book.json`` instead, so the book never shows what make did not execute.
+    """
     tuned = tune(profile, method, overrides, progress)
-    results = run_seeds(tuned.config, profile.seeds, resume=True, reuse=True, progress=progress)
+    group = records.GROUP if in_book() else records.GROUP_OUTSIDE
+    results = run_seeds(tuned.config, profile.seeds, group=group, resume=True, reuse=True, progress=progress)
+    if group != records.GROUP:
+        where = records.method_folder(profile.runs, profile.profile, method) / group
+        print(f"outside the book's build: these runs are named in {where}; the book is unchanged")
     return MethodRuns(tuned, results)
+
+
+def in_book() -> bool:
+    """Whether this process may change what the book shows: a page the book's build executes
+    (``VPTLIB_BOOK``, set by ``vptlib book execute``), or code that is not a notebook (a test,
+    a script); a notebook kernel the build did not start may not."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    in_kernel = shell is not None and type(shell).__module__.startswith("ipykernel")
+    return switches.flag(switches.BOOK) or not in_kernel
 
 
 def _label(point: dict[str, Any]) -> str:
