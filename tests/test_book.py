@@ -149,6 +149,7 @@ def _chrome(tmp: Path):
 
     for flag in (*HEADLESS, "--disable-sync", "--disable-quic", f"--user-data-dir={tmp}", "--window-size=1280,1600"):
         opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for the error check
     return webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts)
 
 
@@ -180,24 +181,48 @@ def _wait_loaded(driver, timeout: float = 20) -> None:
         time.sleep(0.2)
 
 
-# Tables that stick out of the article column: a table may be wider only inside a box that
-# scrolls horizontally and itself fits the column.
-CLIPPED_TABLES = """
+# Tables wider than the article column: every table must fit it whole at 1280 px (wrapped,
+# shortened, split or transposed), never behind a sideways scroll; and code blocks wrap.
+WIDE_TABLES = """
 const column = (document.querySelector('article.bd-article') || document.querySelector('main')).getBoundingClientRect();
 const out = [];
-for (const t of document.querySelectorAll('table')) {
-  let box = t, scroller = null;
-  while ((box = box.parentElement) && box !== document.body) {
-    const o = getComputedStyle(box).overflowX;
-    if (o === 'auto' || o === 'scroll') { scroller = box; break; }
-  }
-  const s = getComputedStyle(t).overflowX;
-  if (!scroller && (s === 'auto' || s === 'scroll')) scroller = t;
-  const right = (scroller || t).getBoundingClientRect().right;
-  if (right > column.right + 1) out.push((t.innerText || '').slice(0, 60));
+for (const t of document.querySelectorAll('article table')) {
+  const width = Math.max(t.scrollWidth, t.getBoundingClientRect().width);
+  if (width > column.width + 1) out.push([Math.round(width), Math.round(column.width), (t.innerText || '').slice(0, 60)]);
 }
-return out;
+const pres = [...document.querySelectorAll('article pre')].filter(p => p.scrollWidth > p.clientWidth + 1);
+return [out, pres.map(p => p.innerText.slice(0, 40))];
 """
+
+# Numbers and words broken across lines inside a table cell: each token's text must lie on
+# one line (a <wbr> in a path is a break between tokens, not inside one).
+BROKEN_TOKENS = """
+const broken = [];
+for (const cell of document.querySelectorAll('article td, article th')) {
+  const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+  let node;
+  while ((node = walker.nextNode())) {
+    const re = /\\S+/g;
+    let m;
+    while ((m = re.exec(node.data))) {
+      const r = document.createRange();
+      r.setStart(node, m.index);
+      r.setEnd(node, m.index + m[0].length);
+      const tops = new Set([...r.getClientRects()].filter(x => x.width > 0).map(x => Math.round(x.top)));
+      if (tops.size > 1) broken.push(m[0]);
+    }
+  }
+}
+return broken.slice(0, 10);
+"""
+
+# The width of a printed page's content (Chromium's default Letter, 8.5 in at 96 px, less the
+# 14 mm margins of vptlib.study.banner.print_css): make pdf lays the tables out at this width.
+PRINT_WIDTH = round(8.5 * 96 - 2 * 14 / 25.4 * 96)
+
+
+def _console_errors(driver) -> list[str]:
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
 # Images of the article that are not in a numbered, captioned figure.
@@ -262,8 +287,15 @@ def test_reader_checks_in_chromium(repo, built, browser, tmp_path):
         # A report, read as one: tables rendered (no Markdown pipes), no code, nothing clipped.
         assert "|---" not in body and "| ---" not in body, f"raw Markdown table on {page}"
         assert "Show code cell" not in body and not browser.find_elements("css selector", ".cell_input"), page
-        clipped = browser.execute_script(CLIPPED_TABLES)
-        assert not clipped, (page, clipped)
+        wide, cut_code = browser.execute_script(WIDE_TABLES)
+        assert not wide, (page, wide)  # every table fits the column whole
+        assert not cut_code, (page, cut_code)  # code blocks wrap
+        assert not _console_errors(browser), (page, _console_errors(browser))
+        assert not browser.find_elements("css selector", "#pst-header .search-button-field:not([hidden])") or (
+            not browser.find_element("css selector", "#pst-header").is_displayed()
+        ), page  # one search box: the sidebar's
+        assert "download-pdf-button" not in browser.page_source, page  # the print dialog is not "the PDF"
+        assert not browser.execute_script(BROKEN_TOKENS), (page, browser.execute_script(BROKEN_TOKENS))
         uncaptioned = browser.execute_script(UNCAPTIONED)
         assert not uncaptioned, (page, uncaptioned)  # every figure numbered ("Fig. N") and captioned
 
@@ -332,6 +364,22 @@ def test_make_pdf_prints_the_book_with_the_banner_on_every_page(repo, built, bro
     for chapter in ("Results", "Methods", "Discussion", "Reproducibility"):
         assert chapter in whole, chapter
     assert sum(len(p.images) for p in pages) >= 6  # the figures came along
+    # What make pdf printed, laid out as it printed it (print media, the page's content width):
+    # no number or word in a table broken across lines ("0.2" / "02" for an ECE of 0.202).
+    single = repo / "_build" / "singlehtml" / "index.html"
+    try:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+        browser.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": PRINT_WIDTH, "height": 1100, "deviceScaleFactor": 1, "mobile": False},
+        )
+        browser.get(single.as_uri())
+        _wait_loaded(browser)
+        broken = browser.execute_script(BROKEN_TOKENS.replace("article td, article th", "td, th"))
+        assert not broken, broken
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def test_make_run_reexecutes_only_that_notebook(repo, built):

@@ -108,4 +108,6 @@ def test_the_methods_page_recipe_table_is_the_cards():
     page = (ROOT / "book" / "methods.md").read_text()
     inside = page.split(methods_cli.RECIPES_START)[1].split(methods_cli.RECIPES_END)[0].strip()
     assert inside == methods_cli.recipes_markdown(), "run: python -m vptlib.methods --recipes book/methods.md"
-    assert "| CoOp | schedule | cosine per epoch after a constant warm-up |" in inside
+    coop = inside.split("**CoOp**")[1].split("**")[0]  # one table per card, four columns
+    assert "| setting | paper's code (source) | this study | why |" in coop
+    assert "| schedule | cosine per epoch after a constant warm-up (CoOp configs/<wbr>trainers/" in coop

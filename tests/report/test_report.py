@@ -9,6 +9,7 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.figure
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -117,13 +118,14 @@ def test_static_explorer_is_a_table(runs, prepared, monkeypatch):
     monkeypatch.setenv("VPTLIB_STATIC", "1")
     run_dir = report.latest_run(runs, "t", "linear")
     out = report.prediction_explorer(run_dir, prepared)
-    assert list(out.columns[:3]) == ["path", "true", "pred"]
+    assert out.index.name == "image" and list(out.columns[:2]) == ["true class", "predicted"]
     preds = pd.read_csv(run_dir / "predictions.csv").query("split == 'test'")
+    right = out["true class"] == out["predicted"]
     for shown, every in (
-        (out[out.true == out.pred], preds[preds.true == preds.pred]),
-        (out[out.true != out.pred], preds[preds.true != preds.pred]),
+        (out[right], preds[preds.true == preds.pred]),
+        (out[~right], preds[preds.true != preds.pred]),
     ):
-        assert shown.true.nunique() == every.true.nunique()  # every class that has such rows, not the first one
+        assert shown["true class"].nunique() == every.true.nunique()  # every class that has such rows
 
 
 def test_examples_take_the_classes_in_turn():
@@ -427,7 +429,14 @@ def test_secondary_table_keeps_one_precision_per_column(runs):
     second = report.secondary_table(report.results_table(runs, "t"))
     assert [second.index.name, *second.columns] == report.tables.SECONDARY
     for col, decimals in (("balanced acc. (%)", 1), ("macro-F1", 3), ("ECE", 3), ("s / epoch", 2)):
-        assert second[col].str.fullmatch(rf"\d+\.\d{{{decimals}}}").all(), (col, second[col].tolist())
+        # a fit without epochs (zero-shot, the L-BFGS probe) has no seconds per epoch: "–", never 0.00
+        assert second[col].str.fullmatch(rf"\d+\.\d{{{decimals}}}|–").all(), (col, second[col].tolist())
+    assert second.loc["Zero-shot CLIP", "s / epoch"] == "–" and second.loc["Zero-shot CLIP", "selected epoch"] == "–"
+    quality, cost = (
+        report.quality_table(report.results_table(runs, "t")),
+        report.cost_table(report.results_table(runs, "t")),
+    )
+    assert [*quality.columns, *cost.columns] == report.tables.SECONDARY[1:]  # the two cuts, each column once
 
 
 def test_metric_definitions_state_the_codes_constants():
@@ -616,3 +625,41 @@ def test_the_environment_lists_every_runtime_requirement_against_its_pin():
     assert {"torch", "transformers", "peft", "scikit-learn", "scipy", "numpy", "pillow"} <= set(env.index)
     assert env.loc["torch", "pinned (requirements.txt)"] == "2.13.0" and env.loc["torch", "same"] == "yes"
     assert "pytest" not in env.index and "ruff" not in env.index  # tools decide no number
+
+
+def test_a_fit_without_epochs_shows_what_it_did_not_empty_training_panels(runs):
+    """Zero-shot and the L-BFGS probe fit once: no optimiser settings, no selected epoch, no
+    seconds per epoch, no seed paragraph about augmentation, no one-cell grid (issue 45)."""
+    from types import SimpleNamespace
+
+    from vptlib.report import experiment
+
+    for method in ("zero_shot", "linear"):
+        run_dir = report.latest_run(runs, "t", method)
+        shown = report.summary(run_dir)["value"]
+        assert "selected epoch (by validation)" not in shown.index and "fit" in shown.index
+        assert "lr=" not in shown["settings"] and "optimizer=" not in shown["settings"], shown["settings"]
+        timing = report.timing_table(run_dir)
+        assert "seconds per epoch" not in [timing.index.name, *timing.columns]
+        result = SimpleNamespace(run_dir=run_dir, metrics=json.loads((run_dir / "metrics.json").read_text()))
+        assert "does not depend on the seed" in report.seeds_note([result])
+        assert report.seed_table([result])["selected epoch"].tolist() == ["–"]
+    assert "L-BFGS" in report.summary(report.latest_run(runs, "t", "linear")).loc["fit", "value"]
+    untuned = SimpleNamespace(grid=None, axes=[], edges=[])
+    assert report.tuning_table(untuned) is None and report.tie_rule_html("zero_shot", untuned) == ""
+    assert "trains nothing" in experiment.tuning_note(untuned, "zero_shot")
+    trained = report.latest_run(runs, "t", "vpt_shallow")
+    assert "selected epoch (by validation)" in report.summary(trained)["value"].index
+    assert "lr=" in report.summary(trained).loc["settings", "value"]
+
+
+def test_wide_tables_get_two_header_rows_and_no_nan():
+    from vptlib.report.tables import grouped
+
+    wide = pd.DataFrame(
+        {"all: images": [160, 3], "all: accuracy (%)": [16.25, 50.0], "copies: accuracy (%)": [np.nan, 1 / 3]},
+        index=pd.Index(["Zero-shot CLIP", "VPT"], name="method"),
+    )
+    out = grouped(wide)
+    assert out.columns.nlevels == 2 and list(out.columns.get_level_values(0)) == ["all", "all", "copies"]
+    assert out.iloc[0].tolist() == ["160", "16.2", "–"] and out.iloc[1].tolist() == ["3", "50.0", "0.3"]

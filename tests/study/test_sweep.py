@@ -118,8 +118,9 @@ def test_points_run_the_tuned_setting_with_the_full_runs_step_budget(prepared, p
     history = records.read_history(Path(df.run_dir[0]))
     assert list(history.steps) == [steps // 2, steps]
     table = report.sweep_settings(df, "train_per_class")  # what the Curves page states per point
-    assert table.loc["VPT-shallow", "lr"] == f"{chosen:g}" and table.loc["VPT-shallow", "epochs"] == 2
-    assert table.loc["VPT-shallow", "steps at train_per_class=1"] == f"{steps}"
+    assert table.loc["VPT-shallow", ("setting", "lr")] == f"{chosen:g}"
+    assert table.loc["VPT-shallow", ("setting", "epochs")] == 2
+    assert table.loc["VPT-shallow", ("optimiser steps at training images per class", "1")] == f"{steps}"
     assert "whole* training split" in report.sweep_budget_markdown()
 
 

@@ -40,6 +40,8 @@ def _book(a: argparse.Namespace) -> None:
         notebooks.execute(a.template, a.output, a.profile, params, title, methods=known["methods"])
     elif a.book_command == "toc":
         book.write_toc(a.out)
+        if a.profile:  # the facts the static pages state about this build (its model, data, sizes)
+            book.write_facts(a.profile, a.facts_dir, a.model)
     elif a.book_command == "timed":
         from vptlib.bench.output import book_time_record
 
@@ -115,6 +117,9 @@ def add_book_parser(sub) -> None:
     ex.add_argument("--title-from-method", action="store_true", help="title the page after the method parameter")
     co = bsub.add_parser("toc", help="write the table of contents, one page per registered method")
     co.add_argument("--out", required=True, help="output YAML")
+    co.add_argument("--profile", default=None, help="also write the build's facts for the static pages")
+    co.add_argument("--facts-dir", default="book/generated", help="where the facts go (the generated pages)")
+    co.add_argument("--model", default=None, help="the build's model, overriding the profile's (MODEL=)")
     ti = bsub.add_parser("timed", help="print make book's wall time and keep it with the machine (for the README)")
     _profile_option(ti)
     ti.add_argument("--started", type=float, required=True, help="when the build started (epoch seconds)")

@@ -29,6 +29,24 @@ from vptlib.seeds import SEED_RANGE, is_seed
 from .classes import CLASSES
 
 _SPLITS = ("Training", "Testing")
+# Written beside the phantoms' Training/ and Testing/: the report says of a set drawn from
+# here that its images are synthetic, never the Kaggle data's facts (vptlib.report.dataset).
+MARKER = "PHANTOMS.txt"
+
+
+def is_phantoms(source: str | Path) -> bool:
+    """Whether ``source`` is a folder of phantoms written by :func:`write_phantoms`."""
+    return (Path(source) / MARKER).is_file()
+
+
+def synthetic(data_root: str | Path) -> bool:
+    """Whether a prepared set was drawn from phantoms (its source folder carries their marker)."""
+    from .sets import set_info
+
+    source = (set_info(data_root) or {}).get("source")
+    return bool(source) and is_phantoms(source)
+
+
 _PREFIX = {"glioma": "gl", "meningioma": "me", "notumor": "no", "pituitary": "pi"}
 
 
@@ -150,4 +168,8 @@ def write_phantoms(out: str | Path, per_class: int, size: int = 256, seed: int =
                     arr = phantom(label, rng, size)
                     name = f"{prefix}-{_PREFIX[label]}_{i:04d}.jpg"
                     Image.fromarray(arr).convert("RGB").save(folder / name, quality=92)
+        (tmp / MARKER).write_text(
+            f"Synthetic phantoms written by vptlib.data.phantoms (per_class={per_class}, size={size}, seed={seed}):\n"
+            "shapes drawn per class, not brain MRI.\n"
+        )
     return out

@@ -366,21 +366,30 @@ def _fmt(v: object) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def _breakable(source: str) -> str:
+    """A source path with a break opportunity after each "/" (``<wbr>``): a table cell may wrap
+    a long path between its folders, never inside a word or a number."""
+    return source.replace("/", "/<wbr>")
+
+
 def recipe_table(titles: dict[str, str]) -> str:
     """Markdown: per carded method, every setting where the study departs from the paper's
-    code, with the paper's value and its source, the study's value and why."""
-    rows = ["| method | setting | paper's code | source | this study | why |", "|---|---|---|---|---|---|"]
-    names: dict[int, list[str]] = {}  # one card shared by several methods (VPT-shallow, -deep): one set of rows
+    code, with the paper's value and its source, the study's value and why; one table per
+    card, four columns, so each fits the article column."""
+    names: dict[int, list[str]] = {}  # one card shared by several methods (VPT-shallow, -deep): one table
     for method, card in CARDS.items():
         names.setdefault(id(card), []).append(titles.get(method, method))
     for method, card in FIT_CARDS.items():
         names.setdefault(id(card), []).append(titles.get(method, method))
+    blocks = []
     for card in {id(c): c for c in [*CARDS.values(), *FIT_CARDS.values()]}.values():
-        title = ", ".join(names[id(card)])
-        for name, item in card.items():
-            if item.departs:
-                rows.append(
-                    f"| {title} | {name.replace('_', ' ')} | {_fmt(item.paper)} | "
-                    f"{item.source} | {_fmt(item.study)} | {item.why} |"
-                )
-    return "\n".join(rows)
+        rows = [
+            f"| {name.replace('_', ' ')} | {_fmt(item.paper)} ({_breakable(item.source)}) | "
+            f"{_fmt(item.study)} | {item.why} |"
+            for name, item in card.items()
+            if item.departs
+        ]
+        if rows:
+            head = ["| setting | paper's code (source) | this study | why |", "|---|---|---|---|"]
+            blocks.append("\n".join([f"**{', '.join(names[id(card)])}**", "", *head, *rows]))
+    return "\n\n".join(blocks)

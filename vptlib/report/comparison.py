@@ -108,8 +108,18 @@ def with_holm(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def p_values_shown(table: pd.DataFrame) -> pd.DataFrame:
-    """p-values to four decimals, never a bare 0."""
-    return table.assign(p=table["p"].map(format_p), **{"Holm p": table["Holm p"].map(format_p)})
+    """The comparison as a page shows it, one number of decimals per column: p-values to four
+    (never a bare 0), differences and degrees of freedom to one, like their intervals; a
+    detectable difference past 100 points (a design that can see no difference an accuracy
+    can have) as "> 100"."""
+    out = table.assign(p=table["p"].map(format_p), **{"Holm p": table["Holm p"].map(format_p)})
+    if "difference (points)" in out:
+        out["difference (points)"] = out["difference (points)"].map(lambda v: f"{v:.1f}")
+    if "df" in out:
+        out["df"] = out["df"].map(lambda v: f"{v:.1f}")
+    if DETECTABLE in out:
+        out[DETECTABLE] = out[DETECTABLE].map(lambda v: "> 100" if v > 100 else f"{v:.1f}")
+    return out
 
 
 def missing_reference(reference: str, profile: str) -> pd.DataFrame:

@@ -8,6 +8,7 @@ import seaborn as sns
 
 from . import style
 from .loading import TITLES
+from .tables import grouped
 
 
 def _sweep_stats(df: pd.DataFrame, axis: str) -> pd.DataFrame:
@@ -24,12 +25,19 @@ def _sweep_stats(df: pd.DataFrame, axis: str) -> pd.DataFrame:
     return out
 
 
+# A sweep axis as a reader names it (its values head the columns).
+AXES = {"train_per_class": "training images per class", "prompt_tokens": "prompt tokens"}
+
+
 def sweep_table(df: pd.DataFrame, axis: str) -> pd.DataFrame:
-    """Mean ± std test accuracy over seeds, one column per value of ``axis``."""
+    """Mean ± std test accuracy over seeds, one column per value of ``axis``, the methods in
+    the sweep's order (the registry's), not the alphabet's."""
     st = _sweep_stats(df, axis)
     st["cell"] = [f"{m:.1f} ± {s:.1f} (n={n})" for m, s, n in zip(st["mean"], st["std"], st.seeds, strict=True)]
     t = st.pivot(index="method", columns=axis, values="cell")
-    t.index = [TITLES.get(m, m) for m in t.index]
+    t = t.reindex([m for m in dict.fromkeys(df.method) if m in t.index])
+    t.index = pd.Index([TITLES.get(m, m) for m in t.index], name="method")
+    t.columns.name = AXES.get(axis, axis)
     return t
 
 
@@ -108,9 +116,11 @@ def sweep_settings(df: pd.DataFrame, axis: str) -> pd.DataFrame:
         }
         for value, h in g.groupby(axis):
             steps = sorted({int(s) for s in h.steps})
-            row[f"steps at {axis}={value}"] = "/".join(f"{s:,}" for s in steps)
+            row[f"optimiser steps at {AXES.get(axis, axis)}: {value}"] = "/".join(f"{s:,}" for s in steps)
         rows.append(row)
-    return pd.DataFrame(rows).set_index("method")
+    settings = {"lr", "weight decay", "optimizer", "epochs", "warm-up epochs"}
+    table = pd.DataFrame(rows).set_index("method")
+    return grouped(table.rename(columns=lambda c: f"setting: {c}" if c in settings else c), decimals=None)
 
 
 def sweep_failures_html(df: pd.DataFrame, axis: str) -> str:

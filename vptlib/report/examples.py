@@ -64,7 +64,7 @@ def prediction_explorer(run_dir: str | Path, data_root: str | Path):
     """
     p = predictions(run_dir)
     shown = pd.concat([by_class(p[p.true == p.pred], 10), by_class(p[p.true != p.pred], 10)])
-    table = shown[["path", "true", "pred", *[c for c in p.columns if c.startswith("prob_")]]].round(3)
+    table = explorer_table(shown)
     if flag(STATIC_ENV):  # every class, right and wrong, not the first rows of one class
         return table
     import ipywidgets as w
@@ -90,6 +90,26 @@ def prediction_explorer(run_dir: str | Path, data_root: str | Path):
     true_dd.observe(show, "value")
     pred_dd.observe(show, "value")
     return w.VBox([w.HBox([true_dd, pred_dd]), out])
+
+
+def explorer_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Predictions as a reader reads them: the image's file name, the true and predicted class
+    by their display names, and each class's probability with two decimals, no row index."""
+    probs = [c for c in rows.columns if c.startswith("prob_")]
+    out = pd.DataFrame(
+        {
+            "image": rows["path"].map(lambda p: Path(p).name),
+            "true class": rows["true"].map(lambda c: DISPLAY_NAMES.get(c, c)),
+            "predicted": rows["pred"].map(lambda c: DISPLAY_NAMES.get(c, c)),
+            **{
+                f"p({DISPLAY_NAMES.get(c.removeprefix('prob_'), c.removeprefix('prob_'))})": rows[c].map(
+                    lambda v: f"{v:.2f}"
+                )
+                for c in probs
+            },
+        }
+    )
+    return out.set_index("image")
 
 
 def misclassified_from(rows: pd.DataFrame, data_root: str | Path):

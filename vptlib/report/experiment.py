@@ -14,7 +14,7 @@ from vptlib.data.classes import DISPLAY_NAMES
 from vptlib.runs import records
 
 from . import style
-from .loading import TITLES, changed_settings, size_text, verified_run
+from .loading import TITLES, by_epochs, changed_settings, size_text, verified_run
 
 
 def summary(run_dir: str | Path) -> pd.DataFrame:
@@ -28,8 +28,8 @@ def summary(run_dir: str | Path) -> pd.DataFrame:
         ("total parameters", f"{m['total_params']:,}"),
         ("trainable share", f"{m['trainable_params'] / m['total_params']:.4%}"),
         ("checkpoint size", size_text(m["checkpoint_bytes"])),
-        ("settings", changed_settings(c)),
-        ("selected epoch (by validation)", str(m["best_epoch"])),
+        ("settings", changed_settings(c, m)),
+        *([("selected epoch (by validation)", str(m["best_epoch"]))] if by_epochs(m) else [("fit", _fit(m))]),
         ("run id", Path(run_dir).name),
         ("precision", m["precision"]),
         ("attention kernel", str(c.get("attention"))),
@@ -37,6 +37,18 @@ def summary(run_dir: str | Path) -> pd.DataFrame:
         ("model", c["model"]),
     ]
     return pd.DataFrame(rows, columns=["", "value"]).set_index("")
+
+
+def _fit(metrics: dict) -> str:
+    """How a run without epochs was fitted, in words, from its record."""
+    if "linear_probe_C" in metrics:
+        return (
+            f"L2 logistic regression by L-BFGS, once; C = {metrics['linear_probe_C']:.4g} chosen on validation "
+            f"({metrics.get('selected_by', 'validation accuracy')})"
+        )
+    if metrics.get("trainable_params"):
+        return f"in closed form, once ({metrics.get('selected_by', 'validation accuracy')})"
+    return "nothing is fitted: the frozen model and the class prompts score each image"
 
 
 def class_prompts(run_dir: str | Path) -> pd.DataFrame | None:
@@ -164,13 +176,29 @@ def plot_probe_curve(metrics: dict):
     return fig
 
 
+def seeds_note(results: list) -> str:
+    """Markdown: what the seeds change for this method, or why it ran once."""
+    first = records.read_config(results[0].run_dir)
+    title = TITLES.get(first["method"], first["method"])
+    if len(results) == 1 and not by_epochs(results[0].metrics):
+        return (
+            f"{title} fits once, without epochs, augmentation or a random initialisation, so its result does not "
+            f"depend on the seed: it ran once (seed {first['seed']}), and its row on the Results page has no spread "
+            "over seeds."
+        )
+    return (
+        "Each seed changes the initialisation, the batch order and the augmentation; the spread is the "
+        "run-to-run noise the Results page's comparisons must exceed."
+    )
+
+
 def seed_table(results: list) -> pd.DataFrame:
-    """One row per seed of an experiment: its run, selected epoch and accuracies."""
+    """One row per seed of an experiment: its run, selected epoch (for a run by epochs) and accuracies."""
     rows = [
         {
             "seed": records.read_config(r.run_dir)["seed"],
             "run id": r.run_dir.name,
-            "selected epoch": r.metrics["best_epoch"],
+            "selected epoch": r.metrics["best_epoch"] if by_epochs(r.metrics) else "–",
             "val acc (%)": 100 * r.metrics["val"]["accuracy"] if r.metrics["val"] else np.nan,
             "test acc (%)": 100 * r.metrics["test"]["accuracy"],
             "test ECE": r.metrics["test"]["ece"],
@@ -221,16 +249,28 @@ def per_class_table(run_dir: str | Path) -> pd.DataFrame:
 
 
 def timing_table(run_dir: str | Path) -> pd.DataFrame:
+    """What the run cost on this build's machine: per epoch for a run by epochs; the fit's
+    seconds for a run fitted once (no zeros for epochs it never ran)."""
     m = verified_run(run_dir)["metrics"]
+    if not by_epochs(m):
+        fit = m.get("fit_seconds")
+        return pd.DataFrame(
+            {
+                "fit (s)": [f"{fit:.2f}" if fit is not None else "– (nothing is fitted)"],
+                "feature setup (s)": [f"{m.get('setup_seconds', 0.0):.2f}"],
+                "device": [m["device"]],
+                "precision": [m["precision"]],
+            }
+        ).set_index("fit (s)")
     return pd.DataFrame(
         {
-            "seconds per epoch": [round(m["seconds_per_epoch"], 2)],
-            "training images per second": [round(m["images_per_second"], 1)],
+            "seconds per epoch": [f"{m['seconds_per_epoch']:.2f}"],
+            "training images per second": [f"{m['images_per_second']:.1f}"],
             "epochs run": [m["epochs_run"]],
             "device": [m["device"]],
             "precision": [m["precision"]],
         }
-    )
+    ).set_index("seconds per epoch")
 
 
 def tuning_table(tuned) -> pd.DataFrame:
@@ -239,14 +279,7 @@ def tuning_table(tuned) -> pd.DataFrame:
     that were not chosen never saw test."""
     grid = tuned.grid
     if grid is None or grid.empty:
-        return pd.DataFrame(
-            {
-                "tuning": [
-                    "no grid for this method in the profile (or every axis fixed by an override): "
-                    "it ran with its profile settings"
-                ]
-            }
-        )
+        return None  # tuning_note says why there is no grid
     lr = ["lr"] if "base_lr" in tuned.axes and "lr" in grid else []  # the lr a base_lr stands for
     failed = ["error"] if "error" in grid and (grid["error"].fillna("") != "").any() else []
     out = grid[[*tuned.axes, *lr, "val_acc", "val_loss", "run_id", *failed]].copy()
@@ -257,6 +290,29 @@ def tuning_table(tuned) -> pd.DataFrame:
     return out.rename(columns={"val_acc": "val acc (%)", "val_loss": "val loss", "run_id": "run id"}).set_index(
         tuned.axes
     )
+
+
+def tuning_note(tuned, method: str) -> str:
+    """Markdown: how the settings of the method's row were chosen, as this build did it."""
+    from vptlib.methods import spec
+
+    title = TITLES.get(method, method)
+    if tuned.grid is not None and not tuned.grid.empty:
+        return (
+            "Each point of the profile's grid for this method trained once, with the tuning seed (the table's "
+            "`seed` column, never one of the reported seeds), and was scored on the validation split only: a grid "
+            "point never holds the test split. The chosen point (best validation accuracy; ties broken as the "
+            "method's paper does, stated below) then ran afresh with every reported seed, and only those runs "
+            "were evaluated on test."
+        )
+    s = spec(method)
+    if not s.trains:
+        why = "it trains nothing by an optimiser, so the profile gives it no grid"
+    elif s.fixed_recipe:
+        why = "it follows its paper's recipe, which fixes its settings, so the profile gives it no grid"
+    else:
+        why = "the profile gives it no grid here (or an override fixed every axis)"
+    return f"No grid of settings was tried for {title}: {why}; it ran with the profile's settings."
 
 
 def tuning_edges_html(tuned) -> str:
@@ -271,9 +327,12 @@ def tuning_edges_html(tuned) -> str:
     )
 
 
-def tie_rule_html(method: str) -> str:
-    """How this method's grid breaks a tie of validation accuracy (from its ``TrainDefaults``)."""
+def tie_rule_html(method: str, tuned=None) -> str:
+    """How this method's grid breaks a tie of validation accuracy (from its ``TrainDefaults``);
+    nothing when it had no grid (``tuned`` given and empty)."""
     from vptlib.methods import spec
     from vptlib.study.tuning import TIE_RULES
 
+    if tuned is not None and (tuned.grid is None or tuned.grid.empty):
+        return ""
     return f"<p>Tie rule for {TITLES.get(method, method)}: {TIE_RULES[spec(method).defaults.grid_ties]}.</p>"

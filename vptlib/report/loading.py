@@ -225,11 +225,21 @@ SETTINGS = (
     "precision",
     "seed",
 )
-UNTRAINED_SETTINGS = ("epochs", "batch_size", "precision")
+# A run fitted once, without epochs (zero-shot, GDA, the L-BFGS probe): the optimiser's
+# settings never acted, so they are not shown as its settings.
+UNTRAINED_SETTINGS = ("batch_size", "precision")
 
 
-def changed_settings(cfg: dict) -> str:
-    keys = SETTINGS if cfg.get("epochs") else UNTRAINED_SETTINGS
+def by_epochs(metrics: dict) -> bool:
+    """Whether a run trained by epochs; False for a fit without any (``epochs_run`` 0)."""
+    return bool(metrics.get("epochs_run"))
+
+
+def changed_settings(cfg: dict, metrics: dict | None = None) -> str:
+    """The settings a run's numbers depend on; ``metrics``: its record, so a run fitted without
+    epochs (the L-BFGS probe) does not list the optimiser settings it never used."""
+    trained = by_epochs(metrics) if metrics is not None else bool(cfg.get("epochs"))
+    keys = SETTINGS if trained else UNTRAINED_SETTINGS
     opts = ", ".join(
         f"{k}={v}"
         for k, v in sorted(cfg.get("method_options", {}).items())

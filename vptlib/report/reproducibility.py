@@ -13,6 +13,7 @@ from .loading import TITLES, latest_runs, short_commit
 
 
 def provenance(runs: str | Path, profile: str) -> pd.DataFrame:
+    """Every run behind the report: what ran it and what it read, one row per method."""
     rows = []
     for method, run_dir in latest_runs(runs, profile).items():
         c = records.read_config(run_dir)
@@ -34,6 +35,39 @@ def provenance(runs: str | Path, profile: str) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+# The page's two views of provenance(), each narrow enough for the article column: long
+# hashes cut to their first 12 hex digits (the full ones are in each run's config.json).
+SHORT_HASH = 12
+
+
+def _short(text: str) -> str:
+    """Every 64-hex-digit sha256 (and a 40-digit commit) in ``text`` cut to its first digits."""
+    import re
+
+    return re.sub(rf"\b([0-9a-f]{{{SHORT_HASH}}})[0-9a-f]{{28,}}\b", r"\1", text)
+
+
+def runs_table(runs: str | Path, profile: str) -> pd.DataFrame:
+    """Which run each method's row uses and what ran it: the code's commit, the device, the libraries."""
+    table = provenance(runs, profile)
+    if table.empty:
+        return pd.DataFrame(columns=["method", "run id", "git commit", "device", "libraries"]).set_index("method")
+    table["libraries"] = "torch " + table["torch"] + ", transformers " + table["transformers"]
+    return table[["method", "run id", "git commit", "device", "libraries"]].set_index("method")
+
+
+def inputs_table(runs: str | Path, profile: str) -> pd.DataFrame:
+    """What each run read: the model (where, its commit, its weights' sha256, the fingerprint of
+    the weights as loaded) and the data manifest's hash."""
+    table = provenance(runs, profile)
+    columns = ["method", "model", "model commit", "weights (sha256)", "model fingerprint", "manifest hash"]
+    if table.empty:
+        return pd.DataFrame(columns=columns).set_index("method")
+    table["model commit"] = table["model commit"].map(_short)
+    table["weights (sha256)"] = table["weights"].map(lambda w: _short(w.replace(" sha256 ", " ")))
+    return table[columns].set_index("method")
 
 
 _FLAGS = {

@@ -17,6 +17,7 @@ from .comparison import DETECTABLE, POWER, signed
 from .loading import (
     EARLIER_REPORT,
     TITLES,
+    by_epochs,
     changed_settings,
     grid_size,
     latest_groups,
@@ -28,6 +29,7 @@ from .loading import (
     verified_metrics,
     verified_run,
 )
+from .tables import grouped
 
 
 def results_table(runs: str | Path, profile: str) -> pd.DataFrame:
@@ -58,13 +60,13 @@ def results_table(runs: str | Path, profile: str) -> pd.DataFrame:
                 "grid points": grid_size(runs, profile, method),
                 "optimiser steps": int(np.mean([optimiser_steps(d) for d in group])),
                 "checkpoint": size_text(first["metrics"]["checkpoint_bytes"]),
-                "s / epoch": np.mean([m["seconds_per_epoch"] for m in metrics]),
+                "s / epoch": _mean([m["seconds_per_epoch"] for m in metrics if by_epochs(m)]),
                 "training (s)": np.mean([m.get("seconds", {}).get("training", np.nan) for m in metrics]),
                 "GFLOPs / image": first["metrics"].get("flops_per_image", {}).get("inference", np.nan) / 1e9,
                 "train GFLOPs / image": first["metrics"].get("flops_per_image", {}).get("train_step", np.nan) / 1e9,
-                "selected epoch": ", ".join(str(m["best_epoch"]) for m in metrics),
+                "selected epoch": ", ".join(str(m["best_epoch"]) if by_epochs(m) else "–" for m in metrics),
                 "earlier report acc (%, not reproduced)": EARLIER_REPORT.get(method, "–"),
-                "settings": changed_settings(first["config"]),
+                "settings": changed_settings(first["config"], first["metrics"]),
                 "run id": ", ".join(d.name for d in group),
             }
         )
@@ -156,10 +158,18 @@ def key_findings(results: pd.DataFrame, table: pd.DataFrame) -> str:
 def _detectable_sentence(table: pd.DataFrame) -> str:
     """The minimum detectable difference of the reference comparisons, in words."""
     mdd = table[DETECTABLE]
+    column = f"the column \u201c{DETECTABLE}\u201d"
+    if mdd.min() > 100:  # few seeds: no difference an accuracy can have would be found that often
+        return (
+            f"no true difference from the reference, however large, is found {POWER:.0%} of the time ({column}: "
+            "more than 100 points for every comparison): these seeds are too few to compare methods at all."
+        )
+    over = int((mdd > 100).sum())
+    top = f"{mdd.max():.1f}" if not over else f"more than 100 (for {over} of {len(mdd)} comparisons)"
     return (
         f"a true difference from the reference is sure to be found {POWER:.0%} of the time only when it is at least "
-        f"{mdd.min():.1f} to {mdd.max():.1f} points (median {mdd.median():.1f}; the column "
-        f"\u201c{DETECTABLE}\u201d), so smaller differences may be real and unseen."
+        f"{mdd.min():.1f} to {top} points (median {mdd.median():.1f}; {column}), so smaller differences may be real "
+        "and unseen."
     )
 
 
@@ -279,14 +289,19 @@ def _official(kind: str, runs: str | Path, profile: str, images: pd.DataFrame) -
     return getattr(official, kind)(found, images)
 
 
+def _mean(values: list[float]) -> float:
+    """Their mean; NaN (shown "–") for none, e.g. the seconds per epoch of a fit without epochs."""
+    return float(np.mean(values)) if values else np.nan
+
+
 def official_accuracy(runs: str | Path, profile: str, images: pd.DataFrame) -> pd.DataFrame:
     """Each method (first seed) on the official Testing folder: all, the copies of training images, the rest."""
-    return _official("official_table", runs, profile, images)
+    return grouped(_official("official_table", runs, profile, images))
 
 
 def official_by_class(runs: str | Path, profile: str, images: pd.DataFrame) -> pd.DataFrame:
     """Each method's accuracy per class on the copies and on the rest of the official Testing folder."""
-    return _official("official_by_class", runs, profile, images)
+    return grouped(_official("official_by_class", runs, profile, images))
 
 
 def official_leakage(images: pd.DataFrame) -> pd.DataFrame:

@@ -20,20 +20,10 @@ COST = "GFLOPs / image: predict, train step"
 SETS = f"{round(100 * (1 - conformal.ALPHA))}% sets: coverage (%) / size"
 TUNING = "grid points / steps"
 HEADLINE = ["method", "test acc. (%)", "95% CI", "trainable params", TUNING, EARLIER]
-SECONDARY = [
-    "method",
-    "per seed (%)",
-    "balanced acc. (%)",
-    "macro-F1",
-    "ECE",
-    SETS,
-    "train acc. (%)",
-    "checkpoint",
-    "s / epoch",
-    "training (s)",
-    COST,
-    "selected epoch",
-]
+# The other metrics, in two tables that each fit the article column: how good, and at what cost.
+QUALITY = ["method", "per seed (%)", "balanced acc. (%)", "macro-F1", "ECE", SETS, "train acc. (%)"]
+COSTS = ["method", "selected epoch", "checkpoint", "s / epoch", "training (s)", COST]
+SECONDARY = [*QUALITY, *COSTS[1:]]
 
 
 def _number(x: object, digits: int) -> str:
@@ -77,14 +67,43 @@ def secondary_table(table: pd.DataFrame) -> pd.DataFrame:
             + " / "
             + table["set size"].map(lambda v: _number(v, 2)),
             "train acc. (%)": table["train acc (%)"].map(lambda v: _number(v, 1)),
+            "selected epoch": table["selected epoch"],
             "checkpoint": table["checkpoint"],
             "s / epoch": table["s / epoch"].map(lambda v: _number(v, 2)),
             "training (s)": table["training (s)"].map(lambda v: _number(v, 1)),
             COST: table["GFLOPs / image"].map(_flops) + ", " + table["train GFLOPs / image"].map(_flops),
-            "selected epoch": table["selected epoch"],
         }
     )
-    return out.set_index("method")
+    return out.set_index("method")[SECONDARY[1:]]
+
+
+def quality_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The secondary metrics of quality: each seed, the class-balanced ones, calibration, the
+    conformal sets and the fit to the training images."""
+    return secondary_table(table)[QUALITY[1:]]
+
+
+def cost_table(table: pd.DataFrame) -> pd.DataFrame:
+    """What each row cost: the epoch each seed kept, the checkpoint, the time and the FLOPs."""
+    return secondary_table(table)[COSTS[1:]]
+
+
+def grouped(table: pd.DataFrame, decimals: int | None = 1) -> pd.DataFrame:
+    """A wide table of ``"group: column"`` headers as two header rows (the group spanning its
+    columns), so it fits the article column; its numeric columns with ``decimals`` throughout
+    (counts of images as whole numbers; None: as they are) and a missing value as "–", never "NaN"."""
+    if "finding" in table.columns:  # a sentence in place of a table (no data, no runs)
+        return table
+    columns = [tuple(c.split(": ", 1)) if ": " in c else ("", c) for c in table.columns]
+    out = table.copy()
+    for column in out.columns:
+        if decimals is None or not pd.api.types.is_numeric_dtype(out[column]):
+            out[column] = out[column].map(lambda v: "–" if v is None or (isinstance(v, float) and pd.isna(v)) else v)
+            continue
+        whole = column.endswith("images")
+        out[column] = out[column].map(lambda v, w=whole: _number(v, 0 if w else decimals))
+    out.columns = pd.MultiIndex.from_tuples(columns)
+    return out
 
 
 def _flops(g: float) -> str:

@@ -48,6 +48,32 @@ def _add_banner(app: Any, config: Any) -> None:
     app.add_css_file(CSS, media="print")
 
 
+# Said where a build wrote no facts (a plain `jupyter-book build .` before any make book).
+NO_FACTS = {
+    "study_model": "the profile's CLIP model",
+    "study_data": 'the profile\'s images (the full profile: the public Kaggle "Brain Tumor MRI Dataset")',
+    "train_images": "the profile's",
+    "val_share": "a share",
+    "test_images": "the profile's",
+    "one_test_image": "a share of a percentage point",
+    "ci_near_90": "an interval as wide as the test split allows",
+}
+
+
+def read_facts(srcdir: str | Path) -> dict[str, str]:
+    path = Path(srcdir) / GENERATED / "FACTS.json"
+    try:
+        return {**NO_FACTS, **json.loads(path.read_text(encoding="utf-8"))}
+    except (OSError, ValueError):
+        return dict(NO_FACTS)
+
+
+def _add_facts(app: Any, config: Any) -> None:
+    """The build's facts as MyST substitutions ({{ test_images }} in a page)."""
+    config.myst_substitutions = {**(config.myst_substitutions or {}), **read_facts(app.srcdir)}
+
+
 def setup(app: Any) -> dict[str, Any]:
     app.connect("config-inited", _add_banner)
+    app.connect("config-inited", _add_facts)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -219,6 +219,58 @@ def write_banner(profile_path: str | Path, generated: str | Path) -> Path:
     return path
 
 
+FACTS = "FACTS.json"  # what the static pages say of this build (vptlib.study.banner reads it)
+
+
+def book_facts(prof: Profile) -> dict[str, str]:
+    """What the static pages (intro, discussion) state about this build, from its profile and its
+    data, as MyST substitutions: the model, the data's source, the split sizes and what one test
+    image is worth. A smoke build's pages then never claim the real study's sizes or model."""
+    from vptlib.data.phantoms import synthetic
+    from vptlib.models import hub
+
+    manifest = Path(prof.data) / "manifest.csv"
+    counts: dict[str, int] = {}
+    if manifest.is_file():
+        import csv
+
+        with manifest.open(newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                counts[row["split"]] = counts.get(row["split"], 0) + 1
+    train, val, test = counts.get("train", 0), counts.get("val", 0), counts.get("test", 0)
+    if prof.banner == "smoke":
+        model = f"a tiny CLIP warmed up on synthetic phantoms (`{prof.model}`), standing in for CLIP ViT-B/32"
+    elif prof.model == hub.DEFAULT_MODEL:
+        model = f"CLIP ViT-B/32 (`{prof.model}`)"
+    else:
+        model = f"the CLIP model `{prof.model}`"
+    kaggle = 'the public Kaggle "Brain Tumor MRI Dataset"'
+    data = (
+        f"synthetic phantoms in the layout of {kaggle}" if synthetic(prof.data) else f"a stratified subset of {kaggle}"
+    )
+    facts = {"study_model": model, "study_data": data}
+    if test and train:  # sizes only from prepared data: never a count of 0, never the profile's intent
+        from vptlib.runs.metrics import wilson_ci
+
+        low, high = wilson_ci(0.9, test)
+        facts |= {
+            "train_images": f"{train + val:,}",
+            "val_share": f"{val / (train + val):.0%}",
+            "test_images": f"{test:,}",
+            "one_test_image": f"about {100 / test:.2g} percentage points",
+            "ci_near_90": f"{100 * low:.1f} to {100 * high:.1f}%",
+        }
+    return facts
+
+
+def write_facts(profile_path: str | Path, generated: str | Path, model: str | None = None) -> Path:
+    """Write :func:`book_facts` beside the generated pages, for the Sphinx extension."""
+    prof = load_profile(profile_path, check_methods=False).with_model(model)
+    path = atomic.write_text(Path(generated) / FACTS, json.dumps(book_facts(prof), indent=1) + "\n")
+    record_output(path)
+    return path
+
+
 def write_toc(out: str | Path) -> Path:
     """``_toc.yml`` with the Experiments part listing one page per method in the registry's order.
 
