@@ -76,7 +76,9 @@ DATA_DIR := $(shell [ -x $(PY) ] && $(PY) -m vptlib.study.profile $(PROFILE_FILE
 # `make book` prints its wall time, install, model build and preflight included: the first
 # make of a fresh clone restarts itself after installing (it reads vptlib's lists), so the
 # start is kept in the environment across that restart.
-BOOK_START ?= $(shell date +%s)
+ifndef BOOK_START
+BOOK_START := $(shell date +%s)
+endif
 export BOOK_START
 VPTLIB := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/vptlib
 MODEL_ARG := $(if $(MODEL),--model "$$MODEL")
@@ -106,16 +108,16 @@ help:
 	@echo "make sweep     run a profile's grid ahead of the book: make sweep SWEEP=fewshot|prompts [WORKERS=n]"
 	@echo "               [LAUNCHER=submitit CLUSTER=local|slurm]: the same runs as submitit jobs"
 
-# --no-compile: Python compiles what a process imports on first use; compiling every file of
-# every package (torch's thousands) up front took some 20 s of a two-core install. The pins
-# name every extra's packages, so vptlib itself installs without resolving again, and without
-# an isolated build environment where the venv's setuptools can build it.
+# The pins name every extra's packages, so vptlib itself installs without resolving again,
+# and without an isolated build environment where the venv's setuptools can build it. (Not
+# --no-compile: where PYTHONDONTWRITEBYTECODE is set, as in many containers, every process
+# would then compile torch's files anew, some 10 s a notebook page.)
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q --no-compile -r requirements.txt
-	$(PY) -m pip install -q --no-compile --no-deps --no-build-isolation -e . 2>/dev/null \
-	  || $(PY) -m pip install -q --no-compile -c requirements.txt -e ".[dev]"
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null \
+	  || $(PY) -m pip install -q -c requirements.txt -e ".[dev]"
 	touch $@
 
 install: $(STAMP)

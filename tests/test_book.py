@@ -15,46 +15,17 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
+from book_repo import ROOT, book_pages, copy_repo, make
 
 from vptlib.methods import METHODS
 
-ROOT = Path(__file__).resolve().parents[1]
-
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
-
-
-def _make(repo: Path, *args: str, timeout: int = 1200, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["make", "--no-print-directory", *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "VPTLIB_OFFLINE": "1", **(env or {})},
-    )
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A copy of the working tree (tracked and new files), sharing .venv and the tiny model."""
-    dest = tmp_path_factory.mktemp("book") / "repo"
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split()
-    for rel in files:
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)  # keep mtimes so make sees .venv as up to date
-    (dest / ".venv").symlink_to(ROOT / ".venv")
-    tiny = Path(os.environ.get("VPTLIB_TINY_MODEL", ROOT / "models" / "tiny-clip")).resolve()
-    (dest / "models").mkdir()
-    shutil.copytree(tiny, dest / "models" / "tiny-clip", copy_function=shutil.copy2)
-    # The smoke profile's second backbone, built by make test beside the first.
-    shutil.copytree(ROOT / "models" / "tiny-clip-b", dest / "models" / "tiny-clip-b", copy_function=shutil.copy2)
-    for p in [*(dest / "models" / "tiny-clip").iterdir(), *(dest / "models" / "tiny-clip-b").iterdir()]:
-        os.utime(p)  # newer than their make prerequisites
-    return dest
+    return copy_repo(tmp_path_factory.mktemp("book") / "repo")
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +45,7 @@ def real_source(repo) -> Path | None:
 def built(repo, real_source) -> subprocess.CompletedProcess:
     """The smoke book, on real images where they are here (DATA=), else on the phantoms."""
     t0 = time.monotonic()
-    res = _make(repo, "book", "PROFILE=smoke", *([f"DATA={real_source}"] if real_source else []))
+    res = make(repo, "book", "PROFILE=smoke", *([f"DATA={real_source}"] if real_source else []))
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     print(f"smoke book built in {time.monotonic() - t0:.0f} s")
     return res
@@ -89,16 +60,9 @@ def test_book_lands_at_index_html(repo, built):
         assert f"book/generated/experiments/{m}.ipynb" in built.stdout
 
 
-def _pages(repo: Path) -> list[Path]:
-    html = repo / "_build" / "html"
-    return [
-        p for p in html.rglob("*.html") if p.name not in ("genindex.html", "search.html") and "_static" not in p.parts
-    ]
-
-
 def test_pages_are_offline_and_links_resolve(repo, built):
     html = repo / "_build" / "html"
-    for page in _pages(repo):
+    for page in book_pages(repo):
         text = page.read_text()
         # No script, stylesheet or image from the network: the report renders offline.
         remote = re.findall(r'<(?:script|link|img)[^>]+(?:src|href)="(https?:)?//[^"]+"', text)
@@ -116,7 +80,7 @@ def test_every_page_is_built_on_real_mri_in_ci(repo, built, real_source):
     official split's copies are measured on the Results page."""
     if real_source is None:
         pytest.skip("real images absent: the book was built on phantoms")
-    html = {p.name: p.read_text(errors="replace") for p in _pages(repo)}
+    html = {p.name: p.read_text(errors="replace") for p in book_pages(repo)}
     dataset = next(t for n, t in html.items() if n.startswith("dataset"))
     assert "Its images are real" in dataset
     assert "none has a copy in training or validation" in dataset
@@ -275,7 +239,7 @@ def test_reader_checks_in_chromium(repo, built, browser, tmp_path):
     _wait_loaded(browser)
     assert browser.current_url.endswith("book/intro.html"), browser.current_url
 
-    for page in _pages(repo):
+    for page in book_pages(repo):
         browser.get(page.as_uri())
         _wait_loaded(browser)
         body = browser.find_element("tag name", "body").text
@@ -351,12 +315,12 @@ def test_make_pdf_prints_the_book_with_the_banner_on_every_page(repo, built, bro
     # missing, never under CI).
     from pypdf import PdfReader
 
-    res = _make(repo, "pdf", "PROFILE=smoke", timeout=1200)
+    res = make(repo, "pdf", "PROFILE=smoke", timeout=1200)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     pdf = repo / "_build" / "pdf" / "book.pdf"
     pages = PdfReader(pdf).pages
     texts = [p.extract_text() for p in pages]
-    assert len(pages) >= len(_pages(repo)), len(pages)  # every chapter, at least a page each
+    assert len(pages) >= len(book_pages(repo)), len(pages)  # every chapter, at least a page each
     missing = [i + 1 for i, t in enumerate(texts) if "Smoke build" not in t]
     assert not missing, f"pages without the banner: {missing}"
     assert all(f"{i + 1} / {len(pages)}" in t for i, t in enumerate(texts))  # numbered
@@ -384,9 +348,9 @@ def test_make_pdf_prints_the_book_with_the_banner_on_every_page(repo, built, bro
 
 def test_make_run_reexecutes_only_that_notebook(repo, built):
     before = {p.name: p.stat().st_mtime for p in (repo / "book" / "generated" / "experiments").glob("*.ipynb")}
-    res = _make(repo, "run", "PROFILE=smoke", "NB=vpt_shallow", "ARGS=-p epochs 2 -p prompt_tokens 3")
+    res = make(repo, "run", "PROFILE=smoke", "NB=vpt_shallow", "ARGS=-p epochs 2 -p prompt_tokens 3")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    again = _make(repo, "book", "PROFILE=smoke")
+    again = make(repo, "book", "PROFILE=smoke")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     executed = re.findall(r"executing (\S+)", again.stdout)
     pages = ["attention.ipynb", "checklist.ipynb", "reproducibility.ipynb", "results.ipynb"]  # they read every method
@@ -407,7 +371,7 @@ def test_make_run_reexecutes_only_that_notebook(repo, built):
 
 
 def test_make_sweep_reuses_the_books_points(repo, built):
-    res = _make(repo, "sweep", "PROFILE=smoke", "SWEEP=prompts", timeout=300)
+    res = make(repo, "sweep", "PROFILE=smoke", "SWEEP=prompts", timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "sweep prompts: 16 of 16 points finished" in res.stdout
     index = (repo / "runs" / "smoke" / "sweeps" / "prompts.csv").read_text()
@@ -422,10 +386,10 @@ def test_another_model_re_executes_the_training_pages(repo, built):
     inputs = json.loads(stamp.read_text())
     assert inputs["model"] == "models/tiny-clip" and inputs["dry_run"] is False
     times = stamp.stat()
-    assert "book execute" not in _make(repo, "-n", "notebooks", "PROFILE=smoke").stdout  # up to date
+    assert "book execute" not in make(repo, "-n", "notebooks", "PROFILE=smoke").stdout  # up to date
     try:
         stamp.write_text(json.dumps({**inputs, "model": "models/another-clip"}))  # as MODEL= would leave it
-        plan = _make(repo, "-n", "notebooks", "PROFILE=smoke").stdout
+        plan = make(repo, "-n", "notebooks", "PROFILE=smoke").stdout
         executed = sorted(Path(p).name for p in re.findall(r"book execute notebooks/\S+ (\S+)", plan))
         assert "linear.ipynb" in executed and "curves.ipynb" in executed and "results.ipynb" in executed
         assert "dataset.ipynb" in executed  # its CLIP-embedding audit reads the model
@@ -436,7 +400,7 @@ def test_another_model_re_executes_the_training_pages(repo, built):
 
 
 def _planned(repo: Path) -> set[str]:
-    plan = _make(repo, "-n", "book", "PROFILE=smoke")
+    plan = make(repo, "-n", "book", "PROFILE=smoke")
     assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-3000:]
     return set(re.findall(r"book/generated/(?:experiments/)?(\w+)\.ipynb --profile", plan.stdout))
 
@@ -459,7 +423,7 @@ def test_editing_a_report_module_re_executes_its_pages_keeps_the_overrides_and_r
     pages = _planned(repo)
     assert set(METHODS) <= pages and not pages & {"curves", "variants", "benchmark"}, pages
     page = "book/generated/experiments/vpt_shallow.ipynb"
-    res = _make(repo, page, "PROFILE=smoke")
+    res = make(repo, page, "PROFILE=smoke")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert f"executing {page}" in res.stdout and "prompt_tokens" in res.stdout  # with its overrides
     runs_after = sorted(p.relative_to(repo).as_posix() for p in (repo / "runs").rglob("metrics.json"))
@@ -468,9 +432,9 @@ def test_editing_a_report_module_re_executes_its_pages_keeps_the_overrides_and_r
     assert group.read_text() == group_before  # the page still shows make run's setting
     shown = (repo / page).read_text()
     assert "prompt_tokens = 3" in shown and "make reset NB=vpt_shallow" in shown  # and says it is an override
-    assert _make(repo, "-q", page, "PROFILE=smoke").returncode == 0  # and the page is up to date
+    assert make(repo, "-q", page, "PROFILE=smoke").returncode == 0  # and the page is up to date
     # make reset drops them: the next build re-executes that page with the profile's settings.
-    res = _make(repo, "reset", "PROFILE=smoke", "NB=vpt_shallow")
+    res = make(repo, "reset", "PROFILE=smoke", "NB=vpt_shallow")
     assert res.returncode == 0 and "overrides dropped: vpt_shallow" in res.stdout, res.stdout + res.stderr
     assert "vpt_shallow" in _planned(repo) and "vpt_deep" not in _planned(repo)
     assert not (repo / "runs" / "smoke" / "overrides.yaml").exists()
@@ -506,7 +470,7 @@ def test_plain_papermill_never_changes_what_the_book_shows(repo, built, tmp_path
 
 def test_full_profile_offline_fails_fast(repo, tmp_path):
     t0 = time.monotonic()
-    res = _make(repo, "book", "PROFILE=full", timeout=300, env={"HF_HOME": str(tmp_path / "hf")})
+    res = make(repo, "book", "PROFILE=full", timeout=300, env={"HF_HOME": str(tmp_path / "hf")})
     assert time.monotonic() - t0 < 90
     assert res.returncode != 0
     out = res.stdout + res.stderr
@@ -525,52 +489,3 @@ def test_full_profile_offline_fails_fast(repo, tmp_path):
     assert f"BACKBONES=biomedclip={hub.default_folder(biomed)}" in out
     assert f"MODEL={hub.default_folder(biomed)}" not in out  # a backbone's route names BACKBONES=, never MODEL=
     assert not (repo / "runs" / "full").exists()  # stopped before any training
-
-
-def test_dry_run_of_the_full_profile_on_the_tiny_model(repo, built, tmp_path):
-    """`make book PROFILE=full DATA=... MODEL=... DRY_RUN=1`: every page of the full profile, every run cut short.
-
-    The tiny model and phantoms in the Kaggle layout stand in for ViT-B/32 and the real data;
-    the full profile's own split sizes, grids and sweeps are used. Runs last, because the
-    dry run's pages replace the smoke build's.
-    """
-    from stand_ins import write_tiny_biomedclip
-
-    from vptlib.data.phantoms import write_phantoms
-
-    kaggle = write_phantoms(tmp_path / "kaggle", per_class=200, size=64, seed=1)  # 120 train + 80 test per class
-    biomed = write_tiny_biomedclip(tmp_path / "tiny-biomedclip")  # open_clip's layout, random weights
-    t0 = time.monotonic()
-    res = _make(
-        repo,
-        "book",
-        "PROFILE=full",
-        "DRY_RUN=1",
-        f"DATA={kaggle}",
-        "MODEL=models/tiny-clip",
-        # local folders for the profile's PubMedCLIP, LAION ViT-B/32 and BiomedCLIP
-        f"BACKBONES=pubmedclip=models/tiny-clip-b,laion=models/tiny-clip-b,biomedclip={biomed}",
-        timeout=1200,
-    )
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    print(f"dry run of the full profile built in {time.monotonic() - t0:.0f} s")
-    assert not (repo / "runs" / "full").exists()  # a rehearsal never mixes with the real runs
-    root = repo / "runs" / "full-dry-run"
-    for m, spec in METHODS.items():
-        group = json.loads((root / m / "group.json").read_text())
-        assert group["seeds"] == [0], m
-        metrics = json.loads((root / m / group["runs"][0] / "metrics.json").read_text())
-        assert metrics["epochs_run"] == (1 if spec.trains and m != "linear" else 0), m
-        assert metrics["test"]["n"] == 320  # the full profile's own test split
-    for variant, method in (("backbone-pubmedclip", "vpt_deep"), ("protocol-fixed", "vpt_deep")):
-        folder = repo / "runs" / f"full-dry-run-{variant}" / method
-        cfg = json.loads(
-            (folder / json.loads((folder / "group.json").read_text())["runs"][0] / "config.json").read_text()
-        )
-        assert cfg["epochs"] == 1 and cfg["select"] == ("last" if variant.startswith("protocol") else "val"), variant
-        assert cfg["model"].endswith("tiny-clip-b") == variant.startswith("backbone"), variant
-    html = repo / "_build" / "html"
-    pages = [p for p in _pages(repo) if 'http-equiv="Refresh"' not in p.read_text()]  # index.html redirects
-    assert len(pages) >= len(METHODS) + 7
-    for page in pages:
-        assert "Dry run" in page.read_text(), page.relative_to(html)
