@@ -144,6 +144,10 @@ format: install
 	$(VENV)/bin/ruff format vptlib tests
 	$(VENV)/bin/ruff check --fix vptlib tests
 
+# The suite on two workers, a test file at a time each (--dist loadfile: a file's module
+# fixtures, the smoke book's copy of the tree, stay on one worker); the smoke book's tests and
+# the full profile's dry run then build beside each other. PYTEST_ARGS="-n 0" runs it in one.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 test: install lint browser
 	@VPTLIB_PROCESSES=2 $(MAKE) --no-print-directory -j2 $(TINY)/model.safetensors $(TINY_B)/model.safetensors
 	VPTLIB_TINY_MODEL=$(TINY) $(PY) -m pytest $(PYTEST_ARGS)

@@ -346,3 +346,13 @@ def test_make_books_time_is_kept_with_its_machine_and_rendered_into_the_readme(t
     assert update_readme(readme, text, BOOK_TIME_MARKERS)
     assert text in readme.read_text() and "old" not in readme.read_text()
     assert BOOK_TIME_MARKERS[0] in (REPO / "README.md").read_text()  # the README keeps a place for it
+    # The time says what it holds: here neither the install nor the model was made by this build;
+    # a fresh clone's build made both (make's install stamp and the tiny model's weights, newer).
+    assert (rec["installed"], rec["model_built"]) == (False, False) and "already in place" in text
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / ".installed").touch()
+    (tmp_path / "models" / "tiny-clip").mkdir(parents=True)
+    (tmp_path / "models" / "tiny-clip" / "model.safetensors").touch()
+    fresh = book_time_record(REPO / "profiles" / "smoke.yaml", started, tmp_path / "t.json")
+    assert (fresh["installed"], fresh["model_built"]) == (True, True)
+    assert "the install and the model's build included" in book_time_markdown(fresh)

@@ -663,3 +663,12 @@ def test_wide_tables_get_two_header_rows_and_no_nan():
     out = grouped(wide)
     assert out.columns.nlevels == 2 and list(out.columns.get_level_values(0)) == ["all", "all", "copies"]
     assert out.iloc[0].tolist() == ["160", "16.2", "–"] and out.iloc[1].tolist() == ["3", "50.0", "0.3"]
+
+
+def test_the_class_distribution_legend_is_beside_the_bars(prepared):
+    fig = report.class_distribution(prepared)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    bars = ax.get_window_extent()
+    assert legend.x0 >= bars.x1  # right of the axes: it covers no bar

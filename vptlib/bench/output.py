@@ -233,9 +233,17 @@ def book_time_record(profile_path: str | Path, started: float, out: str | Path) 
         "commit": _short(provenance.git_commit()),
         "runs_trained": trained,
         "runs_reused": len(done) - trained,
+        # What else the time holds: the environment's install (make's stamp of it) and the
+        # offline model (a tiny CLIP's warm-up), when this build made them.
+        "installed": _made_since(Path(".venv") / ".installed", started),
+        "model_built": _made_since(Path(prof.model) / "model.safetensors", started),
     }
     atomic.write_json(out, rec)
     return rec
+
+
+def _made_since(path: Path, started: float) -> bool:
+    return path.is_file() and path.stat().st_mtime >= started
 
 
 def book_time_markdown(rec: dict[str, Any]) -> str:
@@ -244,10 +252,20 @@ def book_time_markdown(rec: dict[str, Any]) -> str:
     return (
         f"Measured: `make book PROFILE={rec['profile']}` took {minutes:.0f} min of wall time on "
         f"`{rec['machine']}` ({rec['cpus']} CPUs, {rec['gpu']}) on {rec['date']} at commit `{rec['commit']}`; "
-        f"it trained {rec['runs_trained']} runs and reused {rec['runs_reused']} finished ones, with the "
-        f"environment and the tiny model already installed. Rendered by `python -m vptlib.bench --render-book` "
+        f"it trained {rec['runs_trained']} runs and reused {rec['runs_reused']} finished ones, {_included(rec)}. "
+        f"Rendered by `python -m vptlib.bench --render-book` "
         f"from the record that build left in `_build/book-time-{rec['profile']}.json`."
     )
+
+
+def _included(rec: dict[str, Any]) -> str:
+    """What the measured time holds besides the pages, as the record says (older records: neither)."""
+    made = [what for key, what in (("installed", "the install"), ("model_built", "the model's build")) if rec.get(key)]
+    if len(made) == 2:
+        return "the install and the model's build included (a fresh clone)"
+    if made:
+        return f"{made[0]} included"
+    return "with the environment and the model already in place"
 
 
 def plot(r: dict[str, Any], path: Path) -> None:

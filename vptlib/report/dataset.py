@@ -43,6 +43,8 @@ def class_distribution(data_root: str | Path):
     ax.set_ylabel("images")
     ax.set_xlabel("")
     ax.set_title("images per class and split")
+    # The legend beside the bars, never over them (the classes' bars fill the axes' width).
+    ax.legend(title="split", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.figure.tight_layout()
     return ax.figure
 

@@ -178,7 +178,9 @@ def prepare_data(profile_path: str | Path, data: str | None = None) -> Path:
     from vptlib.data.phantoms import write_phantoms
     from vptlib.data.prepare import PrepareOptions, prepare
 
-    profile = load_profile(profile_path)
+    # Without the method checks: they read the model's folder, which the smoke build warms
+    # up beside this step (the data need only the profile's source and split settings).
+    profile = load_profile(profile_path, check_methods=False)
     source, out = profile.source, Path(profile.data)
     if data:
         raw = _check_source(data)
