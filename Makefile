@@ -59,9 +59,9 @@ endif
 $(PAGES_MK): $(TEMPLATES) $(wildcard vptlib/*.py vptlib/*/*.py) $(STAMP)
 	@mkdir -p $(dir $@)
 	@$(PY) -m vptlib.study.page_sources $@ $(TEMPLATES)
-$(METHODS_MK): vptlib/methods/__init__.py $(STAMP)
+$(METHODS_MK): vptlib/methods/__init__.py vptlib/cli/run_flags.json $(STAMP)
 	@mkdir -p $(dir $@)
-	$(PY) -m vptlib.methods > $@.tmp && mv $@.tmp $@
+	$(PY) -m vptlib.cli.run_flags --make > $@.tmp && mv $@.tmp $@
 EXPERIMENTS = $(METHODS:%=$(GEN)/experiments/%.ipynb)
 # What a page is made by. RUN_SRC is the code that decides a run's numbers, exactly the
 # files of a run's code hash (vptlib.runs.provenance.identity_files; a test keeps the two
@@ -76,10 +76,8 @@ DATA_DIR := $(shell [ -x $(PY) ] && $(PY) -m vptlib.study.profile $(PROFILE_FILE
 # `make book` prints its wall time, install, model build and preflight included: the first
 # make of a fresh clone restarts itself after installing (it reads vptlib's lists), so the
 # start is kept in the environment across that restart.
-ifndef BOOK_START
-BOOK_START := $(shell date +%s)
-endif
-export BOOK_START
+# (GNU make re-executes itself in the same process: its start is when `make` was typed.)
+BOOK_START := $(shell echo $$(( $$(date +%s) - $$(ps -o etimes= -p $$PPID 2>/dev/null || echo 0) )))
 VPTLIB := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/vptlib
 MODEL_ARG := $(if $(MODEL),--model "$$MODEL")
 DATA_ARG := $(if $(DATA),--data "$$DATA")
@@ -108,14 +106,16 @@ help:
 	@echo "make sweep     run a profile's grid ahead of the book: make sweep SWEEP=fewshot|prompts [WORKERS=n]"
 	@echo "               [LAUNCHER=submitit CLUSTER=local|slurm]: the same runs as submitit jobs"
 
-# The pins name every extra's packages, so vptlib itself installs without resolving again,
-# and without an isolated build environment where the venv's setuptools can build it. (Not
-# --no-compile: where PYTHONDONTWRITEBYTECODE is set, as in many containers, every process
-# would then compile torch's files anew, some 10 s a notebook page.)
+# The packages' bytecode is compiled on every core at once (pip compiles one file at a time);
+# always compiled ahead, since where PYTHONDONTWRITEBYTECODE is set, as in many containers,
+# a process never caches what it compiles and each notebook page would compile torch anew
+# (some 10 s a page). The pins name every extra's packages, so vptlib itself installs without
+# resolving again, and without an isolated build environment where the venv's setuptools can.
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-compile -r requirements.txt
+	$(PY) -m compileall -q -j 0 $$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") >/dev/null || true
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null \
 	  || $(PY) -m pip install -q -c requirements.txt -e ".[dev]"
 	touch $@

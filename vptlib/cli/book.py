@@ -39,7 +39,9 @@ def _book(a: argparse.Namespace) -> None:
         title = known["titles"].get(method) if a.title_from_method else a.title
         notebooks.execute(a.template, a.output, a.profile, params, title, methods=known["methods"])
     elif a.book_command == "toc":
-        book.write_toc(a.out)
+        from .run_flags import load as registry
+
+        book.write_toc(a.out, registry()["methods"])
         if a.profile:  # the facts the static pages state about this build (its model, data, sizes)
             book.write_facts(a.profile, a.facts_dir, a.model)
     elif a.book_command == "timed":

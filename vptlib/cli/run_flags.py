@@ -102,4 +102,7 @@ def write() -> Path:
 
 
 if __name__ == "__main__":
-    print(f"wrote {write()}", file=sys.stderr)
+    if sys.argv[1:] == ["--make"]:  # the Makefile's list of methods, without importing torch
+        print("METHODS := " + " ".join(load()["methods"]))
+    else:
+        print(f"wrote {write()}", file=sys.stderr)

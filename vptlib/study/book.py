@@ -273,17 +273,19 @@ def write_facts(profile_path: str | Path, generated: str | Path, model: str | No
     return path
 
 
-def write_toc(out: str | Path) -> Path:
+def write_toc(out: str | Path, methods: list[str] | None = None) -> Path:
     """``_toc.yml`` with the Experiments part listing one page per method in the registry's order.
 
     The repository's ``_toc.yml`` globs the experiment pages (valid on its own, in
     alphabetical order); the build uses this generated copy, so a new method needs no edit.
     """
-    from vptlib.methods import METHODS
+    if methods is None:  # the registry (imports torch); the CLI passes run_flags.json's list
+        from vptlib.methods import METHODS
 
+        methods = list(METHODS)
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
     part = next(p for p in toc["parts"] if p.get("caption") == "Experiments")
-    part["chapters"] = [{"file": f"book/generated/experiments/{m}"} for m in METHODS]
+    part["chapters"] = [{"file": f"book/generated/experiments/{m}"} for m in methods]
     return atomic.write_text(out, yaml.safe_dump(toc, sort_keys=False))
 
 
