@@ -30,10 +30,11 @@ def run_dir(tmp_path):
 def test_static_build_gets_every_class_right_and_wrong(run_dir, monkeypatch):
     monkeypatch.setenv("VPTLIB_STATIC", "1")
     table = prediction_explorer(run_dir, run_dir.parent)
-    assert set(table["true class"]) == {"glioma", "no_tumor"} and (table["true class"] != table["predicted"]).any()
+    true, pred = table[("class", "true")], table[("class", "predicted")]
+    assert set(true) == {"glioma", "no_tumor"} and (true != pred).any()
     # a reader's table: the file's name as the row, classes by name, two decimals per probability
     assert table.index.name == "image" and "/" not in "".join(table.index)
-    probs = [c for c in table.columns if c.startswith("p(")]
+    probs = [c for c in table.columns if c[0] == "probability"]
     assert probs and all(table[c].str.fullmatch(r"\d\.\d\d").all() for c in probs)
 
 

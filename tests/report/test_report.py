@@ -118,14 +118,14 @@ def test_static_explorer_is_a_table(runs, prepared, monkeypatch):
     monkeypatch.setenv("VPTLIB_STATIC", "1")
     run_dir = report.latest_run(runs, "t", "linear")
     out = report.prediction_explorer(run_dir, prepared)
-    assert out.index.name == "image" and list(out.columns[:2]) == ["true class", "predicted"]
+    assert out.index.name == "image" and list(out.columns[:2]) == [("class", "true"), ("class", "predicted")]
     preds = pd.read_csv(run_dir / "predictions.csv").query("split == 'test'")
-    right = out["true class"] == out["predicted"]
+    right = out[("class", "true")] == out[("class", "predicted")]
     for shown, every in (
         (out[right], preds[preds.true == preds.pred]),
         (out[~right], preds[preds.true != preds.pred]),
     ):
-        assert shown["true class"].nunique() == every.true.nunique()  # every class that has such rows
+        assert shown[("class", "true")].nunique() == every.true.nunique()  # every class that has such rows
 
 
 def test_examples_take_the_classes_in_turn():

@@ -139,7 +139,7 @@ def peers_markdown(r: dict[str, Any]) -> list[str]:
         "process; each first checked to give vptlib's fp32 logits and prompt gradients within 1e-4. "
         "Memory: bytes autograd keeps for the backward (weights not counted).",
         "",
-        "| method | precision | implementation | s / step | x vptlib's step (range over rounds) | "
+        "| method | precision | code | s / step | × vptlib (range over rounds) | "
         "saved for backward (MB) | GFLOP / step | % of peak |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -217,7 +217,7 @@ def book_time_record(profile_path: str | Path, started: float, out: str | Path) 
 
     from .timing import machine_name
 
-    prof = load(profile_path)
+    prof = load(profile_path, check_methods=False)  # the build checked it; its models may be elsewhere now
     # Every runs folder the build writes: the main study's, each sweep's and each variant's.
     names = [prof.profile, *(f"{prof.profile}-{s}" for s in prof.sweeps), *(v.profile.profile for v in variants(prof))]
     roots = [r for r in (records.profile_folder(prof.runs, n) for n in names) if r.is_dir()]

@@ -14,6 +14,7 @@ from vptlib.switches import flag
 
 from . import style
 from .loading import STATIC_ENV, predictions
+from .tables import grouped
 
 
 def misclassified(run_dir: str | Path, data_root: str | Path, n: int = 8):
@@ -99,17 +100,17 @@ def explorer_table(rows: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(
         {
             "image": rows["path"].map(lambda p: Path(p).name),
-            "true class": rows["true"].map(lambda c: DISPLAY_NAMES.get(c, c)),
-            "predicted": rows["pred"].map(lambda c: DISPLAY_NAMES.get(c, c)),
+            "class: true": rows["true"].map(lambda c: DISPLAY_NAMES.get(c, c)),
+            "class: predicted": rows["pred"].map(lambda c: DISPLAY_NAMES.get(c, c)),
             **{
-                f"p({DISPLAY_NAMES.get(c.removeprefix('prob_'), c.removeprefix('prob_'))})": rows[c].map(
+                f"probability: {DISPLAY_NAMES.get(c.removeprefix('prob_'), c.removeprefix('prob_'))}": rows[c].map(
                     lambda v: f"{v:.2f}"
                 )
                 for c in probs
             },
         }
     )
-    return out.set_index("image")
+    return grouped(out.set_index("image"), decimals=None)
 
 
 def misclassified_from(rows: pd.DataFrame, data_root: str | Path):

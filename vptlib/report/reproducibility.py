@@ -66,7 +66,12 @@ def inputs_table(runs: str | Path, profile: str) -> pd.DataFrame:
     if table.empty:
         return pd.DataFrame(columns=columns).set_index("method")
     table["model commit"] = table["model commit"].map(_short)
-    table["weights (sha256)"] = table["weights"].map(lambda w: _short(w.replace(" sha256 ", " ")))
+    # One weights file (the usual case): its hash alone; several: each file's name before its hash.
+    table["weights (sha256)"] = table["weights"].map(
+        lambda w: _short(w.split(" sha256 ", 1)[1] if w.count(" sha256 ") == 1 else w.replace(" sha256 ", " "))
+    )
+    for column in ("model fingerprint", "manifest hash"):
+        table[column] = table[column].map(lambda h: str(h)[:SHORT_HASH])
     return table[columns].set_index("method")
 
 

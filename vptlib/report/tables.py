@@ -100,7 +100,7 @@ def grouped(table: pd.DataFrame, decimals: int | None = 1) -> pd.DataFrame:
         if decimals is None or not pd.api.types.is_numeric_dtype(out[column]):
             out[column] = out[column].map(lambda v: "–" if v is None or (isinstance(v, float) and pd.isna(v)) else v)
             continue
-        whole = column.endswith("images")
+        whole = pd.api.types.is_integer_dtype(out[column]) or column.endswith(("images", ": n"))
         out[column] = out[column].map(lambda v, w=whole: _number(v, 0 if w else decimals))
     out.columns = pd.MultiIndex.from_tuples(columns)
     return out
