@@ -106,8 +106,10 @@ def test_a_plain_install_pulls_no_test_or_lint_tool():
 
 def test_make_installs_the_lock_and_the_extras_under_it():
     text = (ROOT / "Makefile").read_text()
-    assert "pip install -q -r requirements.txt" in text
-    assert 'pip install -q -c requirements.txt -e ".[dev]"' in text
+    assert "pip install -q --no-compile -r requirements.txt" in text
+    assert "-m compileall -q -j 0" in text  # compiled ahead, on every core (PYTHONDONTWRITEBYTECODE)
+    assert "pip install -q --no-deps --no-build-isolation -e ." in text  # the lock holds every extra
+    assert 'pip install -q -c requirements.txt -e ".[dev]"' in text  # where the venv cannot build it
 
 
 def test_every_subpackage_is_packaged():

@@ -233,3 +233,25 @@ def test_the_tuning_seed_is_never_a_reported_seed(tmp_path):
         load(path)
     path.write_text(base + "tuning_seed: 7\n")
     assert load(path).grid_seed == 7
+
+
+def test_a_notebook_outside_the_build_leaves_the_books_records_alone(prepared, pretrained_tiny, tmp_path, monkeypatch):
+    """Plain papermill or a notebook opened by hand: its grid and its seeds' runs are named in
+    files of their own, never in the group.json and tuning.csv the book's pages read."""
+    import sys
+    import types
+
+    from vptlib import switches
+
+    prof = _profile(prepared, pretrained_tiny, tmp_path, {"vpt_shallow": {"lr": [1e-7, 0.01]}})
+    book = tuning.run_method(prof, "vpt_shallow", progress=False)  # the book's own row
+    root = tmp_path / "runs" / "t" / "vpt_shallow"
+    group, grid = (root / records.GROUP).read_text(), (root / tuning.TUNING).read_text()
+    monkeypatch.delenv(switches.BOOK, raising=False)
+    shell = type("ZMQInteractiveShell", (), {"__module__": "ipykernel.zmqshell"})()
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))
+    outside = tuning.run_method(prof, "vpt_shallow", {"epochs": 1}, progress=False)
+    assert (root / records.GROUP).read_text() == group and (root / tuning.TUNING).read_text() == grid
+    named = json.loads((root / records.GROUP_OUTSIDE).read_text())["runs"]
+    assert named == [r.run_dir.name for r in outside.results] != [r.run_dir.name for r in book.results]
+    assert (root / tuning.TUNING_OUTSIDE).is_file()

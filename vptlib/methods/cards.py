@@ -367,9 +367,9 @@ def _fmt(v: object) -> str:
 
 
 def _breakable(source: str) -> str:
-    """A source path with a break opportunity after each "/" (``<wbr>``): a table cell may wrap
-    a long path between its folders, never inside a word or a number."""
-    return source.replace("/", "/<wbr>")
+    """A source path with a break opportunity after each "/" and "_" (``<wbr>``): a table cell may
+    wrap a long path between its folders and name parts, never inside a word or a number."""
+    return source.replace("/", "/<wbr>").replace("_", "_<wbr>")
 
 
 def recipe_table(titles: dict[str, str]) -> str:

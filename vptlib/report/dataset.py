@@ -319,5 +319,8 @@ def nearest_table(nn: pd.DataFrame) -> pd.DataFrame:
     """The test images with a copy in training or validation, or the closest five when none has."""
     copies = nn[nn["copy"] != ""]
     out = (copies if len(copies) else nn.head(5)).copy()
-    out["similarity"] = out.similarity.round(4)
-    return out.reset_index(drop=True)
+    out["similarity"] = out.similarity.map(lambda v: f"{v:.4f}")
+    for column in ("test", "nearest"):  # the file's name: its split and class are columns of their own
+        if column in out:
+            out[column] = out[column].map(lambda p: Path(str(p)).name)
+    return out.reset_index(drop=True).set_index("test")

@@ -45,6 +45,7 @@ from vptlib.selection import best_index
 from .profile import Profile
 
 TUNING = "tuning.csv"  # runs/<profile>/<method>/tuning.csv: the grid of the method's current row
+TUNING_OUTSIDE = "tuning-outside-book.csv"  # the grid of a notebook run outside the book's build (in_book)
 BASE_LR_BATCH = 256  # a base_lr axis: lr = base_lr * batch_size / BASE_LR_BATCH (KMnP/vpt)
 
 
@@ -77,8 +78,10 @@ def tune(profile: Profile, method: str, overrides: dict[str, Any] | None = None,
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     points = grid_points(profile, method, overrides)
     base = profile.run_config(method, **overrides, seed=profile.seeds[0])
+    # The book's grid file only from the book's build: another's would change its "grid points".
+    grid_file = records.method_folder(base.out, base.profile, method) / (TUNING if in_book() else TUNING_OUTSIDE)
     if not points:  # nothing to tune: no grid behind this row (its earlier grid's runs stay on disk)
-        (records.method_folder(base.out, base.profile, method) / TUNING).unlink(missing_ok=True)
+        grid_file.unlink(missing_ok=True)
         return Tuned(base, pd.DataFrame(), [])
     rows = []
     for i, point in enumerate(points):
@@ -110,9 +113,7 @@ def tune(profile: Profile, method: str, overrides: dict[str, Any] | None = None,
         raise UserError(f"{method}: every point of its tuning grid diverged; lower the grid's learning rates")
     best = choose(grid, spec(method).defaults.grid_ties)
     grid["chosen"] = [i == best for i in range(len(grid))]
-    atomic.write_bytes(
-        records.method_folder(base.out, base.profile, method) / TUNING, grid.to_csv(index=False).encode()
-    )
+    atomic.write_bytes(grid_file, grid.to_csv(index=False).encode())
     chosen = profile.run_config(method, **overrides, **fields(points[best], base.batch_size), seed=profile.seeds[0])
     edges = edge_notes(profile.grids[method], points[best])
     for note in edges:
