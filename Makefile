@@ -73,10 +73,10 @@ RUN_SRC := vptlib/selection.py $(wildcard vptlib/data/*.py vptlib/models/*.py vp
 # The profile's data folder, as vptlib reads the profile (empty before `make install`; the
 # targets that need it run in a sub-make after install).
 DATA_DIR := $(shell [ -x $(PY) ] && $(PY) -m vptlib.study.profile $(PROFILE_FILE) data 2>/dev/null)
-# `make book` prints its wall time, install, model build and preflight included: the first
-# make of a fresh clone restarts itself after installing (it reads vptlib's lists), so the
-# start is kept in the environment across that restart.
-# (GNU make re-executes itself in the same process: its start is when `make` was typed.)
+# `make book` prints its wall time, install, model build and preflight included. The first
+# make of a fresh clone restarts itself after installing (it reads vptlib's lists); GNU make
+# re-executes itself in the same process, so the process's own start (ps etimes) is when
+# `make` was typed, across that restart.
 BOOK_START := $(shell echo $$(( $$(date +%s) - $$(ps -o etimes= -p $$PPID 2>/dev/null || echo 0) )))
 VPTLIB := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/vptlib
 MODEL_ARG := $(if $(MODEL),--model "$$MODEL")
@@ -154,7 +154,7 @@ test: install lint browser
 
 # ---------------------------------------------------------------- the report
 book: install
-	@test -n "$(METHODS)" || { echo "make book: cannot list the methods (python -m vptlib.methods failed)" >&2; exit 2; }
+	@test -n "$(METHODS)" || { echo "make book: cannot list the methods (python -m vptlib.cli.run_flags --make failed)" >&2; exit 2; }
 	@# The smoke profile's two tiny models warm up at once, with the phantoms beside them (a
 	@# tiny model's step gains little from a second thread: one each, two cores busy).
 	@$(if $(MODEL_DEP),VPTLIB_PROCESSES=2 $(MAKE) --no-print-directory -j2 $(MODEL_DEP) $(if $(DATA_DIR),$(DATA_DIR)/manifest.csv))

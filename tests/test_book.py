@@ -163,15 +163,18 @@ const pres = [...document.querySelectorAll('article pre')].filter(p => p.scrollW
 return [out, pres.map(p => p.innerText.slice(0, 40))];
 """
 
-# Numbers and words broken across lines inside a table cell: each token's text must lie on
-# one line (a <wbr> in a path is a break between tokens, not inside one).
+# Numbers and words broken across lines inside a table cell: each word and each number must lie
+# on one line ("0.2" / "02" for 0.202 is the failure); a break between punctuation and a word,
+# or at a <wbr> in a path, is a break between tokens.
 BROKEN_TOKENS = """
 const broken = [];
 for (const cell of document.querySelectorAll('article td, article th')) {
   const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
   let node;
   while ((node = walker.nextNode())) {
-    const re = /[^\\s-]+/g;  // a hyphen is a break between tokens (re-windowed, 20261206-141830)
+    // a word, or a number with its decimals and thousands (0.202, 1,234): a line may break at
+    // a space, a hyphen or between punctuation and a word (q_proj, [7.0, a/b), never inside one
+    const re = /[A-Za-z0-9\\u00C0-\\u024F]+(?:[.,][0-9]+)*/g;
     let m;
     while ((m = re.exec(node.data))) {
       const r = document.createRange();

@@ -340,7 +340,11 @@ def test_make_books_time_is_kept_with_its_machine_and_rendered_into_the_readme(t
     assert rec["profile"] == "smoke" and 124 <= rec["seconds"] <= 135 and rec["cpus"] == os.cpu_count()
     assert (rec["runs_trained"], rec["runs_reused"]) == (3, 1)
     text = book_time_markdown(rec)
-    assert f"took {rec['seconds'] / 60:.0f} min" in text and rec["machine"] in text and "trained 3 runs" in text
+    assert (
+        f"took {rec['seconds'] // 60} min {rec['seconds'] % 60} s" in text
+        and rec["machine"] in text
+        and "trained 3 runs" in text
+    )
     readme = tmp_path / "README.md"
     readme.write_text(f"a\n{BOOK_TIME_MARKERS[0]}\nold\n{BOOK_TIME_MARKERS[1]}\nb\n")
     assert update_readme(readme, text, BOOK_TIME_MARKERS)

@@ -81,6 +81,13 @@ def test_a_smoke_build_never_states_the_real_studys_sizes_or_model(tmp_path):
     prepare(PrepareOptions(src, tmp_path / "data", train_per_class=3, test_per_class=2, val_fraction=0.34))
     smoke = dataclasses.replace(load("profiles/smoke.yaml", check_methods=False), data=str(tmp_path / "data"))
     facts = book.book_facts(smoke)
+    from vptlib.report.dataset import KAGGLE_FILES, files_context_markdown, shape_context_markdown
+
+    assert shape_context_markdown(tmp_path / "data").startswith("These images are synthetic phantoms")
+    assert files_context_markdown(tmp_path / "data").startswith("These phantoms")
+    (src / "PHANTOMS.txt").unlink()  # the same set, as if drawn from real images: the Kaggle facts
+    assert files_context_markdown(tmp_path / "data") == KAGGLE_FILES
+    (src / "PHANTOMS.txt").write_text("phantoms")
     assert facts["test_images"] == "8" and facts["train_images"] == "12"
     assert "synthetic phantoms" in facts["study_data"] and "tiny CLIP" in facts["study_model"]
     full = book.book_facts(load("profiles/full.yaml", check_methods=False))

@@ -248,9 +248,9 @@ def _made_since(path: Path, started: float) -> bool:
 
 def book_time_markdown(rec: dict[str, Any]) -> str:
     """The README's sentence on how long a build took, from ``make book``'s own record."""
-    minutes = rec["seconds"] / 60
+    minutes, seconds = divmod(int(rec["seconds"]), 60)
     return (
-        f"Measured: `make book PROFILE={rec['profile']}` took {minutes:.0f} min of wall time on "
+        f"Measured: `make book PROFILE={rec['profile']}` took {minutes} min {seconds} s of wall time on "
         f"`{rec['machine']}` ({rec['cpus']} CPUs, {rec['gpu']}) on {rec['date']} at commit `{rec['commit']}`; "
         f"it trained {rec['runs_trained']} runs and reused {rec['runs_reused']} finished ones, {_included(rec)}. "
         f"Rendered by `python -m vptlib.bench --render-book` "

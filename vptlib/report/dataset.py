@@ -152,40 +152,46 @@ def origin_markdown(data_root: str | Path) -> str:
     )
 
 
-def synthetic(data_root: str | Path) -> bool:
-    from vptlib.data.phantoms import synthetic as drawn_from_phantoms
+# What the Kaggle data are known for, said on the Dataset page; a build on phantoms says what
+# its own images are first and keeps these as what real images need checking for.
+KAGGLE_SHAPES = (
+    "In the Kaggle dataset the no-tumour images are known to have more varied aspect ratios than the tumour "
+    "images, which a model can learn instead of anatomy."
+)
+KAGGLE_FILES = (
+    "The Kaggle \u201cno tumor\u201d images come from another source dataset than the tumour images, so the "
+    "classes may differ in how their files were made as well as in what they show."
+)
 
-    return drawn_from_phantoms(data_root)
+
+def _said_of(data_root: str | Path, kaggle: str, real: str, phantoms: str) -> str:
+    """``kaggle`` and then ``real`` for a set drawn from real images; ``phantoms`` first, with
+    ``kaggle`` as what real images need, for a set drawn from phantoms."""
+    from vptlib.data.phantoms import synthetic
+
+    return f"{phantoms} (On real data: {kaggle})" if synthetic(data_root) else f"{kaggle} {real}"
 
 
 def shape_context_markdown(data_root: str | Path) -> str:
     """Why the Dataset page looks at shapes, said of this build's images (phantoms or the Kaggle data)."""
-    if synthetic(data_root):
-        return (
-            "These images are synthetic phantoms, all drawn at one size (`vptlib.data.phantoms`), so no class "
-            "can differ in shape: the plots show the check that real images need. (In the Kaggle dataset the "
-            "no-tumour images are known to have more varied aspect ratios than the tumour images, which a model "
-            "can learn instead of anatomy.)"
-        )
-    return (
-        "In the Kaggle dataset the no-tumour images are known to have more varied aspect ratios than the tumour "
-        "images, which a model can learn instead of anatomy. These plots show whether this subset has that shortcut."
+    return _said_of(
+        data_root,
+        KAGGLE_SHAPES,
+        "These plots show whether this subset has that shortcut.",
+        "These images are synthetic phantoms, all drawn at one size (`vptlib.data.phantoms`), so no class can "
+        "differ in shape: the plots show the check that real images need.",
     )
 
 
 def files_context_markdown(data_root: str | Path) -> str:
     """Why the page measures file and intensity statistics, said of this build's images."""
-    if synthetic(data_root):
-        return (
-            "These phantoms are written by one program for every class, so their files differ only in what "
-            "they draw: a floor here tests the check itself. (The Kaggle \u201cno tumor\u201d images come from "
-            "another source dataset than the tumour images, so on real data the classes may differ in how their "
-            "files were made as well as in what they show.)"
-        )
-    return (
-        "The Kaggle \u201cno tumor\u201d images come from another source dataset than the tumour images, so the "
-        "classes may differ in how their files were made as well as in what they show."
-    )
+    return _said_of(
+        data_root,
+        KAGGLE_FILES,
+        "",
+        "These phantoms are written by one program for every class, so their files differ only in what they "
+        "draw: a floor here tests the check itself.",
+    ).strip()
 
 
 def copy_rule_markdown() -> str:
