@@ -228,17 +228,13 @@ def book_facts(prof: Profile) -> dict[str, str]:
     """What the static pages (intro, discussion) state about this build, from its profile and its
     data, as MyST substitutions: the model, the data's source, the split sizes and what one test
     image is worth. A smoke build's pages then never claim the real study's sizes or model."""
+    from vptlib.data.manifest import MANIFEST, read_manifest
     from vptlib.data.phantoms import synthetic
     from vptlib.models import hub
 
-    manifest = Path(prof.data) / "manifest.csv"
     counts: dict[str, int] = {}
-    if manifest.is_file():
-        import csv
-
-        with manifest.open(newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                counts[row["split"]] = counts.get(row["split"], 0) + 1
+    if (Path(prof.data) / MANIFEST).is_file():  # the images the runs use, as they read them
+        counts = read_manifest(prof.data)["split"].value_counts().to_dict()
     train, val, test = counts.get("train", 0), counts.get("val", 0), counts.get("test", 0)
     if prof.banner == "smoke":
         model = f"a tiny CLIP warmed up on synthetic phantoms (`{prof.model}`), standing in for CLIP ViT-B/32"
