@@ -6,11 +6,22 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
-from vptlib.data.phantoms import write_phantoms
-from vptlib.data.prepare import PrepareOptions, prepare
-from vptlib.models.offline import write_tiny_clip
+from vptlib import threads
+
+# Each pytest-xdist worker is one of PYTEST_XDIST_WORKER_COUNT processes on these cores, and
+# the commands a test starts (a run, a book build) inherit its share: threads sized as the
+# build sizes its pages' (vptlib.threads), set before torch and numpy load OpenMP and
+# OpenBLAS. Two workers threading over both of two cores made a linear probe's test 121 s
+# instead of 9 s in CI.
+os.environ.setdefault(threads.SHARE_ENV, os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+threads.set_defaults()
+
+import torch  # noqa: E402  (after the thread defaults above)
+
+from vptlib.data.phantoms import write_phantoms  # noqa: E402
+from vptlib.data.prepare import PrepareOptions, prepare  # noqa: E402
+from vptlib.models.offline import write_tiny_clip  # noqa: E402
 
 # The suite must never touch the network, even on a machine that has one.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -19,7 +30,7 @@ os.environ.setdefault("VPTLIB_OFFLINE", "1")
 # test (and in the commands they start) unless a test forces a branch itself. Both
 # branches run everywhere in tests/runs/test_portability.py.
 os.environ["VPTLIB_FAST_BF16"] = "0"
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")

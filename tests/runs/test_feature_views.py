@@ -5,6 +5,7 @@ seeds, subset for few-shot runs, and walked the way each method's epoch walks th
 from __future__ import annotations
 
 import hashlib
+import shutil
 from types import SimpleNamespace
 
 import torch
@@ -20,14 +21,18 @@ def _views(prepared):
 
 
 def test_views_are_cached_once_and_shared_by_seeds(prepared, tiny_model, tmp_path):
-    a = run(tiny_config(prepared, tiny_model, tmp_path, method="tip_adapter_f", epochs=1), progress=False)
-    # Tip-Adapter-F's own views (the cache key ends with the class whose features it holds; GDA's
-    # ten views, which other tests may have cached in this shared folder, are another file).
-    mine = hashlib.sha256(b"vptlib.methods.tip_adapter.TipAdapterF").hexdigest()[:8]
-    files = [p for p in _views(prepared) if p.name.startswith("views10-") and p.stem.endswith(mine)]
-    assert len(files) == 1
+    # A copy of the data without its cache: the shared folder holds whatever views other tests on
+    # this worker cached (GDA's, or Tip-Adapter-F's on another model), which this count must not see.
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data, symlinks=True, ignore=shutil.ignore_patterns("cache", ".vptlib.lock"))
+    a = run(tiny_config(data, tiny_model, tmp_path, method="tip_adapter_f", epochs=1), progress=False)
+    files = _views(data)
+    assert len(files) == 1 and files[0].name.startswith("views10-")
+    # The cache key ends with the class whose features it holds: Tip-Adapter-F's own.
+    assert files[0].stem.endswith(hashlib.sha256(b"vptlib.methods.tip_adapter.TipAdapterF").hexdigest()[:8])
     stamp = files[0].stat().st_mtime_ns
-    b = run(tiny_config(prepared, tiny_model, tmp_path, method="tip_adapter_f", epochs=1, seed=1), progress=False)
+    b = run(tiny_config(data, tiny_model, tmp_path, method="tip_adapter_f", epochs=1, seed=1), progress=False)
+    assert _views(data) == files  # no second file
     assert files[0].stat().st_mtime_ns == stamp  # the second seed read the cache, did not redo it
     dim = load_clip(tiny_model).model.config.projection_dim
     assert a.metrics["trainable_params"] == b.metrics["trainable_params"] == a.metrics["train_images"] * dim
