@@ -78,6 +78,11 @@ DATA_DIR := $(shell [ -x $(PY) ] && $(PY) -m vptlib.study.profile $(PROFILE_FILE
 # re-executes itself in the same process, so the process's own start (ps etimes) is when
 # `make` was typed, across that restart.
 BOOK_START := $(shell echo $$(( $$(date +%s) - $$(ps -o etimes= -p $$PPID 2>/dev/null || echo 0) )))
+# How busy other work keeps the machine: the time, make's reaped children's CPU ticks (the
+# build so far) and the machine's CPU line of /proc/stat, as this make reads its Makefile (after
+# a fresh clone's restart: once installed). The record compares them with the same at its end.
+CLOSE := )# a literal ")" inside $(shell ...) would close it
+BOOK_CPU := $(shell echo "$$(date +%s) $$(cut -d'$(CLOSE)' -f2 /proc/$$PPID/stat 2>/dev/null | awk '{print $$14 + $$15}') $$(head -1 /proc/stat 2>/dev/null)")
 VPTLIB := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/vptlib
 MODEL_ARG := $(if $(MODEL),--model "$$MODEL")
 DATA_ARG := $(if $(DATA),--data "$$DATA")
@@ -163,7 +168,8 @@ book: install
 	@VPTLIB_PROCESSES=$(JOBS) $(MAKE) --no-print-directory -j$(JOBS) notebooks PROFILE=$(PROFILE)
 	@$(VPTLIB) book toc --out _build/_toc.yml --profile $(PROFILE_FILE) --facts-dir $(GEN) $(MODEL_ARG)
 	$(VENV)/bin/jupyter-book build . --toc _build/_toc.yml -W -n --keep-going -q
-	@$(VPTLIB) book timed --profile $(PROFILE_FILE) --started $(BOOK_START) --out _build/book-time-$(PROFILE).json
+	@$(VPTLIB) book timed --profile $(PROFILE_FILE) --started $(BOOK_START) --out _build/book-time-$(PROFILE).json \
+		--cpu-at-start "$(BOOK_CPU)" --build-pid $$PPID
 	@echo "HTML report: $(CURDIR)/_build/html/index.html"
 
 # The executed pages as one PDF (Jupyter Book's single-page HTML, printed by Chromium

@@ -37,6 +37,15 @@ def test_the_stored_flags_are_the_registrys():
     assert {k: v for k, v in stored.items() if k != "sources"} == json.loads(json.dumps(fresh))
 
 
+def test_the_modules_left_out_of_the_flags_hash_feed_no_flag():
+    """run_flags.NOT_FLAGS (the recipe cards) stay out of the hash only while the registry that
+    makes the flags never imports them: an edit there cannot change a flag, a title or a name."""
+    code = "import sys, vptlib.cli.run_flags as r; r.from_registry(); print(sorted(sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    for name in run_flags.NOT_FLAGS:
+        assert f"'vptlib.methods.{name.removesuffix('.py')}'" not in loaded.stdout, name
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from vptlib import bench
@@ -360,3 +362,65 @@ def test_make_books_time_is_kept_with_its_machine_and_rendered_into_the_readme(t
     fresh = book_time_record(REPO / "profiles" / "smoke.yaml", started, tmp_path / "t.json")
     assert (fresh["installed"], fresh["model_built"]) == (True, True)
     assert "the install and the model's build included" in book_time_markdown(fresh)
+
+
+def test_the_book_time_says_how_busy_other_work_kept_the_machine(tmp_path, monkeypatch):
+    """other_work: the machine's busy ticks since the Makefile's snapshot, less the build's own
+    (make's reaped children), over the seconds: here 30 s in which the machine worked 75 core
+    seconds and the build 15, so other work kept 2 cores busy."""
+    import os
+    import time
+
+    from vptlib.bench import output
+
+    tck = os.sysconf("SC_CLK_TCK")
+    # cpu user nice system idle iowait irq softirq steal: busy = all less idle and iowait
+    assert output._busy_ticks("cpu  10 1 5 100 7 2 3 0") == 21
+    stat = tmp_path / "stat"
+    stat.write_text(f"cpu  {10 + 75 * tck} 1 5 100 7 2 3 0\ncpu0 ...\n")
+    monkeypatch.setattr(output, "PROC_STAT", stat)
+    monkeypatch.setattr(output, "_children_ticks", lambda pid: 40 + 15 * tck)
+    snapshot = f"{time.time() - 30} 40 cpu  10 1 5 100 7 2 3 0"
+    assert output.other_work(snapshot, 123) == pytest.approx(2.0, abs=0.1)
+    # Unknown, never made up: no snapshot (an older Makefile), no /proc, a broken line.
+    assert output.other_work(None, 123) is None and output.other_work("1 2", 123) is None
+    monkeypatch.setattr(output, "PROC_STAT", tmp_path / "missing")
+    assert output.other_work(snapshot, 123) is None
+
+
+def test_the_children_ticks_are_read_after_the_command_name():
+    """/proc/PID/stat's second field is the command in parentheses, which may hold spaces and
+    parentheses; cutime and cstime are the 16th and 17th fields. A real child's CPU lands there
+    once it is reaped."""
+    import os
+    import subprocess
+    import sys
+
+    from vptlib.bench.output import _children_ticks
+
+    before = _children_ticks(os.getpid())
+    subprocess.run(
+        [sys.executable, "-c", "import time; t = time.process_time()\nwhile time.process_time() - t < 0.5: pass"],
+        check=True,
+    )
+    assert _children_ticks(os.getpid()) - before >= 0.4 * os.sysconf("SC_CLK_TCK")
+
+
+def test_an_idle_and_a_loaded_build_are_kept_apart_and_compared(tmp_path):
+    from vptlib.bench.output import book_time_block, book_time_key
+
+    base = {"profile": "smoke", "machine": "m-2t", "cpus": 2, "gpu": "no GPU", "date": "d", "commit": "c"}
+    base |= {"runs_trained": 1, "runs_reused": 0, "installed": True, "model_built": True}
+    idle = {**base, "seconds": 400, "other_work_cores": 0.1}
+    busy = {**base, "seconds": 1000, "other_work_cores": 2.0}
+    assert book_time_key(idle) == "book-smoke-m-2t.json" and book_time_key(busy) == "book-smoke-m-2t-loaded.json"
+    assert book_time_key({**base, "seconds": 1}) == "book-smoke-m-2t.json"  # an older record: no measure of load
+    (tmp_path / book_time_key(idle)).write_text(json.dumps(idle))
+    assert "beside other work" not in book_time_block(tmp_path, idle)
+    (tmp_path / book_time_key(busy)).write_text(json.dumps(busy))
+    text = book_time_block(tmp_path, busy)
+    first, second = text.split("\n\n")
+    assert "6 min 40 s" in first and "16 min 40 s" in second
+    assert (
+        "beside other work that kept 2 of its cores busy on average (2.5 times the idle build's time above)" in second
+    )

@@ -121,12 +121,12 @@ def _linear_probe(r: dict[str, Any], batch: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.render_book:  # make book's own measurement, kept beside the benchmarks and quoted in the README
-        from .output import BOOK_TIME_MARKERS, book_time_markdown, update_readme
+        from .output import BOOK_TIME_MARKERS, book_time_block, book_time_key, update_readme
 
         rec = json.loads(Path(args.render_book).read_text())
-        kept = Path(args.out) / f"book-{rec['profile']}-{rec['machine']}.json"
+        kept = Path(args.out) / book_time_key(rec)  # an idle build and one under load, each kept
         atomic.write_json(kept, rec)
-        update_readme(REPO / "README.md", book_time_markdown(rec), BOOK_TIME_MARKERS)
+        update_readme(REPO / "README.md", book_time_block(Path(args.out), rec), BOOK_TIME_MARKERS)
         print(f"kept {kept}; README updated")
         return 0
     if args.render:  # the verdicts and tables again, from measurements already made

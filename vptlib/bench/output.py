@@ -201,10 +201,20 @@ def _short(commit: str) -> str:
     return sha[:12] + (f"-{mark}" if mark else "")
 
 
-def book_time_record(profile_path: str | Path, started: float, out: str | Path) -> dict[str, Any]:
+def book_time_record(
+    profile_path: str | Path,
+    started: float,
+    out: str | Path,
+    cpu_at_start: str | None = None,
+    build_pid: int | None = None,
+) -> dict[str, Any]:
     """What ``make book`` measured: its wall time since ``started`` (epoch seconds), the machine,
     and how many finished runs of the profile (its main study, sweeps and variants) it trained
-    (their record is newer than the start) or reused; written to ``out`` for :func:`book_time_markdown`."""
+    (their record is newer than the start) or reused; written to ``out`` for :func:`book_time_markdown`.
+
+    With ``cpu_at_start`` (the Makefile's ``BOOK_CPU``) and ``build_pid`` (make's process: its
+    reaped children's CPU time is the build's), it also says how busy other work kept the
+    machine: :func:`other_work`."""
     import datetime
     import os
     import time
@@ -237,25 +247,103 @@ def book_time_record(profile_path: str | Path, started: float, out: str | Path) 
         # offline model (a tiny CLIP's warm-up), when this build made them.
         "installed": _made_since(Path(".venv") / ".installed", started),
         "model_built": _made_since(Path(prof.model) / "model.safetensors", started),
+        "other_work_cores": other_work(cpu_at_start, build_pid),
     }
     atomic.write_json(out, rec)
     return rec
+
+
+# A record whose machine had at least this many cores' worth of other work on average is a
+# build under load: kept beside the idle one, not in its place.
+LOADED_CORES = 0.5
+PROC_STAT = Path("/proc/stat")
+
+
+def _busy_ticks(cpu_line: str) -> int:
+    """Clock ticks the machine's CPUs spent working: a /proc/stat ``cpu`` line less idle and iowait."""
+    fields = [int(x) for x in cpu_line.split()[1:]]
+    return sum(fields) - fields[3] - fields[4]
+
+
+def _children_ticks(pid: int) -> int:
+    """Clock ticks of ``pid``'s reaped children, theirs included (cutime + cstime, /proc/PID/stat
+    fields 16 and 17; counted after the command name, which may hold spaces)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[13]) + int(fields[14])
+
+
+def other_work(cpu_at_start: str | None, build_pid: int | None) -> float | None:
+    """Cores kept busy by other processes while the build ran, on average. ``cpu_at_start`` is
+    "SECONDS BUILD_TICKS CPU_LINE" (the Makefile's ``BOOK_CPU``: epoch seconds, make's reaped
+    children's ticks, the machine's ``cpu`` line of /proc/stat); from then to now, the machine's
+    busy ticks less the build's own, over the seconds. None where unknown (no /proc, a window
+    under a second)."""
+    import os
+    import time
+
+    try:
+        stamp, build0, line = cpu_at_start.split(None, 2)
+        seconds = time.time() - float(stamp)
+        now = PROC_STAT.read_text().split("\n", 1)[0]
+        build = _children_ticks(build_pid) - int(build0)
+        ticks = _busy_ticks(now) - _busy_ticks(line) - build
+    except (AttributeError, TypeError, OSError, ValueError, IndexError):
+        return None
+    if seconds < 1:
+        return None
+    return round(max(0.0, ticks / os.sysconf("SC_CLK_TCK") / seconds), 1)
+
+
+def loaded(rec: dict[str, Any]) -> bool:
+    """Whether a build ran beside other work (:data:`LOADED_CORES` or more)."""
+    return (rec.get("other_work_cores") or 0.0) >= LOADED_CORES
 
 
 def _made_since(path: Path, started: float) -> bool:
     return path.is_file() and path.stat().st_mtime >= started
 
 
-def book_time_markdown(rec: dict[str, Any]) -> str:
-    """The README's sentence on how long a build took, from ``make book``'s own record."""
-    minutes, seconds = divmod(int(rec["seconds"]), 60)
+def _min_s(seconds: float) -> str:
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes} min {rest} s"
+
+
+def book_time_markdown(rec: dict[str, Any], idle: dict[str, Any] | None = None) -> str:
+    """The README's sentence on how long a build took, from ``make book``'s own record; for a
+    build under load, with ``idle`` (the same machine's idle build) to compare with."""
+    beside = ""
+    if loaded(rec):
+        beside = f" beside other work that kept {rec['other_work_cores']:g} of its cores busy on average"
+        if idle:
+            beside += f" ({rec['seconds'] / idle['seconds']:.1f} times the idle build's time above)"
     return (
-        f"Measured: `make book PROFILE={rec['profile']}` took {minutes} min {seconds} s of wall time on "
-        f"`{rec['machine']}` ({rec['cpus']} CPUs, {rec['gpu']}) on {rec['date']} at commit `{rec['commit']}`; "
-        f"it trained {rec['runs_trained']} runs and reused {rec['runs_reused']} finished ones, {_included(rec)}. "
-        f"Rendered by `python -m vptlib.bench --render-book` "
+        f"Measured: `make book PROFILE={rec['profile']}` took {_min_s(rec['seconds'])} of wall time on "
+        f"`{rec['machine']}` ({rec['cpus']} CPUs, {rec['gpu']}){beside} on {rec['date']} at commit "
+        f"`{rec['commit']}`; it trained {rec['runs_trained']} runs and reused {rec['runs_reused']} finished "
+        f"ones, {_included(rec)}. Rendered by `python -m vptlib.bench --render-book` "
         f"from the record that build left in `_build/book-time-{rec['profile']}.json`."
     )
+
+
+def book_time_key(rec: dict[str, Any]) -> str:
+    """The kept record's file name: one idle and one loaded build per profile and machine."""
+    return f"book-{rec['profile']}-{rec['machine']}{'-loaded' if loaded(rec) else ''}.json"
+
+
+def book_time_block(kept: Path, rec: dict[str, Any]) -> str:
+    """The README's section: the idle build of ``rec``'s profile and machine kept in ``kept``,
+    then the build under load, where one is kept."""
+    import json
+
+    def read(rec_: dict[str, Any], loaded_: bool) -> dict[str, Any] | None:
+        path = kept / book_time_key({**rec_, "other_work_cores": LOADED_CORES if loaded_ else 0.0})
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    idle, busy = read(rec, False), read(rec, True)
+    parts = [book_time_markdown(idle)] if idle else []
+    if busy:
+        parts.append(book_time_markdown(busy, idle))
+    return "\n\n".join(parts)
 
 
 def _included(rec: dict[str, Any]) -> str:

@@ -47,8 +47,10 @@ def _book(a: argparse.Namespace) -> None:
     elif a.book_command == "timed":
         from vptlib.bench.output import book_time_record
 
-        rec = book_time_record(a.profile, a.started, a.out)
-        print(f"make book PROFILE={rec['profile']}: {rec['seconds']} s wall time")
+        rec = book_time_record(a.profile, a.started, a.out, a.cpu_at_start, a.build_pid)
+        other = rec["other_work_cores"]
+        beside = f", beside other work keeping {other:g} cores busy" if other else ""
+        print(f"make book PROFILE={rec['profile']}: {rec['seconds']} s wall time{beside}")
     elif a.book_command == "pdf":
         from vptlib.study.pdf import print_pdf
 
@@ -126,6 +128,8 @@ def add_book_parser(sub) -> None:
     _profile_option(ti)
     ti.add_argument("--started", type=float, required=True, help="when the build started (epoch seconds)")
     ti.add_argument("--out", required=True, help="the JSON record to write")
+    ti.add_argument("--cpu-at-start", help="the cpu line of /proc/stat as the build started")
+    ti.add_argument("--build-pid", type=int, help="make's process id (its reaped children are the build)")
     pd_ = bsub.add_parser("pdf", help="print the single-page book to a PDF with Chromium (make pdf)")
     pd_.add_argument("--html", required=True, help="the single-page HTML (jupyter-book build --builder singlehtml)")
     pd_.add_argument("--out", required=True, help="the PDF to write")

@@ -23,9 +23,16 @@ PACKAGE = Path(__file__).resolve().parents[1]
 FILE = Path(__file__).with_name("run_flags.json")
 
 
+# Method modules that declare no flag, title or method: the recipe cards (the paper-facing
+# record; an edit there must not make every ``vptlib run --help`` import torch until the file
+# is rewritten). tests/test_cli_speed.py checks that they import nothing the registry reads.
+NOT_FLAGS = ("cards.py", "__main__.py")
+
+
 def sources() -> list[Path]:
     """What the flags are made from: the method registry and modules, and RunConfig."""
-    return sorted([*(PACKAGE / "methods").glob("*.py"), PACKAGE / "runs" / "config.py", Path(__file__)])
+    methods = [p for p in (PACKAGE / "methods").glob("*.py") if p.name not in NOT_FLAGS]
+    return sorted([*methods, PACKAGE / "runs" / "config.py", Path(__file__)])
 
 
 def source_hash() -> str:
