@@ -150,9 +150,11 @@ format: install
 	$(VENV)/bin/ruff check --fix vptlib tests
 
 # The suite on two workers, a test file at a time each (--dist loadfile: a file's module
-# fixtures, the smoke book's copy of the tree, stay on one worker); the smoke book's tests and
-# the full profile's dry run then build beside each other. PYTEST_ARGS="-n 0" runs it in one.
-PYTEST_ARGS ?= -n 2 --dist loadfile
+# fixtures, the smoke book's copy of the tree, stay on one worker), handed out in collection
+# order (--no-loadscope-reorder), where tests/conftest.py puts the two book builds first: the
+# smoke book's tests and the full profile's dry run build beside each other while the short
+# files fill in around them. PYTEST_ARGS="-n 0" runs it in one.
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 test: install lint browser
 	@VPTLIB_PROCESSES=2 $(MAKE) --no-print-directory -j2 $(TINY)/model.safetensors $(TINY_B)/model.safetensors
 	VPTLIB_TINY_MODEL=$(TINY) $(PY) -m pytest $(PYTEST_ARGS)

@@ -88,13 +88,16 @@ def test_a_lower_alpha_never_gives_smaller_sets(alpha):
 
 
 def test_every_run_records_its_sets_and_a_later_test_evaluation_agrees(prepared, tiny_model, tmp_path):
-    res = run(tiny_config(prepared, tiny_model, tmp_path, method="linear"), progress=False)
+    # select="last": the probe fitted once at its fixed C, not over CLIP's 96-point sweep (the
+    # sets are made from whatever probabilities the run has).
+    res = run(tiny_config(prepared, tiny_model, tmp_path, method="linear", select="last"), progress=False)
     sets = res.metrics["test"]["conformal"]
     n_test = sum(c["support"] for c in res.metrics["test"]["per_class"].values())
     assert sets["alpha"] == conformal.ALPHA and sets["calibration_images"] == n_test // 2
     assert 0 <= sets["coverage"] <= 1 and 0 <= sets["mean_set_size"] <= 4
     grid_point = run(
-        tiny_config(prepared, tiny_model, tmp_path / "g", method="linear", evaluate_test=False), progress=False
+        tiny_config(prepared, tiny_model, tmp_path / "g", method="linear", select="last", evaluate_test=False),
+        progress=False,
     )
     assert grid_point.metrics["test"] is None
     completed = record_writer.add_test(grid_point.run_dir, grid_point_config(grid_point))

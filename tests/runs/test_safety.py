@@ -117,10 +117,15 @@ def test_prepare_replaces_its_own_set_and_keeps_other_files(phantom_source, tmp_
     load_data(out, Preprocess())  # consistent: every row's file exists with its hash
 
 
-def test_a_kill_at_any_instant_leaves_the_old_or_the_new_set(phantom_source, tmp_path, monkeypatch):
+def test_a_kill_at_any_instant_leaves_the_old_or_the_new_set(tmp_path, monkeypatch):
     """Interrupt prepare at every filesystem step of writing and swapping a set: the folder
     always holds one complete, consistent set (the old or the new), and the next prepare
     finishes and cleans up."""
+    from vptlib.data.phantoms import write_phantoms
+
+    # Some 60 prepares: a small source (16 images a class, 64 px) has every step a large one
+    # has, at a third of the time each.
+    phantom_source = write_phantoms(tmp_path / "source", per_class=16, size=64, seed=0)
     out = tmp_path / "O"
     prepare(_opts(phantom_source, out))
     old = (out / "manifest.csv").read_bytes()
