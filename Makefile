@@ -83,6 +83,10 @@ BOOK_START := $(shell echo $$(( $$(date +%s) - $$(ps -o etimes= -p $$PPID 2>/dev
 # a fresh clone's restart: once installed). The record compares them with the same at its end.
 CLOSE := )# a literal ")" inside $(shell ...) would close it
 BOOK_CPU := $(shell echo "$$(date +%s) $$(cut -d'$(CLOSE)' -f2 /proc/$$PPID/stat 2>/dev/null | awk '{print $$14 + $$15}') $$(head -1 /proc/stat 2>/dev/null)")
+# When each stage of make book began (the install is what comes before the first): the record
+# turns them into seconds a stage (vptlib.bench.output.book_stages).
+STAGES = _build/book-stages-$(PROFILE).txt
+stage = echo "$(1) $$(date +%s)" >> $(STAGES)
 VPTLIB := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/vptlib
 MODEL_ARG := $(if $(MODEL),--model "$$MODEL")
 DATA_ARG := $(if $(DATA),--data "$$DATA")
@@ -164,14 +168,18 @@ book: install
 	@test -n "$(METHODS)" || { echo "make book: cannot list the methods (python -m vptlib.cli.run_flags --make failed)" >&2; exit 2; }
 	@# The smoke profile's two tiny models warm up at once, with the phantoms beside them (a
 	@# tiny model's step gains little from a second thread: one each, two cores busy).
+	@mkdir -p _build && echo "models $$(date +%s)" > $(STAGES)
 	@$(if $(MODEL_DEP),VPTLIB_PROCESSES=2 $(MAKE) --no-print-directory -j2 $(MODEL_DEP) $(if $(DATA_DIR),$(DATA_DIR)/manifest.csv))
+	@$(call stage,checks)
 	@$(VPTLIB) book preflight --profile $(PROFILE_FILE) $(DATA_ARG) $(MODEL_ARG) --stamp $(INPUTS) --overrides $(OVERRIDES)
 	@$(VPTLIB) book guard --profile $(PROFILE_FILE) --dir $(GEN)
+	@$(call stage,pages)
 	@VPTLIB_PROCESSES=$(JOBS) $(MAKE) --no-print-directory -j$(JOBS) notebooks PROFILE=$(PROFILE)
+	@$(call stage,html)
 	@$(VPTLIB) book toc --out _build/_toc.yml --profile $(PROFILE_FILE) --facts-dir $(GEN) $(MODEL_ARG)
 	$(VENV)/bin/jupyter-book build . --toc _build/_toc.yml -W -n --keep-going -q
 	@$(VPTLIB) book timed --profile $(PROFILE_FILE) --started $(BOOK_START) --out _build/book-time-$(PROFILE).json \
-		--cpu-at-start "$(BOOK_CPU)" --build-pid $$PPID
+		--cpu-at-start "$(BOOK_CPU)" --build-pid $$PPID --stages $(STAGES)
 	@echo "HTML report: $(CURDIR)/_build/html/index.html"
 
 # The executed pages as one PDF (Jupyter Book's single-page HTML, printed by Chromium

@@ -424,3 +424,23 @@ def test_an_idle_and_a_loaded_build_are_kept_apart_and_compared(tmp_path):
     assert (
         "beside other work that kept 2 of its cores busy on average (2.5 times the idle build's time above)" in second
     )
+
+
+def test_the_book_time_has_each_stage(tmp_path):
+    """book_stages: the install until the first mark, each stage until the next, the last
+    until the end; the README sentence lists them."""
+    from vptlib.bench.output import book_stages, book_time_markdown
+
+    marks = tmp_path / "stages.txt"
+    marks.write_text("models 1100\nchecks 1190\npages 1195\nhtml 1415\n")
+    stages = book_stages(marks, 1000.0, 1440.0)
+    assert stages == {"install": 100, "models": 90, "checks": 5, "pages": 220, "html": 25}
+    assert book_stages(None, 0, 1) is None and book_stages(tmp_path / "missing", 0, 1) is None
+    marks.write_text("models x\n")
+    assert book_stages(marks, 0, 1) is None
+    rec = {"profile": "smoke", "seconds": 440, "machine": "m", "cpus": 2, "gpu": "no GPU", "date": "d"}
+    rec |= {"commit": "c", "runs_trained": 1, "runs_reused": 0, "stages": stages}
+    assert (
+        "by stage: install 1 min 40 s, models and data 1 min 30 s, checks 5 s, pages 3 min 40 s, HTML 25 s"
+        in book_time_markdown(rec)
+    )

@@ -207,6 +207,7 @@ def book_time_record(
     out: str | Path,
     cpu_at_start: str | None = None,
     build_pid: int | None = None,
+    stages: str | Path | None = None,
 ) -> dict[str, Any]:
     """What ``make book`` measured: its wall time since ``started`` (epoch seconds), the machine,
     and how many finished runs of the profile (its main study, sweeps and variants) it trained
@@ -214,7 +215,8 @@ def book_time_record(
 
     With ``cpu_at_start`` (the Makefile's ``BOOK_CPU``) and ``build_pid`` (make's process: its
     reaped children's CPU time is the build's), it also says how busy other work kept the
-    machine: :func:`other_work`."""
+    machine: :func:`other_work`. With ``stages`` (the Makefile's marks), the seconds of each
+    stage: :func:`book_stages`."""
     import datetime
     import os
     import time
@@ -248,9 +250,25 @@ def book_time_record(
         "installed": _made_since(Path(".venv") / ".installed", started),
         "model_built": _made_since(Path(prof.model) / "model.safetensors", started),
         "other_work_cores": other_work(cpu_at_start, build_pid),
+        "stages": book_stages(stages, started, time.time()),
     }
     atomic.write_json(out, rec)
     return rec
+
+
+def book_stages(marks: str | Path | None, started: float, ended: float) -> dict[str, int] | None:
+    """Seconds each stage of ``make book`` took, from the Makefile's marks ("STAGE SECONDS"
+    lines, each when a stage began): the install is from ``started`` to the first mark, each
+    stage lasts until the next, the last until ``ended``. None without marks."""
+    try:
+        lines = [ln.split() for ln in Path(marks).read_text().splitlines() if ln.strip()] if marks else []
+        begun = [("install", started), *((name, float(t)) for name, t in lines)]
+    except (OSError, ValueError):
+        return None
+    if len(begun) < 2:
+        return None
+    ends = [t for _, t in begun[1:]] + [ended]
+    return {name: round(max(0.0, end - t)) for (name, t), end in zip(begun, ends, strict=True)}
 
 
 # A record whose machine had at least this many cores' worth of other work on average is a
@@ -305,7 +323,7 @@ def _made_since(path: Path, started: float) -> bool:
 
 def _min_s(seconds: float) -> str:
     minutes, rest = divmod(int(seconds), 60)
-    return f"{minutes} min {rest} s"
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
 
 
 def book_time_markdown(rec: dict[str, Any], idle: dict[str, Any] | None = None) -> str:
@@ -320,9 +338,20 @@ def book_time_markdown(rec: dict[str, Any], idle: dict[str, Any] | None = None) 
         f"Measured: `make book PROFILE={rec['profile']}` took {_min_s(rec['seconds'])} of wall time on "
         f"`{rec['machine']}` ({rec['cpus']} CPUs, {rec['gpu']}){beside} on {rec['date']} at commit "
         f"`{rec['commit']}`; it trained {rec['runs_trained']} runs and reused {rec['runs_reused']} finished "
-        f"ones, {_included(rec)}. Rendered by `python -m vptlib.bench --render-book` "
+        f"ones, {_included(rec)}{_stage_text(rec)}. Rendered by `python -m vptlib.bench --render-book` "
         f"from the record that build left in `_build/book-time-{rec['profile']}.json`."
     )
+
+
+STAGE_NAMES = {"install": "install", "models": "models and data", "checks": "checks", "pages": "pages", "html": "HTML"}
+
+
+def _stage_text(rec: dict[str, Any]) -> str:
+    """ "; by stage: install 1 min 50 s, ..." from the record's stages (older records: nothing)."""
+    stages = rec.get("stages") or {}
+    if not stages:
+        return ""
+    return "; by stage: " + ", ".join(f"{STAGE_NAMES.get(k, k)} {_min_s(v)}" for k, v in stages.items())
 
 
 def book_time_key(rec: dict[str, Any]) -> str:

@@ -47,7 +47,7 @@ def _book(a: argparse.Namespace) -> None:
     elif a.book_command == "timed":
         from vptlib.bench.output import book_time_record
 
-        rec = book_time_record(a.profile, a.started, a.out, a.cpu_at_start, a.build_pid)
+        rec = book_time_record(a.profile, a.started, a.out, a.cpu_at_start, a.build_pid, a.stages)
         other = rec["other_work_cores"]
         beside = f", beside other work keeping {other:g} cores busy" if other else ""
         print(f"make book PROFILE={rec['profile']}: {rec['seconds']} s wall time{beside}")
@@ -130,6 +130,7 @@ def add_book_parser(sub) -> None:
     ti.add_argument("--out", required=True, help="the JSON record to write")
     ti.add_argument("--cpu-at-start", help="the cpu line of /proc/stat as the build started")
     ti.add_argument("--build-pid", type=int, help="make's process id (its reaped children are the build)")
+    ti.add_argument("--stages", help="the file of 'STAGE EPOCH-SECONDS' lines: when each stage began")
     pd_ = bsub.add_parser("pdf", help="print the single-page book to a PDF with Chromium (make pdf)")
     pd_.add_argument("--html", required=True, help="the single-page HTML (jupyter-book build --builder singlehtml)")
     pd_.add_argument("--out", required=True, help="the PDF to write")
