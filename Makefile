@@ -73,6 +73,8 @@ RUN_SRC := vptlib/selection.py $(wildcard vptlib/data/*.py vptlib/models/*.py vp
 # The profile's data folder, as vptlib reads the profile (empty before `make install`; the
 # targets that need it run in a sub-make after install).
 DATA_DIR := $(shell [ -x $(PY) ] && $(PY) -m vptlib.study.profile $(PROFILE_FILE) data 2>/dev/null)
+# The experiment pages the Curves page waits for: those of the methods its sweeps run.
+SWEEP_PAGES := $(patsubst %,$(GEN)/experiments/%.ipynb,$(shell [ -x $(PY) ] && $(PY) -m vptlib.study.profile $(PROFILE_FILE) sweep_methods 2>/dev/null))
 # `make book` prints its wall time, install, model build and preflight included. The first
 # make of a fresh clone restarts itself after installing (it reads vptlib's lists); GNU make
 # re-executes itself in the same process, so the process's own start (ps etimes) is when
@@ -190,8 +192,11 @@ pdf: install
 	$(VENV)/bin/jupyter-book build . --toc _build/_toc.yml --builder singlehtml -W -n --keep-going -q
 	@$(VPTLIB) book pdf --html _build/singlehtml/index.html --out _build/pdf/book.pdf
 
-notebooks: $(EXPERIMENTS) $(GEN)/dataset.ipynb $(GEN)/results.ipynb $(GEN)/variants.ipynb $(GEN)/curves.ipynb \
-	$(GEN)/attention.ipynb $(GEN)/reproducibility.ipynb $(GEN)/checklist.ipynb $(GEN)/benchmark.ipynb
+# Under make -j, pages start in this order as slots free up: the longest first, so none is
+# left running alone at the end. The variants page needs no other page; the Curves page (the
+# sweeps) needs only its methods' experiment pages, so they come next and it follows them.
+notebooks: $(GEN)/variants.ipynb $(SWEEP_PAGES) $(GEN)/curves.ipynb $(EXPERIMENTS) $(GEN)/dataset.ipynb \
+	$(GEN)/results.ipynb $(GEN)/attention.ipynb $(GEN)/reproducibility.ipynb $(GEN)/checklist.ipynb $(GEN)/benchmark.ipynb
 
 $(DATA_DIR)/manifest.csv: $(PROFILE_FILE) vptlib/data/prepare.py vptlib/data/phantoms.py | $(STAMP)
 	$(VPTLIB) book data --profile $(PROFILE_FILE) $(DATA_ARG)
@@ -223,10 +228,11 @@ $(GEN)/attention.ipynb: notebooks/attention.ipynb $(PAGE_SRC_attention) $(EXPERI
 	$(VPTLIB) book execute notebooks/attention.ipynb $@ --profile $(PROFILE_FILE)
 
 # The sweeps reuse every point already finished by the same code (see `make sweep`), and
-# start from each method's tuned setting: so under make -j they run after the experiment pages,
-# which tune them (order-only: a `make run` of one experiment does not re-execute this page).
+# start from each method's tuned setting: so under make -j they run after their methods'
+# experiment pages, which tune them (order-only: a `make run` of one experiment does not
+# re-execute this page).
 $(GEN)/curves.ipynb: notebooks/curves.ipynb $(PROFILE_FILE) $(RUN_SRC) $(PAGE_SRC_curves) $(DATA_DIR)/manifest.csv $(MODEL_DEP) $(INPUTS) \
-	| $(EXPERIMENTS)
+	| $(SWEEP_PAGES)
 	$(VPTLIB) book execute notebooks/curves.ipynb $@ --profile $(PROFILE_FILE) $(MODEL_ARG)
 
 $(GEN)/reproducibility.ipynb: notebooks/reproducibility.ipynb $(PAGE_SRC_reproducibility) $(EXPERIMENTS) $(GEN)/curves.ipynb

@@ -13,7 +13,14 @@ from vptlib import threads
 # the commands a test starts (a run, a book build) inherit its share: threads sized as the
 # build sizes its pages' (vptlib.threads), set before torch and numpy load OpenMP and
 # OpenBLAS. Two workers threading over both of two cores made a linear probe's test 121 s
-# instead of 9 s in CI.
+# instead of 9 s in CI. The workers inherit the controller's environment, which reads this
+# file first, as one process: pytest_configure below gives it the workers' share before it
+# starts them, or every worker would keep the controller's (all the cores).
+# A value the user set is never replaced; the suite marks its own, which the workers inherit.
+SUITE_SET = "VPTLIB_SUITE_SET_THREADS"
+USER_THREADS = "OMP_NUM_THREADS" in os.environ and SUITE_SET not in os.environ
+if not USER_THREADS:
+    os.environ[SUITE_SET] = "1"
 os.environ.setdefault(threads.SHARE_ENV, os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 threads.set_defaults()
 
@@ -31,6 +38,16 @@ os.environ.setdefault("VPTLIB_OFFLINE", "1")
 # branches run everywhere in tests/runs/test_portability.py.
 os.environ["VPTLIB_FAST_BF16"] = "0"
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_configure(config) -> None:
+    """In xdist's controller (``-n N``, before it starts the workers): the environment they
+    inherit says each is one of N, with its share of the threads."""
+    workers = getattr(config.option, "numprocesses", None)
+    if USER_THREADS or hasattr(config, "workerinput") or not isinstance(workers, int) or workers < 1:
+        return
+    os.environ[threads.SHARE_ENV] = str(workers)
+    os.environ["OMP_NUM_THREADS"] = str(threads.threads(workers))
 
 
 @pytest.fixture(scope="session")

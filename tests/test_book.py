@@ -62,7 +62,7 @@ def test_book_lands_at_index_html(repo, built):
     record = json.loads((repo / "_build" / "book-time-smoke.json").read_text())
     assert isinstance(record["other_work_cores"], float) and 0 <= record["other_work_cores"] <= os.cpu_count()
     # ... and how long each stage took (the Makefile's marks), adding up to the whole.
-    assert list(record["stages"]) == ["install", "models", "checks", "pages", "html"]
+    assert set(record["stages"]) == {"install", "models", "checks", "pages", "html"}
     assert abs(sum(record["stages"].values()) - record["seconds"]) <= 5
     for m in METHODS:
         assert f"book/generated/experiments/{m}.ipynb" in built.stdout

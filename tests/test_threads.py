@@ -70,3 +70,20 @@ def test_a_vptlib_command_gives_its_kernels_the_sizes():
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env)
     number, policy = res.stdout.split()[-2:]
     assert policy == "PASSIVE" and 1 <= int(number) <= threads.cores(), res.stdout + res.stderr
+
+
+def test_a_test_worker_threads_over_its_share_only():
+    """Each of pytest-xdist's N workers (make test: -n 2) and the commands it starts use at
+    most cores / N threads: they inherit the controller's environment, which conftest sizes
+    for N before the workers start (the controller alone would have taken every core)."""
+    import math
+    import os
+
+    import conftest
+    import torch
+
+    if conftest.USER_THREADS:
+        pytest.skip("OMP_NUM_THREADS was set by hand; the suite keeps it")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    share = math.ceil(threads.cores() / workers)
+    assert int(os.environ["OMP_NUM_THREADS"]) <= share and torch.get_num_threads() <= share

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -108,6 +109,25 @@ def test_a_bare_make_prints_help_and_installs_nothing():
     res = subprocess.run(["make", "-n", "-C", str(REPO)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "make book" in res.stdout, res.stdout + res.stderr
     assert "pip install" not in res.stdout and "venv" not in res.stdout.split("make install")[0]
+
+
+def test_pages_start_longest_first_and_curves_waits_only_for_its_sweeps(tmp_path):
+    """make -j starts pages in the `notebooks` order as slots free up: the variants page first
+    (it needs no other page), then the experiment pages of the sweeps' methods, then Curves,
+    which waits for those only, not for every experiment page (make -n lists them in the order
+    a single slot would run them)."""
+    import re
+
+    from vptlib import REPO
+    from vptlib.study.profile import load
+
+    cmd = ["make", "-n", "-C", str(REPO), "book", "PROFILE=smoke", f"GEN={tmp_path / 'gen'}"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    pages = [Path(p).stem for p in re.findall(r"book execute notebooks/\S+ (\S+)", res.stdout)]
+    sweeps = load(REPO / "profiles" / "smoke.yaml", check_methods=False).sweep_methods
+    assert sweeps and pages[: len(sweeps) + 2] == ["variants", *sweeps, "curves"], pages
+    assert len(pages) == len(set(pages)) and {"results", "dataset", "checklist"} <= set(pages), pages
 
 
 def test_preflight_keeps_each_problems_instructions_on_their_lines():

@@ -351,7 +351,9 @@ def _stage_text(rec: dict[str, Any]) -> str:
     stages = rec.get("stages") or {}
     if not stages:
         return ""
-    return "; by stage: " + ", ".join(f"{STAGE_NAMES.get(k, k)} {_min_s(v)}" for k, v in stages.items())
+    # In the build's order, whatever order the record's keys came back in (it is written sorted).
+    order = [k for k in STAGE_NAMES if k in stages] + [k for k in stages if k not in STAGE_NAMES]
+    return "; by stage: " + ", ".join(f"{STAGE_NAMES.get(k, k)} {_min_s(stages[k])}" for k in order)
 
 
 def book_time_key(rec: dict[str, Any]) -> str:

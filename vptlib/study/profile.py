@@ -65,6 +65,12 @@ class Profile:
         """The seed the tuning grids run with: ``tuning_seed``, else one past every reported seed."""
         return self.tuning_seed if self.tuning_seed is not None else max(self.seeds) + 1
 
+    @property
+    def sweep_methods(self) -> list[str]:
+        """The methods the sweeps run, each once: each sweep starts from its methods' tuned
+        settings, so the Curves page waits for their experiment pages (the Makefile's look-up)."""
+        return list(dict.fromkeys(m for sweep in self.sweeps.values() for m in sweep.get("methods", [])))
+
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -282,11 +288,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (AttributeError, TypeError, ValueError):
-        print(f"error: usage: python -m vptlib.study.profile PATH KEY (a key of {', '.join(_TYPES)})", file=sys.stderr)
+        print(
+            f"error: usage: python -m vptlib.study.profile PATH KEY (a key of {', '.join([*_TYPES, 'sweep_methods'])})",
+            file=sys.stderr,
+        )
         return 2
-    # The Makefile uses the value as a file name: a space is escaped for it (schema refuses
-    # the characters make cannot escape).
-    print(str(value).replace(" ", "\\ "))
+    # The Makefile uses the value as a file name (a space is escaped for it: schema refuses the
+    # characters make cannot escape), a list as words.
+    print(" ".join(map(str, value)) if isinstance(value, list) else str(value).replace(" ", "\\ "))
     return 0
 
 
