@@ -227,6 +227,8 @@ def book_time_record(
     from vptlib.study.profile import load
     from vptlib.study.variants import variants
 
+    from vptlib.threads import cores
+
     from .timing import machine_name
 
     prof = load(profile_path, check_methods=False)  # the build checked it; its models may be elsewhere now
@@ -238,7 +240,9 @@ def book_time_record(
     rec = {
         "profile": prof.profile,
         "seconds": round(time.time() - started),
-        "machine": machine_name(torch.device("cpu")),
+        # The cores the build could use, not the threads this process was given: under load
+        # those are fewer, and the loaded build's record must name the idle one's machine.
+        "machine": machine_name(torch.device("cpu"), threads=cores()),
         "cpus": os.cpu_count(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU",
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),

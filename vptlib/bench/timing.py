@@ -214,7 +214,8 @@ def data_throughput(batch: int, size: int, device: str, steps: int = 20) -> floa
     return batch / statistics.median(step_times(step, dev, steps, 2))
 
 
-def machine_name(device: torch.device) -> str:
+def machine_name(device: torch.device, threads: int | None = None) -> str:
+    """The device's name, a CPU's with the threads measured on (torch's, or ``threads``)."""
     if device.type == "cuda":
         desc = torch.cuda.get_device_name(device)
     else:
@@ -223,7 +224,7 @@ def machine_name(device: torch.device) -> str:
                 cpu = next(line.split(":", 1)[1] for line in f if line.startswith("model name"))
         except (OSError, StopIteration):
             cpu = platform.processor() or platform.machine()
-        desc = f"{cpu.strip()} {torch.get_num_threads()}t"
+        desc = f"{cpu.strip()} {threads or torch.get_num_threads()}t"
     return re.sub(r"[^a-z0-9]+", "-", desc.lower()).strip("-")
 
 
