@@ -226,7 +226,6 @@ def book_time_record(
     from vptlib.runs import provenance, records
     from vptlib.study.profile import load
     from vptlib.study.variants import variants
-
     from vptlib.threads import cores
 
     from .timing import machine_name
