@@ -16,7 +16,8 @@ from vptlib import threads
 # instead of 9 s in CI. The workers inherit the controller's environment, which reads this
 # file first, as one process: pytest_configure below gives it the workers' share before it
 # starts them, or every worker would keep the controller's (all the cores).
-# A value the user set is never replaced; the suite marks its own, which the workers inherit.
+# A value the user set is never replaced; the suite marks its own, which the workers inherit
+# (test_threads reads the mark).
 SUITE_SET = "VPTLIB_SUITE_SET_THREADS"
 USER_THREADS = "OMP_NUM_THREADS" in os.environ and SUITE_SET not in os.environ
 if not USER_THREADS:
