@@ -44,9 +44,14 @@ def cores() -> int:
     return max(1, n)
 
 
+def cpu_ticks(line: str) -> tuple[int, int]:
+    """(idle, all) clock ticks of a /proc/stat ``cpu`` line: idle + iowait, and every field."""
+    fields = [int(x) for x in line.split()[1:]]
+    return fields[3] + fields[4], sum(fields)
+
+
 def _cpu_times() -> tuple[int, int]:
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return fields[3] + fields[4], sum(fields)  # idle + iowait, all
+    return cpu_ticks(Path("/proc/stat").read_text().split("\n", 1)[0])
 
 
 def idle(cpus: int, window: float = 0.1) -> float:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vptlib import atomic
+from vptlib.threads import cores, cpu_ticks
 
 from .peers import TARGET
 from .timing import METHODS
@@ -226,7 +227,6 @@ def book_time_record(
     from vptlib.runs import provenance, records
     from vptlib.study.profile import load
     from vptlib.study.variants import variants
-    from vptlib.threads import cores
 
     from .timing import machine_name
 
@@ -282,8 +282,8 @@ PROC_STAT = Path("/proc/stat")
 
 def _busy_ticks(cpu_line: str) -> int:
     """Clock ticks the machine's CPUs spent working: a /proc/stat ``cpu`` line less idle and iowait."""
-    fields = [int(x) for x in cpu_line.split()[1:]]
-    return sum(fields) - fields[3] - fields[4]
+    idle, total = cpu_ticks(cpu_line)
+    return total - idle
 
 
 def _children_ticks(pid: int) -> int:
@@ -359,9 +359,11 @@ def _stage_text(rec: dict[str, Any]) -> str:
     return "; by stage: " + ", ".join(f"{STAGE_NAMES.get(k, k)} {_min_s(stages[k])}" for k in order)
 
 
-def book_time_key(rec: dict[str, Any]) -> str:
-    """The kept record's file name: one idle and one loaded build per profile and machine."""
-    return f"book-{rec['profile']}-{rec['machine']}{'-loaded' if loaded(rec) else ''}.json"
+def book_time_key(rec: dict[str, Any], under_load: bool | None = None) -> str:
+    """The kept record's file name: one idle and one loaded build per profile and machine
+    (``under_load``: that one's name; by default, the one ``rec`` is)."""
+    under_load = loaded(rec) if under_load is None else under_load
+    return f"book-{rec['profile']}-{rec['machine']}{'-loaded' if under_load else ''}.json"
 
 
 def book_time_block(kept: Path, rec: dict[str, Any]) -> str:
@@ -369,11 +371,11 @@ def book_time_block(kept: Path, rec: dict[str, Any]) -> str:
     then the build under load, where one is kept."""
     import json
 
-    def read(rec_: dict[str, Any], loaded_: bool) -> dict[str, Any] | None:
-        path = kept / book_time_key({**rec_, "other_work_cores": LOADED_CORES if loaded_ else 0.0})
+    def read(under_load: bool) -> dict[str, Any] | None:
+        path = kept / book_time_key(rec, under_load)
         return json.loads(path.read_text()) if path.is_file() else None
 
-    idle, busy = read(rec, False), read(rec, True)
+    idle, busy = read(False), read(True)
     parts = [book_time_markdown(idle)] if idle else []
     if busy:
         parts.append(book_time_markdown(busy, idle))
